@@ -1,0 +1,45 @@
+import { join, resolve } from 'node:path'
+import { treeDirName } from '../protocol/paths.js'
+
+/**
+ * Layout of an agent's home directory. Everything an agent owns lives here; versions and staging share
+ * one filesystem with each other so that renames are atomic and hardlinks work.
+ *
+ *   config.toml               operator configuration (commented)
+ *   identity/peer.key         libp2p private key (protobuf)
+ *   identity/publisher.pem    ed25519 publisher private key (PKCS#8 PEM)
+ *   db/                       LevelDB: chunk index, catalog, state
+ *   trees/<tree>/versions/<seq>/   materialized versions
+ *   trees/<tree>/staging/<seq>/    versions being built (never visible to readers)
+ *   trees/<tree>/current      symlink → versions/<seq>, flipped atomically
+ *   control.sock              local control API (unix socket, mode 0600)
+ */
+export class HomeLayout {
+  readonly root: string
+
+  constructor (home: string) {
+    this.root = resolve(home)
+  }
+
+  get config (): string { return join(this.root, 'config.toml') }
+  get identityDir (): string { return join(this.root, 'identity') }
+  get peerKey (): string { return join(this.root, 'identity', 'peer.key') }
+  get publisherKey (): string { return join(this.root, 'identity', 'publisher.pem') }
+  get db (): string { return join(this.root, 'db') }
+  get controlSocket (): string { return join(this.root, 'control.sock') }
+  get pidFile (): string { return join(this.root, 'agent.pid') }
+  get trees (): string { return join(this.root, 'trees') }
+
+  treeDir (tree: string): string { return join(this.root, 'trees', treeDirName(tree)) }
+  versionsDir (tree: string): string { return join(this.treeDir(tree), 'versions') }
+  versionDir (tree: string, seq: number): string { return join(this.versionsDir(tree), String(seq)) }
+  stagingDir (tree: string, seq: number): string { return join(this.treeDir(tree), 'staging', String(seq)) }
+  currentLink (tree: string): string { return join(this.treeDir(tree), 'current') }
+}
+
+/** --home, else $DELTAMESH_HOME; a clear error when neither is given. */
+export function resolveHome (home: string | undefined, env: NodeJS.ProcessEnv = process.env): HomeLayout {
+  const chosen = home ?? env.DELTAMESH_HOME
+  if (chosen === undefined || chosen === '') throw new Error('No agent home: pass --home DIR or set DELTAMESH_HOME')
+  return new HomeLayout(chosen)
+}

@@ -1,0 +1,135 @@
+import type { ChunkId } from '../../protocol/chunk-id.js'
+
+// The storage contract between the chunk index / catalog (LevelDB) and its users (scanner, publisher,
+// materializer, sync engine, chunk server). "The tree is the store": no chunk bytes are copied into the
+// database; it only records where each chunk already lies on disk.
+
+/** A directory whose files the index points into. Renaming a staging dir to a version dir is one record update. */
+export interface StoreRoot {
+  id: number
+  /** Absolute path of the directory. */
+  path: string
+  /** 'source': a publisher's own directory; 'staging': a version being built; 'version': a materialized version. */
+  kind: 'source' | 'staging' | 'version'
+  tree?: string
+  seq?: number
+}
+
+/** One place a chunk lies: bytes [offset, offset+size) of file relPath under root rootId. */
+export interface ChunkLocation {
+  rootId: number
+  relPath: string
+  offset: number
+  size: number
+}
+
+/** A chunk as the chunker reports it: its id and where in the file it was cut. */
+export interface PlacedChunk {
+  id: ChunkId
+  offset: number
+  size: number
+}
+
+export interface ChunkIndex {
+  addRoot (root: Omit<StoreRoot, 'id'>): Promise<StoreRoot>
+  getRoot (id: number): Promise<StoreRoot | undefined>
+  listRoots (): Promise<StoreRoot[]>
+  /** Re-points a root after its directory was renamed (staging → version): locations follow without rewriting. */
+  updateRoot (root: StoreRoot): Promise<void>
+  /** Forgets a root and every location under it. */
+  removeRoot (id: number): Promise<void>
+  /** Records the chunks of one file, replacing whatever was recorded for (rootId, relPath) before. */
+  indexFile (rootId: number, relPath: string, chunks: PlacedChunk[]): Promise<void>
+  /** Records single chunk placements (a sync writes chunks into staging files one by one). */
+  addLocations (id: ChunkId, locations: ChunkLocation[]): Promise<void>
+  removeFile (rootId: number, relPath: string): Promise<void>
+  locations (id: ChunkId): Promise<ChunkLocation[]>
+  has (id: ChunkId): Promise<boolean>
+  /**
+   * Reads a chunk from the first location whose bytes hash to `id`. A location whose bytes do not match
+   * (file edited, truncated or gone behind our back) is dropped from the index and reported through
+   * `onCorrupt`; it is never returned. Undefined when no location holds the chunk.
+   */
+  readChunk (id: ChunkId, signal?: AbortSignal): Promise<Uint8Array | undefined>
+}
+
+export interface ChunkIndexEvents {
+  /** A location was found not to hold the chunk it was indexed for, and was dropped. */
+  onCorrupt?: (id: ChunkId, location: ChunkLocation, reason: string) => void
+}
+
+/** Lifecycle of a version held (or being fetched) at this site. */
+export type VersionState = 'announced' | 'syncing' | 'complete' | 'failed'
+
+export interface VersionRecord {
+  tree: string
+  seq: number
+  /** The signed envelope exactly as received or produced. */
+  envelope: Uint8Array
+  state: VersionState
+  /** Index root of the materialized (or staging) directory; absent for a source-only publish. */
+  rootId?: number
+  /** Absolute path of the version's directory (materialized version, or the publisher's source). */
+  path?: string
+  /** Totals for status and benchmarks. */
+  stats?: VersionStats
+  error?: string
+}
+
+export interface VersionStats {
+  files: number
+  bytes: number
+  chunks: number
+  /** Chunk bytes that had to come from the network (or were new at publish time). */
+  newBytes: number
+  newChunks: number
+  durationMs: number
+}
+
+export interface TreeRecord {
+  name: string
+  /** seq of the version PATH/current points at, if any. */
+  currentSeq?: number
+  /** Where a subscription exposes the newest complete version (a symlink flipped atomically). */
+  subscribedTo?: string
+  include?: string[]
+  exclude?: string[]
+  /** How many complete versions to keep (default 3). */
+  retain?: number
+}
+
+/** One file of a scanned source directory, as of the last scan; reused while (size, mtime, ino) stay the same. */
+export interface ScanCacheEntry {
+  size: number
+  mtimeMs: number
+  ino: number
+  chunks: PlacedChunk[]
+}
+
+export interface Catalog {
+  /** Content-addressed blobs: root blobs and manifest chunks. getBlob re-hashes and never returns a mismatch. */
+  putBlob (id: ChunkId, bytes: Uint8Array): Promise<void>
+  getBlob (id: ChunkId): Promise<Uint8Array | undefined>
+  hasBlob (id: ChunkId): Promise<boolean>
+  deleteBlob (id: ChunkId): Promise<void>
+
+  putTree (tree: TreeRecord): Promise<void>
+  getTree (name: string): Promise<TreeRecord | undefined>
+  listTrees (): Promise<TreeRecord[]>
+
+  putVersion (version: VersionRecord): Promise<void>
+  getVersion (tree: string, seq: number): Promise<VersionRecord | undefined>
+  /** Ascending by seq. */
+  listVersions (tree: string): Promise<VersionRecord[]>
+  deleteVersion (tree: string, seq: number): Promise<void>
+
+  getScanEntry (sourcePath: string, relPath: string): Promise<ScanCacheEntry | undefined>
+  putScanEntries (sourcePath: string, entries: Array<[relPath: string, entry: ScanCacheEntry]>): Promise<void>
+  /** Drops cache entries of files no longer present (called after a full scan with the paths seen). */
+  pruneScanCache (sourcePath: string, keep: (relPath: string) => boolean): Promise<void>
+
+  /** Small JSON-able state of other components (sync progress, peer scores, limits). */
+  getState<T> (key: string): Promise<T | undefined>
+  putState (key: string, value: unknown): Promise<void>
+  deleteState (key: string): Promise<void>
+}

@@ -1,0 +1,260 @@
+import { InvalidMessageError, LimitExceededError } from './errors.js'
+import { CHUNK_ID_BYTES, MAX_CHUNK_SIZE, MAX_CHUNKS_PER_FILE, MAX_ENTRY_BYTES, MAX_FILE_SIZE, MAX_MANIFEST_ENTRIES, MAX_ROOT_BYTES, MAX_SYMLINK_TARGET_BYTES } from './limits.js'
+import { type ChunkId } from './chunk-id.js'
+import { comparePaths, parentOf, validateRelativePath } from './paths.js'
+import { decodeUntrusted, decodeUvarint, encodeCanonical, encodeUvarint, expectBytes, expectInt, expectString, expectTuple } from './codec.js'
+
+// A manifest is a stream of records, each a uvarint length followed by one canonical msgpack value:
+// first a header (format, chunking parameters), then one record per entry in canonical path order.
+// Framing each record lets a reader decode a manifest of millions of entries as its chunks arrive,
+// with memory bounded by one record, and lets the writer emit entries as the scanner finds them.
+
+export type ChunkingAlgorithm = 'rabin' | 'gear'
+
+/** How files were cut; recorded so a subscriber can tell how a version was made and a publisher can rechunk alike. */
+export interface ChunkingParams {
+  algorithm: ChunkingAlgorithm
+  /** log2 of the target size beyond the minimum (rabin-wasm's first argument; the gear mask bits). */
+  avgBits: number
+  minSize: number
+  maxSize: number
+}
+
+export interface ChunkRef {
+  id: ChunkId
+  size: number
+}
+
+export interface DirEntry { type: 'dir', path: string, mode: number, mtimeMs: number }
+export interface FileEntry { type: 'file', path: string, mode: number, mtimeMs: number, size: number, chunks: ChunkRef[] }
+export interface SymlinkEntry { type: 'symlink', path: string, mtimeMs: number, target: string }
+export type ManifestEntry = DirEntry | FileEntry | SymlinkEntry
+
+export interface ManifestHeader {
+  chunking: ChunkingParams
+}
+
+const MANIFEST_TAG = 'deltamesh/manifest'
+const ROOT_TAG = 'deltamesh/root'
+const FORMAT_VERSION = 1
+const ENTRY_DIR = 0
+const ENTRY_FILE = 1
+const ENTRY_SYMLINK = 2
+const MAX_MTIME_MS = 2 ** 52
+
+export function validateChunkingParams (p: ChunkingParams): ChunkingParams {
+  if (p.algorithm !== 'rabin' && p.algorithm !== 'gear') throw new InvalidMessageError(`Unknown chunking algorithm ${String(p.algorithm).slice(0, 20)}`)
+  expectInt(p.avgBits, 'chunking avgBits', 8, 22)
+  expectInt(p.minSize, 'chunking minSize', 64, MAX_CHUNK_SIZE)
+  expectInt(p.maxSize, 'chunking maxSize', p.minSize, MAX_CHUNK_SIZE)
+  return p
+}
+
+function frame (value: unknown[]): Uint8Array {
+  const body = encodeCanonical(value)
+  const prefix = encodeUvarint(body.byteLength)
+  const out = new Uint8Array(prefix.byteLength + body.byteLength)
+  out.set(prefix, 0)
+  out.set(body, prefix.byteLength)
+  return out
+}
+
+export function encodeHeader (header: ManifestHeader): Uint8Array {
+  const c = validateChunkingParams(header.chunking)
+  return frame([MANIFEST_TAG, FORMAT_VERSION, [c.algorithm, c.avgBits, c.minSize, c.maxSize]])
+}
+
+export function encodeEntry (entry: ManifestEntry): Uint8Array {
+  switch (entry.type) {
+    case 'dir':
+      return frame([ENTRY_DIR, entry.path, entry.mode, entry.mtimeMs])
+    case 'symlink':
+      return frame([ENTRY_SYMLINK, entry.path, entry.mtimeMs, entry.target])
+    case 'file': {
+      const ids = new Uint8Array(entry.chunks.length * CHUNK_ID_BYTES)
+      entry.chunks.forEach((c, i) => ids.set(c.id, i * CHUNK_ID_BYTES))
+      return frame([ENTRY_FILE, entry.path, entry.mode, entry.mtimeMs, entry.size, ids, entry.chunks.map(c => c.size)])
+    }
+  }
+}
+
+function decodeHeaderValue (value: unknown): ManifestHeader {
+  const t = expectTuple(value, 'manifest header', MANIFEST_TAG, FORMAT_VERSION, 3)
+  const c = t[2]
+  if (!Array.isArray(c) || c.length !== 4) throw new InvalidMessageError('manifest header: bad chunking parameters')
+  return { chunking: validateChunkingParams({ algorithm: c[0] as ChunkingAlgorithm, avgBits: c[1] as number, minSize: c[2] as number, maxSize: c[3] as number }) }
+}
+
+function decodeEntryValue (value: unknown, chunking: ChunkingParams): ManifestEntry {
+  if (!Array.isArray(value)) throw new InvalidMessageError('manifest entry: not an array')
+  const kind = value[0]
+  const path = validateRelativePath(value[1])
+  const at = `manifest entry ${JSON.stringify(path.slice(0, 200))}`
+  switch (kind) {
+    case ENTRY_DIR:
+      if (value.length !== 4) throw new InvalidMessageError(`${at}: dir has ${value.length} fields`)
+      return { type: 'dir', path, mode: expectInt(value[2], `${at} mode`, 0, 0o7777), mtimeMs: expectInt(value[3], `${at} mtime`, -MAX_MTIME_MS, MAX_MTIME_MS) }
+    case ENTRY_SYMLINK: {
+      if (value.length !== 4) throw new InvalidMessageError(`${at}: symlink has ${value.length} fields`)
+      const target = expectString(value[3], `${at} target`, MAX_SYMLINK_TARGET_BYTES)
+      if (target === '' || target.includes('\0')) throw new InvalidMessageError(`${at}: empty symlink target or NUL in it`)
+      return { type: 'symlink', path, mtimeMs: expectInt(value[2], `${at} mtime`, -MAX_MTIME_MS, MAX_MTIME_MS), target }
+    }
+    case ENTRY_FILE: {
+      if (value.length !== 7) throw new InvalidMessageError(`${at}: file has ${value.length} fields`)
+      const mode = expectInt(value[2], `${at} mode`, 0, 0o7777)
+      const mtimeMs = expectInt(value[3], `${at} mtime`, -MAX_MTIME_MS, MAX_MTIME_MS)
+      const size = expectInt(value[4], `${at} size`, 0, MAX_FILE_SIZE)
+      const ids = expectBytes(value[5], `${at} chunk ids`, undefined, MAX_CHUNKS_PER_FILE * CHUNK_ID_BYTES)
+      const sizes = value[6]
+      if (!Array.isArray(sizes)) throw new InvalidMessageError(`${at}: chunk sizes not an array`)
+      if (sizes.length > MAX_CHUNKS_PER_FILE) throw new LimitExceededError(`${at} chunk count`, sizes.length, MAX_CHUNKS_PER_FILE)
+      if (ids.byteLength !== sizes.length * CHUNK_ID_BYTES) throw new InvalidMessageError(`${at}: ${sizes.length} chunk sizes but ${ids.byteLength} id bytes`)
+      const chunks: ChunkRef[] = new Array(sizes.length)
+      let total = 0
+      for (let i = 0; i < sizes.length; i++) {
+        const chunkSize = expectInt(sizes[i], `${at} chunk ${i} size`, 1, chunking.maxSize)
+        total += chunkSize
+        chunks[i] = { id: ids.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES), size: chunkSize }
+      }
+      if (total !== size) throw new InvalidMessageError(`${at}: chunks add up to ${total} bytes, size says ${size}`)
+      return { type: 'file', path, mode, mtimeMs, size, chunks }
+    }
+    default:
+      throw new InvalidMessageError(`${at}: unknown entry type ${String(kind).slice(0, 20)}`)
+  }
+}
+
+/**
+ * Enforces the structure of a manifest: strictly increasing canonical order (so no duplicates), and every
+ * entry's parent is a directory entry seen before it (so nothing sits under a file or a symlink, which is
+ * how a hostile manifest would make a materializer write through a link). Memory: one path per depth level.
+ */
+export class ManifestOrderChecker {
+  private previous: string | undefined
+  private readonly openDirs: string[] = []
+  private count = 0
+
+  check (entry: ManifestEntry): void {
+    if (++this.count > MAX_MANIFEST_ENTRIES) throw new LimitExceededError('manifest entries', this.count, MAX_MANIFEST_ENTRIES)
+    if (this.previous !== undefined && comparePaths(this.previous, entry.path) >= 0) {
+      throw new InvalidMessageError(`manifest entry ${JSON.stringify(entry.path)} is not after ${JSON.stringify(this.previous)} (duplicate or unsorted)`)
+    }
+    this.previous = entry.path
+    const parent = parentOf(entry.path)
+    while (this.openDirs.length > 0 && this.openDirs[this.openDirs.length - 1] !== parent) this.openDirs.pop()
+    if (parent !== '' && this.openDirs.length === 0) {
+      throw new InvalidMessageError(`manifest entry ${JSON.stringify(entry.path)}: parent ${JSON.stringify(parent)} is not a directory of this manifest`)
+    }
+    if (entry.type === 'dir') this.openDirs.push(entry.path)
+  }
+
+  get entries (): number { return this.count }
+}
+
+/** Incremental writer: feed entries in canonical order, take the bytes as they come. */
+export class ManifestWriter {
+  private readonly checker = new ManifestOrderChecker()
+  private fileBytes = 0
+
+  constructor (readonly header: ManifestHeader) {}
+
+  start (): Uint8Array { return encodeHeader(this.header) }
+
+  write (entry: ManifestEntry): Uint8Array {
+    this.checker.check(entry)
+    if (entry.type === 'file') this.fileBytes += entry.size
+    return encodeEntry(entry)
+  }
+
+  get entryCount (): number { return this.checker.entries }
+  get totalFileBytes (): number { return this.fileBytes }
+}
+
+/**
+ * Incremental, bounded reader for untrusted manifest bytes: push() bytes in order (for example chunk by
+ * chunk as they are fetched), take decoded entries. end() checks that nothing is left over.
+ */
+export class ManifestReader {
+  private buffer: Uint8Array = new Uint8Array(0)
+  private headerValue: ManifestHeader | undefined
+  private readonly checker = new ManifestOrderChecker()
+
+  get header (): ManifestHeader | undefined { return this.headerValue }
+  get entryCount (): number { return this.checker.entries }
+
+  push (bytes: Uint8Array): ManifestEntry[] {
+    this.buffer = this.buffer.byteLength === 0 ? bytes : Buffer.concat([this.buffer, bytes])
+    const out: ManifestEntry[] = []
+    let offset = 0
+    for (;;) {
+      const varint = decodeUvarint(this.buffer, offset)
+      if (varint === undefined) break
+      const [length, lengthBytes] = varint
+      if (length > MAX_ENTRY_BYTES) throw new LimitExceededError('manifest record size', length, MAX_ENTRY_BYTES)
+      if (offset + lengthBytes + length > this.buffer.byteLength) break
+      const value = decodeUntrusted(this.buffer.subarray(offset + lengthBytes, offset + lengthBytes + length), 'manifest record')
+      offset += lengthBytes + length
+      if (this.headerValue === undefined) {
+        this.headerValue = decodeHeaderValue(value)
+        continue
+      }
+      const entry = decodeEntryValue(value, this.headerValue.chunking)
+      this.checker.check(entry)
+      out.push(entry)
+    }
+    this.buffer = this.buffer.subarray(offset)
+    return out
+  }
+
+  end (): void {
+    if (this.buffer.byteLength !== 0) throw new InvalidMessageError(`manifest ends inside a record (${this.buffer.byteLength} bytes left)`)
+    if (this.headerValue === undefined) throw new InvalidMessageError('manifest has no header')
+  }
+}
+
+/** Decodes a whole manifest held in memory (tests, small trees). */
+export function decodeManifest (bytes: Uint8Array): { header: ManifestHeader, entries: ManifestEntry[] } {
+  const reader = new ManifestReader()
+  const entries = reader.push(bytes)
+  reader.end()
+  return { header: reader.header as ManifestHeader, entries }
+}
+
+/**
+ * The root of a version: the list of the manifest's own chunks plus totals. Its SHA-256 is what the
+ * envelope signs, so one signature covers every byte of the version.
+ */
+export interface ManifestRoot {
+  manifestSize: number
+  entryCount: number
+  totalFileBytes: number
+  chunks: ChunkRef[]
+}
+
+export function encodeRoot (root: ManifestRoot): Uint8Array {
+  const ids = new Uint8Array(root.chunks.length * CHUNK_ID_BYTES)
+  root.chunks.forEach((c, i) => ids.set(c.id, i * CHUNK_ID_BYTES))
+  const bytes = encodeCanonical([ROOT_TAG, FORMAT_VERSION, root.manifestSize, root.entryCount, root.totalFileBytes, ids, root.chunks.map(c => c.size)])
+  if (bytes.byteLength > MAX_ROOT_BYTES) throw new LimitExceededError('root size', bytes.byteLength, MAX_ROOT_BYTES)
+  return bytes
+}
+
+export function decodeRoot (bytes: Uint8Array): ManifestRoot {
+  if (bytes.byteLength > MAX_ROOT_BYTES) throw new LimitExceededError('root size', bytes.byteLength, MAX_ROOT_BYTES)
+  const t = expectTuple(decodeUntrusted(bytes, 'root'), 'root', ROOT_TAG, FORMAT_VERSION, 7)
+  const manifestSize = expectInt(t[2], 'root manifestSize', 1, Number.MAX_SAFE_INTEGER)
+  const entryCount = expectInt(t[3], 'root entryCount', 0, MAX_MANIFEST_ENTRIES)
+  const totalFileBytes = expectInt(t[4], 'root totalFileBytes', 0, Number.MAX_SAFE_INTEGER)
+  const ids = expectBytes(t[5], 'root chunk ids', undefined, MAX_ROOT_BYTES)
+  const sizes = t[6]
+  if (!Array.isArray(sizes) || ids.byteLength !== sizes.length * CHUNK_ID_BYTES) throw new InvalidMessageError('root: chunk ids and sizes disagree')
+  let total = 0
+  const chunks = sizes.map((s: unknown, i: number) => {
+    const size = expectInt(s, `root chunk ${i} size`, 1, MAX_CHUNK_SIZE)
+    total += size
+    return { id: ids.subarray(i * CHUNK_ID_BYTES, (i + 1) * CHUNK_ID_BYTES), size }
+  })
+  if (total !== manifestSize) throw new InvalidMessageError(`root: manifest chunks add up to ${total}, manifestSize says ${manifestSize}`)
+  return { manifestSize, entryCount, totalFileBytes, chunks }
+}

@@ -1,0 +1,68 @@
+import { InvalidPathError, InvalidTreeNameError } from './errors.js'
+import { MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_TREE_NAME_BYTES } from './limits.js'
+
+const encoder = new TextEncoder()
+
+/**
+ * Checks that `path` is a clean, relative, '/'-separated path that stays inside its tree:
+ * no leading '/', no '.', '..' or empty segments, no NUL or backslash, no control characters,
+ * valid UTF-8 round-trip (no lone surrogates), bounded lengths. Returns it unchanged.
+ * A manifest or peer that sends anything else is hostile or broken; we never "normalise" it
+ * into something else, because two different wire paths must never land on the same file.
+ */
+export function validateRelativePath (path: unknown): string {
+  if (typeof path !== 'string') throw new InvalidPathError(String(path), 'not a string')
+  if (path.length === 0) throw new InvalidPathError(path, 'empty')
+  if (encoder.encode(path).byteLength > MAX_PATH_BYTES) throw new InvalidPathError(path, `longer than ${MAX_PATH_BYTES} bytes`)
+  if (Buffer.from(path, 'utf8').toString('utf8') !== path) throw new InvalidPathError(path, 'not valid Unicode')
+  if (path.startsWith('/')) throw new InvalidPathError(path, 'absolute')
+  // control characters (incl. NUL, newline) and backslashes have no business in a mirrored tree name
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f\\]/.test(path)) throw new InvalidPathError(path, 'contains a control character or backslash')
+  for (const segment of path.split('/')) {
+    if (segment === '') throw new InvalidPathError(path, 'empty segment')
+    if (segment === '.' || segment === '..') throw new InvalidPathError(path, `'${segment}' segment`)
+    if (encoder.encode(segment).byteLength > MAX_NAME_BYTES) throw new InvalidPathError(path, `a segment is longer than ${MAX_NAME_BYTES} bytes`)
+  }
+  return path
+}
+
+/** Parent directory of a relative path, or '' for a top-level name. */
+export function parentOf (path: string): string {
+  const slash = path.lastIndexOf('/')
+  return slash === -1 ? '' : path.slice(0, slash)
+}
+
+/**
+ * Canonical manifest order: component-wise, each component compared as UTF-8 bytes.
+ * This is the order of a depth-first walk that visits each directory's names sorted by bytes,
+ * so a scanner can emit entries in order without holding the whole tree, and a directory
+ * always sorts before everything under it.
+ */
+export function comparePaths (a: string, b: string): number {
+  return Buffer.compare(sortKey(a), sortKey(b))
+}
+
+/** '/' → NUL makes plain byte order equal component-wise order (NUL never occurs in a valid path). */
+export function sortKey (path: string): Buffer {
+  const bytes = Buffer.from(path, 'utf8')
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] === 0x2f) bytes[i] = 0
+  return bytes
+}
+
+/** Tree names: 'rhel-10/compose/BaseOS' — segments of [A-Za-z0-9._-], not '.' or '..'. */
+export function validateTreeName (tree: unknown): string {
+  if (typeof tree !== 'string') throw new InvalidTreeNameError(String(tree), 'not a string')
+  if (tree.length === 0) throw new InvalidTreeNameError(tree, 'empty')
+  if (tree.length > MAX_TREE_NAME_BYTES) throw new InvalidTreeNameError(tree, `longer than ${MAX_TREE_NAME_BYTES} characters`)
+  for (const segment of tree.split('/')) {
+    if (!/^[A-Za-z0-9._-]+$/.test(segment)) throw new InvalidTreeNameError(tree, 'segments must be non-empty and use only A-Z a-z 0-9 . _ -')
+    if (segment === '.' || segment === '..') throw new InvalidTreeNameError(tree, `'${segment}' segment`)
+  }
+  return tree
+}
+
+/** A tree name as one filesystem-safe directory name ('/' is not allowed in names; '%' is not allowed in tree names). */
+export function treeDirName (tree: string): string {
+  return validateTreeName(tree).replaceAll('/', '%')
+}
