@@ -1,0 +1,144 @@
+import { lstat, readdir, readlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Stats } from 'node:fs'
+import type { ManifestEntry } from '../../protocol/manifest.js'
+import { validateRelativePath } from '../../protocol/paths.js'
+import type { PlacedChunk, ScanCacheEntry } from '../store/types.js'
+
+/** Cuts one file into chunks (normally ChunkerPool.chunkFile bound to the tree's chunking parameters). */
+export type ChunkFileFn = (absolutePath: string, signal?: AbortSignal) => Promise<PlacedChunk[]>
+
+/** The scan cache as the scanner needs it (Catalog implements it for one source directory). */
+export interface ScanCache {
+  get (relPath: string): Promise<ScanCacheEntry | undefined>
+}
+
+export interface ScannedFile {
+  entry: ManifestEntry & { type: 'file' }
+  chunks: PlacedChunk[]
+  /** True when the chunk list came from the cache (no byte of the file was read). */
+  cached: boolean
+  /** What to store in the scan cache for this file, or undefined when it must not be cached (racy mtime). */
+  cacheEntry: ScanCacheEntry | undefined
+}
+
+export type ScanItem = { entry: ManifestEntry, file?: ScannedFile }
+
+export interface ScanOptions {
+  chunkFile: ChunkFileFn
+  cache?: ScanCache
+  signal?: AbortSignal
+  /** Special files, unreadable names and other things we skip instead of failing the whole scan. */
+  onWarning?: (relPath: string, reason: string) => void
+  /** How many files may be chunked at once ahead of the one being emitted (keeps all pool workers busy). */
+  lookahead?: number
+  /** Injectable clock for the racy-mtime rule. */
+  now?: () => number
+}
+
+/** A file modified within this window of the scan may change again within the same mtime tick: never trust it from cache. */
+const RACY_MTIME_WINDOW_MS = 2000
+const DEFAULT_LOOKAHEAD = 64
+const MAX_RESCAN_ATTEMPTS = 3
+
+export class FileChangedDuringScanError extends Error {
+  static override name = 'FileChangedDuringScanError'
+  constructor (readonly path: string) {
+    super(`File kept changing while it was being chunked: ${path}`)
+    this.name = 'FileChangedDuringScanError'
+  }
+}
+
+/**
+ * Walks `root` depth-first with each directory's names in byte order, which is exactly the manifest's
+ * canonical order, so entries stream out without holding the tree. Files whose (size, mtime, inode) match
+ * the cache reuse their chunk lists: rescanning an unchanged tree costs one lstat per entry. Symlinks are
+ * recorded as links and never followed; sockets, FIFOs and devices are skipped with a warning.
+ */
+export async function * scanTree (root: string, options: ScanOptions): AsyncGenerator<ScanItem> {
+  const lookahead = options.lookahead ?? DEFAULT_LOOKAHEAD
+  const pending: Array<Promise<ScanItem>> = []
+  for await (const { item } of walk(root, '', options)) {
+    pending.push(item)
+    if (pending.length >= lookahead) yield await (pending.shift() as Promise<ScanItem>)
+  }
+  while (pending.length > 0) yield await (pending.shift() as Promise<ScanItem>)
+}
+
+/**
+ * Yields a promise per entry, in order; file chunking starts immediately so many run concurrently.
+ * (Wrapped in an object because an async generator would await a bare yielded promise.)
+ */
+async function * walk (root: string, dir: string, options: ScanOptions): AsyncGenerator<{ item: Promise<ScanItem> }> {
+  options.signal?.throwIfAborted()
+  const names = await readdir(join(root, dir), { encoding: 'buffer' })
+  names.sort(Buffer.compare)
+  for (const raw of names) {
+    const name = raw.toString('utf8')
+    const relPath = dir === '' ? name : `${dir}/${name}`
+    if (!Buffer.from(name, 'utf8').equals(raw)) {
+      options.onWarning?.(relPath, 'name is not valid UTF-8; skipped')
+      continue
+    }
+    try {
+      validateRelativePath(relPath)
+    } catch (err) {
+      options.onWarning?.(relPath, `${(err as Error).message}; skipped`)
+      continue
+    }
+    const absolute = join(root, relPath)
+    let stats: Stats
+    try {
+      stats = await lstat(absolute)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // removed while we walked
+      throw err
+    }
+    const mtimeMs = Math.floor(stats.mtimeMs)
+    if (stats.isDirectory()) {
+      yield { item: Promise.resolve({ entry: { type: 'dir', path: relPath, mode: stats.mode & 0o7777, mtimeMs } }) }
+      yield * walk(root, relPath, options)
+    } else if (stats.isSymbolicLink()) {
+      const target = await readlink(absolute)
+      yield { item: Promise.resolve({ entry: { type: 'symlink', path: relPath, mtimeMs, target } }) }
+    } else if (stats.isFile()) {
+      const item = scanFile(absolute, relPath, stats, options)
+      item.catch(() => {}) // surfaced when awaited in order; avoid an unhandled rejection meanwhile
+      yield { item }
+    } else {
+      options.onWarning?.(relPath, 'special file (socket, FIFO or device); skipped')
+    }
+  }
+}
+
+async function scanFile (absolute: string, relPath: string, stats: Stats, options: ScanOptions): Promise<ScanItem> {
+  const now = options.now ?? Date.now
+  const cached = await options.cache?.get(relPath)
+  if (cached !== undefined && cached.size === stats.size && cached.mtimeMs === stats.mtimeMs && cached.ino === stats.ino) {
+    return fileItem(relPath, stats, cached.chunks, true, cached)
+  }
+  let current = stats
+  for (let attempt = 0; attempt < MAX_RESCAN_ATTEMPTS; attempt++) {
+    const chunks = await options.chunkFile(absolute, options.signal)
+    const after = await lstat(absolute)
+    if (after.size === current.size && after.mtimeMs === current.mtimeMs && after.ino === current.ino) {
+      const racy = now() - after.mtimeMs < RACY_MTIME_WINDOW_MS
+      const cacheEntry = racy ? undefined : { size: after.size, mtimeMs: after.mtimeMs, ino: after.ino, chunks }
+      return fileItem(relPath, after, chunks, false, cacheEntry)
+    }
+    current = after
+  }
+  throw new FileChangedDuringScanError(absolute)
+}
+
+function fileItem (relPath: string, stats: Stats, chunks: PlacedChunk[], cached: boolean, cacheEntry: ScanCacheEntry | undefined): ScanItem {
+  const entry = {
+    type: 'file' as const,
+    path: relPath,
+    mode: stats.mode & 0o7777,
+    mtimeMs: Math.floor(stats.mtimeMs),
+    size: stats.size,
+    chunks: chunks.map(c => ({ id: c.id, size: c.size })),
+  }
+  return { entry, file: { entry, chunks, cached, cacheEntry } }
+}

@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest'
+import { chunkIdOf } from '../../protocol/chunk-id.js'
+import { decodeManifest, decodeRoot, encodeEntry, encodeHeader, encodeRoot, ManifestReader, ManifestWriter, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
+import { comparePaths, validateRelativePath, validateTreeName } from '../../protocol/paths.js'
+import { encodeCanonical, encodeUvarint } from '../../protocol/codec.js'
+
+const chunking: ChunkingParams = { algorithm: 'rabin', avgBits: 16, minSize: 16384, maxSize: 262144 }
+const id = (s: string): Uint8Array => chunkIdOf(Buffer.from(s))
+
+function sampleEntries (): ManifestEntry[] {
+  return [
+    { type: 'dir', path: 'a', mode: 0o755, mtimeMs: 1_700_000_000_000 },
+    { type: 'file', path: 'a/b.rpm', mode: 0o644, mtimeMs: 1_700_000_000_123, size: 30, chunks: [{ id: id('x'), size: 10 }, { id: id('y'), size: 20 }] },
+    { type: 'symlink', path: 'a/latest', mtimeMs: 1_700_000_000_000, target: 'b.rpm' },
+    { type: 'file', path: 'a-z', mode: 0o600, mtimeMs: 5, size: 0, chunks: [] },
+  ]
+}
+
+function encodeAll (entries: ManifestEntry[]): Uint8Array {
+  const writer = new ManifestWriter({ chunking })
+  return Buffer.concat([writer.start(), ...entries.map(e => writer.write(e))])
+}
+
+describe('manifest encoding', () => {
+  it('round-trips and is byte-identical across runs', () => {
+    const a = encodeAll(sampleEntries())
+    const b = encodeAll(sampleEntries())
+    expect(Buffer.compare(a, b)).toBe(0)
+    const decoded = decodeManifest(a)
+    expect(decoded.header.chunking).toEqual(chunking)
+    expect(decoded.entries.map(e => e.path)).toEqual(['a', 'a/b.rpm', 'a/latest', 'a-z'])
+    const file = decoded.entries[1]
+    expect(file?.type === 'file' && Buffer.from(file.chunks[1]!.id).equals(Buffer.from(id('y')))).toBe(true)
+    // re-encoding decoded entries gives the same bytes: the encoding is canonical
+    expect(Buffer.compare(encodeAll(decoded.entries), a)).toBe(0)
+  })
+
+  it('decodes incrementally whatever the split points', () => {
+    const bytes = encodeAll(sampleEntries())
+    for (let step = 1; step < 40; step += 7) {
+      const reader = new ManifestReader()
+      const got: ManifestEntry[] = []
+      for (let i = 0; i < bytes.length; i += step) got.push(...reader.push(bytes.subarray(i, i + step)))
+      reader.end()
+      expect(got.length).toBe(4)
+    }
+  })
+
+  it('orders paths component-wise (a directory before its contents)', () => {
+    expect(comparePaths('a/b', 'a-z')).toBeLessThan(0)
+    expect(comparePaths('a', 'a/b')).toBeLessThan(0)
+    expect(comparePaths('b', 'a/b')).toBeGreaterThan(0)
+  })
+
+  it('rejects unsorted, duplicate and orphan entries', () => {
+    const [dir, file, link] = sampleEntries() as [ManifestEntry, ManifestEntry, ManifestEntry]
+    const bad = (entries: ManifestEntry[]): Uint8Array => Buffer.concat([encodeHeader({ chunking }), ...entries.map(encodeEntry)])
+    expect(() => decodeManifest(bad([dir, link, file]))).toThrow(/not after/)
+    expect(() => decodeManifest(bad([dir, file, file]))).toThrow(/not after/)
+    expect(() => decodeManifest(bad([file]))).toThrow(/parent/)
+    // a file under a symlink: the link's name is not an open directory
+    const underLink: ManifestEntry = { type: 'file', path: 'a/latest/x', mode: 0o644, mtimeMs: 0, size: 0, chunks: [] }
+    expect(() => decodeManifest(bad([dir, link, underLink]))).toThrow(/parent/)
+  })
+
+  it('rejects hostile paths and inconsistent sizes with typed errors', () => {
+    const raw = (value: unknown[]): Uint8Array => {
+      const body = encodeCanonical(value)
+      return Buffer.concat([encodeHeader({ chunking }), encodeUvarint(body.byteLength), body])
+    }
+    for (const path of ['../etc/passwd', '/etc/passwd', 'a/../../x', 'a//b', 'a/./b', 'a\0b', 'a\\b', '', 'x/']) {
+      expect(() => decodeManifest(raw([0, path, 0o755, 0])), path).toThrow(expect.objectContaining({ name: 'InvalidPathError' }))
+    }
+    const ids = Buffer.concat([id('x')])
+    expect(() => decodeManifest(raw([1, 'f', 0o644, 0, 11, ids, [10]]))).toThrow(/add up/)
+    expect(() => decodeManifest(raw([1, 'f', 0o644, 0, 10, ids.subarray(0, 31), [10]]))).toThrow(expect.objectContaining({ name: 'InvalidMessageError' }))
+    expect(() => decodeManifest(raw([1, 'f', 0o644, 0, 10 ** 7, ids, [10 ** 7]]))).toThrow(/outside/)
+    expect(() => decodeManifest(raw([9, 'f']))).toThrow(/unknown entry type/)
+    expect(() => decodeManifest(raw([0, 'd', 0o10000, 0]))).toThrow(/mode/)
+    // a length prefix claiming more than the limit is refused before anything is buffered
+    expect(() => new ManifestReader().push(Buffer.concat([encodeUvarint(2 ** 40)]))).toThrow(expect.objectContaining({ name: 'LimitExceededError' }))
+  })
+
+  it('root blob round-trips and checks its totals', () => {
+    const root = { manifestSize: 30, entryCount: 4, totalFileBytes: 30, chunks: [{ id: id('m1'), size: 10 }, { id: id('m2'), size: 20 }] }
+    const decoded = decodeRoot(encodeRoot(root))
+    expect(decoded.entryCount).toBe(4)
+    expect(decoded.chunks.map(c => c.size)).toEqual([10, 20])
+    expect(() => decodeRoot(encodeRoot({ ...root, manifestSize: 31 }))).toThrow(/add up/)
+    expect(() => decodeRoot(Buffer.from([0xc1]))).toThrow(expect.objectContaining({ name: 'InvalidMessageError' }))
+  })
+})
+
+describe('names', () => {
+  it('accepts clean relative paths and tree names', () => {
+    expect(validateRelativePath('Packages/x86_64/foo-1.0.rpm')).toBe('Packages/x86_64/foo-1.0.rpm')
+    expect(validateTreeName('rhel-10/compose/BaseOS')).toBe('rhel-10/compose/BaseOS')
+  })
+  it('rejects bad tree names', () => {
+    for (const t of ['', '../x', 'a//b', 'a b', 'a/./b', '/a', 'x'.repeat(201)]) {
+      expect(() => validateTreeName(t), t).toThrow(expect.objectContaining({ name: 'InvalidTreeNameError' }))
+    }
+  })
+})
