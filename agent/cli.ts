@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+import './polyfill.js'
+import { Command } from 'commander'
+import { registerLocalCommands } from './commands/local.js'
+
+// Thin entry: parse argv and hand over to the command modules; every error is printed as one clear line.
+const program = new Command()
+program
+  .name('deltamesh')
+  .description('Peer-to-peer delta replication: publish file trees as signed chunk manifests; every site pulls only the chunks it lacks, from any peer.')
+  .version('0.1.0')
+  .showHelpAfterError('(run with --help for usage)')
+  .configureHelp({ showGlobalOptions: true })
+
+
+registerLocalCommands(program)
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const error = err as Error
+  process.stderr.write(`deltamesh: ${error.name !== 'Error' ? `${error.name}: ` : ''}${error.message}\n`)
+  if (process.env.DELTAMESH_DEBUG === '1') process.stderr.write(`${error.stack ?? ''}\n`)
+  process.exitCode = typeof (err as { exitCode?: unknown }).exitCode === 'number' ? (err as { exitCode: number }).exitCode : 1
+})

@@ -1,0 +1,49 @@
+import { availableParallelism } from 'node:os'
+import { Option } from 'commander'
+import { resolveHome, type HomeLayout } from '../home.js'
+import { loadConfig, type AgentConfig } from '../config.js'
+import { openStore } from '../store/index.js'
+import { ChunkerPool } from '../chunk/pool.js'
+import { createLogger, type Logger } from '../log.js'
+
+export const homeOption = (): Option => new Option('--home <dir>', 'agent home directory (default: $DELTAMESH_HOME)')
+
+export interface LocalContext {
+  home: HomeLayout
+  config: AgentConfig
+  store: Awaited<ReturnType<typeof openStore>>
+  pool: ChunkerPool
+  log: Logger
+}
+
+/** Opens what a local (agent-less) command needs and closes it afterwards, whatever happens. */
+export async function withLocalContext<T> (homeArg: string | undefined, fn: (ctx: LocalContext) => Promise<T>): Promise<T> {
+  const home = resolveHome(homeArg)
+  const config = await loadConfig(home.config)
+  const log = createLogger()
+  const store = await openStore(home.db)
+  const pool = new ChunkerPool({ size: availableParallelism() })
+  try {
+    return await fn({ home, config, store, pool, log })
+  } finally {
+    await pool.close()
+    await store.close()
+    log.flush()
+  }
+}
+
+export function formatBytes (n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
+  return `${u === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[u] ?? 'B'}`
+}
+
+/** An error whose process exit code is not 1 (e.g. 2 for "verification found problems"). */
+export class ExitError extends Error {
+  constructor (message: string, readonly exitCode: number) {
+    super(message)
+    this.name = 'Error'
+  }
+}

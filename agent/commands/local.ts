@@ -1,0 +1,149 @@
+import { mkdir, stat } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
+import type { Command } from 'commander'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { toHex } from '../../protocol/chunk-id.js'
+import { ManifestWriter, encodeRoot } from '../../protocol/manifest.js'
+import { chunkIdOf } from '../../protocol/chunk-id.js'
+import { resolveHome } from '../home.js'
+import { loadConfig, writeDefaultConfig } from '../config.js'
+import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../identity.js'
+import { loadOrCreatePeerKey } from '../net/node.js'
+import { publishVersion } from '../publish.js'
+import { verifyVersion } from '../verify.js'
+import { scanTree } from '../scan/scanner.js'
+import { ChunkerPool } from '../chunk/pool.js'
+import { chunkBytes, DEFAULT_CHUNKING } from '../chunk/chunker.js'
+import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
+
+const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
+
+/** What `init` prints, so sites can be wired together by copy-paste. */
+export async function describeSite (homeArg: string | undefined): Promise<{ peerId: string, multiaddrs: string[], publisherKey: string }> {
+  const home = resolveHome(homeArg)
+  const config = await loadConfig(home.config)
+  const peerId = peerIdFromPrivateKey(await loadOrCreatePeerKey(home.peerKey)).toString()
+  const addrs = config.agent.announce.length > 0 ? config.agent.announce : config.agent.listen
+  return { peerId, multiaddrs: addrs.map(a => `${a}/p2p/${peerId}`), publisherKey: publisherKeyText(await loadPublisherKey(home.publisherKey)) }
+}
+
+export function registerLocalCommands (program: Command): void {
+  program.command('init')
+    .description('create an agent home: peer identity, publisher key and a commented config file; print what other sites need')
+    .addOption(homeOption())
+    .option('--listen <multiaddr...>', `libp2p listen address(es) (default: ${DEFAULT_LISTEN})`)
+    .option('--json', 'print {"peerId","multiaddrs","publisherKey"} as JSON')
+    .action(async (opts: { home?: string, listen?: string[], json?: boolean }) => {
+      const home = resolveHome(opts.home)
+      await mkdir(home.root, { recursive: true, mode: 0o700 })
+      const exists = await stat(home.config).then(() => true, () => false)
+      if (!exists) await writeDefaultConfig(home.config, opts.listen ?? [DEFAULT_LISTEN])
+      else if (opts.listen !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen instead of passing --listen`)
+      await loadConfig(home.config)
+      await loadOrCreatePeerKey(home.peerKey)
+      if (!(await stat(home.publisherKey).then(() => true, () => false))) await createPublisherKey(home.publisherKey)
+      const site = await describeSite(opts.home)
+      if (opts.json === true) {
+        process.stdout.write(JSON.stringify(site) + '\n')
+      } else {
+        process.stdout.write(`${exists ? 'Home already initialised' : 'Initialised'} ${home.root}\n` +
+          `peer id:        ${site.peerId}\n` +
+          site.multiaddrs.map(a => `multiaddr:      ${a}\n`).join('') +
+          `publisher key:  ${site.publisherKey}\n\n` +
+          'On another site:  deltamesh peers add --home DIR <multiaddr>   and   deltamesh trust --home DIR TREE <publisher key>\n')
+      }
+    })
+
+  program.command('publish')
+    .description('scan SRC, chunk and hash what changed, sign and record a new version of TREE (announced to peers when the agent runs)')
+    .addOption(homeOption())
+    .argument('<tree>', 'tree name, e.g. rhel-10/compose/BaseOS')
+    .argument('<src>', 'directory to publish')
+    .option('--label <label>', 'version label, e.g. a compose id')
+    .option('--json', 'print the result as JSON')
+    .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean }) => {
+      await withLocalContext(opts.home, async ctx => {
+        const result = await publishVersion({
+          tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
+          publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking: DEFAULT_CHUNKING,
+          chunkFile: async (path, signal) => await ctx.pool.chunkFile(path, DEFAULT_CHUNKING, signal), log: ctx.log,
+        })
+        printPublish(result, opts.json === true)
+      })
+    })
+
+  program.command('manifest')
+    .description('compute and print the manifest of a directory (stats, or entries as JSON lines) without an agent home')
+    .argument('<src>', 'directory')
+    .option('--json', 'print stats as JSON')
+    .option('--entries', 'print every entry as a JSON line')
+    .action(async (src: string, opts: { json?: boolean, entries?: boolean }) => {
+      const pool = new ChunkerPool({ size: availableParallelism() })
+      const started = Date.now()
+      try {
+        const writer = new ManifestWriter({ chunking: DEFAULT_CHUNKING })
+        const parts = [writer.start()]
+        const unique = new Map<string, number>()
+        const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
+        for await (const { entry } of scanTree(src, { chunkFile: async (p, s) => await pool.chunkFile(p, DEFAULT_CHUNKING, s), onWarning: (p, r) => process.stderr.write(`warning: ${p}: ${r}\n`) })) {
+          parts.push(writer.write(entry))
+          if (entry.type === 'dir') counts.dirs++
+          else if (entry.type === 'symlink') counts.symlinks++
+          else {
+            counts.files++; counts.bytes += entry.size; counts.chunks += entry.chunks.length
+            for (const c of entry.chunks) unique.set(toHex(c.id), c.size)
+          }
+          if (opts.entries === true) {
+            const printable = entry.type === 'file' ? { ...entry, chunks: entry.chunks.map(c => [toHex(c.id), c.size]) } : entry
+            process.stdout.write(JSON.stringify(printable) + '\n')
+          }
+        }
+        const manifest = Buffer.concat(parts)
+        const chunks = chunkBytes(manifest, DEFAULT_CHUNKING)
+        const root = encodeRoot({ manifestSize: manifest.byteLength, entryCount: writer.entryCount, totalFileBytes: writer.totalFileBytes, chunks: chunks.map(c => ({ id: c.id, size: c.size })) })
+        const uniqueBytes = [...unique.values()].reduce((a, b) => a + b, 0)
+        const stats = { ...counts, uniqueChunks: unique.size, uniqueBytes, manifestBytes: manifest.byteLength, manifestChunks: chunks.length, root: toHex(chunkIdOf(root)), chunking: DEFAULT_CHUNKING, ms: Date.now() - started }
+        if (opts.entries === true) return
+        if (opts.json === true) process.stdout.write(JSON.stringify(stats) + '\n')
+        else {
+          process.stdout.write(`${src}: ${stats.files} files, ${stats.dirs} dirs, ${stats.symlinks} symlinks, ${formatBytes(stats.bytes)}\n` +
+            `chunks: ${stats.chunks} (${stats.uniqueChunks} unique, ${formatBytes(uniqueBytes)}), average ${formatBytes(stats.chunks === 0 ? 0 : Math.round(stats.bytes / stats.chunks))}\n` +
+            `manifest: ${formatBytes(stats.manifestBytes)} in ${stats.manifestChunks} chunks, root ${stats.root}\n` +
+            `chunking: ${DEFAULT_CHUNKING.algorithm} avgBits=${DEFAULT_CHUNKING.avgBits} min=${DEFAULT_CHUNKING.minSize} max=${DEFAULT_CHUNKING.maxSize}; ${stats.ms} ms\n`)
+        }
+      } finally {
+        await pool.close()
+      }
+    })
+
+  program.command('verify')
+    .description('re-hash a held version of TREE against its signed manifest (exit 2 when anything differs)')
+    .addOption(homeOption())
+    .argument('<tree>', 'tree name')
+    .option('--seq <n>', 'version to verify (default: current)', v => Number.parseInt(v, 10))
+    .option('--json', 'print the result as JSON')
+    .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean }) => {
+      await withLocalContext(opts.home, async ctx => {
+        const result = await verifyVersion(ctx.store.catalog, tree, opts.seq)
+        if (opts.json === true) process.stdout.write(JSON.stringify(result) + '\n')
+        else {
+          process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
+          for (const p of result.problems) process.stdout.write(`  ${p.path}: ${p.reason}\n`)
+        }
+        if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${result.problems.length} file(s) differ from the manifest`, 2)
+      })
+    })
+}
+
+export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, manifestBytes: number, durationMs: number } }, json: boolean): void {
+  const { envelope, stats } = result
+  if (json) {
+    process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats }) + '\n')
+    return
+  }
+  const seconds = stats.durationMs / 1000
+  process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
+    `  ${stats.files} files, ${formatBytes(stats.bytes)}, ${stats.chunks} chunks; new: ${stats.newChunks} chunks, ${formatBytes(stats.newBytes)}; ` +
+    `${stats.cachedFiles} files unchanged (not re-read); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
+    `${seconds > 0 ? `, ${formatBytes((stats.bytes - 0) / seconds)}/s` : ''}\n`)
+}

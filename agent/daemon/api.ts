@@ -1,0 +1,131 @@
+// The agent's local control API: what the CLI (and later the dashboard) may ask a running agent.
+// The control server exposes exactly this over a unix socket in the agent's home; the client implements
+// the same interface, so commands do not care whether they talk to a socket or to an in-process agent.
+
+export type SyncPhase = 'waiting' | 'fetching-manifest' | 'planning' | 'fetching' | 'finalizing' | 'complete' | 'failed'
+
+export interface SyncProgress {
+  tree: string
+  seq: number
+  phase: SyncPhase
+  /** Bytes and chunks that must come from the network for this version (the plan), and how many have. */
+  bytesTotal: number
+  bytesDone: number
+  chunksTotal: number
+  chunksDone: number
+  /** Bytes of the version that were already on disk here (other versions, other trees). */
+  bytesLocal: number
+  /** Recent download rate, bytes/s. */
+  rateBps: number
+  startedAtMs: number
+  /** Peers this sync is pulling from right now. */
+  sources: number
+  error?: string
+}
+
+export interface VersionSummary {
+  seq: number
+  label: string
+  state: 'announced' | 'syncing' | 'complete' | 'failed'
+  createdAtMs: number
+  publisherKey: string
+  root: string
+  files?: number
+  bytes?: number
+  newBytes?: number
+}
+
+export interface TreeStatus {
+  name: string
+  currentSeq?: number
+  /** Newest version announced by a trusted publisher (seq), whether or not we hold it. */
+  newestSeq?: number
+  subscribedTo?: string
+  include?: string[]
+  exclude?: string[]
+  trustedKeys: string[]
+  versions: VersionSummary[]
+  sync?: SyncProgress
+}
+
+export interface PeerStatus {
+  peerId: string
+  name?: string
+  addr?: string
+  connected: boolean
+  bytesUp: number
+  bytesDown: number
+  chunksUp: number
+  chunksDown: number
+  badChunks: number
+  strikes: number
+  bannedUntilMs?: number
+}
+
+export interface AgentStatus {
+  peerId: string
+  multiaddrs: string[]
+  publisherKey: string
+  version: string
+  startedAtMs: number
+  trees: TreeStatus[]
+  peers: PeerStatus[]
+  counters: {
+    envelopesRejected: number
+    chunksRejected: number
+    bytesUp: number
+    bytesDown: number
+  }
+}
+
+export interface PublishRequest { tree: string, source: string, label?: string }
+export interface PublishSummary {
+  tree: string
+  seq: number
+  label: string
+  root: string
+  files: number
+  bytes: number
+  chunks: number
+  newChunks: number
+  newBytes: number
+  cachedFiles: number
+  manifestBytes: number
+  durationMs: number
+}
+
+export interface SubscribeRequest { tree: string, to: string, include?: string[], exclude?: string[] }
+
+export interface SyncResult {
+  tree: string
+  seq: number
+  /** Bytes this version needed from the network, and took. */
+  bytesFetched: number
+  durationMs: number
+}
+
+export interface VerifySummary {
+  tree: string
+  seq: number
+  path: string
+  files: number
+  bytes: number
+  problems: Array<{ path: string, reason: string }>
+}
+
+export interface AgentApi {
+  status (): Promise<AgentStatus>
+  publish (request: PublishRequest, signal?: AbortSignal): Promise<PublishSummary>
+  subscribe (request: SubscribeRequest): Promise<void>
+  unsubscribe (tree: string): Promise<void>
+  addPeer (addr: string, name?: string): Promise<void>
+  trust (tree: string, publisherKey: string): Promise<void>
+  verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary>
+  /**
+   * Resolves once the agent holds the newest announced version of `tree` completely (immediately if it
+   * already does); calls onProgress while it syncs; rejects with the sync's error if it fails, or on abort.
+   */
+  waitForSync (tree: string, options: { signal?: AbortSignal, onProgress?: (p: SyncProgress) => void }): Promise<SyncResult>
+  /** Asks the agent to stop (the same as SIGTERM). */
+  shutdown (): Promise<void>
+}

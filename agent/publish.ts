@@ -1,0 +1,131 @@
+import { stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import type { KeyObject } from 'node:crypto'
+import { chunkIdOf, toHex, type ChunkId } from '../protocol/chunk-id.js'
+import { rawPublicKeyOf, signEnvelope, type Envelope } from '../protocol/envelope.js'
+import { encodeRoot, ManifestWriter, type ChunkingParams } from '../protocol/manifest.js'
+import { validateTreeName } from '../protocol/paths.js'
+import { chunkBytes } from './chunk/chunker.js'
+import { scanTree, type ChunkFileFn } from './scan/scanner.js'
+import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
+import type { Logger } from './log.js'
+
+export interface PublishOptions {
+  tree: string
+  source: string
+  label?: string
+  index: ChunkIndex
+  catalog: Catalog
+  publisherKey: KeyObject
+  chunking: ChunkingParams
+  chunkFile: ChunkFileFn
+  log: Logger
+  signal?: AbortSignal
+  now?: () => number
+}
+
+export interface PublishResult {
+  envelope: Envelope
+  rootHex: string
+  stats: VersionStats & { manifestBytes: number, cachedFiles: number, warnings: number }
+}
+
+const SCAN_CACHE_BATCH = 1000
+
+/**
+ * Records a new version of `tree` from the directory `source`: scan (reusing cached chunk lists of
+ * unchanged files), chunk and hash what changed, index the chunks where they lie in the source (the tree
+ * is the store: nothing is copied), build and chunk the manifest, and sign the envelope. This is the one
+ * time the version's chunk list is computed; every subscriber reuses it.
+ */
+export async function publishVersion (o: PublishOptions): Promise<PublishResult> {
+  const started = Date.now()
+  const tree = validateTreeName(o.tree)
+  const source = resolve(o.source)
+  const st = await stat(source)
+  if (!st.isDirectory()) throw new Error(`${source} is not a directory`)
+  const log = o.log.child({ tree })
+
+  const root = await sourceRoot(o.index, source, tree)
+  const writer = new ManifestWriter({ chunking: o.chunking })
+  const manifestParts: Uint8Array[] = [writer.start()]
+  const seen = new Set<string>()
+  const countedChunks = new Set<string>()
+  const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, warnings: 0 }
+  let cacheBatch: Array<[string, ScanCacheEntry]> = []
+
+  const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(source, relPath) }
+  const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
+
+  for await (const item of scanTree(source, { chunkFile: o.chunkFile, cache, signal: o.signal, onWarning, now: o.now })) {
+    manifestParts.push(writer.write(item.entry))
+    const file = item.file
+    if (file === undefined) continue
+    seen.add(file.entry.path)
+    stats.files++
+    stats.bytes += file.entry.size
+    stats.chunks += file.chunks.length
+    if (file.cached) {
+      stats.cachedFiles++
+    } else {
+      for (const chunk of file.chunks) {
+        const key = toHex(chunk.id)
+        if (countedChunks.has(key)) continue
+        countedChunks.add(key)
+        if (!(await o.index.has(chunk.id))) { stats.newChunks++; stats.newBytes += chunk.size }
+      }
+      await o.index.indexFile(root.id, file.entry.path, file.chunks)
+    }
+    if (file.cacheEntry !== undefined && !file.cached) cacheBatch.push([file.entry.path, file.cacheEntry])
+    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(source, cacheBatch); cacheBatch = [] }
+  }
+  if (cacheBatch.length > 0) await o.catalog.putScanEntries(source, cacheBatch)
+
+  // Files gone from the source since the last scan: forget their cache entries and their chunk locations.
+  const gone: string[] = []
+  await o.catalog.pruneScanCache(source, relPath => { if (seen.has(relPath)) return true; gone.push(relPath); return false })
+  for (const relPath of gone) await o.index.removeFile(root.id, relPath)
+
+  const manifest = Buffer.concat(manifestParts)
+  stats.manifestBytes = manifest.byteLength
+  const manifestChunks = chunkBytes(manifest, o.chunking)
+  for (const c of manifestChunks) await o.catalog.putBlob(c.id, manifest.subarray(c.offset, c.offset + c.size))
+  const rootBytes = encodeRoot({
+    manifestSize: manifest.byteLength,
+    entryCount: writer.entryCount,
+    totalFileBytes: writer.totalFileBytes,
+    chunks: manifestChunks.map(c => ({ id: c.id, size: c.size })),
+  })
+  const rootHash: ChunkId = chunkIdOf(rootBytes)
+  await o.catalog.putBlob(rootHash, rootBytes)
+
+  const seq = await nextSeq(o.catalog, tree)
+  const envelope = signEnvelope({
+    tree,
+    seq,
+    label: o.label ?? '',
+    createdAtMs: (o.now ?? Date.now)(),
+    rootHash,
+    rootSize: rootBytes.byteLength,
+    publisherKey: rawPublicKeyOf(o.publisherKey),
+  }, o.publisherKey)
+
+  stats.durationMs = Date.now() - started
+  await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, stats })
+  const treeRecord = await o.catalog.getTree(tree)
+  await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
+  log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')
+  return { envelope, rootHex: toHex(rootHash), stats }
+}
+
+async function sourceRoot (index: ChunkIndex, source: string, tree: string): Promise<StoreRoot> {
+  const existing = (await index.listRoots()).find(r => r.kind === 'source' && r.path === source)
+  return existing ?? await index.addRoot({ kind: 'source', path: source, tree })
+}
+
+async function nextSeq (catalog: Catalog, tree: string): Promise<number> {
+  const versions = await catalog.listVersions(tree)
+  const last = versions.at(-1)?.seq ?? 0
+  const current = (await catalog.getTree(tree))?.currentSeq ?? 0
+  return Math.max(last, current) + 1
+}
