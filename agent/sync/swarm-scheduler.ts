@@ -1,0 +1,241 @@
+import { createHash } from 'node:crypto'
+import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
+
+// Decides which chunk to ask of which peer. Pure logic (no I/O, injected clock) so every policy here is
+// unit-tested without sockets.
+//
+// Goal: when many sites pull the same new version, the origin uploads each chunk about once. Each chunk
+// has an *owner* among the sites syncing that version, chosen by rendezvous hashing of (chunk, peer):
+// every site computes the same owners from the same set, and a site joining or leaving moves only its
+// own share. A site fetches the chunks it owns from complete holders (the origin); the others it takes
+// from the partial holders that announced them (HAVE), waiting while their owner is alive and making
+// progress — and falling back to any complete holder when the owner stalls, leaves, or never shows up.
+
+export interface WantedChunk {
+  id: ChunkId
+  size: number
+}
+
+export interface SchedulerOptions {
+  selfId: string
+  /** Bytes outstanding per peer (bandwidth-delay product). */
+  windowBytes: number
+  /** How long a chunk owned by another syncing site may wait for that site before we take it from a complete holder. */
+  ownerGraceMs: number
+  /** An owner that announced nothing for this long is considered stalled. */
+  ownerStallMs: number
+  now?: () => number
+}
+
+interface PeerState {
+  complete: boolean
+  /** Hex ids this (partial) peer announced it holds. */
+  has: Set<string>
+  /** Hex ids this peer said it does not have (DONT_HAVE); not asked again unless it announces them. */
+  lacks: Set<string>
+  outstandingBytes: number
+  inFlight: Set<string>
+  lastHaveMs: number
+  banned: boolean
+}
+
+export interface Assignment {
+  peerId: string
+  chunks: WantedChunk[]
+}
+
+export class SwarmScheduler {
+  private readonly needed = new Map<string, WantedChunk>()
+  /** Needed chunks in the order we try them: our own share first, then by rendezvous score. */
+  private order: string[] = []
+  private readonly inFlight = new Map<string, string>()
+  private readonly peers = new Map<string, PeerState>()
+  /** Other sites syncing the same version (partial holders), for ownership. */
+  private readonly syncing = new Set<string>()
+  private readonly ownerCache = new Map<string, string>()
+  private readonly startedAtMs: number
+  private readonly now: () => number
+
+  constructor (private readonly options: SchedulerOptions) {
+    this.now = options.now ?? Date.now
+    this.startedAtMs = this.now()
+  }
+
+  setNeeded (chunks: Iterable<WantedChunk>): void {
+    for (const c of chunks) this.needed.set(toHex(c.id), c)
+    this.reorder()
+  }
+
+  get remaining (): number { return this.needed.size }
+  get remainingBytes (): number { let n = 0; for (const c of this.needed.values()) n += c.size; return n }
+  isNeeded (hex: string): boolean { return this.needed.has(hex) }
+
+  /** A peer that holds the whole version (publisher or finished site), or a partial one (syncing it too). */
+  setPeer (peerId: string, complete: boolean): void {
+    const existing = this.peers.get(peerId)
+    if (existing !== undefined) {
+      existing.complete = complete
+    } else {
+      this.peers.set(peerId, { complete, has: new Set(), lacks: new Set(), outstandingBytes: 0, inFlight: new Set(), lastHaveMs: this.now(), banned: false })
+    }
+    const wasSyncing = this.syncing.has(peerId)
+    if (!complete && !wasSyncing && peerId !== this.options.selfId) { this.syncing.add(peerId); this.reorder() }
+    if (complete && wasSyncing) { this.syncing.delete(peerId); this.reorder() }
+  }
+
+  /** A peer disconnected: whatever it had in flight goes back to the pool. Returns those chunks. */
+  removePeer (peerId: string): WantedChunk[] {
+    const peer = this.peers.get(peerId)
+    if (peer === undefined) return []
+    const returned = [...peer.inFlight].map(hex => { this.inFlight.delete(hex); return this.needed.get(hex) }).filter((c): c is WantedChunk => c !== undefined)
+    this.peers.delete(peerId)
+    if (this.syncing.delete(peerId)) this.reorder()
+    return returned
+  }
+
+  /** HAVE: a partial peer now holds these chunks. */
+  peerHas (peerId: string, ids: Iterable<ChunkId | string>): void {
+    const peer = this.peers.get(peerId)
+    if (peer === undefined) return
+    for (const id of ids) {
+      const hex = typeof id === 'string' ? id : toHex(id)
+      peer.has.add(hex)
+      peer.lacks.delete(hex)
+    }
+    peer.lastHaveMs = this.now()
+  }
+
+  /** A peer sent a chunk that did not hash to its id: never ask it again during this sync. */
+  ban (peerId: string): WantedChunk[] {
+    const peer = this.peers.get(peerId)
+    if (peer !== undefined) peer.banned = true
+    const returned = [...(peer?.inFlight ?? [])].map(hex => this.release(hex, peerId)).filter((c): c is WantedChunk => c !== undefined)
+    return returned
+  }
+
+  received (id: ChunkId, peerId: string): void {
+    const hex = toHex(id)
+    this.release(hex, peerId)
+    this.needed.delete(hex)
+  }
+
+  /** Local completion (e.g. the chunk turned up on disk) without a peer. */
+  satisfied (id: ChunkId): void {
+    const hex = toHex(id)
+    const holder = this.inFlight.get(hex)
+    if (holder !== undefined) this.release(hex, holder)
+    this.needed.delete(hex)
+  }
+
+  /** The peer answered DONT_HAVE or the request failed: try elsewhere. */
+  failed (id: ChunkId, peerId: string, reason: 'dont-have' | 'error'): void {
+    const hex = toHex(id)
+    this.release(hex, peerId)
+    const peer = this.peers.get(peerId)
+    if (peer !== undefined && reason === 'dont-have') { peer.lacks.add(hex); peer.has.delete(hex) }
+  }
+
+  private release (hex: string, peerId: string): WantedChunk | undefined {
+    const chunk = this.needed.get(hex)
+    if (this.inFlight.get(hex) === peerId) this.inFlight.delete(hex)
+    const peer = this.peers.get(peerId)
+    if (peer !== undefined && peer.inFlight.delete(hex) && chunk !== undefined) peer.outstandingBytes -= chunk.size
+    return chunk
+  }
+
+  /**
+   * Fills every peer's window with the chunks it should serve. Marks them in flight; the caller sends the
+   * WANTs and reports back with received/failed.
+   */
+  next (): Assignment[] {
+    const open = [...this.peers.entries()].filter(([, p]) => !p.banned && p.outstandingBytes < this.options.windowBytes)
+    if (open.length === 0 || this.needed.size === 0) return []
+    const out = new Map<string, WantedChunk[]>()
+    const now = this.now()
+    for (const hex of this.order) {
+      if (this.inFlight.has(hex) || !this.needed.has(hex)) continue
+      const chunk = this.needed.get(hex) as WantedChunk
+      const target = this.pickPeer(hex, open, now)
+      if (target === undefined) continue
+      const [peerId, peer] = target
+      peer.outstandingBytes += chunk.size
+      peer.inFlight.add(hex)
+      this.inFlight.set(hex, peerId)
+      let list = out.get(peerId)
+      if (list === undefined) { list = []; out.set(peerId, list) }
+      list.push(chunk)
+      if (open.every(([, p]) => p.outstandingBytes >= this.options.windowBytes)) break
+    }
+    return [...out.entries()].map(([peerId, chunks]) => ({ peerId, chunks }))
+  }
+
+  /** True when some needed chunk has no possible source at all (no complete holder, no partial holder has it). */
+  get starved (): boolean {
+    if (this.needed.size === 0) return false
+    const usable = [...this.peers.values()].filter(p => !p.banned)
+    if (usable.some(p => p.complete)) return false
+    for (const hex of this.needed.keys()) {
+      if (this.inFlight.has(hex)) continue
+      if (!usable.some(p => p.has.has(hex) && !p.lacks.has(hex))) return true
+    }
+    return false
+  }
+
+  private pickPeer (hex: string, open: Array<[string, PeerState]>, now: number): [string, PeerState] | undefined {
+    let best: [string, PeerState] | undefined
+    // Partial holders first: whatever they already hold costs the origin nothing.
+    for (const entry of open) {
+      const [, p] = entry
+      if (p.complete || p.outstandingBytes >= this.options.windowBytes || !p.has.has(hex) || p.lacks.has(hex)) continue
+      if (best === undefined || p.outstandingBytes < best[1].outstandingBytes) best = entry
+    }
+    if (best !== undefined) return best
+    if (!this.mayTakeFromComplete(hex, now)) return undefined
+    for (const entry of open) {
+      const [, p] = entry
+      if (!p.complete || p.outstandingBytes >= this.options.windowBytes || p.lacks.has(hex)) continue
+      if (best === undefined || p.outstandingBytes < best[1].outstandingBytes) best = entry
+    }
+    return best
+  }
+
+  private mayTakeFromComplete (hex: string, now: number): boolean {
+    const owner = this.ownerOf(hex)
+    if (owner === this.options.selfId) return true
+    const ownerState = this.peers.get(owner)
+    if (ownerState === undefined || ownerState.banned || ownerState.complete) return true
+    if (now - this.startedAtMs < this.options.ownerGraceMs) return false
+    return now - ownerState.lastHaveMs > this.options.ownerStallMs
+  }
+
+  ownerOf (hex: string): string {
+    const cached = this.ownerCache.get(hex)
+    if (cached !== undefined) return cached
+    let best = this.options.selfId
+    let bestScore = score(hex, best)
+    for (const peerId of this.syncing) {
+      const s = score(hex, peerId)
+      if (s > bestScore) { best = peerId; bestScore = s }
+    }
+    this.ownerCache.set(hex, best)
+    return best
+  }
+
+  private reorder (): void {
+    this.ownerCache.clear()
+    const self = this.options.selfId
+    const mine: string[] = []
+    const others: string[] = []
+    for (const hex of this.needed.keys()) (this.ownerOf(hex) === self ? mine : others).push(hex)
+    // A site's own share in its own (rendezvous) order spreads concurrent sites over different chunks first.
+    const selfScore = new Map<string, number>()
+    for (const hex of this.needed.keys()) selfScore.set(hex, score(hex, self))
+    const byScore = (a: string, b: string): number => (selfScore.get(b) as number) - (selfScore.get(a) as number)
+    this.order = [...mine.sort(byScore), ...others.sort(byScore)]
+  }
+}
+
+/** Rendezvous score of a (chunk, peer) pair: the first 6 bytes of sha256(chunk ‖ peer) as a number. */
+function score (hex: string, peerId: string): number {
+  return createHash('sha256').update(hex).update(peerId).digest().readUIntBE(0, 6)
+}

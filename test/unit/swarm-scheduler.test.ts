@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest'
+import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
+import { SwarmScheduler, type WantedChunk } from '../../agent/sync/swarm-scheduler.js'
+
+const chunks = (n: number, size = 1000): WantedChunk[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`chunk-${i}`)), size }))
+
+function scheduler (selfId: string, now: { t: number }, windowBytes = 1e9): SwarmScheduler {
+  return new SwarmScheduler({ selfId, windowBytes, ownerGraceMs: 1000, ownerStallMs: 500, now: () => now.t })
+}
+
+describe('SwarmScheduler', () => {
+  it('alone with the origin: asks the origin for everything, within the window', () => {
+    const now = { t: 0 }
+    const s = scheduler('A', now, 5000)
+    s.setNeeded(chunks(20))
+    s.setPeer('origin', true)
+    const first = s.next()
+    expect(first).toHaveLength(1)
+    expect(first[0]!.chunks).toHaveLength(5)
+    expect(s.next()).toEqual([]) // window full
+    for (const c of first[0]!.chunks) s.received(c.id, 'origin')
+    expect(s.next()[0]!.chunks).toHaveLength(5)
+  })
+
+  it('splits the origin load between concurrent syncing sites (each chunk owned by exactly one)', () => {
+    const now = { t: 0 }
+    const sites = ['A', 'B', 'C', 'D']
+    const wanted = chunks(400)
+    const fromOrigin = new Map<string, number>()
+    for (const self of sites) {
+      const s = scheduler(self, now)
+      s.setNeeded(wanted)
+      s.setPeer('origin', true)
+      for (const other of sites) if (other !== self) s.setPeer(other, false)
+      for (const a of s.next()) if (a.peerId === 'origin') for (const c of a.chunks) fromOrigin.set(toHex(c.id), (fromOrigin.get(toHex(c.id)) ?? 0) + 1)
+    }
+    // during the grace period every chunk is asked of the origin by exactly one site
+    expect(fromOrigin.size).toBe(400)
+    expect([...fromOrigin.values()].every(n => n === 1)).toBe(true)
+  })
+
+  it('takes announced chunks from partial holders before the origin', () => {
+    const now = { t: 0 }
+    const s = scheduler('A', now)
+    const wanted = chunks(50)
+    s.setNeeded(wanted)
+    s.setPeer('origin', true)
+    s.setPeer('B', false)
+    const ownedByB = wanted.filter(c => s.ownerOf(toHex(c.id)) === 'B')
+    s.peerHas('B', ownedByB.map(c => c.id))
+    const plan = new Map(s.next().map(a => [a.peerId, a.chunks.length]))
+    expect(plan.get('B')).toBe(ownedByB.length)
+    expect(plan.get('origin')).toBe(50 - ownedByB.length)
+  })
+
+  it('falls back to the origin when the owner stalls or leaves, and re-queues a lost peer\'s chunks', () => {
+    const now = { t: 0 }
+    const s = scheduler('A', now)
+    const wanted = chunks(50)
+    s.setNeeded(wanted)
+    s.setPeer('origin', true)
+    s.setPeer('B', false)
+    const mine = s.next().flatMap(a => a.chunks).length
+    expect(mine).toBeLessThan(50)
+    now.t = 2000 // past grace; B announced nothing for > stall
+    expect(s.next().flatMap(a => a.chunks).length).toBe(50 - mine)
+    // origin disconnects: all its in-flight chunks come back
+    expect(s.removePeer('origin')).toHaveLength(50)
+    expect(s.starved).toBe(true)
+    s.setPeer('C', true)
+    expect(s.next().flatMap(a => a.chunks).length).toBe(50)
+  })
+
+  it('DONT_HAVE and bans steer requests elsewhere', () => {
+    const now = { t: 5000 }
+    const s = scheduler('A', now)
+    const [c] = chunks(1)
+    s.setNeeded([c!])
+    s.setPeer('liar', true)
+    expect(s.next()[0]!.peerId).toBe('liar')
+    s.ban('liar')
+    expect(s.next()).toEqual([])
+    s.setPeer('honest', true)
+    s.setPeer('partial', false)
+    s.peerHas('partial', [c!.id])
+    expect(s.next()[0]!.peerId).toBe('partial')
+    s.failed(c!.id, 'partial', 'dont-have')
+    now.t += 1000 // if 'partial' owns the chunk, we wait for it until it stalls
+    expect(s.next()[0]!.peerId).toBe('honest')
+    s.received(c!.id, 'honest')
+    expect(s.remaining).toBe(0)
+  })
+})
