@@ -2,6 +2,7 @@
 import './polyfill.js'
 import { Command } from 'commander'
 import { registerLocalCommands } from './commands/local.js'
+import { registerRemoteCommands } from './commands/remote.js'
 
 // Thin entry: parse argv and hand over to the command modules; every error is printed as one clear line.
 const program = new Command()
@@ -14,6 +15,7 @@ program
 
 
 registerLocalCommands(program)
+registerRemoteCommands(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const error = err as Error
