@@ -1,0 +1,102 @@
+import { DeltameshError } from '../../protocol/errors.js'
+
+// Typed errors of building, flipping and pruning versions. Callers branch on `name`; every error carries
+// the tree and seq it is about, and the relative path when one is involved.
+
+/** Where in a version an error happened. */
+export interface VersionContext {
+  tree: string
+  seq: number
+  path?: string
+}
+
+function where (c: VersionContext): string {
+  return `${c.tree}@${c.seq}${c.path === undefined ? '' : ` at ${JSON.stringify(c.path)}`}`
+}
+
+/** The manifest of a version is missing a blob, does not decode, or violates its structure (hostile or broken). */
+export class ManifestError extends DeltameshError {
+  static override name = 'ManifestError'
+  readonly tree: string
+  readonly seq: number
+  readonly path: string | undefined
+  constructor (context: VersionContext, reason: string, options?: ErrorOptions) {
+    super(`Bad manifest for ${where(context)}: ${reason}`, options)
+    this.name = 'ManifestError'
+    this.tree = context.tree
+    this.seq = context.seq
+    this.path = context.path
+  }
+}
+
+/** A chunk of the manifest itself (or the root blob) is not in the catalog. */
+export class ManifestBlobMissingError extends DeltameshError {
+  static override name = 'ManifestBlobMissingError'
+  constructor (readonly id: string, readonly index: number) {
+    super(`Manifest chunk ${index} (${id}) is missing from the catalog`)
+    this.name = 'ManifestBlobMissingError'
+  }
+}
+
+/** finalize() was called while chunks of the plan are still missing. */
+export class MissingChunksError extends DeltameshError {
+  static override name = 'MissingChunksError'
+  readonly tree: string
+  readonly seq: number
+  readonly path: string | undefined
+  constructor (context: VersionContext, readonly missingChunks: number, readonly missingBytes: number) {
+    super(`Cannot finalize ${where(context)}: ${missingChunks} chunks (${missingBytes} bytes) still missing`)
+    this.name = 'MissingChunksError'
+    this.tree = context.tree
+    this.seq = context.seq
+    this.path = context.path
+  }
+}
+
+/** The disk filled up while materializing. Staging is kept for a later resume; the previous version is untouched. */
+export class DiskFullError extends DeltameshError {
+  static override name = 'DiskFullError'
+  readonly tree: string
+  readonly seq: number
+  readonly path: string | undefined
+  constructor (context: VersionContext, options?: ErrorOptions) {
+    super(`Disk full while materializing ${where(context)}; staging kept for a resume, previous version untouched`, options)
+    this.name = 'DiskFullError'
+    this.tree = context.tree
+    this.seq = context.seq
+    this.path = context.path
+  }
+}
+
+/** Something in the staging directory is not what we created (or a file vanished), so we refuse to write through it. */
+export class StagingError extends DeltameshError {
+  static override name = 'StagingError'
+  readonly tree: string
+  readonly seq: number
+  readonly path: string | undefined
+  constructor (context: VersionContext, reason: string, options?: ErrorOptions) {
+    super(`Staging of ${where(context)}: ${reason}`, options)
+    this.name = 'StagingError'
+    this.tree = context.tree
+    this.seq = context.seq
+    this.path = context.path
+  }
+}
+
+/** The version is complete but a link (the tree's current link or a subscription path) could not be flipped. */
+export class LinkFlipError extends DeltameshError {
+  static override name = 'LinkFlipError'
+  constructor (readonly tree: string, readonly seq: number, readonly linkPath: string, options?: ErrorOptions) {
+    super(`Could not point ${linkPath} at ${tree}@${seq}`, options)
+    this.name = 'LinkFlipError'
+  }
+}
+
+/** A method was called out of order (fill before prepare, finalize twice…). */
+export class MaterializerStateError extends DeltameshError {
+  static override name = 'MaterializerStateError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'MaterializerStateError'
+  }
+}

@@ -1,0 +1,167 @@
+import { lutimes, mkdir, readlink, rename, symlink } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { InvalidMessageError, InvalidPathError } from '../../protocol/errors.js'
+import type { FileEntry, SymlinkEntry, DirEntry } from '../../protocol/manifest.js'
+import type { Logger } from '../log.js'
+import type { HomeLayout } from '../home.js'
+import type { Catalog, ChunkIndex, StoreRoot, VersionRecord, VersionStats } from '../store/types.js'
+import { DiskFullError, LinkFlipError, ManifestBlobMissingError, ManifestError, MissingChunksError, StagingError, type VersionContext } from './errors.js'
+import { errnoOf, flipSymlink, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin } from './fs-safe.js'
+import type { MaterializeInit } from './materializer.js'
+import { walkSelected } from './walk.js'
+
+// The second half of building a version: everything after the last chunk is written. Order matters:
+//   1. files: mode, mtime, fsync;  symlinks: created (never followed, never written through);
+//      directories: mode, mtime, fsync, deepest first (writing into a directory changes its mtime);
+//   2. rename staging → versions/<seq> (atomic, same filesystem), fsync both parents;
+//   3. index root staging → version (locations follow without rewriting);
+//   4. flip trees/<tree>/current (and a subscription's path) with a temporary link renamed over it;
+//   5. catalog: VersionRecord complete with stats, TreeRecord.currentSeq.
+// A crash before 2 leaves staging to resume and the previous version current; a crash after 2 is
+// noticed by the next prepare() (version dir present, no staging) and steps 3–5, all idempotent, are redone.
+
+/** The root directory of a version is traversable by readers (httpd, dnf); the manifest has no entry for it. */
+const VERSION_ROOT_MODE = 0o755
+
+/**
+ * Manifests hold whole milliseconds (floored). utimes() takes seconds as a double, whose rounding at today's
+ * epoch (about 240 ns) can land just below the millisecond and read back one less; aiming 0.1 ms past the
+ * millisecond keeps the floored value exact.
+ */
+const MTIME_NUDGE_MS = 0.1
+export function timeOf (mtimeMs: number): number { return (mtimeMs + MTIME_NUDGE_MS) / 1000 }
+
+export interface BuildContext {
+  index: ChunkIndex
+  catalog: Catalog
+  home: HomeLayout
+  log: Logger
+  init: MaterializeInit
+  root: StoreRoot
+  /** The version dir is already in place (a crash after the rename); only steps 3–5 remain. */
+  installed: boolean
+  missingChunks: number
+  missingBytes: number
+  newChunks: number
+  newBytes: number
+  started: number
+}
+
+export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord> {
+  const { tree, seq, signal } = ctx.init
+  const versionDir = ctx.home.versionDir(tree, seq)
+  const stagingDir = ctx.home.stagingDir(tree, seq)
+  if (ctx.missingChunks > 0) throw new MissingChunksError({ tree, seq }, ctx.missingChunks, ctx.missingBytes)
+  const totals = { files: 0, bytes: 0, chunks: 0 }
+  const context: VersionContext = { tree, seq }
+  try {
+    const base = ctx.installed ? versionDir : stagingDir
+    for await (const event of walkSelected(ctx.init.entries(), ctx.init.filter, ctx.installed ? undefined : signal)) {
+      context.path = event.entry.path
+      if (event.kind === 'file') {
+        totals.files++
+        totals.bytes += event.entry.size
+        totals.chunks += event.entry.chunks.length
+      }
+      if (ctx.installed) continue
+      const absolute = safeJoin(base, event.entry.path)
+      if (event.kind === 'file') await finishFile(absolute, event.entry, context)
+      else if (event.kind === 'symlink') await finishSymlink(absolute, event.entry)
+      else if (event.kind === 'leave') await finishDir(absolute, event.entry, context)
+    }
+    context.path = undefined
+    if (!ctx.installed) {
+      signal?.throwIfAborted()
+      const handle = await openDir(stagingDir)
+      try { await handle.chmod(VERSION_ROOT_MODE); await handle.sync() } finally { await handle.close() }
+      await mkdir(ctx.home.versionsDir(tree), { recursive: true })
+      if (await lstatOrUndefined(versionDir) !== undefined) throw new StagingError(context, `${versionDir} already exists; refusing to replace it`)
+      // past this point there is no abort: the install steps are short and each is idempotent
+      await rename(stagingDir, versionDir)
+      await fsyncDir(ctx.home.versionsDir(tree))
+      await fsyncDir(dirname(stagingDir))
+    }
+  } catch (err) {
+    throw wrapError(context, err)
+  }
+
+  await ctx.index.updateRoot({ ...ctx.root, kind: 'version', path: versionDir, tree, seq })
+  await flipSymlink(ctx.home.currentLink(tree), `versions/${seq}`).catch(err => { throw new LinkFlipError(tree, seq, ctx.home.currentLink(tree), { cause: err }) })
+
+  const treeRecord = await ctx.catalog.getTree(tree) ?? { name: tree }
+  let subscriptionError: Error | undefined
+  if (treeRecord.subscribedTo !== undefined) {
+    const linkPath = treeRecord.subscribedTo
+    await flipSymlink(linkPath, versionDir).catch(err => { subscriptionError = new LinkFlipError(tree, seq, linkPath, { cause: err }) })
+  }
+
+  const existing = await ctx.catalog.getVersion(tree, seq)
+  const envelope = existing?.envelope ?? ctx.init.envelope
+  if (envelope === undefined) throw new StagingError({ tree, seq }, 'no envelope: neither the catalog nor the caller has one for this version')
+  const stats: VersionStats = { ...totals, newBytes: ctx.newBytes, newChunks: ctx.newChunks, durationMs: Date.now() - ctx.started }
+  const record: VersionRecord = { ...existing, tree, seq, envelope, state: 'complete', rootId: ctx.root.id, path: versionDir, stats }
+  delete record.error
+  await ctx.catalog.putVersion(record)
+  await ctx.catalog.putTree({ ...treeRecord, currentSeq: seq })
+  ctx.log.info({ ...stats, path: versionDir }, 'version complete; current link flipped')
+  if (subscriptionError !== undefined) throw subscriptionError
+  return record
+}
+
+async function finishFile (absolute: string, entry: FileEntry, context: VersionContext): Promise<void> {
+  let handle
+  try {
+    handle = await openForRead(absolute)
+  } catch (err) {
+    throw new StagingError(context, `file is missing or not a regular file (${errnoOf(err) ?? 'error'})`, { cause: err })
+  }
+  try {
+    const st = await handle.stat()
+    if (!st.isFile() || st.size !== entry.size) throw new StagingError(context, `expected a ${entry.size}-byte file, found ${st.size} bytes`)
+    // a hardlink from the previous version already has the right mode and mtime: leave its shared inode alone
+    if ((st.mode & 0o7777) === entry.mode && Math.floor(st.mtimeMs) === entry.mtimeMs && st.nlink > 1) return
+    await handle.chmod(entry.mode)
+    await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Created last-but-one (before directory mtimes); an existing link with the right target is kept. */
+async function finishSymlink (absolute: string, entry: SymlinkEntry): Promise<void> {
+  const st = await lstatOrUndefined(absolute)
+  if (st?.isSymbolicLink() !== true || await readlink(absolute) !== entry.target) {
+    if (st !== undefined) await removeAny(absolute)
+    await symlink(entry.target, absolute)
+  }
+  await lutimes(absolute, timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
+}
+
+async function finishDir (absolute: string, entry: DirEntry, context: VersionContext): Promise<void> {
+  let handle
+  try {
+    handle = await openDir(absolute)
+  } catch (err) {
+    throw new StagingError(context, `directory is missing or replaced (${errnoOf(err) ?? 'error'})`, { cause: err })
+  }
+  try {
+    await handle.chmod(entry.mode)
+    await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Gives filesystem and manifest failures the version's context; other typed errors pass through. */
+export function wrapError (context: VersionContext, err: unknown): unknown {
+  if (err instanceof ManifestError || err instanceof DiskFullError || err instanceof StagingError) return err
+  if (err instanceof InvalidMessageError || err instanceof InvalidPathError || err instanceof ManifestBlobMissingError) {
+    const path = err instanceof InvalidPathError ? err.path : context.path
+    return new ManifestError({ ...context, path }, err.message, { cause: err })
+  }
+  const code = errnoOf(err)
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new DiskFullError(context, { cause: err })
+  return err
+}

@@ -1,0 +1,74 @@
+import { chunkIdOf, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
+import { InvalidMessageError } from '../../protocol/errors.js'
+import { ManifestReader, decodeRoot, encodeRoot, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
+import type { Catalog } from '../store/types.js'
+import { ManifestBlobMissingError } from './errors.js'
+
+// A manifest lives in the catalog as content-addressed blobs: its chunks, plus the root blob that lists
+// them (whose hash the envelope signs). Reading streams it chunk by chunk, so memory is one chunk plus
+// one record, whatever the size of the tree.
+
+/**
+ * Streams the entries of the manifest described by `root`, verifying every chunk (the catalog re-hashes
+ * in getBlob; we hash again, identity is computed, never trusted) and the structure (ManifestReader:
+ * clean paths, canonical order, parents are directories). Throws ManifestBlobMissingError for a missing
+ * chunk and InvalidMessageError (or a subclass) for anything malformed. Re-iterable: call it again.
+ */
+export async function * readManifestEntries (catalog: Catalog, root: ManifestRoot, signal?: AbortSignal): AsyncGenerator<ManifestEntry> {
+  const reader = new ManifestReader()
+  let fileBytes = 0
+  for (let i = 0; i < root.chunks.length; i++) {
+    signal?.throwIfAborted()
+    const chunk = root.chunks[i] as ManifestRoot['chunks'][number]
+    const bytes = await catalog.getBlob(chunk.id)
+    if (bytes === undefined) throw new ManifestBlobMissingError(toHex(chunk.id), i)
+    if (bytes.byteLength !== chunk.size) throw new InvalidMessageError(`manifest chunk ${i}: ${bytes.byteLength} bytes, root says ${chunk.size}`)
+    verifyChunk(chunk.id, bytes, `manifest chunk ${i}`)
+    for (const entry of reader.push(bytes)) {
+      if (entry.type === 'file') fileBytes += entry.size
+      yield entry
+    }
+  }
+  reader.end()
+  if (reader.entryCount !== root.entryCount) throw new InvalidMessageError(`manifest has ${reader.entryCount} entries, root says ${root.entryCount}`)
+  if (fileBytes !== root.totalFileBytes) throw new InvalidMessageError(`manifest files add up to ${fileBytes} bytes, root says ${root.totalFileBytes}`)
+}
+
+/** Loads and decodes the root blob `rootHash` from the catalog. */
+export async function loadRoot (catalog: Catalog, rootHash: ChunkId): Promise<ManifestRoot> {
+  const bytes = await catalog.getBlob(rootHash)
+  if (bytes === undefined) throw new ManifestBlobMissingError(toHex(rootHash), -1)
+  return decodeRoot(bytes)
+}
+
+export interface StoredManifest {
+  root: ManifestRoot
+  rootBytes: Uint8Array
+  rootHash: ChunkId
+}
+
+/**
+ * Stores a manifest already cut into chunks (in order) as catalog blobs, plus its root blob. The chunks are
+ * decoded on the way (one at a time) so a broken manifest is refused before anything refers to it, and the
+ * root's totals are computed rather than taken on trust.
+ */
+export async function storeManifest (catalog: Catalog, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<StoredManifest> {
+  const reader = new ManifestReader()
+  const refs: ManifestRoot['chunks'] = []
+  let manifestSize = 0
+  let totalFileBytes = 0
+  for await (const bytes of chunks) {
+    if (bytes.byteLength === 0) continue
+    for (const entry of reader.push(bytes)) if (entry.type === 'file') totalFileBytes += entry.size
+    const id = chunkIdOf(bytes)
+    await catalog.putBlob(id, bytes)
+    refs.push({ id, size: bytes.byteLength })
+    manifestSize += bytes.byteLength
+  }
+  reader.end()
+  const root: ManifestRoot = { manifestSize, entryCount: reader.entryCount, totalFileBytes, chunks: refs }
+  const rootBytes = encodeRoot(root)
+  const rootHash = chunkIdOf(rootBytes)
+  await catalog.putBlob(rootHash, rootBytes)
+  return { root, rootBytes, rootHash }
+}

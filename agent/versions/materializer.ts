@@ -1,0 +1,364 @@
+import { link, mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import type { FileHandle } from 'node:fs/promises'
+import { idsEqual, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
+import { comparePaths } from '../../protocol/paths.js'
+import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
+import type { HomeLayout } from '../home.js'
+import { silentLogger, type Logger } from '../log.js'
+import type { Catalog, ChunkIndex, PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
+import { MaterializerStateError, StagingError } from './errors.js'
+import { createFile, ensureDir, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt } from './fs-safe.js'
+import { finalizeVersion, wrapError, type BuildContext } from './install.js'
+import { ManifestCursor, walkSelected, type PathFilter } from './walk.js'
+
+export interface MaterializerComponents {
+  index: ChunkIndex
+  catalog: Catalog
+  home: HomeLayout
+  log?: Logger
+}
+
+/** The previous complete version of the tree: unchanged files are hardlinked from it. */
+export interface PreviousVersion {
+  dir: string
+  entries: () => AsyncIterable<ManifestEntry>
+}
+
+export interface MaterializeInit {
+  tree: string
+  seq: number
+  /** The version's manifest in canonical order; called once per pass (prepare, finalize), so it must be re-iterable. */
+  entries: () => AsyncIterable<ManifestEntry>
+  filter?: PathFilter
+  previous?: PreviousVersion
+  /** The signed envelope, used when the catalog has no VersionRecord for (tree, seq) yet. */
+  envelope?: Uint8Array
+  signal?: AbortSignal
+  onProgress?: (progress: MaterializeProgress) => void
+  /** Called after each file prepare() completes (tests inject crashes here). */
+  afterFile?: (relPath: string) => void | Promise<void>
+}
+
+/** One place a planned chunk must be written in staging. */
+export interface Placement { relPath: string, offset: number }
+
+export interface PlannedChunk { id: ChunkId, size: number, placements: Placement[] }
+
+export interface MaterializeProgress {
+  tree: string
+  seq: number
+  plannedChunks: number
+  plannedBytes: number
+  doneChunks: number
+  doneBytes: number
+}
+
+/** What prepare() did locally; the rest is the plan. */
+export interface PrepareStats {
+  files: number
+  bytes: number
+  chunks: number
+  linkedFiles: number
+  /** Chunks written from local copies (any tree, any version, a source). */
+  localChunks: number
+  localBytes: number
+  /** Chunks already in staging from an interrupted run, verified and kept. */
+  resumedChunks: number
+}
+
+type State = 'new' | 'preparing' | 'prepared' | 'finalizing' | 'done'
+
+/**
+ * Builds one version of a tree in its staging directory, in two phases so that the same code serves a
+ * local build and a network sync:
+ *
+ *   prepare()  creates the staging tree, hardlinks unchanged files from the previous version, writes every
+ *              chunk the index can supply, and returns the plan: the chunks nobody here has.
+ *   fill()     writes a chunk of the plan (verified again) to all its placements; concurrent-safe.
+ *   finalize() sets modes and mtimes, creates symlinks, fsyncs, renames staging into place and flips the
+ *              tree's current link (see install.ts).
+ *
+ * Every chunk written into staging is recorded in the index at once, so peers can fetch it from us while
+ * we are still syncing. Killed at any point, the next prepare() reuses what staging already holds.
+ * Memory is bounded by the plan, never by file contents.
+ */
+export class Materializer {
+  private readonly log: Logger
+  private state: State = 'new'
+  private root: StoreRoot | undefined
+  private resuming = false
+  private installed = false
+  private readonly plan = new Map<string, PlannedChunk>()
+  private readonly inflight = new Set<string>()
+  private readonly progressValue: MaterializeProgress
+  private readonly prepareStats: PrepareStats = { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 }
+  private started = 0
+  private currentPath: string | undefined
+
+  constructor (private readonly components: MaterializerComponents, private readonly init: MaterializeInit) {
+    this.log = (components.log ?? silentLogger()).child({ component: 'materializer', tree: init.tree, seq: init.seq })
+    this.progressValue = { tree: init.tree, seq: init.seq, plannedChunks: 0, plannedBytes: 0, doneChunks: 0, doneBytes: 0 }
+  }
+
+  get stagingDir (): string { return this.components.home.stagingDir(this.init.tree, this.init.seq) }
+  get versionDir (): string { return this.components.home.versionDir(this.init.tree, this.init.seq) }
+  get stats (): Readonly<PrepareStats> { return this.prepareStats }
+  get progress (): Readonly<MaterializeProgress> { return { ...this.progressValue } }
+  /** The chunks still missing (a snapshot). */
+  missing (): PlannedChunk[] { return [...this.plan.values()] }
+
+  async prepare (): Promise<PlannedChunk[]> {
+    if (this.state !== 'new') throw new MaterializerStateError(`prepare() called in state ${this.state}`)
+    this.state = 'preparing'
+    this.started = Date.now()
+    this.plan.clear()
+    Object.assign(this.prepareStats, { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 })
+    const { signal } = this.init
+    try {
+      signal?.throwIfAborted()
+      const staging = this.stagingDir
+      if (await lstatOrUndefined(staging) === undefined && await lstatOrUndefined(this.versionDir) !== undefined) {
+        // killed between the rename into place and the catalog update: the version is already built
+        this.installed = true
+        this.root = await this.findRoot()
+        this.state = 'prepared'
+        this.log.info('version directory already in place; only the install steps remain')
+        return []
+      }
+      await mkdir(dirname(staging), { recursive: true })
+      this.resuming = await this.createStagingDir(staging)
+      this.root = await this.findRoot() ?? await this.components.index.addRoot({ kind: 'staging', path: staging, tree: this.init.tree, seq: this.init.seq })
+      this.log.debug({ resuming: this.resuming }, 'preparing')
+      const previous = this.init.previous !== undefined ? new ManifestCursor(this.init.previous.entries(), comparePaths) : undefined
+      try {
+        for await (const event of walkSelected(this.init.entries(), this.init.filter, signal)) {
+          this.currentPath = event.entry.path
+          if (event.kind === 'enter') {
+            await ensureDir(safeJoin(staging, event.entry.path))
+          } else if (event.kind === 'file') {
+            await this.prepareFile(event.entry, previous)
+            await this.init.afterFile?.(event.entry.path)
+          }
+        }
+      } finally {
+        await previous?.close()
+      }
+      this.currentPath = undefined
+    } catch (err) {
+      this.state = 'new'
+      throw wrapError(this.context(), err)
+    }
+    this.state = 'prepared'
+    this.progressValue.plannedChunks = this.plan.size
+    this.progressValue.plannedBytes = [...this.plan.values()].reduce((n, c) => n + c.size, 0)
+    this.log.info({ ...this.prepareStats, missingChunks: this.progressValue.plannedChunks, missingBytes: this.progressValue.plannedBytes }, 'prepared')
+    return this.missing()
+  }
+
+  /**
+   * Writes a chunk of the plan to every placement and records it in the index. The bytes are hashed
+   * here (identity is computed, never trusted): a mismatch throws ChunkHashMismatchError and writes
+   * nothing. Returns false when the chunk is not (or no longer, or not yet) wanted.
+   */
+  async fill (id: ChunkId, bytes: Uint8Array): Promise<boolean> {
+    if (this.state !== 'prepared') throw new MaterializerStateError(`fill() called in state ${this.state}`)
+    verifyChunk(id, bytes, `fill ${this.init.tree}@${this.init.seq}`)
+    const hex = toHex(id)
+    const planned = this.plan.get(hex)
+    if (planned === undefined || this.inflight.has(hex)) return false
+    this.inflight.add(hex)
+    const root = this.root as StoreRoot
+    let relPath: string | undefined
+    try {
+      const byFile = new Map<string, number[]>()
+      for (const p of planned.placements) byFile.set(p.relPath, [...(byFile.get(p.relPath) ?? []), p.offset])
+      for (const [path, offsets] of byFile) {
+        relPath = path
+        this.init.signal?.throwIfAborted()
+        const handle = await reopenPrivateFile(safeJoin(this.stagingDir, path))
+        if (handle === undefined) throw new StagingError({ ...this.context(), path }, 'file vanished or was replaced since prepare()')
+        try {
+          for (const offset of offsets) await writeAt(handle, bytes, offset)
+        } finally {
+          await handle.close()
+        }
+      }
+      await this.components.index.addLocations(id, planned.placements.map(p => ({ rootId: root.id, relPath: p.relPath, offset: p.offset, size: planned.size })))
+    } catch (err) {
+      throw wrapError({ ...this.context(), path: relPath }, err)
+    } finally {
+      this.inflight.delete(hex)
+    }
+    this.plan.delete(hex)
+    this.progressValue.doneChunks++
+    this.progressValue.doneBytes += planned.size
+    this.init.onProgress?.(this.progress)
+    return true
+  }
+
+  /** Completes the version; only when the plan is empty. See install.ts. */
+  async finalize (): Promise<VersionRecord> {
+    if (this.state !== 'prepared') throw new MaterializerStateError(`finalize() called in state ${this.state}`)
+    if (this.inflight.size > 0) throw new MaterializerStateError('finalize() called while fill() calls are running')
+    this.state = 'finalizing'
+    try {
+      const record = await finalizeVersion(this.buildContext())
+      this.state = 'done'
+      return record
+    } catch (err) {
+      this.state = 'prepared'
+      throw err
+    }
+  }
+
+  private buildContext (): BuildContext {
+    return {
+      ...this.components,
+      log: this.log,
+      init: this.init,
+      root: this.root as StoreRoot,
+      installed: this.installed,
+      missingChunks: this.plan.size,
+      missingBytes: [...this.plan.values()].reduce((n, c) => n + c.size, 0),
+      newChunks: this.progressValue.doneChunks,
+      newBytes: this.progressValue.doneBytes,
+      started: this.started,
+    }
+  }
+
+  private context (): { tree: string, seq: number, path?: string } {
+    return { tree: this.init.tree, seq: this.init.seq, path: this.currentPath }
+  }
+
+  /** True when the staging directory already existed (an earlier run was interrupted). */
+  private async createStagingDir (staging: string): Promise<boolean> {
+    try {
+      await mkdir(staging, { mode: 0o700 })
+      return false
+    } catch (err) {
+      if (errnoOf(err) !== 'EEXIST') throw err
+    }
+    const st = await lstatOrUndefined(staging)
+    if (st?.isDirectory() !== true) throw new StagingError(this.context(), `${staging} exists and is not a directory`)
+    return true
+  }
+
+  private async findRoot (): Promise<StoreRoot | undefined> {
+    const roots = await this.components.index.listRoots()
+    return roots.find(r => r.kind === 'staging' && r.path === this.stagingDir) ?? roots.find(r => r.kind === 'version' && r.path === this.versionDir)
+  }
+
+  private async prepareFile (entry: FileEntry, previous: ManifestCursor | undefined): Promise<void> {
+    const s = this.prepareStats
+    s.files++
+    s.bytes += entry.size
+    s.chunks += entry.chunks.length
+    const placed: PlacedChunk[] = []
+    let offset = 0
+    for (const c of entry.chunks) { placed.push({ id: c.id, offset, size: c.size }); offset += c.size }
+    const target = safeJoin(this.stagingDir, entry.path)
+    const before = await previous?.find(entry.path)
+    if (before?.type === 'file' && sameFile(before, entry) && await this.tryLink(entry, target)) {
+      s.linkedFiles++
+      await this.components.index.indexFile((this.root as StoreRoot).id, entry.path, placed)
+      return
+    }
+    await this.assembleFile(entry, target, placed)
+  }
+
+  /** Hardlinks the previous version's file if it still looks like what its manifest says. */
+  private async tryLink (entry: FileEntry, target: string): Promise<boolean> {
+    const source = safeJoin((this.init.previous as PreviousVersion).dir, entry.path)
+    const st = await lstatOrUndefined(source)
+    if (st === undefined || !st.isFile() || st.size !== entry.size || (st.mode & 0o7777) !== entry.mode || Math.floor(st.mtimeMs) !== entry.mtimeMs) return false
+    const existing = await lstatOrUndefined(target)
+    if (existing !== undefined) {
+      if (existing.isFile() && existing.ino === st.ino && existing.dev === st.dev) return true
+      await removeAny(target)
+    }
+    try {
+      await link(source, target)
+      return true
+    } catch (err) {
+      const code = errnoOf(err)
+      if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK') {
+        this.log.debug({ path: entry.path, code }, 'hardlink refused; rebuilding the file from chunks')
+        return false
+      }
+      throw err
+    }
+  }
+
+  /** Creates the file at its final size and writes every chunk the index can supply; plans the rest. */
+  private async assembleFile (entry: FileEntry, target: string, placed: PlacedChunk[]): Promise<void> {
+    const { index } = this.components
+    const s = this.prepareStats
+    let handle: FileHandle | undefined
+    let fresh = !this.resuming
+    if (this.resuming) {
+      handle = await reopenPrivateFile(target)
+      if (handle === undefined) {
+        await removeAny(target)
+        fresh = true
+      }
+    }
+    handle ??= await createFile(target)
+    try {
+      await handle.truncate(entry.size)
+      const done: PlacedChunk[] = []
+      for (const c of placed) {
+        this.init.signal?.throwIfAborted()
+        const hex = toHex(c.id)
+        if (!fresh && await this.placementDone(handle, entry.path, c)) { done.push(c); s.resumedChunks++; continue }
+        const planned = this.plan.get(hex)
+        if (planned !== undefined) { planned.placements.push({ relPath: entry.path, offset: c.offset }); continue }
+        const bytes = await index.readChunk(c.id, this.init.signal)
+        if (bytes === undefined) {
+          this.plan.set(hex, { id: c.id, size: c.size, placements: [{ relPath: entry.path, offset: c.offset }] })
+          continue
+        }
+        if (bytes.byteLength !== c.size) throw new StagingError({ ...this.context(), path: entry.path }, `index returned ${bytes.byteLength} bytes for a ${c.size}-byte chunk`)
+        await writeAt(handle, bytes, c.offset)
+        done.push(c)
+        s.localChunks++
+        s.localBytes += c.size
+      }
+      if (done.length > 0 || !fresh) await index.indexFile((this.root as StoreRoot).id, entry.path, done)
+    } finally {
+      await handle.close()
+    }
+  }
+
+  /** On resume: a placement counts as done when the index recorded it under our root and its bytes still verify. */
+  private async placementDone (handle: FileHandle, relPath: string, c: PlacedChunk): Promise<boolean> {
+    const rootId = (this.root as StoreRoot).id
+    const recorded = (await this.components.index.locations(c.id)).some(l => l.rootId === rootId && l.relPath === relPath && l.offset === c.offset)
+    if (!recorded) return false
+    const bytes = await readAt(handle, c.offset, c.size)
+    try {
+      verifyChunk(c.id, bytes)
+      return true
+    } catch {
+      this.log.debug({ path: relPath, offset: c.offset }, 'recorded placement does not verify; rewriting it')
+      return false
+    }
+  }
+}
+
+function sameFile (a: FileEntry, b: FileEntry): boolean {
+  if (a.size !== b.size || a.mode !== b.mode || a.mtimeMs !== b.mtimeMs || a.chunks.length !== b.chunks.length) return false
+  for (let i = 0; i < a.chunks.length; i++) {
+    const x = a.chunks[i] as FileEntry['chunks'][number]
+    const y = b.chunks[i] as FileEntry['chunks'][number]
+    if (x.size !== y.size || !idsEqual(x.id, y.id)) return false
+  }
+  return true
+}
+
+/** prepare() + finalize() for a build whose chunks are all local; throws MissingChunksError otherwise. */
+export async function materializeLocal (components: MaterializerComponents, init: MaterializeInit): Promise<VersionRecord> {
+  const m = new Materializer(components, init)
+  await m.prepare()
+  return await m.finalize()
+}
