@@ -1,0 +1,223 @@
+import { availableParallelism } from 'node:os'
+import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId } from '@libp2p/interface'
+import { formatPublisherKey, parsePublisherKey, rawPublicKeyOf } from '../../protocol/envelope.js'
+import { toHex } from '../../protocol/chunk-id.js'
+import { validateTreeName } from '../../protocol/paths.js'
+import type { HomeLayout } from '../home.js'
+import type { Logger } from '../log.js'
+import { appendPeer, appendTrust, loadConfig } from '../config.js'
+import { loadPublisherKey } from '../identity.js'
+import { openStore } from '../store/index.js'
+import { ChunkerPool } from '../chunk/pool.js'
+import { DEFAULT_CHUNKING } from '../chunk/chunker.js'
+import { createNode, loadOrCreatePeerKey, PeerAllowlist } from '../net/node.js'
+import { PeerStats } from '../net/peer-stats.js'
+import { ChunkServer } from '../net/chunk-server.js'
+import { ChunkClient } from '../net/chunk-client.js'
+import { HeadsProtocol } from '../net/heads-protocol.js'
+import { Announcer } from '../net/announcer.js'
+import { Dialer } from '../net/dialer.js'
+import { HaveGossip } from '../sync/have-gossip.js'
+import { publishVersion } from '../publish.js'
+import { verifyVersion } from '../verify.js'
+import { TreeManager } from './trees.js'
+import type { AgentApi, AgentStatus, PeerStatus, PublishSummary } from './api.js'
+
+export const AGENT_VERSION = '0.1.0'
+
+export interface StartAgentOptions {
+  home: HomeLayout
+  log: Logger
+}
+
+export interface RunningAgent {
+  api: AgentApi
+  stop: () => Promise<void>
+  peerId: string
+}
+
+/**
+ * Starts a site's daemon: store, chunker pool, libp2p node with the deltamesh protocols, the tree manager
+ * (admission, syncs) and the dialer. Only wiring and start/stop order live here.
+ */
+export async function startAgent ({ home, log }: StartAgentOptions): Promise<RunningAgent> {
+  const config = await loadConfig(home.config)
+  const publisherKey = await loadPublisherKey(home.publisherKey)
+  const selfPublisherKey = formatPublisherKey(rawPublicKeyOf(publisherKey))
+  const privateKey = await loadOrCreatePeerKey(home.peerKey)
+  const selfId = peerIdFromPrivateKey(privateKey).toString()
+  const counters = { envelopesRejected: 0, chunksRejected: 0 }
+
+  const trust = new Map<string, Set<string>>()
+  const addTrust = (tree: string, key: string): void => { const set = trust.get(tree) ?? new Set<string>(); set.add(key); trust.set(tree, set) }
+  for (const t of config.trust) addTrust(t.tree, t.key)
+  const peerNames = new Map<string, { name?: string, addr: string }>()
+  const peerIdOfAddr = (addr: string): string => {
+    const id = multiaddr(addr).getComponents().findLast(c => c.name === 'p2p')?.value
+    if (id === undefined) throw new Error(`${addr}: no /p2p/<peer id> at the end`)
+    return peerIdFromString(id).toString()
+  }
+  for (const p of config.peers) peerNames.set(peerIdOfAddr(p.addr), { name: p.name, addr: p.addr })
+
+  const store = await openStore(home.db, {
+    events: {
+      onCorrupt: (id, location, reason) => { counters.chunksRejected++; log.warn({ chunk: toHex(id), path: location.relPath, reason }, 'indexed chunk no longer matches what is on disk; location dropped') },
+    },
+  })
+  const pool = new ChunkerPool({ size: availableParallelism() })
+  const allowlist = new PeerAllowlist(peerNames.keys())
+  const node = await createNode({ privateKey, listen: config.agent.listen, announce: config.agent.announce, allowlist, start: false })
+
+  const stats = new PeerStats({
+    onBudgetExceeded: (peerId, strikes) => {
+      log.warn({ peer: peerId, strikes }, 'peer exceeded its misbehaviour budget; disconnecting')
+      node.hangUp(peerIdFromString(peerId)).catch(err => log.debug({ err }, 'hang up failed'))
+    },
+  })
+  const onMisbehaviour = (peerId: string, reason: string): void => { log.warn({ peer: peerId, reason }, 'peer misbehaved'); stats.strike(peerId, reason) }
+
+  const chunkServer = new ChunkServer({
+    libp2p: node,
+    provider: { read: async (id, signal) => await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id) },
+    allowlist,
+    stats,
+    onMisbehaviour,
+  })
+  const chunkClient = new ChunkClient({ libp2p: node, stats, onMisbehaviour }, { maxOutstandingBytes: config.sync.windowBytes })
+  const pubsub = node.services.pubsub
+
+  let trees: TreeManager | undefined
+  const heads = new HeadsProtocol({
+    libp2p: node,
+    provider: { heads: async () => trees?.heads() ?? [] },
+    allowlist,
+    stats,
+    onHeads: (peerId, received) => { trees?.peerHeads(peerId.toString(), received).catch(err => log.error({ err }, 'handling heads failed')) },
+    onMisbehaviour,
+  })
+  const announcer = new Announcer({
+    libp2p: node,
+    pubsub,
+    onEnvelope: (envelope, from) => { trees?.offer(envelope, from.toString(), 'gossip').catch(err => log.error({ err }, 'handling announcement failed')) },
+    onMisbehaviour,
+  })
+  const haveGossip = new HaveGossip({ pubsub, log, onHave: (origin, have) => trees?.onHave(origin, have), onMisbehaviour })
+  const dialer = new Dialer({ libp2p: node }, { peers: config.peers.map(p => p.addr) })
+
+  const watchTree = (tree: string): void => { announcer.subscribe(tree); haveGossip.subscribe(tree) }
+  trees = new TreeManager({
+    selfId,
+    selfPublisherKey,
+    home,
+    index: store.index,
+    catalog: store.catalog,
+    log,
+    fetch: async (peerId, wants, options) => await chunkClient.fetch(peerIdFromString(peerId), wants, options),
+    trustedKeys: tree => trust.get(tree) ?? new Set(),
+    announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
+    headsChanged: () => { heads.broadcastHeads().catch(err => log.debug({ err }, 'heads broadcast failed')) },
+    watchTree,
+    onBadChunk: (peerId, reason) => { counters.chunksRejected++; onMisbehaviour(peerId, `bad chunk: ${reason}`) },
+    onReceived: () => {},
+    onRejected: () => { counters.envelopesRejected++ },
+  }, { windowBytes: config.sync.windowBytes })
+  for (const tree of trust.keys()) watchTree(tree)
+
+  const onDisconnect = (evt: CustomEvent<PeerId>): void => { stats.disconnected(evt.detail.toString()); trees?.peerGone(evt.detail.toString()) }
+  const onConnect = (evt: CustomEvent<PeerId>): void => { stats.connected(evt.detail.toString()) }
+  node.addEventListener('peer:disconnect', onDisconnect)
+  node.addEventListener('peer:connect', onConnect)
+
+  await node.start()
+  await chunkServer.start()
+  await chunkClient.start()
+  await heads.start()
+  await announcer.start()
+  haveGossip.start()
+  await trees.load()
+  await dialer.start()
+  const startedAtMs = Date.now()
+  log.info({ peerId: selfId, addrs: node.getMultiaddrs().map(a => a.toString()), publisherKey: selfPublisherKey }, 'agent started')
+
+  let stopping: Promise<void> | undefined
+  const stop = async (): Promise<void> => {
+    stopping ??= (async () => {
+      await trees?.stop()
+      await dialer.stop()
+      haveGossip.stop()
+      await announcer.stop()
+      await heads.stop()
+      await chunkClient.stop()
+      await chunkServer.stop()
+      node.removeEventListener('peer:disconnect', onDisconnect)
+      node.removeEventListener('peer:connect', onConnect)
+      await node.stop()
+      await pool.close()
+      await store.close()
+      log.info('agent stopped')
+    })()
+    await stopping
+  }
+
+  const peerStatus = (): PeerStatus[] => {
+    const connected = new Set(node.getPeers().map(p => p.toString()))
+    const ids = new Set([...peerNames.keys(), ...connected])
+    return [...ids].map(peerId => {
+      const c = stats.get(peerId)
+      const named = peerNames.get(peerId)
+      return { peerId, name: named?.name, addr: named?.addr, connected: connected.has(peerId), bytesUp: c.bytesUp, bytesDown: c.bytesDown, chunksUp: c.chunksServed, chunksDown: c.chunksReceived, badChunks: c.badChunks, strikes: c.strikes }
+    })
+  }
+
+  const api: AgentApi = {
+    status: async (): Promise<AgentStatus> => {
+      const peers = peerStatus()
+      return {
+        peerId: selfId,
+        multiaddrs: node.getMultiaddrs().map(a => a.toString()),
+        publisherKey: selfPublisherKey,
+        version: AGENT_VERSION,
+        startedAtMs,
+        trees: await (trees as TreeManager).status(),
+        peers,
+        counters: { ...counters, bytesUp: peers.reduce((n, p) => n + p.bytesUp, 0), bytesDown: peers.reduce((n, p) => n + p.bytesDown, 0) },
+      }
+    },
+    publish: async (request, signal): Promise<PublishSummary> => {
+      const result = await publishVersion({
+        tree: request.tree, source: request.source, label: request.label, index: store.index, catalog: store.catalog, publisherKey,
+        chunking: DEFAULT_CHUNKING, chunkFile: async (path, s) => await pool.chunkFile(path, DEFAULT_CHUNKING, s), log, signal,
+      })
+      await (trees as TreeManager).published(result.envelope)
+      await announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))
+      const { envelope, stats: s } = result
+      return { tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, files: s.files, bytes: s.bytes, chunks: s.chunks, newChunks: s.newChunks, newBytes: s.newBytes, cachedFiles: s.cachedFiles, manifestBytes: s.manifestBytes, durationMs: s.durationMs }
+    },
+    subscribe: async request => { await (trees as TreeManager).subscribe(request) },
+    unsubscribe: async tree => { await (trees as TreeManager).unsubscribe(tree) },
+    addPeer: async (addr, name) => {
+      const peerId = peerIdOfAddr(addr)
+      if (!peerNames.has(peerId)) await appendPeer(home.config, addr, name)
+      peerNames.set(peerId, { name, addr })
+      allowlist.add(peerId)
+      dialer.add(addr)
+    },
+    trust: async (tree, key) => {
+      validateTreeName(tree)
+      parsePublisherKey(key)
+      if (trust.get(tree)?.has(key) !== true) await appendTrust(home.config, tree, key)
+      addTrust(tree, key)
+      watchTree(tree)
+      // envelopes we heard before trusting this key are offered again by the peers' heads
+      for (const peer of node.getPeers()) {
+        heads.requestHeads(peer).then(async received => await trees?.peerHeads(peer.toString(), received), err => log.debug({ err }, 'heads request failed'))
+      }
+    },
+    verify: async (tree, seq, signal) => await verifyVersion(store.catalog, tree, seq, signal),
+    waitForSync: async (tree, options) => await (trees as TreeManager).waitForSync(tree, options),
+    shutdown: async () => { /* the control server's shutdown callback stops the process */ },
+  }
+  return { api, stop, peerId: selfId }
+}

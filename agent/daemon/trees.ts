@@ -1,0 +1,363 @@
+import { lstat, mkdir, rename, symlink } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { describeEnvelope, formatPublisherKey, openEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { decodeRoot, type ManifestEntry } from '../../protocol/manifest.js'
+import { validateTreeName } from '../../protocol/paths.js'
+import type { HeadEntry } from '../../protocol/messages.js'
+import type { HaveMessage } from '../../protocol/have.js'
+import type { HomeLayout } from '../home.js'
+import type { Logger } from '../log.js'
+import type { Catalog, ChunkIndex, TreeRecord } from '../store/types.js'
+import { admitEnvelope, type Admission } from '../sync/admission.js'
+import { VersionSync } from '../sync/version-sync.js'
+import type { FetchFn } from '../sync/chunk-pump.js'
+import { readManifestEntries } from '../versions/manifest-io.js'
+import { globFilter } from '../versions/walk.js'
+import { applyRetention } from '../versions/retention.js'
+import type { PreviousVersion } from '../versions/materializer.js'
+import type { SubscribeRequest, SyncProgress, SyncResult, TreeStatus, VersionSummary } from './api.js'
+
+export interface TreeManagerComponents {
+  selfId: string
+  selfPublisherKey: string
+  home: HomeLayout
+  index: ChunkIndex
+  catalog: Catalog
+  log: Logger
+  fetch: FetchFn
+  /** Trusted publisher keys per tree ('ed25519:…'), from the config plus `trust` at runtime. */
+  trustedKeys: (tree: string) => ReadonlySet<string>
+  announceHave: (tree: string, seq: number, ids: ChunkId[]) => void
+  /** Our heads changed (a version completed): tell every peer. */
+  headsChanged: () => void
+  /** A tree became interesting (subscribed, published): listen to its gossip topics. */
+  watchTree: (tree: string) => void
+  onBadChunk: (peerId: string, reason: string) => void
+  onReceived: (peerId: string, bytes: number) => void
+  onRejected: (reason: string) => void
+}
+
+export interface TreeManagerInit {
+  windowBytes: number
+  ownerGraceMs?: number
+  ownerStallMs?: number
+  /** Retry delays after a failed sync. */
+  retryBackoffMs?: number[]
+}
+
+interface Waiter {
+  onProgress?: (p: SyncProgress) => void
+  resolve: (r: SyncResult) => void
+  reject: (err: Error) => void
+}
+
+interface RunningSync {
+  seq: number
+  sync: VersionSync
+  controller: AbortController
+  beacon: ReturnType<typeof setInterval>
+  done: Promise<void>
+}
+
+interface TreeState {
+  name: string
+  newest?: Envelope
+  newestComplete: boolean
+  /** What each connected peer told us it holds of this tree. */
+  holders: Map<string, { seq: number, complete: boolean }>
+  /** HAVEs heard for the newest seq: peer → hex ids (and "is syncing" from the beacon). */
+  haves: Map<string, ChunkId[]>
+  running?: RunningSync
+  failures: number
+  retryTimer?: ReturnType<typeof setTimeout>
+  lastError?: string
+  lastSync?: SyncProgress
+  waiters: Set<Waiter>
+}
+
+const DEFAULT_RETRY_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
+const BEACON_INTERVAL_MS = 1_000
+
+/**
+ * Per-tree state of a running agent: which signed version is the newest (admission), who holds what
+ * (heads, HAVE), and the one sync per subscribed tree that brings the newest version here. A newer
+ * version supersedes a running sync; a failed sync is retried with backoff; waiters (`deltamesh sync`)
+ * hear progress and the outcome.
+ */
+export class TreeManager {
+  private readonly trees = new Map<string, TreeState>()
+  private readonly log: Logger
+  private stopped = false
+
+  constructor (private readonly c: TreeManagerComponents, private readonly init: TreeManagerInit) {
+    this.log = c.log.child({ component: 'trees' })
+  }
+
+  /** Restores state from the catalog and resumes interrupted syncs (staging and index survive a restart). */
+  async load (): Promise<void> {
+    for (const record of await this.c.catalog.listTrees()) {
+      const state = this.state(record.name)
+      for (const version of await this.c.catalog.listVersions(record.name)) {
+        try {
+          const envelope = openEnvelope(version.envelope)
+          if (state.newest === undefined || envelope.seq > state.newest.seq) { state.newest = envelope; state.newestComplete = version.state === 'complete' }
+        } catch (err) {
+          this.log.error({ tree: record.name, seq: version.seq, err }, 'stored envelope no longer verifies; ignored')
+        }
+      }
+      if (record.subscribedTo !== undefined || record.currentSeq !== undefined) this.c.watchTree(record.name)
+      this.ensureSync(state)
+    }
+  }
+
+  private state (tree: string): TreeState {
+    let s = this.trees.get(tree)
+    if (s === undefined) {
+      s = { name: tree, newestComplete: false, holders: new Map(), haves: new Map(), failures: 0, waiters: new Set() }
+      this.trees.set(tree, s)
+    }
+    return s
+  }
+
+  private trusted (tree: string): ReadonlySet<string> {
+    const keys = new Set(this.c.trustedKeys(tree))
+    keys.add(this.c.selfPublisherKey) // a site always trusts itself for what it publishes
+    return keys
+  }
+
+  /** An envelope from gossip, a peer's heads, or our own publish. */
+  async offer (envelope: Envelope, from: string | undefined, via: 'gossip' | 'heads' | 'local'): Promise<Admission> {
+    const state = this.state(envelope.tree)
+    const admission = admitEnvelope(envelope, this.trusted(envelope.tree), state.newest === undefined ? undefined : { seq: state.newest.seq, rootHash: state.newest.rootHash })
+    if (admission.verdict === 'reject') {
+      // a peer that is merely behind shows us its older head: that is not an attack
+      const lagging = via === 'heads' && state.newest !== undefined && envelope.seq < state.newest.seq && this.trusted(envelope.tree).has(formatPublisherKey(envelope.publisherKey))
+      if (!lagging) {
+        this.log.warn({ tree: envelope.tree, seq: envelope.seq, peer: from, via }, `rejected version: ${admission.reason}`)
+        this.c.onRejected(admission.reason)
+      }
+      return admission
+    }
+    if (admission.verdict === 'duplicate') return admission
+    const existing = await this.c.catalog.getVersion(envelope.tree, envelope.seq)
+    if (existing === undefined) await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'announced' })
+    state.newest = envelope
+    state.newestComplete = existing?.state === 'complete'
+    state.haves.clear()
+    this.log.info({ peer: from, via }, `new version ${describeEnvelope(envelope)}${envelope.label === '' ? '' : ` (${envelope.label})`}`)
+    this.ensureSync(state)
+    return admission
+  }
+
+  /** Our own publish: the version is complete here by construction. */
+  async published (envelope: Envelope): Promise<void> {
+    this.c.watchTree(envelope.tree)
+    await this.offer(envelope, undefined, 'local')
+    const state = this.state(envelope.tree)
+    state.newestComplete = true
+    this.c.headsChanged()
+  }
+
+  async peerHeads (peerId: string, heads: Array<{ envelope: Envelope, complete: boolean }>): Promise<void> {
+    for (const { envelope, complete } of heads) {
+      const state = this.state(envelope.tree)
+      state.holders.set(peerId, { seq: envelope.seq, complete })
+      await this.offer(envelope, peerId, 'heads')
+      const running = state.running
+      if (running !== undefined && complete && envelope.seq === running.seq) running.sync.setPeer(peerId, true)
+    }
+  }
+
+  peerGone (peerId: string): void {
+    for (const state of this.trees.values()) {
+      state.holders.delete(peerId)
+      state.haves.delete(peerId)
+      state.running?.sync.removePeer(peerId)
+    }
+  }
+
+  onHave (origin: string, have: HaveMessage): void {
+    if (origin === this.c.selfId) return
+    const state = this.trees.get(have.tree)
+    if (state?.newest === undefined || have.seq !== state.newest.seq) return
+    const list = state.haves.get(origin) ?? []
+    list.push(...have.ids)
+    state.haves.set(origin, list)
+    const running = state.running
+    if (running !== undefined && running.seq === have.seq) {
+      if (!state.holders.get(origin)?.complete) running.sync.setPeer(origin, false)
+      running.sync.peerHas(origin, have.ids)
+    }
+  }
+
+  heads (): HeadEntry[] {
+    const out: HeadEntry[] = []
+    for (const s of this.trees.values()) {
+      if (s.newest !== undefined) out.push({ tree: s.name, seq: s.newest.seq, complete: s.newestComplete, envelope: s.newest.bytes })
+    }
+    return out
+  }
+
+  async subscribe (request: SubscribeRequest): Promise<void> {
+    const tree = validateTreeName(request.tree)
+    const to = resolve(request.to)
+    const existing = await lstat(to).catch(() => undefined)
+    if (existing !== undefined && !existing.isSymbolicLink()) throw new Error(`${to} exists and is not a symlink: deltamesh manages PATH as a symlink to the current version; pick a new path`)
+    await mkdir(dirname(to), { recursive: true })
+    const record: TreeRecord = { ...((await this.c.catalog.getTree(tree)) ?? { name: tree }), subscribedTo: to, include: request.include, exclude: request.exclude }
+    await this.c.catalog.putTree(record)
+    if (record.currentSeq !== undefined) await this.pointAt(to, this.c.home.versionDir(tree, record.currentSeq))
+    if (this.trusted(tree).size <= 1) this.log.warn({ tree }, 'subscribed, but no publisher key is trusted for this tree yet: run `deltamesh trust`')
+    this.c.watchTree(tree)
+    this.ensureSync(this.state(tree))
+  }
+
+  async unsubscribe (tree: string): Promise<void> {
+    const record = await this.c.catalog.getTree(tree)
+    if (record === undefined) return
+    await this.c.catalog.putTree({ ...record, subscribedTo: undefined, include: undefined, exclude: undefined })
+    const state = this.trees.get(tree)
+    if (state?.running !== undefined) { state.running.controller.abort(new Error('unsubscribed')); await state.running.done }
+  }
+
+  /** Atomically (re)points a subscription path: a new symlink renamed over the old one. */
+  private async pointAt (path: string, target: string): Promise<void> {
+    const temp = `${path}.deltamesh-tmp-${process.pid}`
+    await symlink(target, temp)
+    await rename(temp, path)
+  }
+
+  async waitForSync (tree: string, options: { signal?: AbortSignal, onProgress?: (p: SyncProgress) => void }): Promise<SyncResult> {
+    const record = await this.c.catalog.getTree(tree)
+    if (record?.subscribedTo === undefined) throw new Error(`not subscribed to ${tree}: run \`deltamesh subscribe --home DIR ${tree} --to PATH\` first`)
+    const state = this.state(tree)
+    if (state.newest !== undefined && record.currentSeq !== undefined && record.currentSeq >= state.newest.seq) {
+      return { tree, seq: record.currentSeq, bytesFetched: 0, durationMs: 0 }
+    }
+    return await new Promise<SyncResult>((resolvePromise, rejectPromise) => {
+      const waiter: Waiter = { onProgress: options.onProgress, resolve: resolvePromise, reject: rejectPromise }
+      state.waiters.add(waiter)
+      options.signal?.addEventListener('abort', () => { state.waiters.delete(waiter); rejectPromise(options.signal?.reason ?? new Error('aborted')) }, { once: true })
+      if (state.running !== undefined) options.onProgress?.(state.running.sync.progress)
+    })
+  }
+
+  private ensureSync (state: TreeState): void {
+    if (this.stopped || state.newest === undefined) return
+    const newest = state.newest
+    void (async () => {
+      const record = await this.c.catalog.getTree(state.name)
+      if (record?.subscribedTo === undefined || state.newestComplete) return
+      if ((record.currentSeq ?? 0) >= newest.seq) return
+      if (state.running?.seq === newest.seq) return
+      if (state.running !== undefined) {
+        this.log.info({ tree: state.name, seq: state.running.seq, newer: newest.seq }, 'superseded by a newer version; switching')
+        state.running.controller.abort(new Error('superseded'))
+        await state.running.done
+        if (state.newest !== newest) return
+      }
+      clearTimeout(state.retryTimer)
+      this.startSync(state, newest, record)
+    })().catch(err => this.log.error({ tree: state.name, err }, 'could not start sync'))
+  }
+
+  private startSync (state: TreeState, envelope: Envelope, record: TreeRecord): void {
+    const controller = new AbortController()
+    const sync = new VersionSync({
+      selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
+      fetch: this.c.fetch, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: this.c.onReceived,
+    }, {
+      envelope,
+      previous: this.previousVersion(state.name, record.currentSeq),
+      filter: globFilter(record.include, record.exclude),
+      windowBytes: this.init.windowBytes,
+      ownerGraceMs: this.init.ownerGraceMs,
+      ownerStallMs: this.init.ownerStallMs,
+      signal: controller.signal,
+      onProgress: p => { state.lastSync = p; for (const w of state.waiters) w.onProgress?.(p) },
+    })
+    for (const [peerId, h] of state.holders) if (h.seq === envelope.seq && h.complete) sync.setPeer(peerId, true)
+    for (const [peerId, ids] of state.haves) { if (state.holders.get(peerId)?.complete !== true) sync.setPeer(peerId, false); sync.peerHas(peerId, ids) }
+    const beacon = setInterval(() => this.c.announceHave(envelope.tree, envelope.seq, []), BEACON_INTERVAL_MS)
+    this.c.announceHave(envelope.tree, envelope.seq, [])
+    const started = Date.now()
+    const done = (async () => {
+      await this.c.catalog.putVersion({ ...((await this.c.catalog.getVersion(envelope.tree, envelope.seq)) ?? { tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes }), state: 'syncing' })
+      return await sync.run()
+    })().then(async () => {
+      clearInterval(beacon)
+      state.running = undefined
+      state.failures = 0
+      state.lastError = undefined
+      if (state.newest === envelope) state.newestComplete = true
+      this.c.headsChanged()
+      const result: SyncResult = { tree: envelope.tree, seq: envelope.seq, bytesFetched: sync.progress.bytesDone, durationMs: Date.now() - started }
+      if (state.newest?.seq === envelope.seq) { for (const w of state.waiters) w.resolve(result); state.waiters.clear() }
+      await applyRetention({ index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log }, envelope.tree)
+        .catch(err => this.log.error({ tree: envelope.tree, err }, 'retention failed'))
+      this.ensureSync(state)
+    }, async (err: unknown) => {
+      clearInterval(beacon)
+      state.running = undefined
+      if (controller.signal.aborted) return // superseded, unsubscribed or stopping: not a failure
+      state.failures++
+      state.lastError = (err as Error).message
+      this.log.error({ tree: envelope.tree, seq: envelope.seq, err }, 'sync failed')
+      await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'failed', error: state.lastError }).catch(() => {})
+      for (const w of state.waiters) w.reject(err as Error)
+      state.waiters.clear()
+      const backoff = this.init.retryBackoffMs ?? DEFAULT_RETRY_BACKOFF_MS
+      const delay = backoff[Math.min(state.failures - 1, backoff.length - 1)] as number
+      state.retryTimer = setTimeout(() => this.ensureSync(state), delay)
+    })
+    state.running = { seq: envelope.seq, sync, controller, beacon, done: done.then(() => {}, () => {}) }
+  }
+
+  private previousVersion (tree: string, currentSeq: number | undefined): PreviousVersion | undefined {
+    if (currentSeq === undefined) return undefined
+    const catalog = this.c.catalog
+    const dir = this.c.home.versionDir(tree, currentSeq)
+    return {
+      dir,
+      entries: async function * (): AsyncGenerator<ManifestEntry> {
+        const version = await catalog.getVersion(tree, currentSeq)
+        if (version === undefined) return
+        const rootBytes = await catalog.getBlob(openEnvelope(version.envelope).rootHash)
+        if (rootBytes === undefined) return
+        yield * readManifestEntries(catalog, decodeRoot(rootBytes))
+      },
+    }
+  }
+
+  async status (): Promise<TreeStatus[]> {
+    const out: TreeStatus[] = []
+    const records = new Map((await this.c.catalog.listTrees()).map(r => [r.name, r]))
+    for (const name of new Set([...records.keys(), ...this.trees.keys()])) {
+      const record = records.get(name)
+      const state = this.trees.get(name)
+      const versions: VersionSummary[] = []
+      for (const v of await this.c.catalog.listVersions(name)) {
+        try {
+          const e = openEnvelope(v.envelope)
+          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes })
+        } catch { /* unverifiable record: reported by load() */ }
+      }
+      const sync = state?.running?.sync.progress ?? (state?.lastError !== undefined && state.lastSync !== undefined ? { ...state.lastSync, phase: 'failed' as const, error: state.lastError } : undefined)
+      out.push({ name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, trustedKeys: [...this.c.trustedKeys(name)], versions, sync })
+    }
+    return out
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    const running: Array<Promise<void>> = []
+    for (const state of this.trees.values()) {
+      clearTimeout(state.retryTimer)
+      for (const w of state.waiters) w.reject(new Error('agent is shutting down'))
+      state.waiters.clear()
+      if (state.running !== undefined) { state.running.controller.abort(new Error('agent stopping')); running.push(state.running.done) }
+    }
+    await Promise.all(running)
+  }
+}

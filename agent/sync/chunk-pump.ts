@@ -1,0 +1,101 @@
+import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import type { FetchFailure, FetchResult, WantRequest } from '../net/chunk-client.js'
+import type { SwarmScheduler } from './swarm-scheduler.js'
+
+/** Asks one peer for chunks (ChunkClient.fetch bound to a peer id string). */
+export type FetchFn = (peerId: string, wants: WantRequest[], options: {
+  signal?: AbortSignal
+  onBlock: (id: ChunkId, bytes: Uint8Array) => Promise<void>
+  onFailure?: (failure: FetchFailure) => void
+}) => Promise<FetchResult>
+
+export interface PumpOptions {
+  scheduler: SwarmScheduler
+  fetch: FetchFn
+  /** Stores a verified chunk; after it resolves the chunk counts as held. */
+  onChunk: (id: ChunkId, bytes: Uint8Array, peerId: string) => Promise<void>
+  /** A peer sent bytes that did not hash to the id: it is banned for this sync (and reported). */
+  onBadChunk?: (peerId: string, failure: FetchFailure) => void
+  signal: AbortSignal
+  /** Re-evaluates the schedule this often even without events (owners stalling, peers joining). */
+  tickMs?: number
+}
+
+const DEFAULT_TICK_MS = 250
+
+/**
+ * Drives a SwarmScheduler until every needed chunk is held: fills each peer's window, hands verified
+ * chunks to onChunk, and turns every failure (DONT_HAVE, disconnect, stall, bad hash) into a reschedule
+ * elsewhere. Resolves when nothing is needed; rejects only on abort or when onChunk fails (disk full…).
+ */
+export async function pumpChunks (o: PumpOptions): Promise<void> {
+  const { scheduler, signal } = o
+  if (scheduler.remaining === 0) return
+  await new Promise<void>((resolve, reject) => {
+    let finished = false
+    let scheduled = false
+    const finish = (err?: unknown): void => {
+      if (finished) return
+      finished = true
+      clearInterval(ticker)
+      signal.removeEventListener('abort', onAbort)
+      if (err === undefined) resolve()
+      else reject(err)
+    }
+    const onAbort = (): void => finish(signal.reason ?? new Error('aborted'))
+    signal.addEventListener('abort', onAbort, { once: true })
+    const ticker = setInterval(() => kick(), o.tickMs ?? DEFAULT_TICK_MS)
+
+    const kick = (): void => {
+      if (scheduled || finished) return
+      scheduled = true
+      queueMicrotask(() => { scheduled = false; dispatch() })
+    }
+
+    const dispatch = (): void => {
+      if (finished) return
+      if (scheduler.remaining === 0) { finish(); return }
+      for (const assignment of scheduler.next()) {
+        const { peerId, chunks } = assignment
+        const pending = new Set(chunks.map(c => toHex(c.id)))
+        o.fetch(peerId, chunks, {
+          signal,
+          onBlock: async (id, bytes) => {
+            pending.delete(toHex(id))
+            if (!scheduler.isNeeded(toHex(id))) { scheduler.received(id, peerId); return }
+            try {
+              await o.onChunk(id, bytes, peerId)
+            } catch (err) {
+              scheduler.failed(id, peerId, 'error')
+              finish(err)
+              return
+            }
+            scheduler.received(id, peerId)
+            kick()
+          },
+          onFailure: failure => {
+            pending.delete(toHex(failure.id))
+            if (failure.reason === 'hash-mismatch') {
+              o.onBadChunk?.(peerId, failure)
+              scheduler.ban(peerId)
+            } else {
+              scheduler.failed(failure.id, peerId, failure.reason === 'dont-have' ? 'dont-have' : 'error')
+              if (failure.reason === 'disconnected' || failure.reason === 'unreachable' || failure.reason === 'stalled') scheduler.removePeer(peerId)
+            }
+            kick()
+          },
+        }).then(() => {
+          // anything neither delivered nor reported goes back to the pool
+          for (const hex of pending) { const c = chunks.find(w => toHex(w.id) === hex); if (c !== undefined) scheduler.failed(c.id, peerId, 'error') }
+          kick()
+        }, (err: unknown) => {
+          for (const c of chunks) if (pending.has(toHex(c.id))) scheduler.failed(c.id, peerId, 'error')
+          if (signal.aborted) finish(signal.reason)
+          else kick()
+          void err
+        })
+      }
+    }
+    kick()
+  })
+}

@@ -1,0 +1,205 @@
+import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { describeEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { decodeRoot, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
+import { InvalidMessageError } from '../../protocol/errors.js'
+import type { HomeLayout } from '../home.js'
+import type { Logger } from '../log.js'
+import type { Catalog, ChunkIndex, VersionRecord } from '../store/types.js'
+import { Materializer, type PreviousVersion } from '../versions/materializer.js'
+import { readManifestEntries } from '../versions/manifest-io.js'
+import type { PathFilter } from '../versions/walk.js'
+import type { SyncPhase, SyncProgress } from '../daemon/api.js'
+import { SwarmScheduler, type WantedChunk } from './swarm-scheduler.js'
+import { pumpChunks, type FetchFn } from './chunk-pump.js'
+import { RateMeter } from './rate-meter.js'
+
+export interface VersionSyncComponents {
+  selfId: string
+  index: ChunkIndex
+  catalog: Catalog
+  home: HomeLayout
+  log: Logger
+  fetch: FetchFn
+  /** Tell peers syncing the same version which chunks we now hold (HAVE), so they can take them from us. */
+  announceHave?: (tree: string, seq: number, ids: ChunkId[]) => void
+  onBadChunk?: (peerId: string, reason: string) => void
+  /** Bytes received from the network for this version (per peer), for counters. */
+  onReceived?: (peerId: string, bytes: number) => void
+}
+
+export interface VersionSyncInit {
+  envelope: Envelope
+  previous?: PreviousVersion
+  filter?: PathFilter
+  windowBytes: number
+  ownerGraceMs?: number
+  ownerStallMs?: number
+  signal: AbortSignal
+  onProgress?: (progress: SyncProgress) => void
+}
+
+const DEFAULT_OWNER_GRACE_MS = 3_000
+const DEFAULT_OWNER_STALL_MS = 3_000
+
+/**
+ * Brings one signed version to this site: root and manifest chunks first (verified, kept in the catalog),
+ * then a plan against everything already on disk, then the missing chunks from whichever peers hold them,
+ * then the atomic install. Peers are fed in from outside as heads and HAVEs arrive (setPeer, peerHas).
+ */
+export class VersionSync {
+  private scheduler: SwarmScheduler
+  private readonly peers = new Map<string, boolean>()
+  private readonly haves = new Map<string, string[]>()
+  private readonly rate = new RateMeter()
+  private progressValue: SyncProgress
+  private readonly log: Logger
+
+  constructor (private readonly components: VersionSyncComponents, private readonly init: VersionSyncInit) {
+    const e = init.envelope
+    this.log = components.log.child({ tree: e.tree, seq: e.seq })
+    this.scheduler = this.newScheduler()
+    this.progressValue = { tree: e.tree, seq: e.seq, phase: 'waiting', bytesTotal: 0, bytesDone: 0, chunksTotal: 0, chunksDone: 0, bytesLocal: 0, rateBps: 0, startedAtMs: Date.now(), sources: 0 }
+  }
+
+  get progress (): SyncProgress { return { ...this.progressValue, rateBps: this.rate.rate(), sources: this.peers.size } }
+  get envelope (): Envelope { return this.init.envelope }
+
+  /** A peer holds this version completely (true) or is syncing it too (false). */
+  setPeer (peerId: string, complete: boolean): void {
+    this.peers.set(peerId, complete)
+    this.scheduler.setPeer(peerId, complete)
+    const known = this.haves.get(peerId)
+    if (known !== undefined) this.scheduler.peerHas(peerId, known)
+  }
+
+  removePeer (peerId: string): void {
+    this.peers.delete(peerId)
+    this.scheduler.removePeer(peerId)
+  }
+
+  peerHas (peerId: string, ids: ChunkId[]): void {
+    const hexes = ids.map(toHex)
+    const list = this.haves.get(peerId) ?? []
+    list.push(...hexes)
+    this.haves.set(peerId, list)
+    this.scheduler.peerHas(peerId, hexes)
+  }
+
+  async run (): Promise<VersionRecord> {
+    const { envelope, signal } = this.init
+    const root = await this.fetchManifest()
+    this.phase('planning')
+    const materializer = new Materializer(
+      { index: this.components.index, catalog: this.components.catalog, home: this.components.home, log: this.components.log },
+      {
+        tree: envelope.tree,
+        seq: envelope.seq,
+        entries: (): AsyncIterable<ManifestEntry> => readManifestEntries(this.components.catalog, root, signal),
+        filter: this.init.filter,
+        previous: this.init.previous,
+        envelope: envelope.bytes,
+        signal,
+      })
+    const plan = await materializer.prepare()
+    const stats = materializer.stats
+    this.progressValue.bytesLocal = stats.localBytes
+    this.progressValue.chunksTotal = plan.length
+    this.progressValue.bytesTotal = plan.reduce((n, c) => n + c.size, 0)
+    this.log.info({ files: stats.files, linked: stats.linkedFiles, localChunks: stats.localChunks, resumed: stats.resumedChunks, missingChunks: plan.length, missingBytes: this.progressValue.bytesTotal }, 'planned')
+
+    this.phase('fetching')
+    this.scheduler = this.newScheduler()
+    this.scheduler.setNeeded(plan.map(c => ({ id: c.id, size: c.size })))
+    const pendingHave: ChunkId[] = []
+    const flushHave = (): void => {
+      if (pendingHave.length === 0) return
+      this.components.announceHave?.(envelope.tree, envelope.seq, pendingHave.splice(0))
+    }
+    const haveTimer = setInterval(flushHave, 200)
+    try {
+      await pumpChunks({
+        scheduler: this.scheduler,
+        fetch: this.components.fetch,
+        signal,
+        onChunk: async (id, bytes, peerId) => {
+          if (await materializer.fill(id, bytes)) {
+            this.progressValue.chunksDone++
+            this.progressValue.bytesDone += bytes.byteLength
+            this.rate.add(bytes.byteLength)
+            this.components.onReceived?.(peerId, bytes.byteLength)
+            pendingHave.push(id)
+            this.emit()
+          }
+        },
+        onBadChunk: (peerId, failure) => {
+          this.log.warn({ peer: peerId, chunk: toHex(failure.id) }, 'peer sent a chunk that does not match its hash; not written, peer avoided')
+          this.components.onBadChunk?.(peerId, failure.error?.message ?? 'hash mismatch')
+        },
+      })
+    } finally {
+      clearInterval(haveTimer)
+      flushHave()
+    }
+    this.phase('finalizing')
+    const record = await materializer.finalize()
+    this.phase('complete')
+    this.log.info({ bytesFetched: this.progressValue.bytesDone, ms: Date.now() - this.progressValue.startedAtMs }, `synced ${describeEnvelope(envelope)}`)
+    return record
+  }
+
+  /** Root blob, then manifest chunks, each verified by hash and kept in the catalog. */
+  private async fetchManifest (): Promise<ManifestRoot> {
+    const { envelope, signal } = this.init
+    const { catalog } = this.components
+    this.phase('fetching-manifest')
+    if (!(await catalog.hasBlob(envelope.rootHash))) {
+      await this.fetchBlobs([{ id: envelope.rootHash, size: envelope.rootSize }], signal)
+    }
+    const rootBytes = await catalog.getBlob(envelope.rootHash)
+    if (rootBytes === undefined) throw new InvalidMessageError(`root of ${describeEnvelope(envelope)} vanished from the catalog`)
+    const root = decodeRoot(rootBytes)
+    const missing: WantedChunk[] = []
+    for (const c of root.chunks) if (!(await catalog.hasBlob(c.id))) missing.push(c)
+    await this.fetchBlobs(missing, signal)
+    return root
+  }
+
+  private async fetchBlobs (wanted: WantedChunk[], signal: AbortSignal): Promise<void> {
+    if (wanted.length === 0) return
+    this.scheduler = this.newScheduler()
+    this.scheduler.setNeeded(wanted)
+    // Anyone syncing this version already fetched its root and manifest: partial peers count as holders.
+    for (const [peerId, complete] of this.peers) if (!complete) this.scheduler.peerHas(peerId, wanted.map(w => w.id))
+    await pumpChunks({
+      scheduler: this.scheduler,
+      fetch: this.components.fetch,
+      signal,
+      onChunk: async (id, bytes) => { await this.components.catalog.putBlob(id, bytes) },
+      onBadChunk: (peerId, failure) => this.components.onBadChunk?.(peerId, failure.error?.message ?? 'hash mismatch'),
+    })
+  }
+
+  private newScheduler (): SwarmScheduler {
+    const s = new SwarmScheduler({
+      selfId: this.components.selfId,
+      windowBytes: this.init.windowBytes,
+      ownerGraceMs: this.init.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS,
+      ownerStallMs: this.init.ownerStallMs ?? DEFAULT_OWNER_STALL_MS,
+    })
+    for (const [peerId, complete] of this.peers) {
+      s.setPeer(peerId, complete)
+      const known = this.haves.get(peerId)
+      if (known !== undefined) s.peerHas(peerId, known)
+    }
+    return s
+  }
+
+  private phase (phase: SyncPhase): void {
+    this.progressValue.phase = phase
+    this.emit()
+  }
+
+  private emit (): void {
+    this.init.onProgress?.(this.progress)
+  }
+}
