@@ -3,6 +3,7 @@ import './polyfill.js'
 import { Command } from 'commander'
 import { registerLocalCommands } from './commands/local.js'
 import { registerRemoteCommands } from './commands/remote.js'
+import { registerDemoCommand } from './commands/demo.js'
 
 // Thin entry: parse argv and hand over to the command modules; every error is printed as one clear line.
 const program = new Command()
@@ -16,6 +17,7 @@ program
 
 registerLocalCommands(program)
 registerRemoteCommands(program)
+registerDemoCommand(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const error = err as Error

@@ -32,13 +32,7 @@ export async function withLocalContext<T> (homeArg: string | undefined, fn: (ctx
   }
 }
 
-export function formatBytes (n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let v = n
-  let u = 0
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
-  return `${u === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[u] ?? 'B'}`
-}
+export { formatBytes } from '../format.js'
 
 /** An error whose process exit code is not 1 (e.g. 2 for "verification found problems"). */
 export class ExitError extends Error {

@@ -1,4 +1,5 @@
 import { mkdir, stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import { availableParallelism } from 'node:os'
 import type { Command } from 'commander'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -15,6 +16,7 @@ import { scanTree } from '../scan/scanner.js'
 import { ChunkerPool } from '../chunk/pool.js'
 import { chunkBytes, DEFAULT_CHUNKING } from '../chunk/chunker.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
+import { viaAgent } from './remote.js'
 
 const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
 
@@ -62,6 +64,9 @@ export function registerLocalCommands (program: Command): void {
     .option('--label <label>', 'version label, e.g. a compose id')
     .option('--json', 'print the result as JSON')
     .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean }) => {
+      // a running agent holds the database: publish through it (it also announces the version)
+      const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label }))
+      if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote }, opts.json === true); return }
       await withLocalContext(opts.home, async ctx => {
         const result = await publishVersion({
           tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
@@ -123,15 +128,16 @@ export function registerLocalCommands (program: Command): void {
     .option('--seq <n>', 'version to verify (default: current)', v => Number.parseInt(v, 10))
     .option('--json', 'print the result as JSON')
     .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean }) => {
-      await withLocalContext(opts.home, async ctx => {
-        const result = await verifyVersion(ctx.store.catalog, tree, opts.seq)
+      const result = (await viaAgent(opts.home, async api => await api.verify(tree, opts.seq))) ??
+        await withLocalContext(opts.home, async ctx => await verifyVersion(ctx.store.catalog, tree, opts.seq))
+      {
         if (opts.json === true) process.stdout.write(JSON.stringify(result) + '\n')
         else {
           process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
           for (const p of result.problems) process.stdout.write(`  ${p.path}: ${p.reason}\n`)
         }
         if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${result.problems.length} file(s) differ from the manifest`, 2)
-      })
+      }
     })
 }
 

@@ -133,14 +133,5 @@ export function formatDuration (seconds: number): string {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`
 }
 
-/**
- * Same output as formatBytes in common.ts, kept here so that this module (and its tests) do not load
- * common.ts, which pulls in the store and the chunker pool.
- */
-export function formatBytes (n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let v = n
-  let u = 0
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
-  return `${u === 0 ? Math.round(v) : v.toFixed(v < 10 ? 2 : 1)} ${units[u] ?? 'B'}`
-}
+import { formatBytes } from '../format.js'
+export { formatBytes }

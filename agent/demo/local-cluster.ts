@@ -2,14 +2,21 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-// End-to-end harness: real agents as separate processes (the compiled CLI in dist/), real libp2p over
-// TCP on 127.0.0.1, real LevelDB in temp dirs. Everything started here is killed and removed by cleanup().
+// A cluster of real agents on one machine: separate processes (the compiled CLI), real libp2p over TCP on
+// 127.0.0.1, real LevelDB in temp dirs. Used by `deltamesh demo`, the end-to-end tests and the benchmarks.
+// Everything started here is killed and removed by cleanup().
 
-const repoRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)))
-export const CLI = join(repoRoot, 'dist', 'agent', 'cli.js')
+/** The compiled CLI, whether this module runs from dist/ or (under vitest) from the TypeScript source. */
+function findCli (): string {
+  const here = fileURLToPath(import.meta.url)
+  const marker = `${sep}dist${sep}agent${sep}`
+  const root = here.includes(marker) ? here.slice(0, here.indexOf(marker)) : resolve(dirname(here), '..', '..')
+  return join(root, 'dist', 'agent', 'cli.js')
+}
+export const CLI = findCli()
 
 export interface CliResult { code: number | null, stdout: string, stderr: string }
 
@@ -114,9 +121,14 @@ export class Cluster {
     site.process = undefined
   }
 
-  async cleanup (): Promise<void> {
-    await Promise.all(this.sites.map(async s => await this.stop(s, 'SIGKILL')))
-    await rm(this.dir, { recursive: true, force: true })
+  /** Runs the CLI against this cluster; throws with its output when it fails. */
+  async cli (args: string[]): Promise<string> {
+    return await cliOk(args)
+  }
+
+  async cleanup (options: { keepFiles?: boolean } = {}): Promise<void> {
+    await Promise.all(this.sites.map(async s => await this.stop(s, options.keepFiles === true ? 'SIGTERM' : 'SIGKILL')))
+    if (options.keepFiles !== true) await rm(this.dir, { recursive: true, force: true })
   }
 }
 
