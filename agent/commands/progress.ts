@@ -3,6 +3,9 @@
 
 import { SingleBar } from 'cli-progress'
 import type { SyncProgress, SyncResult } from '../daemon/api.js'
+import { formatBytes } from '../format.js'
+
+export { formatBytes }
 
 /** Plain-line output interval when stderr is not a terminal. */
 export const DEFAULT_PROGRESS_LINE_INTERVAL_MS = 2_000
@@ -133,5 +136,3 @@ export function formatDuration (seconds: number): string {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`
 }
 
-import { formatBytes } from '../format.js'
-export { formatBytes }
