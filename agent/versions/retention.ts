@@ -49,7 +49,7 @@ export async function applyRetention (components: RetentionComponents, treeName:
   const complete = versions.filter(v => v.state === 'complete').sort((a, b) => b.seq - a.seq)
   const keptSeqs = new Set(complete.slice(0, retain).map(v => v.seq))
   if (current !== undefined) keptSeqs.add(current)
-  const doomed = complete.filter(v => !keptSeqs.has(v.seq))
+  const doomed = complete.filter(v => !keptSeqs.has(v.seq)).reverse() // oldest first
   const doomedSeqs = new Set(doomed.map(v => v.seq))
 
   const keptRootIds = new Set(versions.filter(v => !doomedSeqs.has(v.seq) && v.rootId !== undefined).map(v => v.rootId as number))

@@ -317,6 +317,78 @@ describe('Materializer', () => {
     await expectSameTree(v1Snapshot, w.home.versionDir(TREE, 1))
   })
 
+  it('SIGKILL of a build process at an arbitrary point: v1 stays current and intact; a new process finishes v2', async () => {
+    const w = await makeWorld()
+    await fillSource(w.src)
+    await materializeLocal({ index: w.store.index, catalog: w.store.catalog, home: w.home }, await buildInit(w, 1))
+    const v1Snapshot = join(w.tmp, 'v1-expected')
+    await copyTree(w.home.versionDir(TREE, 1), v1Snapshot)
+    for (let i = 0; i < 40; i++) await put(join(w.src, 'many', `f${String(i).padStart(2, '0')}.bin`), randomBytes(2 * BLOCK + i))
+    await setDirTimes(w.src)
+    const published = await w.publish(2)
+    const v1Record = await w.store.catalog.getVersion(TREE, 1)
+    await w.store.close()
+
+    // the build runs in its own process (real kill: no finally blocks, no clean LevelDB close)
+    const script = join(w.tmp, 'build-child.mts')
+    const repo = process.cwd()
+    await writeFile(script, `
+      import { openStore } from '${repo}/agent/store/index.js'
+      import { HomeLayout } from '${repo}/agent/home.js'
+      import { Materializer } from '${repo}/agent/versions/materializer.js'
+      import { readManifestEntries, loadRoot } from '${repo}/agent/versions/manifest-io.js'
+      import { openEnvelope } from '${repo}/protocol/envelope.js'
+      const [home, tree, envHex, prevEnvHex, prevDir] = process.argv.slice(2)
+      const layout = new HomeLayout(home)
+      const store = await openStore(layout.db)
+      const env = Buffer.from(envHex, 'hex')
+      const root = await loadRoot(store.catalog, openEnvelope(env).rootHash)
+      const prevRoot = await loadRoot(store.catalog, openEnvelope(Buffer.from(prevEnvHex, 'hex')).rootHash)
+      const m = new Materializer({ index: store.index, catalog: store.catalog, home: layout }, {
+        tree, seq: 2, envelope: env,
+        entries: () => readManifestEntries(store.catalog, root),
+        previous: { dir: prevDir, entries: () => readManifestEntries(store.catalog, prevRoot) },
+        afterFile: async (path) => { process.stdout.write('file ' + path + '\\n'); await new Promise(r => setTimeout(r, 15)) },
+      })
+      await m.prepare()
+      process.stdout.write('prepared\\n')
+      await m.finalize()
+      process.stdout.write('done\\n')
+      await store.close()
+    `)
+    const { spawn } = await import('node:child_process')
+    const child = spawn(process.execPath, ['--import', 'tsx', script, w.home.root, TREE, Buffer.from(published.envelope).toString('hex'), Buffer.from(v1Record!.envelope).toString('hex'), v1Record!.path!], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    const exited = new Promise<NodeJS.Signals | null>(resolve => child.on('exit', (_code, signal) => resolve(signal)))
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString()
+        if ((out.match(/^file many\//gm) ?? []).length >= 12) { child.kill('SIGKILL'); resolve() }
+      })
+      child.on('exit', () => reject(new Error(`child exited before the kill: ${out}\n${err}`)))
+    })
+    expect(await exited).toBe('SIGKILL')
+    expect(out).not.toContain('prepared')
+
+    w.store = await openStore(w.home.db)
+    expect(await readlink(w.home.currentLink(TREE))).toBe('versions/1')
+    await expectSameTree(v1Snapshot, join(w.home.treeDir(TREE), 'current'))
+    expect((await w.store.catalog.getTree(TREE))?.currentSeq).toBe(1)
+    expect((await verifyVersion(w.store.catalog, TREE, 1)).problems).toEqual([])
+
+    const resumed = new Materializer({ index: w.store.index, catalog: w.store.catalog, home: w.home }, {
+      tree: TREE, seq: 2, entries: () => readManifestEntries(w.store.catalog, published.root), envelope: published.envelope, previous: await previousOf(w, 1),
+    })
+    expect(await resumed.prepare()).toEqual([])
+    expect(resumed.stats.resumedChunks).toBeGreaterThanOrEqual(10)
+    await resumed.finalize()
+    expect(await readlink(w.home.currentLink(TREE))).toBe('versions/2')
+    await expectSameTree(w.src, w.home.versionDir(TREE, 2))
+    expect((await verifyVersion(w.store.catalog, TREE, 2)).problems).toEqual([])
+  })
+
   it('a crash after the rename into place is finished by the next run (install steps are idempotent)', async () => {
     const w = await makeWorld()
     await fillSource(w.src)

@@ -1,0 +1,198 @@
+import { generateKeyPairSync } from 'node:crypto'
+import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, utimes, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { openEnvelope, rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
+import { ManifestWriter, type ChunkingParams } from '../../protocol/manifest.js'
+import { HomeLayout } from '../../agent/home.js'
+import { scanTree } from '../../agent/scan/scanner.js'
+import { openStore, type Store } from '../../agent/store/index.js'
+import type { PlacedChunk, StoreRoot } from '../../agent/store/types.js'
+import { verifyVersion } from '../../agent/verify.js'
+import { materializeLocal, type MaterializeInit } from '../../agent/versions/materializer.js'
+import { loadRoot, readManifestEntries, storeManifest } from '../../agent/versions/manifest-io.js'
+import { applyRetention } from '../../agent/versions/retention.js'
+
+const BLOCK = 4096
+const CHUNKING: ChunkingParams = { algorithm: 'rabin', avgBits: 12, minSize: 64, maxSize: BLOCK }
+const TREE = 'mirror/epel'
+const T0 = 1_700_000_000_000
+const when = (ms: number): number => (ms + 0.1) / 1000
+const keys = generateKeyPairSync('ed25519')
+
+function cut (bytes: Uint8Array): PlacedChunk[] {
+  const out: PlacedChunk[] = []
+  for (let offset = 0; offset < bytes.byteLength; offset += BLOCK) {
+    const size = Math.min(BLOCK, bytes.byteLength - offset)
+    out.push({ id: chunkIdOf(bytes.subarray(offset, offset + size)), offset, size })
+  }
+  return out
+}
+
+interface World { tmp: string, home: HomeLayout, src: string, store: Store, sourceRoot: StoreRoot }
+const worlds: World[] = []
+
+afterEach(async () => {
+  for (const w of worlds.splice(0)) {
+    await w.store.close()
+    await makeWritable(w.tmp)
+    await rm(w.tmp, { recursive: true, force: true })
+  }
+})
+
+async function makeWritable (dir: string): Promise<void> {
+  const st = await lstat(dir).catch(() => undefined)
+  if (st?.isDirectory() !== true) return
+  await chmod(dir, 0o755)
+  for (const name of await readdir(dir)) await makeWritable(join(dir, name))
+}
+
+async function put (path: string, bytes: string, mode = 0o644): Promise<void> {
+  await mkdir(dirname(path), { recursive: true })
+  await writeFile(path, bytes)
+  await chmod(path, mode)
+  await utimes(path, when(T0), when(T0))
+}
+
+async function makeWorld (): Promise<World> {
+  const tmp = await mkdtemp(join(tmpdir(), 'deltamesh-ret-'))
+  const home = new HomeLayout(join(tmp, 'home'))
+  await mkdir(home.root, { recursive: true })
+  const src = join(tmp, 'src')
+  // 20 identical small files first: the first manifest chunk is the same in every version (a shared blob)
+  for (let i = 0; i < 20; i++) await put(join(src, `a${String(i).padStart(2, '0')}`), 'same in every version\n')
+  await put(join(src, 'ro', 'r.txt'), 'read only\n', 0o444)
+  await chmod(join(src, 'ro'), 0o555)
+  const store = await openStore(home.db)
+  const sourceRoot = await store.index.addRoot({ kind: 'source', path: src, tree: TREE })
+  const w = { tmp, home, src, store, sourceRoot }
+  worlds.push(w)
+  return w
+}
+
+/** Publishes the source as version `seq` (v.txt differs per version) and materializes it over the current one. */
+async function buildVersion (w: World, seq: number): Promise<void> {
+  await put(join(w.src, 'v.txt'), `version ${seq}\n`)
+  const writer = new ManifestWriter({ chunking: CHUNKING })
+  const parts: Uint8Array[] = [writer.start()]
+  for await (const item of scanTree(w.src, { chunkFile: async path => cut(await readFile(path)) })) {
+    parts.push(writer.write(item.entry))
+    if (item.file !== undefined) await w.store.index.indexFile(w.sourceRoot.id, item.entry.path, item.file.chunks)
+  }
+  const manifest = Buffer.concat(parts)
+  const pieces: Uint8Array[] = []
+  for (let o = 0; o < manifest.byteLength; o += 1000) pieces.push(manifest.subarray(o, o + 1000))
+  const stored = await storeManifest(w.store.catalog, pieces)
+  const envelope = signEnvelope({ tree: TREE, seq, label: '', createdAtMs: T0, rootHash: stored.rootHash, rootSize: stored.rootBytes.byteLength, publisherKey: rawPublicKeyOf(keys.privateKey) }, keys.privateKey).bytes
+  const init: MaterializeInit = { tree: TREE, seq, envelope, entries: () => readManifestEntries(w.store.catalog, stored.root) }
+  const current = (await w.store.catalog.getTree(TREE))?.currentSeq
+  if (current !== undefined) {
+    const prev = await w.store.catalog.getVersion(TREE, current)
+    const prevRoot = await loadRoot(w.store.catalog, openEnvelope(prev!.envelope).rootHash)
+    init.previous = { dir: prev!.path!, entries: () => readManifestEntries(w.store.catalog, prevRoot) }
+  }
+  await materializeLocal({ index: w.store.index, catalog: w.store.catalog, home: w.home }, init)
+}
+
+async function blobsOf (w: World, seq: number): Promise<ChunkId[]> {
+  const record = await w.store.catalog.getVersion(TREE, seq)
+  const rootHash = openEnvelope(record!.envelope).rootHash
+  const root = await loadRoot(w.store.catalog, rootHash)
+  return [rootHash, ...root.chunks.map(c => c.id)]
+}
+
+const exists = async (path: string): Promise<boolean> => await lstat(path).then(() => true, () => false)
+
+describe('applyRetention', () => {
+  it('keeps the last 3 complete versions; frees older dirs, index roots, records and unshared manifest blobs', async () => {
+    const w = await makeWorld()
+    const blobs = new Map<number, ChunkId[]>()
+    const rootIds = new Map<number, number>()
+    for (let seq = 1; seq <= 5; seq++) {
+      await buildVersion(w, seq)
+      blobs.set(seq, await blobsOf(w, seq))
+      rootIds.set(seq, (await w.store.catalog.getVersion(TREE, seq))!.rootId!)
+    }
+    const sharedFirstChunk = blobs.get(1)![1]!
+    expect(toHex(blobs.get(5)![1]!)).toBe(toHex(sharedFirstChunk))
+    const v3 = w.home.versionDir(TREE, 3)
+    const inode = (await stat(join(v3, 'a00'))).ino
+
+    const result = await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)
+    expect(result.removedVersions).toEqual([1, 2])
+    expect((await w.store.catalog.listVersions(TREE)).map(v => v.seq)).toEqual([3, 4, 5])
+    for (const seq of [1, 2]) {
+      expect(await exists(w.home.versionDir(TREE, seq))).toBe(false) // including its read-only ro/ directory
+      expect(await w.store.index.getRoot(rootIds.get(seq)!)).toBeUndefined()
+      for (const id of blobs.get(seq)!) {
+        if (toHex(id) === toHex(sharedFirstChunk)) continue
+        expect(await w.store.catalog.hasBlob(id)).toBe(false)
+      }
+    }
+    expect(await w.store.catalog.hasBlob(sharedFirstChunk)).toBe(true)
+    for (const seq of [3, 4, 5]) {
+      for (const id of blobs.get(seq)!) expect(await w.store.catalog.hasBlob(id)).toBe(true)
+      expect((await verifyVersion(w.store.catalog, TREE, seq)).problems).toEqual([])
+    }
+    // the chunk of "version 1\n" lay only in v1: nothing points at a deleted file
+    expect(await w.store.index.has(chunkIdOf(Buffer.from('version 1\n')))).toBe(false)
+    expect(await w.store.index.has(chunkIdOf(Buffer.from('version 3\n')))).toBe(true)
+    // hardlinks shared with the pruned versions are intact
+    expect((await stat(join(v3, 'a00'))).ino).toBe(inode)
+    expect(await readFile(join(v3, 'a00'), 'utf8')).toBe('same in every version\n')
+    expect(await readlink(w.home.currentLink(TREE))).toBe('versions/5')
+
+    // idempotent
+    expect(await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)).toEqual({ removedVersions: [], removedStaging: [], deletedBlobs: 0 })
+  })
+
+  it('TreeRecord.retain is honoured and the current version is never removed', async () => {
+    const w = await makeWorld()
+    for (let seq = 1; seq <= 4; seq++) await buildVersion(w, seq)
+    const tree = await w.store.catalog.getTree(TREE)
+    // current points at 2 (an operator pinned it); retain 1 keeps the newest (4) and the current (2)
+    await w.store.catalog.putTree({ ...tree!, retain: 1, currentSeq: 2 })
+    const result = await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)
+    expect(result.removedVersions).toEqual([1, 3])
+    expect((await w.store.catalog.listVersions(TREE)).map(v => v.seq)).toEqual([2, 4])
+    expect(await exists(w.home.versionDir(TREE, 2))).toBe(true)
+    expect(await exists(w.home.versionDir(TREE, 4))).toBe(true)
+  })
+
+  it('removes abandoned staging of older seqs (and their index roots), keeps newer staging', async () => {
+    const w = await makeWorld()
+    for (let seq = 1; seq <= 3; seq++) await buildVersion(w, seq)
+    const old = w.home.stagingDir(TREE, 2)
+    const newer = w.home.stagingDir(TREE, 7)
+    await put(join(old, 'partial.bin'), 'half')
+    await put(join(newer, 'partial.bin'), 'half')
+    const oldRoot = await w.store.index.addRoot({ kind: 'staging', path: old, tree: TREE, seq: 2 })
+    await w.store.index.indexFile(oldRoot.id, 'partial.bin', cut(Buffer.from('half')))
+    await w.store.catalog.putVersion({ tree: TREE, seq: 7, envelope: (await w.store.catalog.getVersion(TREE, 3))!.envelope, state: 'syncing' })
+
+    const result = await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)
+    expect(result.removedStaging).toEqual([2])
+    expect(await exists(old)).toBe(false)
+    expect(await exists(newer)).toBe(true)
+    expect(await w.store.index.getRoot(oldRoot.id)).toBeUndefined()
+    expect(await w.store.index.has(chunkIdOf(Buffer.from('half')))).toBe(false)
+    expect((await w.store.catalog.getVersion(TREE, 7))?.state).toBe('syncing')
+  })
+
+  it("never deletes a publisher's source directory or its index root", async () => {
+    const w = await makeWorld()
+    await buildVersion(w, 1)
+    const envelope = (await w.store.catalog.getVersion(TREE, 1))!.envelope
+    // a publisher's versions point at its source (same root for all of them)
+    for (const seq of [2, 3, 4, 5]) await w.store.catalog.putVersion({ tree: TREE, seq, envelope, state: 'complete', rootId: w.sourceRoot.id, path: w.src })
+    await w.store.catalog.putTree({ name: TREE, currentSeq: 5 })
+    const result = await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)
+    expect(result.removedVersions).toEqual([1, 2])
+    expect(await exists(join(w.src, 'v.txt'))).toBe(true)
+    expect(await w.store.index.getRoot(w.sourceRoot.id)).toBeDefined()
+    // v1's blobs are the same as the kept records' (same envelope), so they stay
+    expect(result.deletedBlobs).toBe(0)
+  })
+})
