@@ -95,6 +95,7 @@ export class Materializer {
   private readonly prepareStats: PrepareStats = { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 }
   private started = 0
   private currentPath: string | undefined
+  private previousBroken = false
 
   constructor (private readonly components: MaterializerComponents, private readonly init: MaterializeInit) {
     this.log = (components.log ?? silentLogger()).child({ component: 'materializer', tree: init.tree, seq: init.seq })
@@ -113,6 +114,7 @@ export class Materializer {
     this.state = 'preparing'
     this.started = Date.now()
     this.plan.clear()
+    this.previousBroken = false
     Object.assign(this.prepareStats, { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 })
     const { signal } = this.init
     try {
@@ -121,7 +123,7 @@ export class Materializer {
       if (await lstatOrUndefined(staging) === undefined && await lstatOrUndefined(this.versionDir) !== undefined) {
         // killed between the rename into place and the catalog update: the version is already built
         this.installed = true
-        this.root = await this.findRoot()
+        this.root = await this.findRoot() ?? await this.reindexInstalled()
         this.state = 'prepared'
         this.log.info('version directory already in place; only the install steps remain')
         return []
@@ -244,6 +246,19 @@ export class Materializer {
     return true
   }
 
+  /** The version dir is in place but the index lost its root: register it and record its files' chunks (no reads). */
+  private async reindexInstalled (): Promise<StoreRoot> {
+    const { index } = this.components
+    const root = await index.addRoot({ kind: 'version', path: this.versionDir, tree: this.init.tree, seq: this.init.seq })
+    for await (const event of walkSelected(this.init.entries(), this.init.filter, this.init.signal)) {
+      if (event.kind !== 'file') continue
+      let offset = 0
+      const placed = event.entry.chunks.map(c => { const p = { id: c.id, offset, size: c.size }; offset += c.size; return p })
+      await index.indexFile(root.id, event.entry.path, placed)
+    }
+    return root
+  }
+
   private async findRoot (): Promise<StoreRoot | undefined> {
     const roots = await this.components.index.listRoots()
     return roots.find(r => r.kind === 'staging' && r.path === this.stagingDir) ?? roots.find(r => r.kind === 'version' && r.path === this.versionDir)
@@ -258,13 +273,26 @@ export class Materializer {
     let offset = 0
     for (const c of entry.chunks) { placed.push({ id: c.id, offset, size: c.size }); offset += c.size }
     const target = safeJoin(this.stagingDir, entry.path)
-    const before = await previous?.find(entry.path)
+    const before = await this.previousEntry(previous, entry.path)
     if (before?.type === 'file' && sameFile(before, entry) && await this.tryLink(entry, target)) {
       s.linkedFiles++
       await this.components.index.indexFile((this.root as StoreRoot).id, entry.path, placed)
       return
     }
     await this.assembleFile(entry, target, placed)
+  }
+
+  /** The previous version's entry at `path`; a previous manifest that cannot be read only costs the hardlinks. */
+  private async previousEntry (previous: ManifestCursor | undefined, path: string): Promise<ManifestEntry | undefined> {
+    if (previous === undefined || this.previousBroken) return undefined
+    try {
+      return await previous.find(path)
+    } catch (err) {
+      this.init.signal?.throwIfAborted()
+      this.previousBroken = true
+      this.log.warn({ err }, 'previous manifest unreadable; building without hardlinks')
+      return undefined
+    }
   }
 
   /** Hardlinks the previous version's file if it still looks like what its manifest says. */
