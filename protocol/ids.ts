@@ -1,0 +1,32 @@
+// Protocol ids and gossip topics: the names peers agree on. Bump the semver of a protocol id when its
+// frames change incompatibly; both versions can then be served side by side.
+import { validateTreeName } from './paths.js'
+
+/** WANT → BLOCK | DONT_HAVE, one long-lived stream per peer pair and direction. */
+export const CHUNKS_PROTOCOL = '/deltamesh/chunks/1.0.0'
+
+/** HEADS ↔ HEADS: what each side holds, exchanged on connect and on demand. */
+export const HEADS_PROTOCOL = '/deltamesh/heads/1.0.0'
+
+/** Gossip topic prefix of per-tree announcements (signed envelopes). */
+export const TREE_TOPIC_PREFIX = 'deltamesh/tree/1/'
+
+/** Gossip topic of the periodic site status (network-wide dashboard). */
+export const STATUS_TOPIC = 'deltamesh/status/1'
+
+/** The gossip topic a tree's new versions are announced on. Throws InvalidTreeNameError for a bad name. */
+export function treeTopic (tree: string): string {
+  return TREE_TOPIC_PREFIX + validateTreeName(tree)
+}
+
+/** The tree a topic belongs to, or undefined when the topic is not a (valid) tree topic. */
+export function treeOfTopic (topic: string): string | undefined {
+  if (!topic.startsWith(TREE_TOPIC_PREFIX)) return undefined
+  const tree = topic.slice(TREE_TOPIC_PREFIX.length)
+  try {
+    return validateTreeName(tree)
+  } catch {
+    // not one of ours: a topic name is not an error, just not a tree topic
+    return undefined
+  }
+}

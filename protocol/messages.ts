@@ -1,0 +1,149 @@
+// Every message of the chunks and heads protocols, as a discriminated union, with the one place that turns
+// them into bytes and back. Pure: no I/O. A frame is one canonical msgpack array whose first element names
+// the message type; decodeMessage validates every field and throws InvalidMessageError (or its subclass
+// LimitExceededError) for anything a well-behaved peer would not send.
+import { decodeUntrusted, encodeCanonical, expectBytes, expectInt, expectString } from './codec.js'
+import { InvalidMessageError, LimitExceededError } from './errors.js'
+import { CHUNK_ID_BYTES, MAX_CHUNK_SIZE, MAX_ENVELOPE_BYTES } from './limits.js'
+import { MAX_ERROR_MESSAGE_BYTES, MAX_HEADS, MAX_WANTS_PER_FRAME } from './wire-limits.js'
+import { validateTreeName } from './paths.js'
+import type { ChunkId } from './chunk-id.js'
+
+/** Client → server: send me these chunks (each is answered by exactly one BLOCK or DONT_HAVE). */
+export interface WantMessage { type: 'WANT', ids: ChunkId[] }
+
+/** Server → client: the bytes of a chunk that was asked for. The receiver hashes them before trusting them. */
+export interface BlockMessage { type: 'BLOCK', id: ChunkId, bytes: Uint8Array }
+
+/** Server → client: I cannot serve this chunk (not held, or no longer readable). */
+export interface DontHaveMessage { type: 'DONT_HAVE', id: ChunkId }
+
+/** One tree as a peer holds it: its newest envelope, and whether that version is held completely. */
+export interface HeadEntry {
+  tree: string
+  seq: number
+  /** true: every chunk of this version is held (the peer can serve all of it); false: a sync is under way. */
+  complete: boolean
+  /** The signed envelope bytes (openEnvelope verifies them; tree and seq must match it). */
+  envelope: Uint8Array
+}
+
+/** Either direction: "what I hold". `wantReply` asks the other side to answer with its own HEADS. */
+export interface HeadsMessage { type: 'HEADS', heads: HeadEntry[], wantReply: boolean }
+
+export const ERROR_CODES = ['BUSY', 'INVALID_REQUEST', 'TOO_MANY_WANTS', 'INTERNAL'] as const
+export type ErrorCode = typeof ERROR_CODES[number]
+
+/** Either direction, then the stream ends: why the sender gives up on this stream. */
+export interface ErrorMessage { type: 'ERROR', code: ErrorCode, message: string }
+
+export type Message = WantMessage | BlockMessage | DontHaveMessage | HeadsMessage | ErrorMessage
+export type MessageType = Message['type']
+
+// Wire forms (arrays, so the encoding is canonical):
+//   ['WANT', [id, …]]            ['BLOCK', id, bytes]        ['DONT_HAVE', id]
+//   ['HEADS', [[tree, seq, complete, envelope], …], wantReply]   ['ERROR', code, message]
+
+function toWire (msg: Message): unknown[] {
+  switch (msg.type) {
+    case 'WANT': return ['WANT', msg.ids]
+    case 'BLOCK': return ['BLOCK', msg.id, msg.bytes]
+    case 'DONT_HAVE': return ['DONT_HAVE', msg.id]
+    case 'HEADS': return ['HEADS', msg.heads.map(h => [h.tree, h.seq, h.complete, h.envelope]), msg.wantReply]
+    case 'ERROR': return ['ERROR', msg.code, msg.message]
+  }
+}
+
+/**
+ * Encodes one message as a frame payload. The message is validated first, so we never send what we would
+ * reject ourselves (an oversize batch is a bug on our side: InvalidMessageError).
+ */
+export function encodeMessage (msg: Message): Uint8Array {
+  const wire = toWire(msg)
+  fromWire(wire)
+  return encodeCanonical(wire)
+}
+
+/** Decodes and validates one untrusted frame payload. */
+export function decodeMessage (bytes: Uint8Array): Message {
+  return fromWire(decodeUntrusted(bytes, 'message'))
+}
+
+function expectArity (t: unknown[], n: number, what: string): void {
+  if (t.length !== n) throw new InvalidMessageError(`${what}: ${t.length} fields, expected ${n}`)
+}
+
+function expectId (value: unknown, what: string): ChunkId {
+  return expectBytes(value, what, CHUNK_ID_BYTES)
+}
+
+function expectTree (value: unknown, what: string): string {
+  try {
+    return validateTreeName(value)
+  } catch (err) {
+    throw new InvalidMessageError(`${what}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+function expectBoolean (value: unknown, what: string): boolean {
+  if (typeof value !== 'boolean') throw new InvalidMessageError(`${what}: not a boolean`)
+  return value
+}
+
+function expectList (value: unknown, what: string, min: number, max: number): unknown[] {
+  if (!Array.isArray(value)) throw new InvalidMessageError(`${what}: not an array`)
+  if (value.length > max) throw new LimitExceededError(what, value.length, max)
+  if (value.length < min) throw new InvalidMessageError(`${what}: ${value.length} entries, at least ${min} needed`)
+  return value
+}
+
+function fromWire (value: unknown): Message {
+  if (!Array.isArray(value) || value.length === 0) throw new InvalidMessageError('message: not a non-empty array')
+  const t: unknown[] = value
+  switch (t[0]) {
+    case 'WANT': {
+      expectArity(t, 2, 'WANT')
+      const ids = expectList(t[1], 'WANT ids', 1, MAX_WANTS_PER_FRAME).map((id, i) => expectId(id, `WANT id ${i}`))
+      return { type: 'WANT', ids }
+    }
+    case 'BLOCK': {
+      expectArity(t, 3, 'BLOCK')
+      const id = expectId(t[1], 'BLOCK id')
+      if (t[2] instanceof Uint8Array && t[2].byteLength > MAX_CHUNK_SIZE) throw new LimitExceededError('BLOCK size', t[2].byteLength, MAX_CHUNK_SIZE)
+      return { type: 'BLOCK', id, bytes: expectBytes(t[2], 'BLOCK bytes') }
+    }
+    case 'DONT_HAVE': {
+      expectArity(t, 2, 'DONT_HAVE')
+      return { type: 'DONT_HAVE', id: expectId(t[1], 'DONT_HAVE id') }
+    }
+    case 'HEADS': {
+      expectArity(t, 3, 'HEADS')
+      const seen = new Set<string>()
+      const heads = expectList(t[1], 'HEADS entries', 0, MAX_HEADS).map((entry, i) => {
+        const what = `HEADS entry ${i}`
+        if (!Array.isArray(entry)) throw new InvalidMessageError(`${what}: not an array`)
+        expectArity(entry, 4, what)
+        const tree = expectTree(entry[0], `${what} tree`)
+        if (seen.has(tree)) throw new InvalidMessageError(`${what}: tree ${tree} listed twice`)
+        seen.add(tree)
+        return {
+          tree,
+          seq: expectInt(entry[1], `${what} seq`, 1, Number.MAX_SAFE_INTEGER),
+          complete: expectBoolean(entry[2], `${what} complete`),
+          envelope: expectBytes(entry[3], `${what} envelope`, undefined, MAX_ENVELOPE_BYTES),
+        }
+      })
+      return { type: 'HEADS', heads, wantReply: expectBoolean(t[2], 'HEADS wantReply') }
+    }
+    case 'ERROR': {
+      expectArity(t, 3, 'ERROR')
+      const code = t[1]
+      if (typeof code !== 'string' || !(ERROR_CODES as readonly string[]).includes(code)) {
+        throw new InvalidMessageError(`ERROR: unknown code ${JSON.stringify(String(code).slice(0, 40))}`)
+      }
+      return { type: 'ERROR', code: code as ErrorCode, message: expectString(t[2], 'ERROR message', MAX_ERROR_MESSAGE_BYTES) }
+    }
+    default:
+      throw new InvalidMessageError(`message: unknown type ${JSON.stringify(String(t[0]).slice(0, 40))}`)
+  }
+}

@@ -1,0 +1,391 @@
+import { generateKeyPairSync } from 'node:crypto'
+import { mkdtemp, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { lpStream } from '@libp2p/utils'
+import type { PeerId } from '@libp2p/interface'
+import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { CHUNKS_PROTOCOL, treeTopic } from '../../protocol/ids.js'
+import { decodeMessage, encodeMessage, type HeadEntry } from '../../protocol/messages.js'
+import { createNode, loadOrCreatePeerKey, PeerAllowlist, type DeltameshNode } from '../../agent/net/node.js'
+import { ChunkClient, ChunkServer, type ChunkProvider, type ChunkClientInit } from '../../agent/net/chunk-protocol.js'
+import { HeadsProtocol, type ReceivedHead } from '../../agent/net/heads-protocol.js'
+import { Announcer } from '../../agent/net/announcer.js'
+import { Dialer } from '../../agent/net/dialer.js'
+import { PeerStats } from '../../agent/net/peer-stats.js'
+
+interface Startable { stop (): Promise<void> | void }
+const running: Startable[] = []
+const tempDirs: string[] = []
+
+afterEach(async () => {
+  // services first, then nodes (reverse order of start)
+  for (const s of running.splice(0).reverse()) await s.stop()
+  for (const d of tempDirs.splice(0)) await rm(d, { recursive: true, force: true })
+})
+
+async function started<T extends Startable & { start (): Promise<void> }> (s: T): Promise<T> {
+  await s.start()
+  running.push(s)
+  return s
+}
+
+interface Peer {
+  node: DeltameshNode
+  allowlist: PeerAllowlist
+  stats: PeerStats
+  strikes: Array<[string, string]>
+}
+
+async function peer (): Promise<Peer> {
+  const allowlist = new PeerAllowlist()
+  const node = await createNode({
+    privateKey: await generateKeyPair('Ed25519'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    allowlist,
+    gossip: { heartbeatInterval: 100 },
+  })
+  running.push(node)
+  const strikes: Array<[string, string]> = []
+  const stats = new PeerStats()
+  return { node, allowlist, stats, strikes }
+}
+
+function allowEachOther (...peers: Peer[]): void {
+  for (const a of peers) for (const b of peers) if (a !== b) a.allowlist.add(b.node.peerId)
+}
+
+async function connect (from: Peer, to: Peer): Promise<void> {
+  await from.node.dial(to.node.getMultiaddrs()[0]!)
+}
+
+function misbehaviour (p: Peer) {
+  return p.stats.misbehaviourHandler((peerId, reason) => p.strikes.push([peerId, reason]))
+}
+
+/** A provider over an in-memory map, with optional per-read delay and lies. */
+function mapProvider (chunks: Map<string, Uint8Array>, opts: { delayMs?: number, lie?: boolean, never?: boolean } = {}): ChunkProvider {
+  return {
+    async read (id) {
+      if (opts.never === true) return await new Promise<never>(() => {})
+      if (opts.delayMs !== undefined) await new Promise(resolve => setTimeout(resolve, opts.delayMs))
+      const bytes = chunks.get(toHex(id))
+      if (bytes === undefined || opts.lie !== true) return bytes
+      const copy = Buffer.from(bytes)
+      copy[0] = (copy[0] ?? 0) ^ 0xff
+      return copy
+    },
+  }
+}
+
+function makeChunks (count: number, size: number, seed = 0): { chunks: Map<string, Uint8Array>, wants: Array<{ id: ChunkId, size: number }> } {
+  const chunks = new Map<string, Uint8Array>()
+  const wants: Array<{ id: ChunkId, size: number }> = []
+  for (let i = 0; i < count; i++) {
+    const bytes = Buffer.alloc(size, (i + seed) & 0xff)
+    bytes.writeUInt32BE(i, 0)
+    bytes.writeUInt32BE(seed, 4)
+    const id = chunkIdOf(bytes)
+    chunks.set(toHex(id), bytes)
+    wants.push({ id, size })
+  }
+  return { chunks, wants }
+}
+
+async function servePair (provider: ChunkProvider, clientInit: ChunkClientInit = {}) {
+  const server = await peer()
+  const client = await peer()
+  allowEachOther(server, client)
+  await started(new ChunkServer({ libp2p: server.node, provider, stats: server.stats, onMisbehaviour: misbehaviour(server) }))
+  const chunkClient = await started(new ChunkClient({ libp2p: client.node, stats: client.stats, onMisbehaviour: misbehaviour(client) }, clientInit))
+  await connect(client, server)
+  return { server, client, chunkClient }
+}
+
+const { privateKey: publisherKey } = generateKeyPairSync('ed25519')
+function envelopeFor (tree: string, seq: number): Envelope {
+  return signEnvelope({
+    tree, seq, label: `v${seq}`, createdAtMs: 1_767_000_000_000 + seq, rootHash: chunkIdOf(Buffer.from(`${tree}@${seq}`)),
+    rootSize: 36, publisherKey: rawPublicKeyOf(publisherKey),
+  }, publisherKey)
+}
+
+async function waitFor (what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+describe('node and allowlist', () => {
+  it('two allowed nodes exchange heads on connect', async () => {
+    const a = await peer()
+    const b = await peer()
+    allowEachOther(a, b)
+    const got = { a: [] as ReceivedHead[][], b: [] as ReceivedHead[][] }
+    const headsOf = (tree: string, seq: number, complete: boolean): HeadEntry => ({ tree, seq, complete, envelope: envelopeFor(tree, seq).bytes })
+    await started(new HeadsProtocol({ libp2p: a.node, allowlist: a.allowlist, provider: { heads: async () => [headsOf('fedora/40', 2, true)] }, onHeads: (_p, h) => got.a.push(h) }))
+    await started(new HeadsProtocol({ libp2p: b.node, allowlist: b.allowlist, provider: { heads: async () => [headsOf('centos/10', 5, false)] }, onHeads: (_p, h) => got.b.push(h) }))
+    await connect(a, b)
+    await waitFor('heads on both sides', () => got.a.length === 1 && got.b.length === 1)
+    expect(got.a[0]?.map(h => [h.envelope.tree, h.envelope.seq, h.complete])).toEqual([['centos/10', 5, false]])
+    expect(got.b[0]?.map(h => [h.envelope.tree, h.envelope.seq, h.complete])).toEqual([['fedora/40', 2, true]])
+  })
+
+  it('a node not on the allowlist cannot connect and receives no heads or chunks', async () => {
+    const a = await peer()
+    const b = await peer()
+    const stranger = await peer()
+    allowEachOther(a, b)
+    stranger.allowlist.add(a.node.peerId) // the stranger wants in; a has not listed it
+    const { chunks, wants } = makeChunks(3, 1000)
+    await started(new ChunkServer({ libp2p: a.node, provider: mapProvider(chunks) }))
+    const heardByStranger: ReceivedHead[][] = []
+    await started(new HeadsProtocol({ libp2p: a.node, allowlist: a.allowlist, provider: { heads: async () => [{ tree: 'x', seq: 1, complete: true, envelope: envelopeFor('x', 1).bytes }] }, onHeads: () => {} }))
+    await started(new HeadsProtocol({ libp2p: stranger.node, provider: { heads: async () => [] }, onHeads: (_p, h) => heardByStranger.push(h) }))
+    // Noise's XX handshake tells the responder who the initiator is only in its last message, so the
+    // stranger's dial may briefly "succeed" on its side; a drops it before any protocol stream can run.
+    await stranger.node.dial(a.node.getMultiaddrs()[0]!).catch(() => undefined)
+    await waitFor('the stranger\'s connection to be dropped', () => stranger.node.getConnections(a.node.peerId).length === 0)
+    // and a refuses to dial out to it
+    await expect(a.node.dial(stranger.node.getMultiaddrs()[0]!)).rejects.toThrow()
+    const strangerClient = await started(new ChunkClient({ libp2p: stranger.node }, { openTimeoutMs: 2000 }))
+    const delivered: ChunkId[] = []
+    const result = await strangerClient.fetch(a.node.peerId, wants, { onBlock: id => { delivered.push(id) } })
+    expect(delivered).toEqual([])
+    expect(result.failed.map(f => f.reason)).toEqual(['unreachable', 'unreachable', 'unreachable'])
+    await new Promise(resolve => setTimeout(resolve, 200))
+    expect(heardByStranger).toEqual([])
+    expect(a.node.getConnections(stranger.node.peerId)).toEqual([])
+    // b, which is listed, gets in
+    await connect(b, a)
+    await waitFor('b admitted', () => a.node.getConnections(b.node.peerId).length > 0)
+  })
+
+  it('removing a peer from the allowlist closes its connections', async () => {
+    const a = await peer()
+    const b = await peer()
+    allowEachOther(a, b)
+    await connect(a, b)
+    a.allowlist.remove(b.node.peerId)
+    await waitFor('hang up', () => a.node.getConnections(b.node.peerId).length === 0)
+    await expect(a.node.dial(b.node.getMultiaddrs()[0]!)).rejects.toThrow()
+  })
+
+  it('loadOrCreatePeerKey creates a 0600 key once and reloads the same identity', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'deltamesh-key-'))
+    tempDirs.push(dir)
+    const path = join(dir, 'sub', 'peer.key')
+    const k1 = await loadOrCreatePeerKey(path)
+    const k2 = await loadOrCreatePeerKey(path)
+    expect(k1.type).toBe('Ed25519')
+    expect(k2.equals(k1)).toBe(true)
+    expect((await stat(path)).mode & 0o777).toBe(0o600)
+  })
+
+  it('the dialer connects on start and redials after a disconnect', async () => {
+    const a = await peer()
+    const b = await peer()
+    allowEachOther(a, b)
+    const addr = b.node.getMultiaddrs()[0]!
+    expect(addr.toString()).toContain('/p2p/')
+    const dialer = await started(new Dialer({ libp2p: a.node }, { peers: [addr], backoffsMs: [20, 40], jitter: 0.5 }))
+    await waitFor('first connection', () => a.node.getConnections(b.node.peerId).length > 0)
+    await b.node.hangUp(a.node.peerId)
+    await waitFor('disconnect seen', () => a.node.getConnections(b.node.peerId).length === 0, 2000).catch(() => {})
+    await waitFor('redial', () => a.node.getConnections(b.node.peerId).length > 0)
+    expect(dialer.peers()).toEqual([b.node.peerId.toString()])
+    const delays = Array.from({ length: 50 }, (_, i) => dialer.delay(i % 3))
+    expect(Math.min(...delays)).toBeGreaterThanOrEqual(10)
+    expect(Math.max(...delays)).toBeLessThanOrEqual(60)
+  })
+
+  it('the dialer keeps retrying a peer that is down, with backoff', async () => {
+    const a = await peer()
+    const b = await peer()
+    allowEachOther(a, b)
+    const addr = b.node.getMultiaddrs()[0]!
+    await b.node.stop()
+    const dialer = await started(new Dialer({ libp2p: a.node }, { backoffsMs: [30, 60], jitter: 0 }))
+    dialer.add(addr)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    await b.node.start() // same key, new port: add the new address at runtime
+    dialer.add(b.node.getMultiaddrs()[0]!)
+    await waitFor('connection after restart', () => a.node.getConnections(b.node.peerId).length > 0)
+  })
+})
+
+describe('chunk protocol', () => {
+  it('fetches 200 chunks through the windowed client', async () => {
+    const { chunks, wants } = makeChunks(200, 20_000)
+    const { server, client, chunkClient } = await servePair(mapProvider(chunks), { maxOutstandingBytes: 256 * 1024, maxOutstandingChunks: 16 })
+    const got = new Map<string, number>()
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: (id, bytes) => { got.set(toHex(id), bytes.byteLength) } })
+    expect(result.failed).toEqual([])
+    expect(result.delivered).toBe(200)
+    expect(got.size).toBe(200)
+    expect(client.stats.get(server.node.peerId.toString())).toMatchObject({ chunksReceived: 200, bytesDown: 200 * 20_000, badChunks: 0 })
+    await waitFor('server counters', () => server.stats.get(client.node.peerId.toString()).chunksServed === 200)
+    // the stream is long-lived: a second fetch reuses it, and duplicate ids are each answered
+    const again = await chunkClient.fetch(server.node.peerId, [wants[0]!, wants[0]!, wants[1]!], { onBlock: () => {} })
+    expect(again).toMatchObject({ delivered: 3, failed: [] })
+  })
+
+  it('reports DONT_HAVE per id and delivers the rest', async () => {
+    const { chunks, wants } = makeChunks(10, 1000)
+    const missing = makeChunks(3, 1000, 99).wants
+    const { server, chunkClient } = await servePair(mapProvider(chunks))
+    const result = await chunkClient.fetch(server.node.peerId, [...wants, ...missing], { onBlock: () => {} })
+    expect(result.delivered).toBe(10)
+    expect(result.failed.map(f => [toHex(f.id), f.reason]).sort()).toEqual(missing.map(m => [toHex(m.id), 'dont-have']).sort())
+  })
+
+  it('a lying server: hash mismatch is reported, nothing is delivered, the server is struck', async () => {
+    const { chunks, wants } = makeChunks(20, 5000)
+    const { server, client, chunkClient } = await servePair(mapProvider(chunks, { lie: true }))
+    const delivered: ChunkId[] = []
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: id => { delivered.push(id) } })
+    expect(delivered).toEqual([])
+    expect(result.failed).toHaveLength(20)
+    expect(new Set(result.failed.map(f => f.reason))).toEqual(new Set(['hash-mismatch']))
+    expect(result.failed[0]?.error?.name).toBe('ChunkHashMismatchError')
+    const serverId = server.node.peerId.toString()
+    expect(client.stats.get(serverId)).toMatchObject({ badChunks: 20, strikes: 20, chunksReceived: 0 })
+    expect(client.strikes[0]?.[0]).toBe(serverId)
+  })
+
+  it('server stopping mid-transfer fails the outstanding ids promptly', async () => {
+    const { chunks, wants } = makeChunks(100, 10_000)
+    const { server, chunkClient } = await servePair(mapProvider(chunks, { delayMs: 20 }), { stallTimeoutMs: 60_000 })
+    let delivered = 0
+    const fetching = chunkClient.fetch(server.node.peerId, wants, { onBlock: () => { delivered++ } })
+    await waitFor('some blocks', () => delivered >= 5)
+    const stoppedAt = Date.now()
+    await server.node.stop()
+    const result = await fetching
+    const elapsed = Date.now() - stoppedAt
+    expect(elapsed).toBeLessThan(3000)
+    expect(result.delivered + result.failed.length).toBe(100)
+    expect(result.failed.length).toBeGreaterThan(0)
+    expect(new Set(result.failed.map(f => f.reason))).toEqual(new Set(['disconnected']))
+  })
+
+  it('a stalled server fails the outstanding ids after the stall timeout', async () => {
+    const { chunks, wants } = makeChunks(5, 1000)
+    const { server, chunkClient } = await servePair(mapProvider(chunks, { never: true }), { stallTimeoutMs: 300 })
+    const t0 = Date.now()
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: () => {} })
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250)
+    expect(Date.now() - t0).toBeLessThan(3000)
+    expect(result.failed.map(f => f.reason)).toEqual(['stalled', 'stalled', 'stalled', 'stalled', 'stalled'])
+    expect(result.failed[0]?.error?.name).toBe('PeerStalledError')
+  })
+
+  it('an aborted fetch resolves with its ids as aborted', async () => {
+    const { chunks, wants } = makeChunks(5, 1000)
+    const { server, chunkClient } = await servePair(mapProvider(chunks, { never: true }))
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: () => {}, signal: AbortSignal.timeout(200) })
+    expect(result.failed.map(f => f.reason)).toEqual(['aborted', 'aborted', 'aborted', 'aborted', 'aborted'])
+  })
+
+  it('a client that sends garbage gets ERROR, a reset stream, and a strike', async () => {
+    const { server, client } = await servePair(mapProvider(new Map()))
+    const stream = await client.node.dialProtocol(server.node.peerId, CHUNKS_PROTOCOL)
+    const lp = lpStream(stream)
+    await lp.write(Buffer.from([0x92, 0xa4, 0x48, 0x41, 0x56, 0x45, 0x90])) // ['HAVE', []]
+    const reply = decodeMessage((await lp.read()).subarray())
+    expect(reply).toMatchObject({ type: 'ERROR', code: 'INVALID_REQUEST' })
+    await waitFor('strike', () => server.strikes.length === 1)
+    expect(server.strikes[0]?.[0]).toBe(client.node.peerId.toString())
+    expect(server.stats.get(client.node.peerId.toString()).strikes).toBe(1)
+  })
+
+  it('a BLOCK we did not ask for is misbehaviour and fails the session', async () => {
+    const liar = await peer()
+    const client = await peer()
+    allowEachOther(liar, client)
+    const bogus = Buffer.from('unasked')
+    await liar.node.handle(CHUNKS_PROTOCOL, async (stream) => {
+      const lp = lpStream(stream)
+      await lp.read()
+      await lp.write(encodeMessage({ type: 'BLOCK', id: chunkIdOf(bogus), bytes: bogus }))
+    })
+    const chunkClient = await started(new ChunkClient({ libp2p: client.node, stats: client.stats, onMisbehaviour: misbehaviour(client) }))
+    await connect(client, liar)
+    const { wants } = makeChunks(2, 100)
+    const delivered: ChunkId[] = []
+    const result = await chunkClient.fetch(liar.node.peerId, wants, { onBlock: id => { delivered.push(id) } })
+    expect(delivered).toEqual([])
+    expect(result.failed.map(f => f.reason)).toEqual(['protocol-error', 'protocol-error'])
+    expect(client.strikes.length).toBe(1)
+    expect(client.strikes[0]?.[1]).toMatch(/did not ask for/)
+  })
+
+  it('throughput: 64 KiB chunks between two nodes in one process', async () => {
+    const count = 1600 // 100 MiB
+    const size = 64 * 1024
+    const { chunks, wants } = makeChunks(count, size)
+    const { server, chunkClient } = await servePair(mapProvider(chunks))
+    await chunkClient.fetch(server.node.peerId, wants.slice(0, 50), { onBlock: () => {} }) // warm up
+    const t0 = performance.now()
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: () => {} })
+    const seconds = (performance.now() - t0) / 1000
+    const mbps = count * size / 1e6 / seconds
+    console.log(`chunk fetch throughput: ${count} × 64 KiB in ${seconds.toFixed(2)} s = ${mbps.toFixed(0)} MB/s`)
+    expect(result.delivered).toBe(count)
+    expect(mbps).toBeGreaterThan(20) // loose floor for slow CI; the logged figure is the measurement
+  })
+})
+
+describe('heads and gossip', () => {
+  it('requestHeads and broadcastHeads; a bad envelope is skipped and struck', async () => {
+    const a = await peer()
+    const b = await peer()
+    allowEachOther(a, b)
+    let bHeads: HeadEntry[] = [{ tree: 'fedora/40', seq: 1, complete: false, envelope: envelopeFor('fedora/40', 1).bytes }]
+    const aGot: Array<[PeerId, ReceivedHead[]]> = []
+    const heads = await started(new HeadsProtocol({ libp2p: a.node, allowlist: a.allowlist, provider: { heads: async () => [] }, onHeads: (p, h) => aGot.push([p, h]), onMisbehaviour: misbehaviour(a) }, { exchangeOnConnect: false }))
+    const bProto = await started(new HeadsProtocol({ libp2p: b.node, allowlist: b.allowlist, provider: { heads: async () => bHeads }, onHeads: () => {} }, { exchangeOnConnect: false }))
+    await connect(a, b)
+    const got = await heads.requestHeads(b.node.peerId)
+    expect(got.map(h => [h.envelope.tree, h.envelope.seq, h.complete])).toEqual([['fedora/40', 1, false]])
+    // b finishes the sync and tells everyone; one of its heads is forged (seq does not match its envelope)
+    bHeads = [
+      { tree: 'fedora/40', seq: 1, complete: true, envelope: envelopeFor('fedora/40', 1).bytes },
+      { tree: 'fedora/41', seq: 9, complete: true, envelope: envelopeFor('fedora/41', 2).bytes },
+    ]
+    await bProto.broadcastHeads()
+    await waitFor('broadcast', () => aGot.length === 2)
+    expect(aGot[1]?.[0].equals(b.node.peerId)).toBe(true)
+    expect(aGot[1]?.[1].map(h => [h.envelope.tree, h.complete])).toEqual([['fedora/40', true]])
+    expect(a.strikes.length).toBe(1)
+    expect(a.strikes[0]?.[1]).toMatch(/bad head for fedora\/41/)
+  })
+
+  it('a gossip announcement reaches a subscribed peer; a forged one is rejected', async () => {
+    const a = await peer()
+    const b = await peer()
+    allowEachOther(a, b)
+    const heard: Array<[Envelope, PeerId]> = []
+    const announcerA = await started(new Announcer({ libp2p: a.node, pubsub: a.node.services.pubsub, onEnvelope: () => {} }))
+    const announcerB = await started(new Announcer({ libp2p: b.node, pubsub: b.node.services.pubsub, onEnvelope: (e, from) => heard.push([e, from]), onMisbehaviour: misbehaviour(b) }))
+    // nobody subscribed yet: announce does not throw
+    expect(await announcerA.announce(envelopeFor('rhel-10/compose/BaseOS', 1).bytes)).toBe(0)
+    announcerB.subscribe('rhel-10/compose/BaseOS')
+    await connect(a, b)
+    const topic = treeTopic('rhel-10/compose/BaseOS')
+    await waitFor('subscription seen', () => a.node.services.pubsub.getSubscribers(topic).some(p => p.equals(b.node.peerId)))
+    expect(await announcerA.announce(envelopeFor('rhel-10/compose/BaseOS', 2).bytes)).toBe(1)
+    await waitFor('announcement', () => heard.length === 1)
+    expect(heard[0]?.[0].seq).toBe(2)
+    expect(heard[0]?.[1].equals(a.node.peerId)).toBe(true)
+    // raw publish of an envelope of another tree on this topic: rejected by b's validator
+    await a.node.services.pubsub.publish(topic, envelopeFor('other/tree', 1).bytes)
+    await waitFor('strike', () => b.strikes.length === 1)
+    expect(heard).toHaveLength(1)
+  })
+})
