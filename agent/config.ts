@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { parsePublisherKey } from '../protocol/envelope.js'
 import { validateTreeName } from '../protocol/paths.js'
 import { DeltameshError } from '../protocol/errors.js'
+import { parseRate } from './bandwidth/rate.js'
 
 /** A config file that does not parse or does not validate: names the file, the key and what was expected. */
 export class ConfigError extends DeltameshError {
@@ -19,6 +20,8 @@ const peerAddr = z.string().regex(/\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/, 'a multiaddr 
 const treeName = z.string().refine(t => { try { validateTreeName(t); return true } catch { return false } }, 'a tree name of segments [A-Za-z0-9._-] joined by /')
 const publisherKey = z.string().refine(k => { try { parsePublisherKey(k); return true } catch { return false } }, "a publisher key 'ed25519:…' (printed by `deltamesh init`)")
 
+const rate = z.string().refine(r => { try { parseRate(r); return true } catch { return false } }, "a rate such as '10MB/s', '80Mbit/s' or 'unlimited'")
+
 const configSchema = z.object({
   agent: z.object({
     listen: z.array(multiaddr).default(['/ip4/0.0.0.0/tcp/4101']),
@@ -33,6 +36,11 @@ const configSchema = z.object({
     tree: treeName,
     key: publisherKey,
   }).strict()).default([]),
+  limits: z.object({
+    /** Whole-agent caps: what we serve to all peers, and what we ask of them. */
+    up: rate.default('unlimited'),
+    down: rate.default('unlimited'),
+  }).strict().default({ up: 'unlimited', down: 'unlimited' }),
   sync: z.object({
     /** Chunks requested per WANT batch and outstanding bytes per peer. */
     windowBytes: z.number().int().min(65536).max(1 << 30).default(8 * 1024 * 1024),
@@ -85,6 +93,12 @@ export function defaultConfigText (listen: string[]): string {
 listen = [${listen.map(tomlString).join(', ')}]
 # Addresses other sites should dial, when they differ from the listen addresses (NAT, 0.0.0.0).
 announce = []
+
+[limits]
+# Bandwidth this agent may use in total, e.g. "10MB/s", "80Mbit/s" or "unlimited".
+# up: what it serves to peers; down: what it asks of them.
+up = "unlimited"
+down = "unlimited"
 
 [sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).

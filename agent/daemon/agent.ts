@@ -20,6 +20,8 @@ import { HeadsProtocol } from '../net/heads-protocol.js'
 import { Announcer } from '../net/announcer.js'
 import { Dialer } from '../net/dialer.js'
 import { HaveGossip } from '../sync/have-gossip.js'
+import { TokenBucket } from '../bandwidth/token-bucket.js'
+import { parseRate } from '../bandwidth/rate.js'
 import { publishVersion } from '../publish.js'
 import { verifyVersion } from '../verify.js'
 import { TreeManager } from './trees.js'
@@ -78,9 +80,18 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   })
   const onMisbehaviour = (peerId: string, reason: string): void => { log.warn({ peer: peerId, reason }, 'peer misbehaved'); stats.strike(peerId, reason) }
 
+  // The sender paces what it serves; the receiver paces what it asks for (see config [limits]).
+  const upload = new TokenBucket({ rate: parseRate(config.limits.up) })
+  const download = new TokenBucket({ rate: parseRate(config.limits.down) })
   const chunkServer = new ChunkServer({
     libp2p: node,
-    provider: { read: async (id, signal) => await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id) },
+    provider: {
+      read: async (id, signal) => {
+        const bytes = await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id)
+        if (bytes !== undefined) await upload.take(bytes.byteLength, signal)
+        return bytes
+      },
+    },
     allowlist,
     stats,
     onMisbehaviour,
@@ -114,7 +125,10 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     index: store.index,
     catalog: store.catalog,
     log,
-    fetch: async (peerId, wants, options) => await chunkClient.fetch(peerIdFromString(peerId), wants, options),
+    fetch: async (peerId, wants, options) => {
+      await download.take(wants.reduce((n, w) => n + w.size, 0), options.signal)
+      return await chunkClient.fetch(peerIdFromString(peerId), wants, options)
+    },
     trustedKeys: tree => trust.get(tree) ?? new Set(),
     announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
     headsChanged: () => { heads.broadcastHeads().catch(err => log.debug({ err }, 'heads broadcast failed')) },
@@ -154,6 +168,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       node.removeEventListener('peer:disconnect', onDisconnect)
       node.removeEventListener('peer:connect', onConnect)
       await node.stop()
+      upload.close()
+      download.close()
       await pool.close()
       await store.close()
       log.info('agent stopped')
