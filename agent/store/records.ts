@@ -1,0 +1,93 @@
+// Decoders of the catalog's records: `unknown` from JSON or msgpack in, a checked domain type out.
+import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
+import type { PlacedChunk, ScanCacheEntry, TreeRecord, VersionRecord, VersionState, VersionStats } from './types.js'
+import { isNonNegInt, isRecord } from './db.js'
+import { StoreCorruptError } from './errors.js'
+
+const STATES: ReadonlySet<string> = new Set<VersionState>(['announced', 'syncing', 'complete', 'failed'])
+const STAT_FIELDS = ['files', 'bytes', 'chunks', 'newBytes', 'newChunks', 'durationMs'] as const
+
+function isStringArray (v: unknown): v is string[] {
+  return Array.isArray(v) && v.every(s => typeof s === 'string')
+}
+
+export function decodeTree (name: string, raw: unknown): TreeRecord {
+  const bad = (why: string): StoreCorruptError => new StoreCorruptError('TREE', `tree ${name}: ${why}`)
+  if (!isRecord(raw)) throw bad('not an object')
+  const tree: TreeRecord = { name }
+  const { currentSeq, subscribedTo, include, exclude, retain } = raw
+  if (currentSeq !== undefined) { if (!isNonNegInt(currentSeq)) throw bad('currentSeq'); tree.currentSeq = currentSeq }
+  if (subscribedTo !== undefined) { if (typeof subscribedTo !== 'string') throw bad('subscribedTo'); tree.subscribedTo = subscribedTo }
+  if (include !== undefined) { if (!isStringArray(include)) throw bad('include'); tree.include = include }
+  if (exclude !== undefined) { if (!isStringArray(exclude)) throw bad('exclude'); tree.exclude = exclude }
+  if (retain !== undefined) { if (!isNonNegInt(retain)) throw bad('retain'); tree.retain = retain }
+  return tree
+}
+
+export function decodeVersion (tree: string, seq: number, raw: unknown): VersionRecord {
+  const bad = (why: string): StoreCorruptError => new StoreCorruptError('VERSION', `${tree}#${seq}: ${why}`)
+  if (!isRecord(raw)) throw bad('not a map')
+  const { envelope, state, rootId, path, stats, error } = raw
+  if (!(envelope instanceof Uint8Array)) throw bad('envelope is not bytes')
+  if (typeof state !== 'string' || !STATES.has(state)) throw bad(`state ${String(state)}`)
+  const version: VersionRecord = { tree, seq, envelope, state: state as VersionState }
+  if (rootId !== undefined) { if (!isNonNegInt(rootId)) throw bad('rootId'); version.rootId = rootId }
+  if (path !== undefined) { if (typeof path !== 'string') throw bad('path'); version.path = path }
+  if (error !== undefined) { if (typeof error !== 'string') throw bad('error'); version.error = error }
+  if (stats !== undefined) version.stats = decodeStats(stats, bad)
+  return version
+}
+
+function decodeStats (raw: unknown, bad: (why: string) => Error): VersionStats {
+  if (!isRecord(raw)) throw bad('stats is not a map')
+  const out: Partial<VersionStats> = {}
+  for (const f of STAT_FIELDS) {
+    const v = raw[f]
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw bad(`stats.${f}`)
+    out[f] = v
+  }
+  return out as VersionStats
+}
+
+/**
+ * Compact form: ids concatenated in one byte string, sizes in an array, offsets only when the chunks are
+ * not the contiguous run from 0 a chunker produces (then they are implied by the sizes).
+ */
+interface PackedScanEntry { s: number, m: number, i: number, ids: Uint8Array, z: number[], o?: number[] }
+
+export function encodeScanEntry (e: ScanCacheEntry): PackedScanEntry {
+  const ids = Buffer.allocUnsafe(e.chunks.length * CHUNK_ID_BYTES)
+  const z: number[] = []
+  let contiguous = true
+  let next = 0
+  e.chunks.forEach((c, n) => {
+    if (c.id.byteLength !== CHUNK_ID_BYTES) throw new TypeError(`Scan cache chunk ${n}: id is not ${CHUNK_ID_BYTES} bytes`)
+    ids.set(c.id, n * CHUNK_ID_BYTES)
+    z.push(c.size)
+    if (c.offset !== next) contiguous = false
+    next = c.offset + c.size
+  })
+  const packed: PackedScanEntry = { s: e.size, m: e.mtimeMs, i: e.ino, ids, z }
+  if (!contiguous) packed.o = e.chunks.map(c => c.offset)
+  return packed
+}
+
+export function decodeScanEntry (raw: unknown): ScanCacheEntry {
+  const bad = (why: string): StoreCorruptError => new StoreCorruptError('SCAN', why)
+  if (!isRecord(raw)) throw bad('not a map')
+  const { s, m, i, ids, z, o } = raw
+  if (!isNonNegInt(s) || typeof m !== 'number' || typeof i !== 'number') throw bad('size, mtime or ino')
+  if (!(ids instanceof Uint8Array) || !Array.isArray(z) || ids.byteLength !== z.length * CHUNK_ID_BYTES) throw bad('chunk ids and sizes disagree')
+  if (o !== undefined && (!Array.isArray(o) || o.length !== z.length)) throw bad('offsets and sizes disagree')
+  const chunks: PlacedChunk[] = []
+  let offset = 0
+  for (let n = 0; n < z.length; n++) {
+    const size: unknown = z[n]
+    const at: unknown = o === undefined ? offset : o[n]
+    if (!isNonNegInt(size) || !isNonNegInt(at)) throw bad(`chunk ${n} size or offset`)
+    // Copy: a subarray would keep the whole decoded buffer alive for every chunk id handed out.
+    chunks.push({ id: Uint8Array.prototype.slice.call(ids, n * CHUNK_ID_BYTES, (n + 1) * CHUNK_ID_BYTES), offset: at, size })
+    offset = at + size
+  }
+  return { size: s, mtimeMs: m, ino: i, chunks }
+}
