@@ -74,15 +74,25 @@ export class Announcer {
   async announce (envelopeBytes: Uint8Array): Promise<number> {
     const envelope = openEnvelope(envelopeBytes)
     const topic = treeTopic(envelope.tree)
-    const { recipients } = await this.components.pubsub.publish(topic, envelopeBytes)
-    if (recipients.length === 0) this.log('announced %s@%d to nobody yet (heads exchange covers late joiners)', envelope.tree, envelope.seq)
-    return recipients.length
+    const recipients = await this.publish(topic, envelopeBytes)
+    if (recipients === 0) this.log('announced %s@%d to nobody yet (heads exchange covers late joiners)', envelope.tree, envelope.seq)
+    return recipients
   }
 
   async publishStatus (bytes: Uint8Array): Promise<number> {
     if (bytes.byteLength > MAX_STATUS_BYTES) throw new LimitExceededError('status size', bytes.byteLength, MAX_STATUS_BYTES)
-    const { recipients } = await this.components.pubsub.publish(STATUS_TOPIC, bytes)
-    return recipients.length
+    return await this.publish(STATUS_TOPIC, bytes)
+  }
+
+  /** Publishes; "nobody subscribed" is 0 recipients, not an error (a pubsub built without allowPublishToZeroTopicPeers throws it). */
+  private async publish (topic: string, bytes: Uint8Array): Promise<number> {
+    try {
+      const { recipients } = await this.components.pubsub.publish(topic, bytes)
+      return recipients.length
+    } catch (err) {
+      if ((err as Error).message === 'PublishError.NoPeersSubscribedToTopic') return 0
+      throw err
+    }
   }
 
   private listen (tree: string): void {

@@ -3,7 +3,7 @@
 // another peer; fetch() itself only rejects for bad arguments.
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { CHUNKS_PROTOCOL } from '../../protocol/ids.js'
-import { ChunkHashMismatchError, DeltameshError } from '../../protocol/errors.js'
+import { ChunkHashMismatchError, DeltameshError, InvalidMessageError } from '../../protocol/errors.js'
 import { isChunkId, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { MAX_FRAME_BYTES, MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { FrameStream } from './frames.js'
@@ -266,7 +266,7 @@ export class ChunkClient {
         this.failSession(session, 'protocol-error', e)
       } else if (e instanceof RemoteError) {
         this.failSession(session, 'remote-error', e)
-      } else if (e.name === 'InvalidMessageError' || e.name === 'LimitExceededError' || e.name === 'InvalidDataLengthError' || e.name === 'StreamBufferError') {
+      } else if (e instanceof InvalidMessageError) {
         const v = new ProtocolViolationError(peer, e.message, { cause: e })
         this.components.onMisbehaviour?.(peer, v.message)
         this.failSession(session, 'protocol-error', v)

@@ -133,7 +133,7 @@ export class ChunkServer {
           wake.notify()
         }
       } catch (err) {
-        if (err instanceof InvalidMessageError || (err as Error).name === 'InvalidDataLengthError') {
+        if (err instanceof InvalidMessageError) {
           violation = new ProtocolViolationError(peer, (err as Error).message, { cause: err })
           await this.misbehave(peer, frames, 'INVALID_REQUEST', violation)
         } else if (!signal.aborted) {

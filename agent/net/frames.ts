@@ -1,48 +1,141 @@
-// Small helpers shared by the stream protocols: length-prefixed message frames and a wake-up notifier.
-import { lpStream } from '@libp2p/utils'
-import type { Stream } from '@libp2p/interface'
+// Length-prefixed message frames over a libp2p v3 stream, and a wake-up notifier.
+// Reading is event-driven: every 'message' event is fed to a LengthPrefixedDecoder synchronously, so a
+// frame costs no per-byte awaits (lpStream reads the varint one byte at a time). Frames a peer sends ahead
+// of our reading are queued up to maxBufferBytes; beyond that the peer broke its window and the stream ends.
+import { LengthPrefixedDecoder } from '@libp2p/utils'
+import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { decodeMessage, encodeMessage, type ErrorCode, type Message } from '../../protocol/messages.js'
+import { InvalidMessageError, LimitExceededError } from '../../protocol/errors.js'
+import { encodeUvarint } from '../../protocol/codec.js'
 import { MAX_ERROR_MESSAGE_BYTES } from '../../protocol/wire-limits.js'
-
-export type LpStream = ReturnType<typeof lpStream>
+import { DeltameshError } from '../../protocol/errors.js'
 
 export interface FrameStreamInit {
   /** Largest frame payload accepted from the peer. */
   maxFrameBytes: number
-  /** Largest amount of unread bytes buffered before the stream is aborted (at least one frame). */
+  /** Largest amount of received, not yet read frame bytes before the stream is aborted (at least one frame). */
   maxBufferBytes: number
+}
+
+/** The stream ended in the middle of a frame. */
+export class TruncatedFrameError extends DeltameshError {
+  static override name = 'TruncatedFrameError'
+  constructor (message = 'Stream ended inside a frame') {
+    super(message)
+    this.name = 'TruncatedFrameError'
+  }
+}
+
+/** A decoded frame payload as the decoder yields it (a Uint8ArrayList). */
+interface FramePayload { byteLength: number, subarray (): Uint8Array }
+
+function withLengthPrefix (payload: Uint8Array): Uint8Array {
+  const len = encodeUvarint(payload.byteLength)
+  const out = new Uint8Array(len.byteLength + payload.byteLength)
+  out.set(len, 0)
+  out.set(payload, len.byteLength)
+  return out
 }
 
 /** A message-level view of a stream: `read()` returns the next decoded message, or undefined at a clean end. */
 export class FrameStream {
-  readonly lp: LpStream
   bytesRead = 0
   bytesWritten = 0
+  private readonly decoder: LengthPrefixedDecoder
+  private readonly maxBufferBytes: number
+  private readonly maxFrameBytes: number
+  private readonly frames: Array<FramePayload | undefined> = []
+  private head = 0
+  private queuedBytes = 0
+  /** Received bytes not yet part of a complete frame. */
+  private partial = 0
+  private ended = false
+  private error?: Error
+  private wake?: () => void
 
   constructor (readonly stream: Stream, init: FrameStreamInit) {
-    this.lp = lpStream(stream, { maxDataLength: init.maxFrameBytes, maxBufferSize: Math.max(init.maxBufferBytes, init.maxFrameBytes + 16) })
+    this.maxFrameBytes = init.maxFrameBytes
+    this.maxBufferBytes = Math.max(init.maxBufferBytes, init.maxFrameBytes)
+    // one message event may carry many whole frames (a muxer batch): the decoder must take it all at once;
+    // our own queue limit below is what bounds memory
+    this.decoder = new LengthPrefixedDecoder({ maxDataLength: init.maxFrameBytes, maxBufferSize: this.maxBufferBytes + init.maxFrameBytes + 16 })
+    stream.addEventListener('message', this.onMessage)
+    stream.addEventListener('remoteCloseWrite', this.onEnd)
+    stream.addEventListener('close', this.onClose)
   }
 
-  /** Throws InvalidMessageError for a bad frame; stream errors propagate; undefined when the peer closed its side. */
-  async read (signal?: AbortSignal): Promise<Message | undefined> {
-    let frame
+  private readonly onMessage = (evt: StreamMessageEvent): void => {
+    if (this.error !== undefined) return
     try {
-      frame = await this.lp.read({ signal })
+      this.partial += evt.data.byteLength
+      for (const frame of this.decoder.decode(evt.data)) {
+        this.frames.push(frame)
+        this.queuedBytes += frame.byteLength
+        this.partial -= frame.byteLength + encodeUvarint(frame.byteLength).byteLength
+      }
+      if (this.queuedBytes > this.maxBufferBytes) throw new LimitExceededError('unread frame bytes', this.queuedBytes, this.maxBufferBytes)
     } catch (err) {
-      // lpStream reports a graceful remote close between frames as UnexpectedEOFError
-      if ((err as Error).name === 'UnexpectedEOFError' && this.stream.remoteWriteStatus !== 'writable') return undefined
-      throw err
+      // the decoder throws a plain error for an oversize length prefix: that is the peer's fault, a limit
+      this.error = err instanceof LimitExceededError ? err : new InvalidMessageError(`frame: ${(err as Error).message} (limit ${this.maxFrameBytes} bytes)`, { cause: err })
+      this.frames.length = 0
+      this.head = 0
     }
-    this.bytesRead += frame.byteLength
-    return decodeMessage(frame.subarray())
+    this.notify()
+  }
+
+  private readonly onEnd = (): void => {
+    this.ended = true
+    this.notify()
+  }
+
+  private readonly onClose = (evt: StreamCloseEvent): void => {
+    this.ended = true
+    if (evt.error !== undefined && this.error === undefined) this.error = evt.error
+    this.notify()
+  }
+
+  private notify (): void {
+    const w = this.wake
+    this.wake = undefined
+    w?.()
+  }
+
+  /**
+   * The next message. Throws InvalidMessageError (or LimitExceededError) for a bad or oversize frame,
+   * TruncatedFrameError for a stream that ends inside a frame, the stream's error for a reset;
+   * undefined when the peer closed its side cleanly between frames.
+   */
+  async read (signal?: AbortSignal): Promise<Message | undefined> {
+    for (;;) {
+      if (this.head < this.frames.length) {
+        const frame = this.frames[this.head] as FramePayload
+        this.frames[this.head++] = undefined
+        if (this.head === this.frames.length) { this.frames.length = 0; this.head = 0 }
+        this.queuedBytes -= frame.byteLength
+        this.bytesRead += frame.byteLength
+        return decodeMessage(frame.subarray())
+      }
+      if (this.error !== undefined) throw this.error
+      if (this.ended) {
+        if (this.partial > 0) throw new TruncatedFrameError()
+        return undefined
+      }
+      signal?.throwIfAborted()
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => reject(signal?.reason)
+        signal?.addEventListener('abort', onAbort, { once: true })
+        this.wake = () => { signal?.removeEventListener('abort', onAbort); resolve() }
+      })
+    }
   }
 
   /** Resolves once the frame is handed to the muxer (waits for drain when its buffer is full). */
   async write (msg: Message, signal?: AbortSignal): Promise<number> {
-    const bytes = encodeMessage(msg)
-    await this.lp.write(bytes, { signal })
-    this.bytesWritten += bytes.byteLength
-    return bytes.byteLength
+    const payload = encodeMessage(msg)
+    if (!this.stream.send(withLengthPrefix(payload))) await this.stream.onDrain({ signal })
+    const n = payload.byteLength
+    this.bytesWritten += n
+    return n
   }
 
   /**
@@ -53,24 +146,17 @@ export class FrameStream {
     try {
       let text = message
       while (Buffer.byteLength(text) > MAX_ERROR_MESSAGE_BYTES) text = text.slice(0, -16)
-      this.stream.send(lpFrame(encodeMessage({ type: 'ERROR', code, message: text })))
+      const payload = encodeMessage({ type: 'ERROR', code, message: text })
+      this.stream.send(withLengthPrefix(payload))
       await this.stream.close({ signal: AbortSignal.timeout(graceMs) })
     } catch (closeErr) {
       this.stream.log.trace('could not deliver ERROR %s - %e', code, closeErr)
     }
     this.stream.abort(err)
   }
-}
 
-function lpFrame (payload: Uint8Array): Uint8Array {
-  const len: number[] = []
-  let n = payload.byteLength
-  while (n >= 0x80) { len.push((n & 0x7f) | 0x80); n >>>= 7 }
-  len.push(n)
-  const out = new Uint8Array(len.length + payload.byteLength)
-  out.set(len, 0)
-  out.set(payload, len.length)
-  return out
+  /** Largest frame this stream accepts (for callers sizing their own buffers). */
+  get frameLimit (): number { return this.maxFrameBytes }
 }
 
 /** Lets one loop sleep until another part of the code has news for it. */

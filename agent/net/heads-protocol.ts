@@ -183,8 +183,7 @@ export class HeadsProtocol {
     try {
       msg = await frames.read()
     } catch (err) {
-      const name = (err as Error).name
-      if (err instanceof InvalidMessageError || name === 'InvalidDataLengthError') throw new ProtocolViolationError(peerId.toString(), (err as Error).message, { cause: err })
+      if (err instanceof InvalidMessageError) throw new ProtocolViolationError(peerId.toString(), (err as Error).message, { cause: err })
       throw err
     }
     if (msg === undefined) return undefined

@@ -1,5 +1,6 @@
 // Per-peer counters for `status` and the dashboard, plus the strike budget for misbehaving peers.
 // Only allowed peers ever reach the protocols (connection gater), so the map is bounded by the allowlist.
+import type { Libp2p, PeerId } from '@libp2p/interface'
 
 export interface PeerCounters {
   bytesUp: number
@@ -80,6 +81,18 @@ export class PeerStats {
     return (peerId, reason) => {
       this.strike(peerId, reason)
       next?.(peerId, reason)
+    }
+  }
+
+  /** Keeps connectedSince up to date from the node's peer:connect / peer:disconnect events. Returns a detach function. */
+  attach (libp2p: Pick<Libp2p, 'addEventListener' | 'removeEventListener'>): () => void {
+    const onConnect = (evt: CustomEvent<PeerId>): void => this.connected(evt.detail.toString())
+    const onDisconnect = (evt: CustomEvent<PeerId>): void => this.disconnected(evt.detail.toString())
+    libp2p.addEventListener('peer:connect', onConnect)
+    libp2p.addEventListener('peer:disconnect', onDisconnect)
+    return () => {
+      libp2p.removeEventListener('peer:connect', onConnect)
+      libp2p.removeEventListener('peer:disconnect', onDisconnect)
     }
   }
 

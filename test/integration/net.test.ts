@@ -8,8 +8,9 @@ import { lpStream } from '@libp2p/utils'
 import type { PeerId } from '@libp2p/interface'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
-import { CHUNKS_PROTOCOL, treeTopic } from '../../protocol/ids.js'
+import { CHUNKS_PROTOCOL, STATUS_TOPIC, treeTopic } from '../../protocol/ids.js'
 import { decodeMessage, encodeMessage, type HeadEntry } from '../../protocol/messages.js'
+import { MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist, type DeltameshNode } from '../../agent/net/node.js'
 import { ChunkClient, ChunkServer, type ChunkProvider, type ChunkClientInit } from '../../agent/net/chunk-protocol.js'
 import { HeadsProtocol, type ReceivedHead } from '../../agent/net/heads-protocol.js'
@@ -176,6 +177,25 @@ describe('node and allowlist', () => {
     await expect(a.node.dial(b.node.getMultiaddrs()[0]!)).rejects.toThrow()
   })
 
+  it('peer stats track connections and call the strike budget', async () => {
+    const a = await peer()
+    const b = await peer()
+    allowEachOther(a, b)
+    const over: Array<[string, number]> = []
+    const stats = new PeerStats({ maxStrikes: 2, onBudgetExceeded: (p, n) => over.push([p, n]) })
+    const detach = stats.attach(a.node)
+    await connect(a, b)
+    const bId = b.node.peerId.toString()
+    await waitFor('connectedSince', () => stats.get(bId).connectedSince !== undefined)
+    stats.strike(bId, 'one')
+    stats.strike(bId, 'two')
+    expect(over).toEqual([[bId, 2]])
+    await a.node.hangUp(b.node.peerId)
+    await waitFor('disconnected', () => stats.get(bId).connectedSince === undefined)
+    detach()
+    expect(stats.snapshot()[bId]).toMatchObject({ strikes: 2, lastStrike: 'two' })
+  })
+
   it('loadOrCreatePeerKey creates a 0600 key once and reloads the same identity', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'deltamesh-key-'))
     tempDirs.push(dir)
@@ -304,6 +324,17 @@ describe('chunk protocol', () => {
     expect(server.stats.get(client.node.peerId.toString()).strikes).toBe(1)
   })
 
+  it('a client exceeding MAX_OUTSTANDING_WANTS gets TOO_MANY_WANTS and a strike', async () => {
+    const { server, client } = await servePair(mapProvider(new Map(), { never: true }))
+    const stream = await client.node.dialProtocol(server.node.peerId, CHUNKS_PROTOCOL)
+    const lp = lpStream(stream)
+    const ids = makeChunks(MAX_WANTS_PER_FRAME, 8).wants.map(w => w.id)
+    for (let i = 0; i * MAX_WANTS_PER_FRAME <= MAX_OUTSTANDING_WANTS; i++) await lp.write(encodeMessage({ type: 'WANT', ids }))
+    const reply = decodeMessage((await lp.read()).subarray())
+    expect(reply).toMatchObject({ type: 'ERROR', code: 'TOO_MANY_WANTS' })
+    await waitFor('strike', () => server.strikes.length === 1)
+  })
+
   it('a BLOCK we did not ask for is misbehaviour and fails the session', async () => {
     const liar = await peer()
     const client = await peer()
@@ -383,6 +414,16 @@ describe('heads and gossip', () => {
     await waitFor('announcement', () => heard.length === 1)
     expect(heard[0]?.[0].seq).toBe(2)
     expect(heard[0]?.[1].equals(a.node.peerId)).toBe(true)
+    // status blobs travel on the status topic
+    const statusA = await started(new Announcer({ libp2p: a.node, pubsub: a.node.services.pubsub, onEnvelope: () => {}, onStatus: () => {} }))
+    const statuses: string[] = []
+    await announcerB.stop()
+    const statusB = await started(new Announcer({ libp2p: b.node, pubsub: b.node.services.pubsub, onEnvelope: (e, from) => heard.push([e, from]), onStatus: bytes => statuses.push(Buffer.from(bytes).toString()), onMisbehaviour: misbehaviour(b) }))
+    statusB.subscribe('rhel-10/compose/BaseOS')
+    await waitFor('status subscription seen', () => a.node.services.pubsub.getSubscribers(STATUS_TOPIC).some(p => p.equals(b.node.peerId)))
+    await statusA.publishStatus(Buffer.from('site a: all good'))
+    await waitFor('status', () => statuses.length === 1)
+    expect(statuses).toEqual(['site a: all good'])
     // raw publish of an envelope of another tree on this topic: rejected by b's validator
     await a.node.services.pubsub.publish(topic, envelopeFor('other/tree', 1).bytes)
     await waitFor('strike', () => b.strikes.length === 1)
