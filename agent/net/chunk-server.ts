@@ -52,6 +52,11 @@ export class ChunkServer {
     this.readAhead = init.readAhead ?? DEFAULT_READ_AHEAD
   }
 
+  /** Inbound chunk streams being served right now. */
+  get activeStreams (): number {
+    return this.active.size
+  }
+
   async start (): Promise<void> {
     if (this.running) return
     await this.components.libp2p.handle(CHUNKS_PROTOCOL, (stream, connection) => this.handle(stream, connection), {
@@ -88,6 +93,8 @@ export class ChunkServer {
     this.streamsPerPeer.set(peer, count)
     const entry = { stream, controller: new AbortController() }
     this.active.add(entry)
+    // a reset or closed stream cancels the provider reads still running for it
+    stream.addEventListener('close', () => entry.controller.abort(), { once: true })
     try {
       if (count > this.maxStreamsPerPeer) {
         this.log('refusing chunk stream %d from %p', count, peerId)
@@ -166,7 +173,7 @@ export class ChunkServer {
           await wake.wait()
           continue
         }
-        const bytes = await next.bytes
+        const bytes = await raceAbort(next.bytes, signal)
         startReads()
         if (violation !== undefined || signal.aborted) break
         if (bytes === undefined) {
@@ -189,5 +196,20 @@ export class ChunkServer {
     this.log('peer %s misbehaved on the chunk stream: %s', peer, err.message)
     this.components.onMisbehaviour?.(peer, err.message)
     await frames.abortWithError(code, err.message, err)
+  }
+}
+
+/** Resolves like `promise`, or rejects as soon as `signal` aborts (a provider that ignores its signal cannot pin a stream). */
+async function raceAbort<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted()
+  let onAbort!: () => void
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+  try {
+    return await Promise.race([promise, aborted])
+  } finally {
+    signal.removeEventListener('abort', onAbort)
   }
 }

@@ -100,10 +100,10 @@ async function servePair (provider: ChunkProvider, clientInit: ChunkClientInit =
   const server = await peer()
   const client = await peer()
   allowEachOther(server, client)
-  await started(new ChunkServer({ libp2p: server.node, provider, stats: server.stats, onMisbehaviour: misbehaviour(server) }))
+  const chunkServer = await started(new ChunkServer({ libp2p: server.node, provider, stats: server.stats, onMisbehaviour: misbehaviour(server) }))
   const chunkClient = await started(new ChunkClient({ libp2p: client.node, stats: client.stats, onMisbehaviour: misbehaviour(client) }, clientInit))
   await connect(client, server)
-  return { server, client, chunkClient }
+  return { server, client, chunkClient, chunkServer }
 }
 
 const { privateKey: publisherKey } = generateKeyPairSync('ed25519')
@@ -325,7 +325,7 @@ describe('chunk protocol', () => {
   })
 
   it('a client exceeding MAX_OUTSTANDING_WANTS gets TOO_MANY_WANTS and a strike', async () => {
-    const { server, client } = await servePair(mapProvider(new Map(), { never: true }))
+    const { server, client, chunkServer } = await servePair(mapProvider(new Map(), { never: true }))
     const stream = await client.node.dialProtocol(server.node.peerId, CHUNKS_PROTOCOL)
     const lp = lpStream(stream)
     const ids = makeChunks(MAX_WANTS_PER_FRAME, 8).wants.map(w => w.id)
@@ -333,6 +333,8 @@ describe('chunk protocol', () => {
     const reply = decodeMessage((await lp.read()).subarray())
     expect(reply).toMatchObject({ type: 'ERROR', code: 'TOO_MANY_WANTS' })
     await waitFor('strike', () => server.strikes.length === 1)
+    // the provider never answers, yet the stream is released
+    await waitFor('stream released', () => chunkServer.activeStreams === 0)
   })
 
   it('a BLOCK we did not ask for is misbehaviour and fails the session', async () => {
