@@ -1,0 +1,71 @@
+import type { ChunkingParams } from '../../protocol/manifest.js'
+import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
+import type { PlacedChunk } from '../store/types.js'
+
+// Messages between ChunkerPool and its workers. Results travel as two transferable buffers (sizes and the
+// concatenated 32-byte ids) instead of an array of objects: no structured-clone walk, no copy of the ids.
+
+export interface ChunkJobRequest {
+  type: 'chunk'
+  id: number
+  path: string
+  params: ChunkingParams
+  start?: number
+  end?: number
+}
+
+export interface AbortJobRequest {
+  type: 'abort'
+  id: number
+}
+
+export type WorkerRequest = ChunkJobRequest | AbortJobRequest
+
+/** An error as it crosses the thread boundary: enough to rebuild `name`, `code` (ENOENT…) and the message. */
+export interface SerializedError {
+  name: string
+  message: string
+  code?: string
+  errno?: number
+  syscall?: string
+  path?: string
+}
+
+export type WorkerResponse =
+  | { type: 'done', id: number, start: number, sizes: Uint32Array, ids: Uint8Array }
+  | { type: 'failed', id: number, error: SerializedError }
+
+export function packChunks (chunks: PlacedChunk[]): { sizes: Uint32Array<ArrayBuffer>, ids: Uint8Array<ArrayBuffer> } {
+  const sizes = new Uint32Array(chunks.length)
+  const ids = new Uint8Array(chunks.length * CHUNK_ID_BYTES)
+  chunks.forEach((c, i) => { sizes[i] = c.size; ids.set(c.id, i * CHUNK_ID_BYTES) })
+  return { sizes, ids }
+}
+
+/** Ids become Buffer views into the one transferred buffer (32 bytes per chunk, no copy). */
+export function unpackChunks (start: number, sizes: Uint32Array, ids: Uint8Array): PlacedChunk[] {
+  const chunks: PlacedChunk[] = new Array(sizes.length)
+  let offset = start
+  for (let i = 0; i < sizes.length; i++) {
+    const size = sizes[i]!
+    chunks[i] = { id: Buffer.from(ids.buffer, ids.byteOffset + i * CHUNK_ID_BYTES, CHUNK_ID_BYTES), offset, size }
+    offset += size
+  }
+  return chunks
+}
+
+export function serializeError (err: unknown): SerializedError {
+  if (!(err instanceof Error)) return { name: 'Error', message: String(err) }
+  const e = err as NodeJS.ErrnoException
+  return { name: e.name, message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path }
+}
+
+export function deserializeError (s: SerializedError): Error {
+  const err = new Error(s.message) as NodeJS.ErrnoException
+  err.name = s.name
+  if (s.code !== undefined) err.code = s.code
+  if (s.errno !== undefined) err.errno = s.errno
+  if (s.syscall !== undefined) err.syscall = s.syscall
+  if (s.path !== undefined) err.path = s.path
+  return err
+}

@@ -1,0 +1,119 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Worker } from 'node:worker_threads'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { chunkFile } from '../../agent/chunk/chunker.js'
+import { ChunkerPool } from '../../agent/chunk/pool.js'
+import type { PlacedChunk } from '../../agent/store/types.js'
+import type { ChunkingParams } from '../../protocol/manifest.js'
+
+function pseudoRandom (length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length + 3)
+  const words = new Uint32Array(bytes.buffer, 0, Math.floor(bytes.length / 4))
+  let s = seed >>> 0 || 1
+  for (let i = 0; i < words.length; i++) {
+    s ^= s << 13; s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5; s >>>= 0
+    words[i] = s
+  }
+  return bytes.subarray(0, length)
+}
+
+const describeChunks = (chunks: PlacedChunk[]): string[] => chunks.map(c => `${c.offset}+${c.size}:${Buffer.from(c.id).toString('hex')}`)
+const GEAR: ChunkingParams = { algorithm: 'gear', avgBits: 15, minSize: 16 * 1024, maxSize: 256 * 1024 }
+const RABIN: ChunkingParams = { ...GEAR, algorithm: 'rabin' }
+
+/** Reaches into the pool to kill a worker as a crash would; the test of the replacement logic needs it. */
+function workersOf (pool: ChunkerPool): Worker[] {
+  return (pool as unknown as { slots: Array<{ worker: Worker }> }).slots.map(s => s.worker)
+}
+
+describe('ChunkerPool', () => {
+  let dir: string
+  const files: Record<string, string> = {}
+  let pool: ChunkerPool
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'deltamesh-pool-'))
+    const contents: Record<string, Uint8Array> = {
+      empty: new Uint8Array(0),
+      tiny: Uint8Array.of(1, 2, 3),
+      small: pseudoRandom(300_000, 1),
+      medium: pseudoRandom(3 * 1024 * 1024 + 17, 2),
+      // Above the pool's split threshold (set low below): cut in segments by both workers. The zero run at an
+      // unaligned segment start forces the re-cut path; the random part exercises ordinary stitching.
+      large: (() => {
+        const b = new Uint8Array(24 * 1024 * 1024 + 12_345)
+        b.set(pseudoRandom(10 * 1024 * 1024, 3))
+        b.set(pseudoRandom(4 * 1024 * 1024, 4), 20 * 1024 * 1024)
+        return b
+      })(),
+    }
+    for (const [name, bytes] of Object.entries(contents)) {
+      files[name] = join(dir, name)
+      await writeFile(files[name], bytes)
+    }
+    pool = new ChunkerPool({ size: 2, splitThreshold: 8 * 1024 * 1024 })
+  })
+
+  afterAll(async () => {
+    await pool.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it.each([GEAR, RABIN])('gives the same chunks as chunking in this thread ($algorithm)', async (params) => {
+    const names = Object.keys(files)
+    const viaPool = await Promise.all(names.map(async n => await pool.chunkFile(files[n]!, params)))
+    for (const [i, n] of names.entries()) {
+      const inThread = await chunkFile(files[n]!, params)
+      expect(describeChunks(viaPool[i]!), n).toEqual(describeChunks(inThread))
+    }
+    expect(viaPool[0]).toEqual([])
+    expect(viaPool[names.indexOf('large')]!.length).toBeGreaterThan(100)
+  })
+
+  it('passes file errors through with their code', async () => {
+    await expect(pool.chunkFile(join(dir, 'missing'), GEAR)).rejects.toMatchObject({ code: 'ENOENT' })
+  })
+
+  it('aborts queued and running jobs, and keeps working afterwards', async () => {
+    await expect(pool.chunkFile(files.medium!, GEAR, AbortSignal.abort())).rejects.toHaveProperty('name', 'AbortError')
+    const controller = new AbortController()
+    const jobs = [1, 2, 3, 4].map(async () => await pool.chunkFile(files.medium!, RABIN, controller.signal))
+    setTimeout(() => controller.abort(), 5)
+    const results = await Promise.allSettled(jobs)
+    for (const r of results) expect(r.status === 'rejected' && (r.reason as Error).name).toBe('AbortError')
+    // A split job: every segment is cancelled.
+    const split = new AbortController()
+    const big = pool.chunkFile(files.large!, RABIN, split.signal)
+    setTimeout(() => split.abort(), 5)
+    await expect(big).rejects.toHaveProperty('name', 'AbortError')
+    expect(describeChunks(await pool.chunkFile(files.small!, GEAR))).toEqual(describeChunks(await chunkFile(files.small!, GEAR)))
+  })
+
+  it('fails the job of a worker that dies with ChunkerWorkerError, and replaces the worker', async () => {
+    const local = new ChunkerPool({ size: 1 })
+    try {
+      const [worker] = workersOf(local)
+      const job = local.chunkFile(files.medium!, RABIN)
+      setTimeout(() => { void worker!.terminate() }, 20)
+      await expect(job).rejects.toHaveProperty('name', 'ChunkerWorkerError')
+      expect(workersOf(local)[0]).not.toBe(worker)
+      expect(describeChunks(await local.chunkFile(files.small!, GEAR))).toEqual(describeChunks(await chunkFile(files.small!, GEAR)))
+    } finally {
+      await local.close()
+    }
+  })
+
+  it('bounds its queue and refuses work once closed', async () => {
+    const local = new ChunkerPool({ size: 1, maxQueue: 1, jobsPerWorker: 1 })
+    const running = local.chunkFile(files.medium!, GEAR)
+    const queued = local.chunkFile(files.small!, GEAR)
+    await expect(local.chunkFile(files.small!, GEAR)).rejects.toHaveProperty('name', 'ChunkerQueueFullError')
+    await Promise.all([running, queued])
+    await local.close()
+    await expect(local.chunkFile(files.small!, GEAR)).rejects.toHaveProperty('name', 'ChunkerPoolClosedError')
+  })
+})
