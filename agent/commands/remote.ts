@@ -111,8 +111,9 @@ export function registerRemoteCommands (program: Command): void {
     .addOption(homeOption())
     .argument('<tree>', 'tree name')
     .option('--timeout <seconds>', 'give up after this many seconds', parsePositiveSeconds)
-    .action(async (tree: string, opts: { home?: string, timeout?: number }) => {
-      await runSync(await requireAgent(opts.home), tree, opts.timeout)
+    .option('--seq <n>', 'wait for at least this version (e.g. the seq `publish` printed, before its announcement arrives)', v => Number.parseInt(v, 10))
+    .action(async (tree: string, opts: { home?: string, timeout?: number, seq?: number }) => {
+      await runSync(await requireAgent(opts.home), tree, opts.timeout, opts.seq)
     })
 
   program.command('status')
@@ -131,7 +132,7 @@ function parsePositiveSeconds (v: string): number {
   return n
 }
 
-async function runSync (api: AgentApi, tree: string, timeoutS: number | undefined): Promise<void> {
+async function runSync (api: AgentApi, tree: string, timeoutS: number | undefined, minSeq?: number): Promise<void> {
   const reporter = createProgressReporter()
   const interrupted = new AbortController()
   const onInterrupt = (): void => { interrupted.abort() }
@@ -139,7 +140,7 @@ async function runSync (api: AgentApi, tree: string, timeoutS: number | undefine
   const timeout = timeoutS === undefined ? undefined : AbortSignal.timeout(timeoutS * 1000)
   const signal = timeout === undefined ? interrupted.signal : AbortSignal.any([timeout, interrupted.signal])
   try {
-    const result = await api.waitForSync(tree, { signal, onProgress: p => { reporter.update(p) } })
+    const result = await api.waitForSync(tree, { signal, minSeq, onProgress: p => { reporter.update(p) } })
     reporter.stop()
     process.stdout.write(formatSyncSummary(result) + '\n')
   } catch (err) {

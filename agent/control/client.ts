@@ -4,7 +4,7 @@
 import { request, type IncomingMessage } from 'node:http'
 import { dirname, resolve } from 'node:path'
 import type { HomeLayout } from '../home.js'
-import type { AgentApi, AgentStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../daemon/api.js'
+import type { AgentApi, AgentStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../daemon/api.js'
 import { AgentNotRunningError, RemoteError } from './errors.js'
 
 /** Short calls (status, subscribe, trust…) must be answered within this; publish, verify and sync have no deadline but the caller's signal. */
@@ -69,9 +69,9 @@ export class ControlClient implements AgentApi {
     await this.call('POST', '/v1/shutdown', {})
   }
 
-  async waitForSync (tree: string, options: { signal?: AbortSignal, onProgress?: (p: SyncProgress) => void } = {}): Promise<SyncResult> {
+  async waitForSync (tree: string, options: WaitForSyncOptions = {}): Promise<SyncResult> {
     const { signal, onProgress } = options
-    const path = `/v1/sync?tree=${encodeURIComponent(tree)}`
+    const path = `/v1/sync?tree=${encodeURIComponent(tree)}${options.minSeq === undefined ? '' : `&minSeq=${options.minSeq}`}`
     return await this.exchange('GET', path, undefined, { signal, timeoutMs: 0 }, async (res, settle) => {
       if (res.statusCode !== 200) { settle.reject(await errorOf(res)); return }
       res.setEncoding('utf8')

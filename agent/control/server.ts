@@ -146,7 +146,7 @@ async function handle (req: IncomingMessage, res: ServerResponse, options: Contr
     switch (route) {
       case 'GET /v1/ping': return sendJson(res, 200, { pid: process.pid })
       case 'GET /v1/status': return sendJson(res, 200, await api.status())
-      case 'GET /v1/sync': return await streamSync(res, api, requiredParam(url, 'tree'), gone.signal, log)
+      case 'GET /v1/sync': return await streamSync(res, api, requiredParam(url, 'tree'), optSeqParam(url, 'minSeq'), gone.signal, log)
       case 'POST /v1/publish': {
         const body = await readJsonBody(req)
         const request = { tree: str(body, 'tree'), source: absPath(body, 'source'), label: optStr(body, 'label') }
@@ -200,7 +200,7 @@ async function handle (req: IncomingMessage, res: ServerResponse, options: Contr
   }
 }
 
-async function streamSync (res: ServerResponse, api: AgentApi, tree: string, signal: AbortSignal, log: Logger): Promise<void> {
+async function streamSync (res: ServerResponse, api: AgentApi, tree: string, minSeq: number | undefined, signal: AbortSignal, log: Logger): Promise<void> {
   res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' })
   res.flushHeaders()
   // Progress can come faster than a slow client reads: while the socket is backed up keep only the latest.
@@ -216,7 +216,7 @@ async function streamSync (res: ServerResponse, api: AgentApi, tree: string, sig
     blocked = !res.write(line({ type: 'progress', progress }))
   }
   try {
-    const result = await api.waitForSync(tree, { signal, onProgress })
+    const result = await api.waitForSync(tree, { signal, onProgress, minSeq })
     res.end(line({ type: 'done', result }))
   } catch (err) {
     if (signal.aborted) { log.debug({ tree }, 'sync waiter went away'); return }
@@ -297,6 +297,13 @@ function optSeq (body: Record<string, unknown>, key: string): number | undefined
   if (v === undefined || v === null) return undefined
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new BadRequestError(`${key}: expected a non-negative integer`)
   return v
+}
+
+function optSeqParam (url: URL, key: string): number | undefined {
+  const v = url.searchParams.get(key)
+  if (v === null) return undefined
+  if (!/^\d{1,15}$/.test(v)) throw new BadRequestError(`${key}: expected a non-negative integer`)
+  return Number(v)
 }
 
 function requiredParam (url: URL, key: string): string {

@@ -139,10 +139,9 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   }, { windowBytes: config.sync.windowBytes })
   for (const tree of trust.keys()) watchTree(tree)
 
-  const onDisconnect = (evt: CustomEvent<PeerId>): void => { stats.disconnected(evt.detail.toString()); trees?.peerGone(evt.detail.toString()) }
-  const onConnect = (evt: CustomEvent<PeerId>): void => { stats.connected(evt.detail.toString()) }
+  const detachStats = stats.attach(node)
+  const onDisconnect = (evt: CustomEvent<PeerId>): void => { trees?.peerGone(evt.detail.toString()) }
   node.addEventListener('peer:disconnect', onDisconnect)
-  node.addEventListener('peer:connect', onConnect)
 
   await node.start()
   await chunkServer.start()
@@ -166,7 +165,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       await chunkClient.stop()
       await chunkServer.stop()
       node.removeEventListener('peer:disconnect', onDisconnect)
-      node.removeEventListener('peer:connect', onConnect)
+      detachStats()
       await node.stop()
       upload.close()
       download.close()

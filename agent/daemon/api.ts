@@ -113,6 +113,13 @@ export interface VerifySummary {
   problems: Array<{ path: string, reason: string }>
 }
 
+export interface WaitForSyncOptions {
+  signal?: AbortSignal
+  onProgress?: (p: SyncProgress) => void
+  /** Also wait until a version with at least this seq is held (e.g. the seq `publish` just printed: its announcement may still be on its way). */
+  minSeq?: number
+}
+
 export interface AgentApi {
   status (): Promise<AgentStatus>
   publish (request: PublishRequest, signal?: AbortSignal): Promise<PublishSummary>
@@ -125,7 +132,7 @@ export interface AgentApi {
    * Resolves once the agent holds the newest announced version of `tree` completely (immediately if it
    * already does); calls onProgress while it syncs; rejects with the sync's error if it fails, or on abort.
    */
-  waitForSync (tree: string, options: { signal?: AbortSignal, onProgress?: (p: SyncProgress) => void }): Promise<SyncResult>
+  waitForSync (tree: string, options: WaitForSyncOptions): Promise<SyncResult>
   /** Asks the agent to stop (the same as SIGTERM). */
   shutdown (): Promise<void>
 }

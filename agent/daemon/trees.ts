@@ -16,7 +16,7 @@ import { readManifestEntries } from '../versions/manifest-io.js'
 import { globFilter } from '../versions/walk.js'
 import { applyRetention } from '../versions/retention.js'
 import type { PreviousVersion } from '../versions/materializer.js'
-import type { SubscribeRequest, SyncProgress, SyncResult, TreeStatus, VersionSummary } from './api.js'
+import type { SubscribeRequest, SyncProgress, SyncResult, TreeStatus, VersionSummary, WaitForSyncOptions } from './api.js'
 
 export interface TreeManagerComponents {
   selfId: string
@@ -47,6 +47,7 @@ export interface TreeManagerInit {
 }
 
 interface Waiter {
+  minSeq: number
   onProgress?: (p: SyncProgress) => void
   resolve: (r: SyncResult) => void
   reject: (err: Error) => void
@@ -140,11 +141,13 @@ export class TreeManager {
       return admission
     }
     if (admission.verdict === 'duplicate') return admission
+    // decided synchronously, so the same version arriving by gossip and by heads at once is admitted once
+    state.newest = envelope
+    state.newestComplete = false
+    state.haves.clear()
     const existing = await this.c.catalog.getVersion(envelope.tree, envelope.seq)
     if (existing === undefined) await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'announced' })
-    state.newest = envelope
-    state.newestComplete = existing?.state === 'complete'
-    state.haves.clear()
+    if (state.newest === envelope) state.newestComplete = existing?.state === 'complete'
     this.log.info({ peer: from, via }, `new version ${describeEnvelope(envelope)}${envelope.label === '' ? '' : ` (${envelope.label})`}`)
     this.ensureSync(state)
     return admission
@@ -228,15 +231,16 @@ export class TreeManager {
     await rename(temp, path)
   }
 
-  async waitForSync (tree: string, options: { signal?: AbortSignal, onProgress?: (p: SyncProgress) => void }): Promise<SyncResult> {
+  async waitForSync (tree: string, options: WaitForSyncOptions): Promise<SyncResult> {
     const record = await this.c.catalog.getTree(tree)
     if (record?.subscribedTo === undefined) throw new Error(`not subscribed to ${tree}: run \`deltamesh subscribe --home DIR ${tree} --to PATH\` first`)
     const state = this.state(tree)
-    if (state.newest !== undefined && record.currentSeq !== undefined && record.currentSeq >= state.newest.seq) {
+    const minSeq = options.minSeq ?? 0
+    if (state.newest !== undefined && record.currentSeq !== undefined && record.currentSeq >= state.newest.seq && record.currentSeq >= minSeq) {
       return { tree, seq: record.currentSeq, bytesFetched: 0, durationMs: 0 }
     }
     return await new Promise<SyncResult>((resolvePromise, rejectPromise) => {
-      const waiter: Waiter = { onProgress: options.onProgress, resolve: resolvePromise, reject: rejectPromise }
+      const waiter: Waiter = { minSeq, onProgress: options.onProgress, resolve: resolvePromise, reject: rejectPromise }
       state.waiters.add(waiter)
       options.signal?.addEventListener('abort', () => { state.waiters.delete(waiter); rejectPromise(options.signal?.reason ?? new Error('aborted')) }, { once: true })
       if (state.running !== undefined) options.onProgress?.(state.running.sync.progress)
@@ -293,7 +297,9 @@ export class TreeManager {
       if (state.newest === envelope) state.newestComplete = true
       this.c.headsChanged()
       const result: SyncResult = { tree: envelope.tree, seq: envelope.seq, bytesFetched: sync.progress.bytesDone, durationMs: Date.now() - started }
-      if (state.newest?.seq === envelope.seq) { for (const w of state.waiters) w.resolve(result); state.waiters.clear() }
+      if (state.newest?.seq === envelope.seq) {
+        for (const w of state.waiters) if (envelope.seq >= w.minSeq) { w.resolve(result); state.waiters.delete(w) }
+      }
       await applyRetention({ index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log }, envelope.tree)
         .catch(err => this.log.error({ tree: envelope.tree, err }, 'retention failed'))
       this.ensureSync(state)

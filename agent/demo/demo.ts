@@ -18,13 +18,14 @@ async function bytesDown (site: Site): Promise<number> {
   return status.counters.bytesDown
 }
 
-async function syncAll (sites: Site[]): Promise<void> {
+async function syncAll (sites: Site[], minSeq: number): Promise<void> {
   await Promise.all(sites.map(async site => {
     const api = await connectAgent(new HomeLayout(site.home))
     if (api === undefined) throw new Error(`agent ${site.name} is not answering`)
     let last = 0
     const result = await api.waitForSync(TREE, {
       signal: AbortSignal.timeout(300_000),
+      minSeq,
       onProgress: (p: SyncProgress) => {
         if (Date.now() - last < 1000 || p.phase !== 'fetching') return
         last = Date.now()
@@ -33,6 +34,13 @@ async function syncAll (sites: Site[]): Promise<void> {
     })
     say(`  ${site.name}: holds ${TREE}@${result.seq} (${formatBytes(result.bytesFetched)} fetched in ${(result.durationMs / 1000).toFixed(1)} s)`)
   }))
+}
+
+/** Publishes through the origin's agent; prints the summary; returns the new seq. */
+async function publish (cluster: Cluster, origin: Site, source: string, label: string): Promise<number> {
+  const result = JSON.parse(await cluster.cli(['publish', '--home', origin.home, TREE, source, '--label', label, '--json'])) as { seq: number, files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, durationMs: number }
+  say(`  published ${TREE}@${result.seq} (${label}): ${result.files} files, ${formatBytes(result.bytes)}, ${result.chunks} chunks, ${result.newChunks} new (${formatBytes(result.newBytes)}), ${(result.durationMs / 1000).toFixed(2)} s`)
+  return result.seq
 }
 
 /**
@@ -58,8 +66,7 @@ export async function runDemo (options: { keep?: boolean } = {}): Promise<void> 
     for (const lab of [labA, labB]) await cluster.cli(['subscribe', '--home', lab.home, TREE, '--to', join(cluster.dir, `${lab.name}-mirror`)])
 
     say('\n1) origin publishes v1')
-    say(await cluster.cli(['publish', '--home', origin.home, TREE, source, '--label', 'compose-1']))
-    await syncAll([labA, labB])
+    await syncAll([labA, labB], await publish(cluster, origin, source, 'compose-1'))
     const v1Down = await Promise.all([labA, labB].map(bytesDown))
     const expected = await describeTree(source)
     for (const lab of [labA, labB]) {
@@ -71,8 +78,7 @@ export async function runDemo (options: { keep?: boolean } = {}): Promise<void> 
     say('\n2) origin publishes v2 (5% of files edited, some added/removed/renamed, 100 KB inserted into an image)')
     const change = await mutateTree(source, 'demo-v2')
     say(`  ${change.changed} edited, ${change.added} added, ${change.deleted} deleted, ${change.renamed} renamed`)
-    say(await cluster.cli(['publish', '--home', origin.home, TREE, source, '--label', 'compose-2']))
-    await syncAll([labA, labB])
+    await syncAll([labA, labB], await publish(cluster, origin, source, 'compose-2'))
     const v2Down = await Promise.all([labA, labB].map(bytesDown))
     const expected2 = await describeTree(source)
     const treeBytes = Object.values(expected2).reduce((n, d) => n + (d.startsWith('file') ? Number(d.split(' ')[2]) : 0), 0)

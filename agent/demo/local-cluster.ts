@@ -89,8 +89,9 @@ export class Cluster {
     }
   }
 
-  async start (site: Site, env: NodeJS.ProcessEnv = {}): Promise<void> {
-    const child = spawn(process.execPath, [CLI, 'agent', '--home', site.home], { env: { ...process.env, DELTAMESH_LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  /** Starts the site's agent; `nodeArgs` go to node itself (e.g. --cpu-prof for profiling). */
+  async start (site: Site, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<void> {
+    const child = spawn(process.execPath, [...nodeArgs, CLI, 'agent', '--home', site.home], { env: { ...process.env, DELTAMESH_LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     site.process = child
     const append = (d: Buffer): void => { site.log = (site.log + d.toString()).slice(-200_000) }
     child.stdout?.on('data', append)

@@ -22,6 +22,8 @@ export interface PumpOptions {
 }
 
 const DEFAULT_TICK_MS = 250
+/** Chunk writes in flight at once: enough to hide filesystem latency, few enough to bound memory (× chunk size). */
+const MAX_CONCURRENT_WRITES = 32
 
 /**
  * Drives a SwarmScheduler until every needed chunk is held: fills each peer's window, hands verified
@@ -34,6 +36,7 @@ export async function pumpChunks (o: PumpOptions): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     let finished = false
     let scheduled = false
+    const writes = new Set<Promise<void>>()
     const finish = (err?: unknown): void => {
       if (finished) return
       finished = true
@@ -63,15 +66,17 @@ export async function pumpChunks (o: PumpOptions): Promise<void> {
           onBlock: async (id, bytes) => {
             pending.delete(toHex(id))
             if (!scheduler.isNeeded(toHex(id))) { scheduler.received(id, peerId); return }
-            try {
-              await o.onChunk(id, bytes, peerId)
-            } catch (err) {
+            // Writes run concurrently (a chunk's write is several filesystem and database round trips);
+            // the client's delivery waits only when MAX_CONCURRENT_WRITES are under way, bounding memory.
+            const write = o.onChunk(id, bytes, peerId).then(() => {
+              scheduler.received(id, peerId)
+              kick()
+            }, (err: unknown) => {
               scheduler.failed(id, peerId, 'error')
               finish(err)
-              return
-            }
-            scheduler.received(id, peerId)
-            kick()
+            }).finally(() => writes.delete(write))
+            writes.add(write)
+            if (writes.size >= MAX_CONCURRENT_WRITES) await Promise.race(writes)
           },
           onFailure: failure => {
             pending.delete(toHex(failure.id))

@@ -22,8 +22,13 @@ export interface SchedulerOptions {
   windowBytes: number
   /** How long a chunk owned by another syncing site may wait for that site before we take it from a complete holder. */
   ownerGraceMs: number
-  /** An owner that announced nothing for this long is considered stalled. */
+  /**
+   * An owner that announced none of the chunks we need for this long is considered stalled (or not
+   * needing them itself: a lab with an --include filter does not fetch what it does not want).
+   */
   ownerStallMs: number
+  /** false: no ownership, every chunk may come from any holder at once (small fetches such as manifests). */
+  cooperative?: boolean
   now?: () => number
 }
 
@@ -93,16 +98,18 @@ export class SwarmScheduler {
     return returned
   }
 
-  /** HAVE: a partial peer now holds these chunks. */
+  /** HAVE: a partial peer now holds these chunks. Only chunks we need count as progress of that peer. */
   peerHas (peerId: string, ids: Iterable<ChunkId | string>): void {
     const peer = this.peers.get(peerId)
     if (peer === undefined) return
+    let useful = false
     for (const id of ids) {
       const hex = typeof id === 'string' ? id : toHex(id)
       peer.has.add(hex)
       peer.lacks.delete(hex)
+      if (this.needed.has(hex)) useful = true
     }
-    peer.lastHaveMs = this.now()
+    if (useful) peer.lastHaveMs = this.now()
   }
 
   /** A peer sent a chunk that did not hash to its id: never ask it again during this sync. */
@@ -200,6 +207,7 @@ export class SwarmScheduler {
   }
 
   private mayTakeFromComplete (hex: string, now: number): boolean {
+    if (this.options.cooperative === false) return true
     const owner = this.ownerOf(hex)
     if (owner === this.options.selfId) return true
     const ownerState = this.peers.get(owner)

@@ -166,7 +166,8 @@ export class VersionSync {
 
   private async fetchBlobs (wanted: WantedChunk[], signal: AbortSignal): Promise<void> {
     if (wanted.length === 0) return
-    this.scheduler = this.newScheduler()
+    // Root and manifest are small and needed before anything else: no ownership, ask every holder.
+    this.scheduler = this.newScheduler(false)
     this.scheduler.setNeeded(wanted)
     // Anyone syncing this version already fetched its root and manifest: partial peers count as holders.
     for (const [peerId, complete] of this.peers) if (!complete) this.scheduler.peerHas(peerId, wanted.map(w => w.id))
@@ -179,8 +180,9 @@ export class VersionSync {
     })
   }
 
-  private newScheduler (): SwarmScheduler {
+  private newScheduler (cooperative = true): SwarmScheduler {
     const s = new SwarmScheduler({
+      cooperative,
       selfId: this.components.selfId,
       windowBytes: this.init.windowBytes,
       ownerGraceMs: this.init.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS,

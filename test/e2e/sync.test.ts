@@ -18,8 +18,12 @@ async function subscribe (c: Cluster, site: Site): Promise<string> {
   return to
 }
 
-async function syncDone (site: Site, timeoutS = 120): Promise<void> {
-  await cliOk(['sync', '--home', site.home, TREE, '--timeout', String(timeoutS)], { timeoutMs: (timeoutS + 10) * 1000 })
+async function syncDone (site: Site, seq: number, timeoutS = 120): Promise<void> {
+  await cliOk(['sync', '--home', site.home, TREE, '--seq', String(seq), '--timeout', String(timeoutS)], { timeoutMs: (timeoutS + 10) * 1000 })
+}
+
+async function publish (site: Site, source: string, label = ''): Promise<number> {
+  return (JSON.parse(await cliOk(['publish', '--home', site.home, TREE, source, '--label', label, '--json'])) as { seq: number }).seq
 }
 
 /** Unique chunk bytes of `after` not present in `before`, from `deltamesh manifest --entries`. */
@@ -53,8 +57,8 @@ describe('peer-to-peer sync (real agents)', () => {
     const mirrorA = await subscribe(cluster, a)
     const mirrorB = await subscribe(cluster, b)
 
-    await cliOk(['publish', '--home', origin.home, TREE, source, '--label', 'v1'])
-    await Promise.all([syncDone(a), syncDone(b)])
+    const seq1 = await publish(origin, source, 'v1')
+    await Promise.all([syncDone(a, seq1), syncDone(b, seq1)])
     const v1 = await describeTree(source)
     expect(await describeTree(mirrorA)).toEqual(v1)
     expect(await describeTree(mirrorB)).toEqual(v1)
@@ -63,8 +67,8 @@ describe('peer-to-peer sync (real agents)', () => {
 
     const [aBefore, bBefore, originBefore] = await Promise.all([cluster.status(a), cluster.status(b), cluster.status(origin)])
     await mutateTree(source, 'e2e-v2')
-    await cliOk(['publish', '--home', origin.home, TREE, source, '--label', 'v2'])
-    await Promise.all([syncDone(a), syncDone(b)])
+    const seq2 = await publish(origin, source, 'v2')
+    await Promise.all([syncDone(a, seq2), syncDone(b, seq2)])
     const v2 = await describeTree(source)
     expect(await describeTree(mirrorA)).toEqual(v2)
     expect(await describeTree(mirrorB)).toEqual(v2)
@@ -95,17 +99,17 @@ describe('peer-to-peer sync (real agents)', () => {
     await cluster.start(origin)
     await cluster.start(a)
     const mirrorA = await subscribe(cluster, a)
-    await cliOk(['publish', '--home', origin.home, TREE, source, '--label', 'v1'])
+    await publish(origin, source, 'v1')
     await mutateTree(source, 'e2e-late')
-    await cliOk(['publish', '--home', origin.home, TREE, source, '--label', 'v2'])
-    await syncDone(a)
+    const seq2 = await publish(origin, source, 'v2')
+    await syncDone(a, seq2)
     expect(await describeTree(mirrorA)).toEqual(await describeTree(source))
 
     // the publisher goes away; the late agent never heard an announcement and learns v2 from a's heads
     await cluster.stop(origin)
     await cluster.start(late)
     const mirrorLate = await subscribe(cluster, late)
-    await syncDone(late)
+    await syncDone(late, seq2)
     expect(await describeTree(mirrorLate)).toEqual(await describeTree(source))
     const status = await cluster.status(late)
     expect(status.trees.find(t => t.name === TREE)?.currentSeq).toBe(2)
@@ -124,7 +128,7 @@ describe('peer-to-peer sync (real agents)', () => {
     await cluster.start(origin)
     await cluster.start(a)
     const mirror = await subscribe(cluster, a)
-    await cliOk(['publish', '--home', origin.home, TREE, source])
+    const seq = await publish(origin, source)
 
     let partialSeen = false
     const watcher = setInterval(() => {
@@ -139,7 +143,7 @@ describe('peer-to-peer sync (real agents)', () => {
       await cluster.stop(a, 'SIGKILL')
       expect(await lstat(mirror).then(() => true, () => false)).toBe(false) // nothing exposed before completion
       await cluster.start(a)
-      await syncDone(a)
+      await syncDone(a, seq)
       expect(await describeTree(mirror)).toEqual(await describeTree(source))
       const after = (await cluster.status(a)).counters.bytesDown
       // after the restart only what was missing came over the wire (counters restart with the process)
