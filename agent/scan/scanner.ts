@@ -114,16 +114,16 @@ async function * walk (root: string, dir: string, options: ScanOptions): AsyncGe
 async function scanFile (absolute: string, relPath: string, stats: Stats, options: ScanOptions): Promise<ScanItem> {
   const now = options.now ?? Date.now
   const cached = await options.cache?.get(relPath)
-  if (cached !== undefined && cached.size === stats.size && cached.mtimeMs === stats.mtimeMs && cached.ino === stats.ino) {
+  if (cached !== undefined && cached.size === stats.size && cached.mtimeMs === stats.mtimeMs && cached.ctimeMs === stats.ctimeMs && cached.ino === stats.ino) {
     return fileItem(relPath, stats, cached.chunks, true, cached)
   }
   let current = stats
   for (let attempt = 0; attempt < MAX_RESCAN_ATTEMPTS; attempt++) {
     const chunks = await options.chunkFile(absolute, options.signal)
     const after = await lstat(absolute)
-    if (after.size === current.size && after.mtimeMs === current.mtimeMs && after.ino === current.ino) {
-      const racy = now() - after.mtimeMs < RACY_MTIME_WINDOW_MS
-      const cacheEntry = racy ? undefined : { size: after.size, mtimeMs: after.mtimeMs, ino: after.ino, chunks }
+    if (after.size === current.size && after.mtimeMs === current.mtimeMs && after.ctimeMs === current.ctimeMs && after.ino === current.ino) {
+      const racy = now() - Math.max(after.mtimeMs, after.ctimeMs) < RACY_MTIME_WINDOW_MS
+      const cacheEntry = racy ? undefined : { size: after.size, mtimeMs: after.mtimeMs, ctimeMs: after.ctimeMs, ino: after.ino, chunks }
       return fileItem(relPath, after, chunks, false, cacheEntry)
     }
     current = after

@@ -53,7 +53,7 @@ function decodeStats (raw: unknown, bad: (why: string) => Error): VersionStats {
  * Compact form: ids concatenated in one byte string, sizes in an array, offsets only when the chunks are
  * not the contiguous run from 0 a chunker produces (then they are implied by the sizes).
  */
-interface PackedScanEntry { s: number, m: number, i: number, ids: Uint8Array, z: number[], o?: number[] }
+interface PackedScanEntry { s: number, m: number, c: number, i: number, ids: Uint8Array, z: number[], o?: number[] }
 
 export function encodeScanEntry (e: ScanCacheEntry): PackedScanEntry {
   const ids = Buffer.allocUnsafe(e.chunks.length * CHUNK_ID_BYTES)
@@ -67,7 +67,7 @@ export function encodeScanEntry (e: ScanCacheEntry): PackedScanEntry {
     if (c.offset !== next) contiguous = false
     next = c.offset + c.size
   })
-  const packed: PackedScanEntry = { s: e.size, m: e.mtimeMs, i: e.ino, ids, z }
+  const packed: PackedScanEntry = { s: e.size, m: e.mtimeMs, c: e.ctimeMs, i: e.ino, ids, z }
   if (!contiguous) packed.o = e.chunks.map(c => c.offset)
   return packed
 }
@@ -75,8 +75,8 @@ export function encodeScanEntry (e: ScanCacheEntry): PackedScanEntry {
 export function decodeScanEntry (raw: unknown): ScanCacheEntry {
   const bad = (why: string): StoreCorruptError => new StoreCorruptError('SCAN', why)
   if (!isRecord(raw)) throw bad('not a map')
-  const { s, m, i, ids, z, o } = raw
-  if (!isNonNegInt(s) || typeof m !== 'number' || typeof i !== 'number') throw bad('size, mtime or ino')
+  const { s, m, c, i, ids, z, o } = raw
+  if (!isNonNegInt(s) || typeof m !== 'number' || typeof c !== 'number' || typeof i !== 'number') throw bad('size, mtime, ctime or ino')
   if (!(ids instanceof Uint8Array) || !Array.isArray(z) || ids.byteLength !== z.length * CHUNK_ID_BYTES) throw bad('chunk ids and sizes disagree')
   if (o !== undefined && (!Array.isArray(o) || o.length !== z.length)) throw bad('offsets and sizes disagree')
   const chunks: PlacedChunk[] = []
@@ -89,5 +89,5 @@ export function decodeScanEntry (raw: unknown): ScanCacheEntry {
     chunks.push({ id: Uint8Array.prototype.slice.call(ids, n * CHUNK_ID_BYTES, (n + 1) * CHUNK_ID_BYTES), offset: at, size })
     offset = at + size
   }
-  return { size: s, mtimeMs: m, ino: i, chunks }
+  return { size: s, mtimeMs: m, ctimeMs: c, ino: i, chunks }
 }

@@ -98,10 +98,15 @@ export interface TreeRecord {
   retain?: number
 }
 
-/** One file of a scanned source directory, as of the last scan; reused while (size, mtime, ino) stay the same. */
+/**
+ * One file of a scanned source directory, as of the last scan; reused while (size, mtime, ctime, ino) stay
+ * the same. ctime is in the key because tools that rewrite a file and restore its mtime (cp -p, rsync -t,
+ * tar) leave size and mtime alike, but no user-space tool can set ctime back.
+ */
 export interface ScanCacheEntry {
   size: number
   mtimeMs: number
+  ctimeMs: number
   ino: number
   chunks: PlacedChunk[]
 }

@@ -302,10 +302,11 @@ describe('catalog', () => {
     const entry = (n: number, contiguous = true): ScanCacheEntry => ({
       size: 3000 + n,
       mtimeMs: 1_700_000_000_123.5 + n,
+      ctimeMs: 1_700_000_000_456.25 + n,
       ino: 1000 + n,
       chunks: [0, 1, 2].map(i => ({ id: chunkIdOf(Buffer.from(`${n}-${i}`)), offset: contiguous ? i * 1000 : i * 1000 + 7, size: 1000 + (i === 2 ? n : 0) })),
     })
-    await s.catalog.putScanEntries('/src', [['a', entry(1)], ['d/b', entry(2, false)], ['d/c', entry(3)], ['e', { size: 0, mtimeMs: 1, ino: 2, chunks: [] }]])
+    await s.catalog.putScanEntries('/src', [['a', entry(1)], ['d/b', entry(2, false)], ['d/c', entry(3)], ['e', { size: 0, mtimeMs: 1, ctimeMs: 3, ino: 2, chunks: [] }]])
     await s.catalog.putScanEntries('/src2', [['a', entry(4)]])
     expect(await s.catalog.getScanEntry('/src', 'a')).toEqual(entry(1))
     expect(await s.catalog.getScanEntry('/src', 'd/b')).toEqual(entry(2, false))
