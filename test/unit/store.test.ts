@@ -310,7 +310,7 @@ describe('catalog', () => {
     await s.catalog.putScanEntries('/src2', [['a', entry(4)]])
     expect(await s.catalog.getScanEntry('/src', 'a')).toEqual(entry(1))
     expect(await s.catalog.getScanEntry('/src', 'd/b')).toEqual(entry(2, false))
-    expect(await s.catalog.getScanEntry('/src', 'e')).toEqual({ size: 0, mtimeMs: 1, ino: 2, chunks: [] })
+    expect(await s.catalog.getScanEntry('/src', 'e')).toEqual({ size: 0, mtimeMs: 1, ctimeMs: 3, ino: 2, chunks: [] })
     expect(await s.catalog.getScanEntry('/src', 'zz')).toBeUndefined()
 
     const asked: string[] = []
