@@ -29,6 +29,10 @@ import type { AgentApi, AgentStatus, PeerStatus, PublishSummary } from './api.js
 
 export const AGENT_VERSION = '0.1.0'
 
+function sum<T> (items: T[], of: (item: T) => number): number {
+  return items.reduce((n, item) => n + of(item), 0)
+}
+
 export interface StartAgentOptions {
   home: HomeLayout
   log: Logger
@@ -182,7 +186,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     return [...ids].map(peerId => {
       const c = stats.get(peerId)
       const named = peerNames.get(peerId)
-      return { peerId, name: named?.name, addr: named?.addr, connected: connected.has(peerId), bytesUp: c.bytesUp, bytesDown: c.bytesDown, chunksUp: c.chunksServed, chunksDown: c.chunksReceived, badChunks: c.badChunks, strikes: c.strikes }
+      return { peerId, name: named?.name, addr: named?.addr, connected: connected.has(peerId), bytesUp: c.bytesUp, bytesDown: c.bytesDown, chunkBytesUp: c.chunkBytesUp, chunkBytesDown: c.chunkBytesDown, chunksUp: c.chunksServed, chunksDown: c.chunksReceived, badChunks: c.badChunks, strikes: c.strikes }
     })
   }
 
@@ -197,7 +201,13 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
         startedAtMs,
         trees: await (trees as TreeManager).status(),
         peers,
-        counters: { ...counters, bytesUp: peers.reduce((n, p) => n + p.bytesUp, 0), bytesDown: peers.reduce((n, p) => n + p.bytesDown, 0) },
+        counters: {
+          ...counters,
+          bytesUp: sum(peers, p => p.bytesUp),
+          bytesDown: sum(peers, p => p.bytesDown),
+          chunkBytesUp: sum(peers, p => p.chunkBytesUp),
+          chunkBytesDown: sum(peers, p => p.chunkBytesDown),
+        },
       }
     },
     publish: async (request, signal): Promise<PublishSummary> => {

@@ -53,8 +53,12 @@ export interface PeerStatus {
   name?: string
   addr?: string
   connected: boolean
+  /** Bytes of deltamesh frames (chunks, requests, heads) sent to / received from the peer. */
   bytesUp: number
   bytesDown: number
+  /** Chunk payload alone. */
+  chunkBytesUp: number
+  chunkBytesDown: number
   chunksUp: number
   chunksDown: number
   badChunks: number
@@ -75,6 +79,8 @@ export interface AgentStatus {
     chunksRejected: number
     bytesUp: number
     bytesDown: number
+    chunkBytesUp: number
+    chunkBytesDown: number
   }
 }
 

@@ -15,7 +15,7 @@ async function bytesDown (site: Site): Promise<number> {
   const api = await connectAgent(new HomeLayout(site.home))
   if (api === undefined) throw new Error(`agent ${site.name} is not answering`)
   const status: AgentStatus = await api.status()
-  return status.counters.bytesDown
+  return status.counters.chunkBytesDown
 }
 
 async function syncAll (sites: Site[], minSeq: number): Promise<void> {
@@ -91,7 +91,7 @@ export async function runDemo (options: { keep?: boolean } = {}): Promise<void> 
       if (!same) throw new Error(`${lab.name} did not converge to v2`)
     }
     const originStatus = await (await connectAgent(new HomeLayout(origin.home)))?.status()
-    say(`  origin uploaded ${formatBytes(originStatus?.counters.bytesUp ?? 0)} in total; the labs served each other the rest`)
+    say(`  origin uploaded ${formatBytes(originStatus?.counters.chunkBytesUp ?? 0)} of chunks in total; the labs served each other the rest`)
     say('\ndemo complete.')
   } finally {
     process.off('SIGINT', stopOnSignal)

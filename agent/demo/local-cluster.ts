@@ -138,7 +138,7 @@ export interface AgentStatusLike {
   peerId: string
   trees: Array<{ name: string, currentSeq?: number, newestSeq?: number, sync?: { phase: string, bytesDone: number, bytesTotal: number } }>
   peers: Array<{ peerId: string, connected: boolean, bytesUp: number, bytesDown: number }>
-  counters: { bytesUp: number, bytesDown: number, envelopesRejected: number, chunksRejected: number }
+  counters: { bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number, envelopesRejected: number, chunksRejected: number }
 }
 
 export async function sleep (ms: number): Promise<void> {

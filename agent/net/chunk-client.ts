@@ -252,7 +252,9 @@ export class ChunkClient {
     const { frames, peer } = session
     try {
       for (;;) {
+        const before = frames.bytesRead
         const msg = await frames.read()
+        this.components.stats?.bytesDown(peer, frames.bytesRead - before)
         if (msg === undefined) throw new PeerDisconnectedError(peer, `${peer} closed the chunk stream`)
         session.lastActivity = Date.now()
         this.onMessage(session, msg)

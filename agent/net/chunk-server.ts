@@ -181,7 +181,7 @@ export class ChunkServer {
           this.components.stats?.bytesUp(peer, sent)
         } else {
           const n = await frames.write({ type: 'BLOCK', id: next.id, bytes })
-          this.components.stats?.served(peer, n)
+          this.components.stats?.served(peer, n, bytes.byteLength)
         }
       }
     } finally {

@@ -3,8 +3,12 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
 
 export interface PeerCounters {
+  /** Bytes of deltamesh frames written to / read from this peer (chunks, heads, requests; not TCP/noise/yamux overhead). */
   bytesUp: number
   bytesDown: number
+  /** Chunk payload alone: what the data moved, for comparison with the bytes a version lacked. */
+  chunkBytesUp: number
+  chunkBytesDown: number
   chunksServed: number
   chunksReceived: number
   /** Chunks the peer said it does not have (answered DONT_HAVE). */
@@ -41,7 +45,7 @@ export class PeerStats {
   get (peerId: string): PeerCounters {
     let c = this.peers.get(peerId)
     if (c === undefined) {
-      c = { bytesUp: 0, bytesDown: 0, chunksServed: 0, chunksReceived: 0, dontHaves: 0, badChunks: 0, strikes: 0 }
+      c = { bytesUp: 0, bytesDown: 0, chunkBytesUp: 0, chunkBytesDown: 0, chunksServed: 0, chunksReceived: 0, dontHaves: 0, badChunks: 0, strikes: 0 }
       this.peers.set(peerId, c)
     }
     return c
@@ -50,15 +54,18 @@ export class PeerStats {
   connected (peerId: string, now = Date.now()): void { this.get(peerId).connectedSince = now }
   disconnected (peerId: string): void { this.get(peerId).connectedSince = undefined }
 
-  served (peerId: string, bytes: number): void {
+  /** A BLOCK frame of `frameBytes` carrying `payloadBytes` of chunk was sent. */
+  served (peerId: string, frameBytes: number, payloadBytes: number): void {
     const c = this.get(peerId)
-    c.bytesUp += bytes
+    c.bytesUp += frameBytes
+    c.chunkBytesUp += payloadBytes
     c.chunksServed++
   }
 
-  received (peerId: string, bytes: number): void {
+  /** A verified chunk of `payloadBytes` arrived (its frame is counted by bytesDown). */
+  received (peerId: string, payloadBytes: number): void {
     const c = this.get(peerId)
-    c.bytesDown += bytes
+    c.chunkBytesDown += payloadBytes
     c.chunksReceived++
   }
 

@@ -15,8 +15,8 @@ import type { AgentApi, AgentStatus, PublishRequest, PublishSummary, SubscribeRe
 const STATUS: AgentStatus = {
   peerId: '12D3KooWtest', multiaddrs: ['/ip4/127.0.0.1/tcp/4101'], publisherKey: 'ed25519:abc', version: '0.1.0', startedAtMs: 1,
   trees: [{ name: 'a/b', currentSeq: 4, newestSeq: 5, trustedKeys: ['ed25519:abc'], versions: [] }],
-  peers: [{ peerId: '12D3KooWpeer', connected: true, bytesUp: 10, bytesDown: 20, chunksUp: 1, chunksDown: 2, badChunks: 0, strikes: 0 }],
-  counters: { envelopesRejected: 0, chunksRejected: 0, bytesUp: 10, bytesDown: 20 },
+  peers: [{ peerId: '12D3KooWpeer', connected: true, bytesUp: 10, bytesDown: 20, chunkBytesUp: 8, chunkBytesDown: 16, chunksUp: 1, chunksDown: 2, badChunks: 0, strikes: 0 }],
+  counters: { envelopesRejected: 0, chunksRejected: 0, bytesUp: 10, bytesDown: 20, chunkBytesUp: 8, chunkBytesDown: 16 },
 }
 
 const progress = (bytesDone: number): SyncProgress => ({
