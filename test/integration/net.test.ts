@@ -248,7 +248,11 @@ describe('chunk protocol', () => {
     expect(result.failed).toEqual([])
     expect(result.delivered).toBe(200)
     expect(got.size).toBe(200)
-    expect(client.stats.get(server.node.peerId.toString())).toMatchObject({ chunksReceived: 200, bytesDown: 200 * 20_000, badChunks: 0 })
+    const counters = client.stats.get(server.node.peerId.toString())
+    expect(counters).toMatchObject({ chunksReceived: 200, chunkBytesDown: 200 * 20_000, badChunks: 0 })
+    // frames add a small header per BLOCK (tag, id, length prefixes), counted in bytesDown only
+    expect(counters.bytesDown).toBeGreaterThan(200 * 20_000)
+    expect(counters.bytesDown).toBeLessThan(200 * 20_100)
     await waitFor('server counters', () => server.stats.get(client.node.peerId.toString()).chunksServed === 200)
     // the stream is long-lived: a second fetch reuses it, and duplicate ids are each answered
     const again = await chunkClient.fetch(server.node.peerId, [wants[0]!, wants[0]!, wants[1]!], { onBlock: () => {} })
