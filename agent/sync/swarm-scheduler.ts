@@ -53,6 +53,8 @@ export class SwarmScheduler {
   private readonly needed = new Map<string, WantedChunk>()
   /** Needed chunks in the order we try them: our own share first, then by rendezvous score. */
   private order: string[] = []
+  /** Everything in `order` before this index is done or in flight (so next() need not look at it again). */
+  private cursor = 0
   private readonly inFlight = new Map<string, string>()
   private readonly peers = new Map<string, PeerState>()
   /** Other sites syncing the same version (partial holders), for ownership. */
@@ -93,6 +95,7 @@ export class SwarmScheduler {
     const peer = this.peers.get(peerId)
     if (peer === undefined) return []
     const returned = [...peer.inFlight].map(hex => { this.inFlight.delete(hex); return this.needed.get(hex) }).filter((c): c is WantedChunk => c !== undefined)
+    this.cursor = 0
     this.peers.delete(peerId)
     if (this.syncing.delete(peerId)) this.reorder()
     return returned
@@ -116,6 +119,7 @@ export class SwarmScheduler {
   ban (peerId: string): WantedChunk[] {
     const peer = this.peers.get(peerId)
     if (peer !== undefined) peer.banned = true
+    this.cursor = 0
     const returned = [...(peer?.inFlight ?? [])].map(hex => this.release(hex, peerId)).filter((c): c is WantedChunk => c !== undefined)
     return returned
   }
@@ -138,6 +142,7 @@ export class SwarmScheduler {
   failed (id: ChunkId, peerId: string, reason: 'dont-have' | 'error'): void {
     const hex = toHex(id)
     this.release(hex, peerId)
+    this.cursor = 0 // back in the pool: next() must look at it again
     const peer = this.peers.get(peerId)
     if (peer !== undefined && reason === 'dont-have') { peer.lacks.add(hex); peer.has.delete(hex) }
   }
@@ -159,7 +164,13 @@ export class SwarmScheduler {
     if (open.length === 0 || this.needed.size === 0) return []
     const out = new Map<string, WantedChunk[]>()
     const now = this.now()
-    for (const hex of this.order) {
+    while (this.cursor < this.order.length) {
+      const hex = this.order[this.cursor] as string
+      if (!this.inFlight.has(hex) && this.needed.has(hex)) break
+      this.cursor++
+    }
+    for (let i = this.cursor; i < this.order.length; i++) {
+      const hex = this.order[i] as string
       if (this.inFlight.has(hex) || !this.needed.has(hex)) continue
       const chunk = this.needed.get(hex) as WantedChunk
       const target = this.pickPeer(hex, open, now)
@@ -240,6 +251,7 @@ export class SwarmScheduler {
     for (const hex of this.needed.keys()) selfScore.set(hex, score(hex, self))
     const byScore = (a: string, b: string): number => (selfScore.get(b) as number) - (selfScore.get(a) as number)
     this.order = [...mine.sort(byScore), ...others.sort(byScore)]
+    this.cursor = 0
   }
 }
 

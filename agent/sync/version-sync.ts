@@ -139,6 +139,7 @@ export class VersionSync {
     } finally {
       clearInterval(haveTimer)
       flushHave()
+      await materializer.close()
     }
     this.phase('finalizing')
     const record = await materializer.finalize()

@@ -11,6 +11,10 @@ import { MaterializerStateError, StagingError } from './errors.js'
 import { createFile, ensureDir, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt } from './fs-safe.js'
 import { finalizeVersion, wrapError, type BuildContext } from './install.js'
 import { ManifestCursor, walkSelected, type PathFilter } from './walk.js'
+import { HandleCache } from './handle-cache.js'
+
+/** Staging files kept open between chunk writes (each costs one file descriptor). */
+const MAX_OPEN_STAGING_FILES = 64
 
 export interface MaterializerComponents {
   index: ChunkIndex
@@ -91,6 +95,7 @@ export class Materializer {
   private installed = false
   private readonly plan = new Map<string, PlannedChunk>()
   private readonly inflight = new Set<string>()
+  private readonly handles = new HandleCache(MAX_OPEN_STAGING_FILES)
   private readonly progressValue: MaterializeProgress
   private readonly prepareStats: PrepareStats = { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 }
   private started = 0
@@ -178,12 +183,13 @@ export class Materializer {
       for (const [path, offsets] of byFile) {
         relPath = path
         this.init.signal?.throwIfAborted()
-        const handle = await reopenPrivateFile(safeJoin(this.stagingDir, path))
+        const absolute = safeJoin(this.stagingDir, path)
+        const handle = await this.handles.acquire(absolute, async () => await reopenPrivateFile(absolute))
         if (handle === undefined) throw new StagingError({ ...this.context(), path }, 'file vanished or was replaced since prepare()')
         try {
           for (const offset of offsets) await writeAt(handle, bytes, offset)
         } finally {
-          await handle.close()
+          this.handles.release(absolute)
         }
       }
       await this.components.index.addLocations(id, planned.placements.map(p => ({ rootId: root.id, relPath: p.relPath, offset: p.offset, size: planned.size })))
@@ -199,11 +205,17 @@ export class Materializer {
     return true
   }
 
+  /** Closes the staging files kept open by fill(); call when giving up on (or pausing) this build. */
+  async close (): Promise<void> {
+    await this.handles.closeAll()
+  }
+
   /** Completes the version; only when the plan is empty. See install.ts. */
   async finalize (): Promise<VersionRecord> {
     if (this.state !== 'prepared') throw new MaterializerStateError(`finalize() called in state ${this.state}`)
     if (this.inflight.size > 0) throw new MaterializerStateError('finalize() called while fill() calls are running')
     this.state = 'finalizing'
+    await this.handles.closeAll()
     try {
       const record = await finalizeVersion(this.buildContext())
       this.state = 'done'
