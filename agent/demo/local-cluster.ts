@@ -137,7 +137,7 @@ export class Cluster {
 export interface AgentStatusLike {
   peerId: string
   trees: Array<{ name: string, currentSeq?: number, newestSeq?: number, sync?: { phase: string, bytesDone: number, bytesTotal: number } }>
-  peers: Array<{ peerId: string, connected: boolean, bytesUp: number, bytesDown: number }>
+  peers: Array<{ peerId: string, connected: boolean, bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number }>
   counters: { bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number, envelopesRejected: number, chunksRejected: number }
 }
 

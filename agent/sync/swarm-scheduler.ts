@@ -11,6 +11,8 @@ import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 // from the partial holders that announced them (HAVE), waiting while their owner is alive and making
 // progress — and falling back to any complete holder when the owner stalls, leaves, or never shows up.
 
+const DEFAULT_IDLE_WAIT_MS = 2_000
+
 export interface WantedChunk {
   id: ChunkId
   size: number
@@ -29,6 +31,11 @@ export interface SchedulerOptions {
   ownerStallMs: number
   /** false: no ownership, every chunk may come from any holder at once (small fetches such as manifests). */
   cooperative?: boolean
+  /**
+   * When a complete holder has room and every chunk we could ask it for is owned by another (slower) site,
+   * we wait this long, then take them anyway: a site behind a thin line must not hold a fast one hostage.
+   */
+  idleWaitMs?: number
   now?: () => number
 }
 
@@ -61,6 +68,7 @@ export class SwarmScheduler {
   private readonly syncing = new Set<string>()
   private readonly ownerCache = new Map<string, string>()
   private readonly startedAtMs: number
+  private idleSinceMs: number | undefined
   private readonly now: () => number
 
   constructor (private readonly options: SchedulerOptions) {
@@ -162,8 +170,19 @@ export class SwarmScheduler {
   next (): Assignment[] {
     const open = [...this.peers.entries()].filter(([, p]) => !p.banned && p.outstandingBytes < this.options.windowBytes)
     if (open.length === 0 || this.needed.size === 0) return []
-    const out = new Map<string, WantedChunk[]>()
     const now = this.now()
+    let out = this.assign(open, now, false)
+    if (out.size > 0 || this.inFlight.size >= this.needed.size || !open.some(([, p]) => p.complete)) {
+      this.idleSinceMs = undefined
+    } else {
+      this.idleSinceMs ??= now
+      if (now - this.idleSinceMs >= (this.options.idleWaitMs ?? DEFAULT_IDLE_WAIT_MS)) out = this.assign(open, now, true)
+    }
+    return [...out.entries()].map(([peerId, chunks]) => ({ peerId, chunks }))
+  }
+
+  private assign (open: Array<[string, PeerState]>, now: number, impatient: boolean): Map<string, WantedChunk[]> {
+    const out = new Map<string, WantedChunk[]>()
     while (this.cursor < this.order.length) {
       const hex = this.order[this.cursor] as string
       if (!this.inFlight.has(hex) && this.needed.has(hex)) break
@@ -173,7 +192,7 @@ export class SwarmScheduler {
       const hex = this.order[i] as string
       if (this.inFlight.has(hex) || !this.needed.has(hex)) continue
       const chunk = this.needed.get(hex) as WantedChunk
-      const target = this.pickPeer(hex, open, now)
+      const target = this.pickPeer(hex, open, now, impatient)
       if (target === undefined) continue
       const [peerId, peer] = target
       peer.outstandingBytes += chunk.size
@@ -184,7 +203,7 @@ export class SwarmScheduler {
       list.push(chunk)
       if (open.every(([, p]) => p.outstandingBytes >= this.options.windowBytes)) break
     }
-    return [...out.entries()].map(([peerId, chunks]) => ({ peerId, chunks }))
+    return out
   }
 
   /** True when some needed chunk has no possible source at all (no complete holder, no partial holder has it). */
@@ -199,7 +218,7 @@ export class SwarmScheduler {
     return false
   }
 
-  private pickPeer (hex: string, open: Array<[string, PeerState]>, now: number): [string, PeerState] | undefined {
+  private pickPeer (hex: string, open: Array<[string, PeerState]>, now: number, impatient: boolean): [string, PeerState] | undefined {
     let best: [string, PeerState] | undefined
     // Partial holders first: whatever they already hold costs the origin nothing.
     for (const entry of open) {
@@ -208,7 +227,7 @@ export class SwarmScheduler {
       if (best === undefined || p.outstandingBytes < best[1].outstandingBytes) best = entry
     }
     if (best !== undefined) return best
-    if (!this.mayTakeFromComplete(hex, now)) return undefined
+    if (!impatient && !this.mayTakeFromComplete(hex, now)) return undefined
     for (const entry of open) {
       const [, p] = entry
       if (!p.complete || p.outstandingBytes >= this.options.windowBytes || p.lacks.has(hex)) continue

@@ -31,6 +31,12 @@ async function publish (site: Site, source: string, label = ''): Promise<number>
   return (JSON.parse(await cliOk(['publish', '--home', site.home, TREE, source, '--label', label, '--json'])) as { seq: number }).seq
 }
 
+/** Sets [limits] up/down in a site's config (before its agent starts). */
+async function setLimit (site: Site, direction: 'up' | 'down', rate: string): Promise<void> {
+  const configFile = join(site.home, 'config.toml')
+  await writeFile(configFile, (await readFile(configFile, 'utf8')).replace(`${direction} = "unlimited"`, `${direction} = "${rate}"`))
+}
+
 /** Unique chunk bytes of `after` not present in `before`, from `deltamesh manifest --entries`. */
 async function lackedBytes (before: string, after: string): Promise<number> {
   const chunksOf = async (dir: string): Promise<Map<string, number>> => {
@@ -130,8 +136,7 @@ describe('peer-to-peer sync (real agents)', () => {
     const a = await cluster.addSite('a')
     await cluster.wire(TREE, origin)
     // the origin serves at 10 MB/s so the sync lasts long enough to be killed in the middle
-    const configFile = join(origin.home, 'config.toml')
-    await writeFile(configFile, (await readFile(configFile, 'utf8')).replace('up = "unlimited"', 'up = "10MB/s"'))
+    await setLimit(origin, 'up', '10MB/s')
     await cluster.start(origin)
     await cluster.start(a)
     const mirror = await subscribe(cluster, a)
@@ -159,5 +164,30 @@ describe('peer-to-peer sync (real agents)', () => {
     } finally {
       clearInterval(watcher)
     }
+  })
+
+  it('when the publisher dies mid-sync, a subscriber finishes from a peer that holds the version', async () => {
+    cluster = await Cluster.create()
+    const source = join(cluster.dir, 'source')
+    await generateTree(source, { ...SPEC, largeBytes: 24 * 1024 * 1024 })
+    const origin = await cluster.addSite('origin')
+    const fast = await cluster.addSite('fast')
+    const slow = await cluster.addSite('slow')
+    await cluster.wire(TREE, origin)
+    await setLimit(slow, 'down', '2MB/s') // a lab behind a thin line: still syncing when the publisher goes
+    for (const s of cluster.sites) await cluster.start(s)
+    await subscribe(cluster, fast)
+    const mirror = await subscribe(cluster, slow)
+    const seq = await publish(origin, source)
+    await syncDone(fast, seq)
+    await waitFor('slow to be mid-sync', async () => {
+      const t = (await cluster!.status(slow)).trees.find(x => x.name === TREE)
+      return t?.sync?.phase === 'fetching' && t.sync.bytesDone > 2 * 1024 * 1024 && t.sync.bytesDone < t.sync.bytesTotal * 0.8
+    }, 60_000, 100)
+    await cluster.stop(origin, 'SIGKILL')
+    await syncDone(slow, seq)
+    expect(await describeTree(mirror)).toEqual(await describeTree(source))
+    const fromFast = (await cluster.status(slow)).peers.find(p => p.peerId === fast.peerId)
+    expect(fromFast?.chunkBytesDown ?? 0).toBeGreaterThan(0)
   })
 })

@@ -90,4 +90,24 @@ describe('SwarmScheduler', () => {
     s.received(c!.id, 'honest')
     expect(s.remaining).toBe(0)
   })
+
+  it('does not let a slow owner hold a fast site hostage: idle past idleWaitMs, it takes the rest from the origin', () => {
+    const now = { t: 0 }
+    const s = new SwarmScheduler({ selfId: 'A', windowBytes: 1e9, ownerGraceMs: 1000, ownerStallMs: 60_000, idleWaitMs: 2000, now: () => now.t })
+    const wanted = chunks(100)
+    s.setNeeded(wanted)
+    s.setPeer('origin', true)
+    s.setPeer('slow', false)
+    const mine = s.next().flatMap(a => a.chunks)
+    for (const c of mine) s.received(c.id, 'origin')
+    now.t = 1500
+    s.peerHas('slow', [wanted.find(c => s.ownerOf(toHex(c.id)) === 'slow')!.id]) // slow is alive, just slow
+    // the one chunk slow announced comes from slow; nothing it owns comes from the origin yet (idle clock starts)
+    expect(s.next().map(a => [a.peerId, a.chunks.length])).toEqual([['slow', 1]])
+    expect(s.next()).toEqual([])
+    now.t = 3600
+    const late = s.next()
+    expect(late.map(a => a.peerId)).toEqual(['origin'])
+    expect(late[0]!.chunks.length).toBe(100 - mine.length - 1)
+  })
 })
