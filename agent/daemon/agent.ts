@@ -175,7 +175,6 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       download.close()
       await pool.close()
       await store.close()
-      log.info('agent stopped')
     })()
     await stopping
   }

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import { lstat, mkdir, rename, symlink } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
@@ -268,6 +269,8 @@ export class TreeManager {
 
   private startSync (state: TreeState, envelope: Envelope, record: TreeRecord): void {
     const controller = new AbortController()
+    // every in-flight request and bandwidth wait of this sync listens on this one signal
+    setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
       fetch: this.c.fetch, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: this.c.onReceived,
