@@ -5,6 +5,7 @@ import { openEnvelope } from '../protocol/envelope.js'
 import { decodeRoot } from '../protocol/manifest.js'
 import type { Catalog } from './store/types.js'
 import { readManifestEntries } from './versions/manifest-io.js'
+import { globFilter } from './versions/walk.js'
 
 export interface VerifyProblem { path: string, reason: string }
 export interface VerifyResult {
@@ -23,7 +24,8 @@ const MAX_REPORTED_PROBLEMS = 1000
  * also checks directories, symlink targets, sizes and modes. Reads one chunk at a time (bounded memory).
  */
 export async function verifyVersion (catalog: Catalog, tree: string, seq: number | undefined, signal?: AbortSignal): Promise<VerifyResult> {
-  const chosen = seq ?? (await catalog.getTree(tree))?.currentSeq
+  const record = await catalog.getTree(tree)
+  const chosen = seq ?? record?.currentSeq
   if (chosen === undefined) throw new Error(`No version of ${tree} is held here`)
   const version = await catalog.getVersion(tree, chosen)
   if (version === undefined || version.path === undefined) throw new Error(`Version ${tree}@${chosen} is not held here`)
@@ -34,11 +36,20 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
   const result: VerifyResult = { tree, seq: chosen, path: version.path, files: 0, bytes: 0, problems: [] }
   const problem = (path: string, reason: string): void => { if (result.problems.length < MAX_REPORTED_PROBLEMS) result.problems.push({ path, reason }) }
 
+  // a subscription with --include/--exclude holds only part of the version: check that part
+  const filter = version.rootId !== undefined ? globFilter(record?.include, record?.exclude) : undefined
   for await (const entry of readManifestEntries(catalog, decodeRoot(rootBytes), signal)) {
     signal?.throwIfAborted()
+    if (filter !== undefined && entry.type !== 'dir' && !filter(entry.path, entry.type)) continue
     const absolute = join(version.path, entry.path)
     let st
-    try { st = await lstat(absolute) } catch { problem(entry.path, 'missing'); continue }
+    try {
+      st = await lstat(absolute)
+    } catch {
+      // directories are materialized only where something selected lies under them
+      if (!(filter !== undefined && entry.type === 'dir')) problem(entry.path, 'missing')
+      continue
+    }
     if (entry.type === 'dir') {
       if (!st.isDirectory()) problem(entry.path, 'not a directory')
     } else if (entry.type === 'symlink') {

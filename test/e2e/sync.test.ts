@@ -190,4 +190,23 @@ describe('peer-to-peer sync (real agents)', () => {
     const fromFast = (await cluster.status(slow)).peers.find(p => p.peerId === fast.peerId)
     expect(fromFast?.chunkBytesDown ?? 0).toBeGreaterThan(0)
   })
+
+  it('a lab subscribed with --include pulls only that part, and verify checks only that part', async () => {
+    cluster = await Cluster.create()
+    const source = join(cluster.dir, 'source')
+    await generateTree(source, { seed: 'e2e-include', files: 80, largeBytes: 4 * 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 })
+    const origin = await cluster.addSite('origin')
+    const lab = await cluster.addSite('lab')
+    await cluster.wire(TREE, origin)
+    for (const s of cluster.sites) await cluster.start(s)
+    const to = join(cluster.dir, 'lab-mirror')
+    await cliOk(['subscribe', '--home', lab.home, TREE, '--to', to, '--include', 'Packages/x86_64/**', '--include', 'repodata/**'])
+    await syncDone(lab, await publish(origin, source))
+    const all = await describeTree(source)
+    const wanted = Object.fromEntries(Object.entries(all).filter(([p]) => p === 'Packages' || p === 'Packages/x86_64' || p.startsWith('Packages/x86_64/') || p.startsWith('repodata')))
+    expect(await describeTree(to)).toEqual(wanted)
+    const images = Object.entries(all).filter(([p]) => p.startsWith('images/')).reduce((n, [, d]) => n + Number(d.split(' ')[2]), 0)
+    expect((await cluster.status(lab)).counters.chunkBytesDown).toBeLessThan(images) // the image never crossed
+    expect(await cliOk(['verify', '--home', lab.home, TREE])).toMatch(/0 problem/)
+  })
 })
