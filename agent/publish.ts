@@ -68,12 +68,14 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     if (file.cached) {
       stats.cachedFiles++
     } else {
-      for (const chunk of file.chunks) {
+      const unseen = file.chunks.filter(chunk => {
         const key = toHex(chunk.id)
-        if (countedChunks.has(key)) continue
+        if (countedChunks.has(key)) return false
         countedChunks.add(key)
-        if (!(await o.index.has(chunk.id))) { stats.newChunks++; stats.newBytes += chunk.size }
-      }
+        return true
+      })
+      const present = await o.index.hasMany(unseen.map(c => c.id))
+      unseen.forEach((chunk, i) => { if (present[i] !== true) { stats.newChunks++; stats.newBytes += chunk.size } })
       await o.index.indexFile(root.id, file.entry.path, file.chunks)
     }
     if (file.cacheEntry !== undefined && !file.cached) cacheBatch.push([file.entry.path, file.cacheEntry])

@@ -45,6 +45,8 @@ export interface ChunkIndex {
   removeFile (rootId: number, relPath: string): Promise<void>
   locations (id: ChunkId): Promise<ChunkLocation[]>
   has (id: ChunkId): Promise<boolean>
+  /** has() for many ids at once (one sorted pass over the index: several times faster than a loop). */
+  hasMany (ids: ChunkId[]): Promise<boolean[]>
   /**
    * Reads a chunk from the first location whose bytes hash to `id`. A location whose bytes do not match
    * (file edited, truncated or gone behind our back) is dropped from the index and reported through
