@@ -78,7 +78,9 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       unseen.forEach((chunk, i) => { if (present[i] !== true) { stats.newChunks++; stats.newBytes += chunk.size } })
       await o.index.indexFile(root.id, file.entry.path, file.chunks)
     }
-    if (file.cacheEntry !== undefined && !file.cached) cacheBatch.push([file.entry.path, file.cacheEntry])
+    // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
+    // is how the next publish learns that a file is gone and drops its chunk locations from the index.
+    if (!file.cached) cacheBatch.push([file.entry.path, file.cacheEntry ?? uncacheable(file.entry.size)])
     if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(source, cacheBatch); cacheBatch = [] }
   }
   if (cacheBatch.length > 0) await o.catalog.putScanEntries(source, cacheBatch)
@@ -118,6 +120,11 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
   log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')
   return { envelope, rootHex: toHex(rootHash), stats }
+}
+
+/** A scan cache entry that never matches a file (no inode is -1): it only records that the path was published. */
+function uncacheable (size: number): ScanCacheEntry {
+  return { size, mtimeMs: -1, ctimeMs: -1, ino: -1, chunks: [] }
 }
 
 async function sourceRoot (index: ChunkIndex, source: string, tree: string): Promise<StoreRoot> {
