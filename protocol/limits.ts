@@ -15,7 +15,7 @@ export const MAX_NAME_BYTES = 255
 /** Symlink targets are paths too. */
 export const MAX_SYMLINK_TARGET_BYTES = 4096
 
-/** 2^21 chunks ≈ 150 GiB at a 76 KiB average: bigger than any ISO or package we mirror; bounds one entry to ~75 MB. */
+/** 2^21 chunks ≈ 100 GiB at the default ~52 KiB average: bigger than any ISO or package we mirror; bounds one entry to ~75 MB. */
 export const MAX_CHUNKS_PER_FILE = 1 << 21
 
 /** One encoded manifest entry: a file with MAX_CHUNKS_PER_FILE chunks (36 bytes each) plus headroom. */
