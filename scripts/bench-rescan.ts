@@ -157,7 +157,7 @@ function hasRsync (): boolean {
 function machine (): string {
   const model = cpus()[0]?.model.trim() ?? 'unknown CPU'
   let fs = ''
-  try { fs = execFileSync('stat', ['-f', '-c', '%T', tmpdir()], { encoding: 'utf8' }).trim() } catch { /* not important */ }
+  try { fs = execFileSync('findmnt', ['-n', '-o', 'FSTYPE', '-T', tmpdir()], { encoding: 'utf8' }).trim() } catch { /* not important */ }
   return `${availableParallelism()} × ${model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${release()}, Node ${process.version}${fs === '' ? '' : `, ${tmpdir()} on ${fs}`}`
 }
 
