@@ -65,7 +65,10 @@ export function parseConfig (text: string, file: string): AgentConfig {
   if (!result.success) {
     const issue = result.error.issues[0]
     if (issue === undefined) throw new ConfigError(file, '', 'invalid')
-    const expected = issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}` : `expected ${issue.message}`
+    // our own messages name what is expected ("a TCP multiaddr such as …"); zod's own already read as a sentence
+    const expected = issue.code === 'unrecognized_keys'
+      ? `unknown key(s) ${issue.keys.join(', ')}`
+      : /^Invalid /.test(issue.message) ? issue.message.replace(/^Invalid input: /, '') : `expected ${issue.message}`
     throw new ConfigError(file, keyOf(issue.path), expected)
   }
   return result.data

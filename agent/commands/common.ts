@@ -2,8 +2,8 @@ import { availableParallelism } from 'node:os'
 import { Option } from 'commander'
 import { resolveHome, type HomeLayout } from '../home.js'
 import { loadConfig, type AgentConfig } from '../config.js'
-import { openStore } from '../store/index.js'
-import { ChunkerPool } from '../chunk/pool.js'
+import type { Store } from '../store/index.js'
+import type { ChunkerPool } from '../chunk/pool.js'
 import { createLogger, type Logger } from '../log.js'
 
 export const homeOption = (): Option => new Option('--home <dir>', 'agent home directory (default: $DELTAMESH_HOME)')
@@ -11,7 +11,7 @@ export const homeOption = (): Option => new Option('--home <dir>', 'agent home d
 export interface LocalContext {
   home: HomeLayout
   config: AgentConfig
-  store: Awaited<ReturnType<typeof openStore>>
+  store: Store
   pool: ChunkerPool
   log: Logger
 }
@@ -21,6 +21,9 @@ export async function withLocalContext<T> (homeArg: string | undefined, fn: (ctx
   const home = resolveHome(homeArg)
   const config = await loadConfig(home.config)
   const log = createLogger()
+  // loaded here, not at the top: commands that do not touch the store start faster
+  const { openStore } = await import('../store/index.js')
+  const { ChunkerPool } = await import('../chunk/pool.js')
   const store = await openStore(home.db)
   const pool = new ChunkerPool({ size: availableParallelism() })
   try {

@@ -9,12 +9,7 @@ import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { resolveHome } from '../home.js'
 import { loadConfig, writeDefaultConfig } from '../config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../identity.js'
-import { loadOrCreatePeerKey } from '../net/node.js'
-import { publishVersion } from '../publish.js'
-import { verifyVersion } from '../verify.js'
-import { scanTree } from '../scan/scanner.js'
-import { ChunkerPool } from '../chunk/pool.js'
-import { chunkBytes, DEFAULT_CHUNKING } from '../chunk/chunker.js'
+import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
 import { viaAgent } from './remote.js'
 
@@ -67,6 +62,8 @@ export function registerLocalCommands (program: Command): void {
       // a running agent holds the database: publish through it (it also announces the version)
       const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label }))
       if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote }, opts.json === true); return }
+      const { publishVersion } = await import('../publish.js')
+      const { DEFAULT_CHUNKING } = await import('../chunk/chunker.js')
       await withLocalContext(opts.home, async ctx => {
         const result = await publishVersion({
           tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
@@ -83,6 +80,9 @@ export function registerLocalCommands (program: Command): void {
     .option('--json', 'print stats as JSON')
     .option('--entries', 'print every entry as a JSON line')
     .action(async (src: string, opts: { json?: boolean, entries?: boolean }) => {
+      const { ChunkerPool } = await import('../chunk/pool.js')
+      const { chunkBytes, DEFAULT_CHUNKING } = await import('../chunk/chunker.js')
+      const { scanTree } = await import('../scan/scanner.js')
       const pool = new ChunkerPool({ size: availableParallelism() })
       const started = Date.now()
       try {
@@ -128,6 +128,7 @@ export function registerLocalCommands (program: Command): void {
     .option('--seq <n>', 'version to verify (default: current)', v => Number.parseInt(v, 10))
     .option('--json', 'print the result as JSON')
     .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean }) => {
+      const { verifyVersion } = await import('../verify.js')
       const result = (await viaAgent(opts.home, async api => await api.verify(tree, opts.seq))) ??
         await withLocalContext(opts.home, async ctx => await verifyVersion(ctx.store.catalog, tree, opts.seq))
       {

@@ -1,7 +1,5 @@
 // The libp2p node: TCP + Noise + yamux, identify, ping, gossipsub, and a connection gater that admits only
 // the peer ids the operator listed. The node knows nothing about trees or chunks; protocols attach to it.
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
-import { dirname } from 'node:path'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -9,7 +7,6 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub'
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
 
@@ -128,23 +125,4 @@ export async function createNode (options: NodeOptions): Promise<DeltameshNode> 
   return node
 }
 
-/**
- * Loads the node's ed25519 identity from `path` (libp2p protobuf encoding), creating it with mode 0600
- * when the file does not exist. The peer id is derived from this key, so it must survive restarts.
- */
-export async function loadOrCreatePeerKey (path: string): Promise<PrivateKey> {
-  let bytes: Uint8Array | undefined
-  try {
-    bytes = await readFile(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-  if (bytes !== undefined) return privateKeyFromProtobuf(bytes)
-  const key = await generateKeyPair('Ed25519')
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
-  const tmp = `${path}.tmp-${process.pid}`
-  await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600, flag: 'wx' })
-  await chmod(tmp, 0o600)
-  await rename(tmp, path)
-  return key
-}
+export { loadOrCreatePeerKey } from './peer-key.js'
