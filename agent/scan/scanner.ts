@@ -40,6 +40,7 @@ export interface ScanOptions {
 const RACY_MTIME_WINDOW_MS = 2000
 const DEFAULT_LOOKAHEAD = 64
 const MAX_RESCAN_ATTEMPTS = 3
+const LSTAT_BATCH = 256
 
 export class FileChangedDuringScanError extends Error {
   static override name = 'FileChangedDuringScanError'
@@ -73,6 +74,7 @@ async function * walk (root: string, dir: string, options: ScanOptions): AsyncGe
   options.signal?.throwIfAborted()
   const names = await readdir(join(root, dir), { encoding: 'buffer' })
   names.sort(Buffer.compare)
+  const valid: string[] = []
   for (const raw of names) {
     const name = raw.toString('utf8')
     const relPath = dir === '' ? name : `${dir}/${name}`
@@ -81,33 +83,40 @@ async function * walk (root: string, dir: string, options: ScanOptions): AsyncGe
       continue
     }
     try {
-      validateRelativePath(relPath)
+      valid.push(validateRelativePath(relPath))
     } catch (err) {
       options.onWarning?.(relPath, `${(err as Error).message}; skipped`)
-      continue
     }
-    const absolute = join(root, relPath)
-    let stats: Stats
-    try {
-      stats = await lstat(absolute)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // removed while we walked
+  }
+  // lstat a directory's entries concurrently (a rescan is nothing but lstats), in bounded batches
+  for (let start = 0; start < valid.length; start += LSTAT_BATCH) {
+    const batch = valid.slice(start, start + LSTAT_BATCH)
+    const stats = await Promise.all(batch.map(async relPath => await lstat(join(root, relPath)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined // removed while we walked
       throw err
+    })))
+    for (let i = 0; i < batch.length; i++) {
+      const st = stats[i]
+      if (st !== undefined) yield * visit(root, batch[i] as string, st, options)
     }
-    const mtimeMs = Math.floor(stats.mtimeMs)
-    if (stats.isDirectory()) {
-      yield { item: Promise.resolve({ entry: { type: 'dir', path: relPath, mode: stats.mode & 0o7777, mtimeMs } }) }
-      yield * walk(root, relPath, options)
-    } else if (stats.isSymbolicLink()) {
-      const target = await readlink(absolute)
-      yield { item: Promise.resolve({ entry: { type: 'symlink', path: relPath, mtimeMs, target } }) }
-    } else if (stats.isFile()) {
-      const item = scanFile(absolute, relPath, stats, options)
-      item.catch(() => {}) // surfaced when awaited in order; avoid an unhandled rejection meanwhile
-      yield { item }
-    } else {
-      options.onWarning?.(relPath, 'special file (socket, FIFO or device); skipped')
-    }
+  }
+}
+
+async function * visit (root: string, relPath: string, stats: Stats, options: ScanOptions): AsyncGenerator<{ item: Promise<ScanItem> }> {
+  const absolute = join(root, relPath)
+  const mtimeMs = Math.floor(stats.mtimeMs)
+  if (stats.isDirectory()) {
+    yield { item: Promise.resolve({ entry: { type: 'dir', path: relPath, mode: stats.mode & 0o7777, mtimeMs } }) }
+    yield * walk(root, relPath, options)
+  } else if (stats.isSymbolicLink()) {
+    const target = await readlink(absolute)
+    yield { item: Promise.resolve({ entry: { type: 'symlink', path: relPath, mtimeMs, target } }) }
+  } else if (stats.isFile()) {
+    const item = scanFile(absolute, relPath, stats, options)
+    item.catch(() => {}) // surfaced when awaited in order; avoid an unhandled rejection meanwhile
+    yield { item }
+  } else {
+    options.onWarning?.(relPath, 'special file (socket, FIFO or device); skipped')
   }
 }
 
