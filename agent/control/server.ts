@@ -45,7 +45,7 @@ export interface ControlServer {
 }
 
 export async function startControlServer (options: ControlServerOptions): Promise<ControlServer> {
-  const { socketPath, api } = options
+  const { socketPath } = options
   const log = options.log.child({ component: 'control' })
   await prepareSocketPath(socketPath)
 

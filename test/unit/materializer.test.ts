@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
@@ -20,10 +20,11 @@ import { verifyVersion } from '../../agent/verify.js'
 const BLOCK = 4096
 const CHUNKING: ChunkingParams = { algorithm: 'rabin', avgBits: 12, minSize: 64, maxSize: BLOCK }
 const TREE = 'lab/compose'
+import { makeWritable, put as putFile, when } from '../helpers/fs.js'
+
 const T0 = 1_700_000_000_123
 
 /** Seconds for utimes() that read back as exactly `ms` when floored (a double's rounding would otherwise lose it). */
-const when = (ms: number): number => (ms + 0.1) / 1000
 
 function cut (bytes: Uint8Array): PlacedChunk[] {
   const out: PlacedChunk[] = []
@@ -50,24 +51,14 @@ afterEach(async () => {
   for (const w of worlds.splice(0)) {
     await w.store.close()
     await rm(w.tmp, { recursive: true, force: true }).catch(async () => {
-      await chmodTree(w.tmp)
+      await makeWritable(w.tmp)
       await rm(w.tmp, { recursive: true, force: true })
     })
   }
 })
 
-async function chmodTree (dir: string): Promise<void> {
-  const st = await lstat(dir).catch(() => undefined)
-  if (st?.isDirectory() !== true) return
-  await chmod(dir, 0o755)
-  for (const name of await readdir(dir)) await chmodTree(join(dir, name))
-}
-
 async function put (path: string, bytes: Uint8Array | string, mode = 0o644, mtimeMs = T0): Promise<void> {
-  await mkdir(dirname(path), { recursive: true })
-  await writeFile(path, bytes)
-  await chmod(path, mode)
-  await utimes(path, when(mtimeMs), when(mtimeMs))
+  await putFile(path, bytes, mode, mtimeMs)
 }
 
 async function setDirTimes (dir: string, mtimeMs = T0 - 1000): Promise<void> {

@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto'
-import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, utimes, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { openEnvelope, rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
@@ -19,7 +19,7 @@ const BLOCK = 4096
 const CHUNKING: ChunkingParams = { algorithm: 'rabin', avgBits: 12, minSize: 64, maxSize: BLOCK }
 const TREE = 'mirror/epel'
 const T0 = 1_700_000_000_000
-const when = (ms: number): number => (ms + 0.1) / 1000
+import { makeWritable, put as putFile } from '../helpers/fs.js'
 const keys = generateKeyPairSync('ed25519')
 
 function cut (bytes: Uint8Array): PlacedChunk[] {
@@ -42,18 +42,8 @@ afterEach(async () => {
   }
 })
 
-async function makeWritable (dir: string): Promise<void> {
-  const st = await lstat(dir).catch(() => undefined)
-  if (st?.isDirectory() !== true) return
-  await chmod(dir, 0o755)
-  for (const name of await readdir(dir)) await makeWritable(join(dir, name))
-}
-
 async function put (path: string, bytes: string, mode = 0o644): Promise<void> {
-  await mkdir(dirname(path), { recursive: true })
-  await writeFile(path, bytes)
-  await chmod(path, mode)
-  await utimes(path, when(T0), when(T0))
+  await putFile(path, bytes, mode, T0)
 }
 
 async function makeWorld (): Promise<World> {
