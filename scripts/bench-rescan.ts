@@ -87,7 +87,7 @@ async function publishChild (src: string, db: string, keyPem: string): Promise<v
       catalog: store.catalog,
       publisherKey: createPrivateKey(keyPem),
       chunking: DEFAULT_CHUNKING,
-      chunkFile: async (path, signal) => { filesRead++; return await pool.chunkFile(path, DEFAULT_CHUNKING, signal) },
+      chunkFile: async (path, signal, size) => { filesRead++; return await pool.chunkFile(path, DEFAULT_CHUNKING, signal, size) },
       log: silentLogger(),
     })
     const seconds = Number(process.hrtime.bigint() - started) / 1e9

@@ -103,12 +103,13 @@ export class ChunkerPool {
   }
 
   /** Chunks and hashes one file in worker threads; same result as chunker.chunkFile in this thread. */
-  async chunkFile (path: string, params: ChunkingParams, signal?: AbortSignal): Promise<PlacedChunk[]> {
+  /** @param knownSize the file's size when the caller has just stat'ed it (the scanner has): saves a stat. */
+  async chunkFile (path: string, params: ChunkingParams, signal?: AbortSignal, knownSize?: number): Promise<PlacedChunk[]> {
     validateChunkingParams(params)
     signal?.throwIfAborted()
     if (this.closed) throw new ChunkerPoolClosedError()
     if (this.size > 1 && Number.isFinite(this.splitThreshold)) {
-      const { size } = await stat(path)
+      const size = knownSize ?? (await stat(path)).size
       if (size >= this.splitThreshold) return await this.chunkSplit(path, params, size, signal)
     }
     return await this.submit(path, params, { start: 0 }, signal)

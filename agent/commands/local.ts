@@ -68,7 +68,7 @@ export function registerLocalCommands (program: Command): void {
         const result = await publishVersion({
           tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
           publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking: DEFAULT_CHUNKING,
-          chunkFile: async (path, signal) => await ctx.pool.chunkFile(path, DEFAULT_CHUNKING, signal), log: ctx.log,
+          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, DEFAULT_CHUNKING, signal, size), log: ctx.log,
         })
         printPublish(result, opts.json === true)
       })
@@ -90,7 +90,7 @@ export function registerLocalCommands (program: Command): void {
         const parts = [writer.start()]
         const unique = new Map<string, number>()
         const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
-        for await (const { entry } of scanTree(src, { chunkFile: async (p, s) => await pool.chunkFile(p, DEFAULT_CHUNKING, s), onWarning: (p, r) => process.stderr.write(`warning: ${p}: ${r}\n`) })) {
+        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size) => await pool.chunkFile(p, DEFAULT_CHUNKING, s, size), onWarning: (p, r) => process.stderr.write(`warning: ${p}: ${r}\n`) })) {
           parts.push(writer.write(entry))
           if (entry.type === 'dir') counts.dirs++
           else if (entry.type === 'symlink') counts.symlinks++

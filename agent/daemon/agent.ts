@@ -212,7 +212,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     publish: async (request, signal): Promise<PublishSummary> => {
       const result = await publishVersion({
         tree: request.tree, source: request.source, label: request.label, index: store.index, catalog: store.catalog, publisherKey,
-        chunking: DEFAULT_CHUNKING, chunkFile: async (path, s) => await pool.chunkFile(path, DEFAULT_CHUNKING, s), log, signal,
+        chunking: DEFAULT_CHUNKING, chunkFile: async (path, s, size) => await pool.chunkFile(path, DEFAULT_CHUNKING, s, size), log, signal,
       })
       await (trees as TreeManager).published(result.envelope)
       await announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))

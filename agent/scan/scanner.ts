@@ -5,8 +5,11 @@ import type { ManifestEntry } from '../../protocol/manifest.js'
 import { validateRelativePath } from '../../protocol/paths.js'
 import type { PlacedChunk, ScanCacheEntry } from '../store/types.js'
 
-/** Cuts one file into chunks (normally ChunkerPool.chunkFile bound to the tree's chunking parameters). */
-export type ChunkFileFn = (absolutePath: string, signal?: AbortSignal) => Promise<PlacedChunk[]>
+/**
+ * Cuts one file into chunks (normally ChunkerPool.chunkFile bound to the tree's chunking parameters).
+ * `size` is the size the scanner just saw (a hint: the chunker reads to the end of the file regardless).
+ */
+export type ChunkFileFn = (absolutePath: string, signal?: AbortSignal, size?: number) => Promise<PlacedChunk[]>
 
 /** The scan cache as the scanner needs it (Catalog implements it for one source directory). */
 export interface ScanCache {
@@ -128,7 +131,7 @@ async function scanFile (absolute: string, relPath: string, stats: Stats, option
   }
   let current = stats
   for (let attempt = 0; attempt < MAX_RESCAN_ATTEMPTS; attempt++) {
-    const chunks = await options.chunkFile(absolute, options.signal)
+    const chunks = await options.chunkFile(absolute, options.signal, current.size)
     const after = await lstat(absolute)
     if (after.size === current.size && after.mtimeMs === current.mtimeMs && after.ctimeMs === current.ctimeMs && after.ino === current.ino) {
       const racy = now() - Math.max(after.mtimeMs, after.ctimeMs) < RACY_MTIME_WINDOW_MS
