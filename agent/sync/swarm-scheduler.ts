@@ -48,6 +48,8 @@ interface PeerState {
   outstandingBytes: number
   inFlight: Set<string>
   lastHaveMs: number
+  /** When the peer first announced a chunk we need: from then on it is fetching, not still planning. */
+  fetchingSinceMs?: number
   banned: boolean
 }
 
@@ -120,7 +122,7 @@ export class SwarmScheduler {
       peer.lacks.delete(hex)
       if (this.needed.has(hex)) useful = true
     }
-    if (useful) peer.lastHaveMs = this.now()
+    if (useful) { peer.lastHaveMs = this.now(); peer.fetchingSinceMs ??= peer.lastHaveMs }
   }
 
   /** A peer sent a chunk that did not hash to its id: never ask it again during this sync. */
@@ -227,7 +229,7 @@ export class SwarmScheduler {
       if (best === undefined || p.outstandingBytes < best[1].outstandingBytes) best = entry
     }
     if (best !== undefined) return best
-    if (!impatient && !this.mayTakeFromComplete(hex, now)) return undefined
+    if (!this.mayTakeFromComplete(hex, now, impatient)) return undefined
     for (const entry of open) {
       const [, p] = entry
       if (!p.complete || p.outstandingBytes >= this.options.windowBytes || p.lacks.has(hex)) continue
@@ -236,14 +238,19 @@ export class SwarmScheduler {
     return best
   }
 
-  private mayTakeFromComplete (hex: string, now: number): boolean {
+  /**
+   * An owner still planning (materializing what it has locally can take a while) is waited for up to
+   * ownerGraceMs; once it fetches, it keeps its share while it makes progress (ownerStallMs) — unless we
+   * are idle (impatient) and it is merely slower than us.
+   */
+  private mayTakeFromComplete (hex: string, now: number, impatient: boolean): boolean {
     if (this.options.cooperative === false) return true
     const owner = this.ownerOf(hex)
     if (owner === this.options.selfId) return true
     const ownerState = this.peers.get(owner)
     if (ownerState === undefined || ownerState.banned || ownerState.complete) return true
-    if (now - this.startedAtMs < this.options.ownerGraceMs) return false
-    return now - ownerState.lastHaveMs > this.options.ownerStallMs
+    if (ownerState.fetchingSinceMs === undefined) return now - this.startedAtMs >= this.options.ownerGraceMs
+    return impatient || now - ownerState.lastHaveMs > this.options.ownerStallMs
   }
 
   ownerOf (hex: string): string {

@@ -38,7 +38,8 @@ export interface VersionSyncInit {
   onProgress?: (progress: SyncProgress) => void
 }
 
-const DEFAULT_OWNER_GRACE_MS = 3_000
+/** How long a site still planning keeps its share (planning a large version locally takes seconds). */
+const DEFAULT_OWNER_GRACE_MS = 10_000
 const DEFAULT_OWNER_STALL_MS = 3_000
 
 /**

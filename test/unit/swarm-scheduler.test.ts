@@ -110,4 +110,21 @@ describe('SwarmScheduler', () => {
     expect(late.map(a => a.peerId)).toEqual(['origin'])
     expect(late[0]!.chunks.length).toBe(100 - mine.length - 1)
   })
+
+  it('waits up to ownerGraceMs for an owner that is still planning, even when idle', () => {
+    const now = { t: 0 }
+    const s = new SwarmScheduler({ selfId: 'A', windowBytes: 1e9, ownerGraceMs: 10_000, ownerStallMs: 3000, idleWaitMs: 2000, now: () => now.t })
+    const wanted = chunks(60)
+    s.setNeeded(wanted)
+    s.setPeer('origin', true)
+    s.setPeer('planning', false) // beacon only: syncing, no chunk announced yet
+    const mine = s.next().flatMap(a => a.chunks)
+    for (const c of mine) s.received(c.id, 'origin')
+    now.t = 5000
+    expect(s.next()).toEqual([])
+    now.t = 8000 // idle for 3 s, but the owner may still be planning
+    expect(s.next()).toEqual([])
+    now.t = 10_000
+    expect(s.next().flatMap(a => a.chunks).length).toBe(60 - mine.length)
+  })
 })
