@@ -78,6 +78,12 @@ interface TreeState {
   waiters: Set<Waiter>
 }
 
+/** Whether a peer told us (heads) it holds version `seq` completely; holding an older one does not count. */
+function holdsComplete (state: TreeState, peerId: string, seq: number): boolean {
+  const head = state.holders.get(peerId)
+  return head !== undefined && head.complete && head.seq === seq
+}
+
 const DEFAULT_RETRY_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
 const BEACON_INTERVAL_MS = 1_000
 
@@ -190,7 +196,7 @@ export class TreeManager {
     state.haves.set(origin, list)
     const running = state.running
     if (running !== undefined && running.seq === have.seq) {
-      if (!state.holders.get(origin)?.complete) running.sync.setPeer(origin, false)
+      if (!holdsComplete(state, origin, have.seq)) running.sync.setPeer(origin, false)
       running.sync.peerHas(origin, have.ids)
     }
   }
@@ -285,7 +291,7 @@ export class TreeManager {
       onProgress: p => { state.lastSync = p; for (const w of state.waiters) w.onProgress?.(p) },
     })
     for (const [peerId, h] of state.holders) if (h.seq === envelope.seq && h.complete) sync.setPeer(peerId, true)
-    for (const [peerId, ids] of state.haves) { if (state.holders.get(peerId)?.complete !== true) sync.setPeer(peerId, false); sync.peerHas(peerId, ids) }
+    for (const [peerId, ids] of state.haves) { if (!holdsComplete(state, peerId, envelope.seq)) sync.setPeer(peerId, false); sync.peerHas(peerId, ids) }
     const beacon = setInterval(() => this.c.announceHave(envelope.tree, envelope.seq, []), BEACON_INTERVAL_MS)
     this.c.announceHave(envelope.tree, envelope.seq, [])
     const started = Date.now()
