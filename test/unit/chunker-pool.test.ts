@@ -8,18 +8,7 @@ import { ChunkerPool } from '../../agent/chunk/pool.js'
 import type { PlacedChunk } from '../../agent/store/types.js'
 import type { ChunkingParams } from '../../protocol/manifest.js'
 
-function pseudoRandom (length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length + 3)
-  const words = new Uint32Array(bytes.buffer, 0, Math.floor(bytes.length / 4))
-  let s = seed >>> 0 || 1
-  for (let i = 0; i < words.length; i++) {
-    s ^= s << 13; s >>>= 0
-    s ^= s >>> 17
-    s ^= s << 5; s >>>= 0
-    words[i] = s
-  }
-  return bytes.subarray(0, length)
-}
+import { pseudoRandom } from '../helpers/bytes.js'
 
 const describeChunks = (chunks: PlacedChunk[]): string[] => chunks.map(c => `${c.offset}+${c.size}:${Buffer.from(c.id).toString('hex')}`)
 const GEAR: ChunkingParams = { algorithm: 'gear', avgBits: 15, minSize: 16 * 1024, maxSize: 256 * 1024 }
