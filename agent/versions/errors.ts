@@ -14,18 +14,27 @@ function where (c: VersionContext): string {
   return `${c.tree}@${c.seq}${c.path === undefined ? '' : ` at ${JSON.stringify(c.path)}`}`
 }
 
-/** The manifest of a version is missing a blob, does not decode, or violates its structure (hostile or broken). */
-export class ManifestError extends DeltameshError {
-  static override name = 'ManifestError'
+/** An error about one version (and possibly one path in it): carries where it happened. */
+export class VersionError extends DeltameshError {
+  static override name = 'VersionError'
   readonly tree: string
   readonly seq: number
   readonly path: string | undefined
-  constructor (context: VersionContext, reason: string, options?: ErrorOptions) {
-    super(`Bad manifest for ${where(context)}: ${reason}`, options)
-    this.name = 'ManifestError'
+  constructor (context: VersionContext, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'VersionError'
     this.tree = context.tree
     this.seq = context.seq
     this.path = context.path
+  }
+}
+
+/** The manifest of a version is missing a blob, does not decode, or violates its structure (hostile or broken). */
+export class ManifestError extends VersionError {
+  static override name = 'ManifestError'
+  constructor (context: VersionContext, reason: string, options?: ErrorOptions) {
+    super(context, `Bad manifest for ${where(context)}: ${reason}`, options)
+    this.name = 'ManifestError'
   }
 }
 
@@ -39,47 +48,29 @@ export class ManifestBlobMissingError extends DeltameshError {
 }
 
 /** finalize() was called while chunks of the plan are still missing. */
-export class MissingChunksError extends DeltameshError {
+export class MissingChunksError extends VersionError {
   static override name = 'MissingChunksError'
-  readonly tree: string
-  readonly seq: number
-  readonly path: string | undefined
   constructor (context: VersionContext, readonly missingChunks: number, readonly missingBytes: number) {
-    super(`Cannot finalize ${where(context)}: ${missingChunks} chunks (${missingBytes} bytes) still missing`)
+    super(context, `Cannot finalize ${where(context)}: ${missingChunks} chunks (${missingBytes} bytes) still missing`)
     this.name = 'MissingChunksError'
-    this.tree = context.tree
-    this.seq = context.seq
-    this.path = context.path
   }
 }
 
 /** The disk filled up while materializing. Staging is kept for a later resume; the previous version is untouched. */
-export class DiskFullError extends DeltameshError {
+export class DiskFullError extends VersionError {
   static override name = 'DiskFullError'
-  readonly tree: string
-  readonly seq: number
-  readonly path: string | undefined
   constructor (context: VersionContext, options?: ErrorOptions) {
-    super(`Disk full while materializing ${where(context)}; staging kept for a resume, previous version untouched`, options)
+    super(context, `Disk full while materializing ${where(context)}; staging kept for a resume, previous version untouched`, options)
     this.name = 'DiskFullError'
-    this.tree = context.tree
-    this.seq = context.seq
-    this.path = context.path
   }
 }
 
 /** Something in the staging directory is not what we created (or a file vanished), so we refuse to write through it. */
-export class StagingError extends DeltameshError {
+export class StagingError extends VersionError {
   static override name = 'StagingError'
-  readonly tree: string
-  readonly seq: number
-  readonly path: string | undefined
   constructor (context: VersionContext, reason: string, options?: ErrorOptions) {
-    super(`Staging of ${where(context)}: ${reason}`, options)
+    super(context, `Staging of ${where(context)}: ${reason}`, options)
     this.name = 'StagingError'
-    this.tree = context.tree
-    this.seq = context.seq
-    this.path = context.path
   }
 }
 
