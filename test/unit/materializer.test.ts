@@ -21,19 +21,11 @@ const BLOCK = 4096
 const CHUNKING: ChunkingParams = { algorithm: 'rabin', avgBits: 12, minSize: 64, maxSize: BLOCK }
 const TREE = 'lab/compose'
 import { makeWritable, put as putFile, when } from '../helpers/fs.js'
+import { cutFixed } from '../helpers/bytes.js'
 
 const T0 = 1_700_000_000_123
 
-/** Seconds for utimes() that read back as exactly `ms` when floored (a double's rounding would otherwise lose it). */
-
-function cut (bytes: Uint8Array): PlacedChunk[] {
-  const out: PlacedChunk[] = []
-  for (let offset = 0; offset < bytes.byteLength; offset += BLOCK) {
-    const size = Math.min(BLOCK, bytes.byteLength - offset)
-    out.push({ id: chunkIdOf(bytes.subarray(offset, offset + size)), offset, size })
-  }
-  return out
-}
+const cut = (bytes: Uint8Array): PlacedChunk[] => cutFixed(bytes, BLOCK)
 
 interface World {
   tmp: string

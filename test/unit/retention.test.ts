@@ -14,22 +14,16 @@ import { verifyVersion } from '../../agent/verify.js'
 import { materializeLocal, type MaterializeInit } from '../../agent/versions/materializer.js'
 import { loadRoot, readManifestEntries, storeManifest } from '../../agent/versions/manifest-io.js'
 import { applyRetention } from '../../agent/versions/retention.js'
+import { makeWritable, put as putFile } from '../helpers/fs.js'
+import { cutFixed } from '../helpers/bytes.js'
 
 const BLOCK = 4096
 const CHUNKING: ChunkingParams = { algorithm: 'rabin', avgBits: 12, minSize: 64, maxSize: BLOCK }
 const TREE = 'mirror/epel'
 const T0 = 1_700_000_000_000
-import { makeWritable, put as putFile } from '../helpers/fs.js'
 const keys = generateKeyPairSync('ed25519')
 
-function cut (bytes: Uint8Array): PlacedChunk[] {
-  const out: PlacedChunk[] = []
-  for (let offset = 0; offset < bytes.byteLength; offset += BLOCK) {
-    const size = Math.min(BLOCK, bytes.byteLength - offset)
-    out.push({ id: chunkIdOf(bytes.subarray(offset, offset + size)), offset, size })
-  }
-  return out
-}
+const cut = (bytes: Uint8Array): PlacedChunk[] => cutFixed(bytes, BLOCK)
 
 interface World { tmp: string, home: HomeLayout, src: string, store: Store, sourceRoot: StoreRoot }
 const worlds: World[] = []
