@@ -5,6 +5,7 @@ import { parsePublisherKey } from '../protocol/envelope.js'
 import { validateTreeName } from '../protocol/paths.js'
 import { DeltameshError } from '../protocol/errors.js'
 import { parseRate } from './bandwidth/rate.js'
+import { parseDays, parseHours } from './bandwidth/schedule.js'
 
 /** A config file that does not parse or does not validate: names the file, the key and what was expected. */
 export class ConfigError extends DeltameshError {
@@ -21,6 +22,17 @@ const treeName = z.string().refine(t => { try { validateTreeName(t); return true
 const publisherKey = z.string().refine(k => { try { parsePublisherKey(k); return true } catch { return false } }, "a publisher key 'ed25519:…' (printed by `deltamesh init`)")
 
 const rate = z.string().refine(r => { try { parseRate(r); return true } catch { return false } }, "a rate such as '10MB/s', '80Mbit/s' or 'unlimited'")
+
+const scheduleWindow = z.object({
+  days: z.string().refine(d => { try { parseDays(d); return true } catch { return false } }, 'day names such as "Mon-Fri", "Sat,Sun", "daily", "weekdays" or "weekends"').default('daily'),
+  hours: z.string().refine(h => { try { parseHours(h); return true } catch { return false } }, 'hours "HH:MM-HH:MM" in local time, e.g. "08:00-18:00" (may run past midnight: "22:00-06:00")'),
+  up: rate.optional(),
+  down: rate.optional(),
+}).strict()
+
+const linkName = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a link name of 1–64 characters [A-Za-z0-9._-]')
+/** A [[peers]] name or a peer id (12D3KooW…). */
+const peerRef = z.string().min(1).max(100)
 
 const configSchema = z.object({
   agent: z.object({
@@ -40,12 +52,42 @@ const configSchema = z.object({
     /** Whole-agent caps: what we serve to all peers, and what we ask of them. */
     up: rate.default('unlimited'),
     down: rate.default('unlimited'),
-  }).strict().default({ up: 'unlimited', down: 'unlimited' }),
+    /** Time windows with other global rates; the first window that contains the local time wins. */
+    schedule: z.array(scheduleWindow).default([]),
+  }).strict().default({ up: 'unlimited', down: 'unlimited', schedule: [] }),
+  /** Named links: the peers behind one WAN line share its limits (on top of the global ones). */
+  links: z.array(z.object({
+    name: linkName,
+    peers: z.array(peerRef).min(1),
+    up: rate.default('unlimited'),
+    down: rate.default('unlimited'),
+    schedule: z.array(scheduleWindow).default([]),
+  }).strict()).default([]),
+  fairness: z.object({
+    /** Share of a busy link each tree gets relative to the others (default 1): a lab's current build before old composes. */
+    treeWeights: z.record(treeName, z.number().positive().max(1000)).default({}),
+  }).strict().default({ treeWeights: {} }),
   sync: z.object({
     /** Chunks requested per WANT batch and outstanding bytes per peer. */
     windowBytes: z.number().int().min(65536).max(1 << 30).default(8 * 1024 * 1024),
   }).strict().default({ windowBytes: 8 * 1024 * 1024 }),
-}).strict()
+}).strict().superRefine((config, ctx) => {
+  const names = new Set(config.peers.flatMap(p => p.name === undefined ? [] : [p.name]))
+  const seenLinks = new Set<string>()
+  const linkOfPeer = new Map<string, string>()
+  config.links.forEach((link, i) => {
+    if (seenLinks.has(link.name)) ctx.addIssue({ code: 'custom', path: ['links', i, 'name'], message: `a unique link name (${link.name} is used twice)` })
+    seenLinks.add(link.name)
+    link.peers.forEach((ref, j) => {
+      if (!names.has(ref) && !/^(12D3Koo|Qm)[1-9A-HJ-NP-Za-km-z]+$/.test(ref)) {
+        ctx.addIssue({ code: 'custom', path: ['links', i, 'peers', j], message: `the name of a [[peers]] entry or a peer id (no peer is named ${JSON.stringify(ref)})` })
+      }
+      const other = linkOfPeer.get(ref)
+      if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['links', i, 'peers', j], message: `a peer in at most one link (${ref} is also in link ${other})` })
+      linkOfPeer.set(ref, link.name)
+    })
+  })
+})
 
 export type AgentConfig = z.infer<typeof configSchema>
 
@@ -102,6 +144,30 @@ announce = []
 # up: what it serves to peers; down: what it asks of them.
 up = "unlimited"
 down = "unlimited"
+
+# Windows with other rates, in the agent's local time; the first that matches wins, per direction:
+# [[limits.schedule]]
+# days = "Mon-Fri"
+# hours = "08:00-18:00"
+# up = "5MB/s"
+# down = "5MB/s"
+
+# Links: the peers behind one WAN line share its limits, on top of the [limits] above. Transfers on a busy
+# link are shared fairly: between the peers asking us for chunks, and between the trees we pull.
+# Change limits at runtime with: deltamesh limit --home DIR --link NAME --up RATE --down RATE
+# [[links]]
+# name = "brisbane-wan"
+# peers = ["brisbane", "brisbane-lab"]     # [[peers]] names or peer ids
+# up = "20MB/s"
+# down = "unlimited"
+# [[links.schedule]]
+# days = "Mon-Fri"
+# hours = "08:00-18:00"
+# up = "5MB/s"
+
+# Trees with a larger weight get a larger share of a busy link (default 1).
+# [fairness.treeWeights]
+# "rhel-10/nightly" = 4
 
 [sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).

@@ -6,6 +6,7 @@ import { treeDirName } from '../protocol/paths.js'
  * one filesystem with each other so that renames are atomic and hardlinks work.
  *
  *   config.toml               operator configuration (commented)
+ *   limits.json               bandwidth limits changed at runtime (`deltamesh limit`), over config.toml
  *   identity/peer.key         libp2p private key (protobuf)
  *   identity/publisher.pem    ed25519 publisher private key (PKCS#8 PEM)
  *   db/                       LevelDB: chunk index, catalog, state
@@ -22,6 +23,7 @@ export class HomeLayout {
   }
 
   get config (): string { return join(this.root, 'config.toml') }
+  get limitOverrides (): string { return join(this.root, 'limits.json') }
   get identityDir (): string { return join(this.root, 'identity') }
   get peerKey (): string { return join(this.root, 'identity', 'peer.key') }
   get publisherKey (): string { return join(this.root, 'identity', 'publisher.pem') }

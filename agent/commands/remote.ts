@@ -10,7 +10,8 @@ import { createLogger } from '../log.js'
 import { prepareSocketPath, startControlServer, type ControlServer } from '../control/server.js'
 import { connectAgent } from '../control/client.js'
 import { AgentNotRunningError } from '../control/errors.js'
-import type { AgentApi, AgentStatus, SyncProgress } from '../daemon/api.js'
+import type { AgentApi, AgentStatus, LinkStatus, SyncProgress } from '../daemon/api.js'
+import { formatRate } from '../bandwidth/rate.js'
 import { ExitError, formatBytes, homeOption } from './common.js'
 import { createProgressReporter, formatDuration, formatProgressLine, formatSyncSummary } from './progress.js'
 
@@ -116,6 +117,19 @@ export function registerRemoteCommands (program: Command): void {
       await runSync(await requireAgent(opts.home), tree, opts.timeout, opts.seq)
     })
 
+  program.command('limit')
+    .description('show or change bandwidth limits at runtime: global (no --link/--peer), a named [[links]] entry, or one peer; effective within a second, kept across restarts in HOME/limits.json (over config.toml) until --reset. With --tree and --weight: a tree\'s share of busy links')
+    .addOption(homeOption())
+    .option('--link <name>', 'a link from [[links]] in config.toml')
+    .option('--peer <peer id>', 'one peer (that is in no named link)')
+    .option('--up <rate>', "what we send, e.g. 10MB/s, 80Mbit/s, 'unlimited'")
+    .option('--down <rate>', 'what we ask of peers')
+    .option('--reset', 'drop runtime limits of the target: back to config.toml and its schedule')
+    .option('--tree <tree>', 'with --weight: set this tree\'s weight')
+    .option('--weight <n|reset>', 'share of a busy link relative to other trees (default 1)')
+    .option('--json', 'print the links as JSON')
+    .action(async (opts: LimitOptions) => { await runLimit(opts) })
+
   program.command('status')
     .description('what the running agent holds and does: trees (current and newest version, subscription, sync progress), versions, peers and traffic, counters')
     .addOption(homeOption())
@@ -124,6 +138,39 @@ export function registerRemoteCommands (program: Command): void {
       const status = await (await requireAgent(opts.home)).status()
       process.stdout.write(opts.json === true ? JSON.stringify(status) + '\n' : formatStatus(status))
     })
+}
+
+interface LimitOptions { home?: string, link?: string, peer?: string, up?: string, down?: string, reset?: boolean, tree?: string, weight?: string, json?: boolean }
+
+async function runLimit (opts: LimitOptions): Promise<void> {
+  if ((opts.tree === undefined) !== (opts.weight === undefined)) throw new ExitError('--tree and --weight go together', 2)
+  const weight = opts.weight === undefined || opts.weight === 'reset' ? undefined : Number(opts.weight)
+  if (weight !== undefined && !(weight > 0 && weight <= 1000)) throw new ExitError(`--weight: expected a number in (0, 1000] or 'reset', not ${opts.weight ?? ''}`, 2)
+  const changing = opts.up !== undefined || opts.down !== undefined || opts.reset === true
+  const request = { link: opts.link, peer: opts.peer, up: opts.up, down: opts.down, reset: opts.reset }
+  const print = (links: LinkStatus[], note: string): void => {
+    if (opts.json === true) { process.stdout.write(JSON.stringify(links) + '\n'); return }
+    process.stdout.write((note === '' ? '' : note + '\n') + formatLinks(links) + '\n')
+  }
+  const running = await viaAgent(opts.home, async api => {
+    if (opts.tree !== undefined) process.stdout.write(`${opts.tree}: weight ${await api.setTreeWeight(opts.tree, weight)}\n`)
+    const changed = changing ? await api.setLimit(request) : undefined
+    const links = (await api.status()).links
+    print(changed === undefined ? links : [changed], changed === undefined ? '' : 'in force now (running agent):')
+    return true
+  })
+  if (running === true) return
+  // No agent: edit limits.json by the agent's own rules; it applies them when it starts.
+  const home = resolveHome(opts.home)
+  const { bandwidthFromConfig } = await import('../bandwidth/from-config.js')
+  const bandwidth = await bandwidthFromConfig(await loadConfig(home.config), home, { tickMs: 0 })
+  try {
+    if (opts.tree !== undefined) process.stdout.write(`${opts.tree}: weight ${await bandwidth.setTreeWeight(opts.tree, weight)}\n`)
+    if (changing) print([await bandwidth.change(request)], `agent not running; written to ${home.limitOverrides}:`)
+    else print(bandwidth.status(), 'agent not running; limits from config.toml and limits.json:')
+  } finally {
+    bandwidth.close()
+  }
 }
 
 function parsePositiveSeconds (v: string): number {
@@ -258,6 +305,10 @@ function formatStatus (s: AgentStatus): string {
     if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))
   }
   out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
+  const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)
+  if (links.length > 0) out.push('', formatLinks(links))
+  const weights = Object.entries(s.treeWeights)
+  if (weights.length > 0) out.push('', `tree weights: ${weights.map(([t, w]) => `${t}=${w}`).join(', ')}`)
   return out.join('\n') + '\n'
 }
 
@@ -272,6 +323,23 @@ function formatPeers (s: AgentStatus): string {
     p.peerId, p.name ?? '-',
     p.bannedUntilMs !== undefined && p.bannedUntilMs > now ? `banned ${formatDuration((p.bannedUntilMs - now) / 1000)}` : p.connected ? 'connected' : 'disconnected',
     formatBytes(p.bytesUp), formatBytes(p.bytesDown), `${p.chunksUp}/${p.chunksDown}`, String(p.badChunks), String(p.strikes),
+  ])])
+}
+
+function formatLinks (links: LinkStatus[]): string {
+  const limit = (n: number | null): string => n === null ? 'unlimited' : formatRate(n)
+  const source = (l: LinkStatus): string => {
+    const parts: string[] = []
+    if (l.override !== undefined) parts.push(`runtime ${Object.entries(l.override).map(([d, r]) => `${d} ${r}`).join(', ')}`)
+    if (l.window !== undefined) parts.push(`window ${l.window}`)
+    return parts.length === 0 ? 'config' : parts.join('; ')
+  }
+  const queue = (l: LinkStatus): string => l.queue.length === 0
+    ? '-'
+    : l.queue.map(q => `${q.direction === 'up' ? '↑' : '↓'}${q.flow.length > 24 ? q.flow.slice(0, 12) + '…' + q.flow.slice(-8) : q.flow}:${formatBytes(q.bytes)}${q.weight === 1 ? '' : `×${q.weight}`}`).join(' ')
+  return table([['LINK', 'LIMIT UP', 'LIMIT DOWN', 'RATE UP', 'RATE DOWN', 'SOURCE', 'QUEUED'], ...links.map(l => [
+    l.kind === 'global' ? 'global' : l.kind === 'link' ? `${l.name} (${l.peers.length} peer${l.peers.length === 1 ? '' : 's'})` : `peer ${l.name}`,
+    limit(l.limit.up), limit(l.limit.down), `${formatRate(l.rate.up)}`, `${formatRate(l.rate.down)}`, source(l), queue(l),
   ])])
 }
 

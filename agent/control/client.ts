@@ -4,7 +4,7 @@
 import { request, type IncomingMessage } from 'node:http'
 import { dirname, resolve } from 'node:path'
 import type { HomeLayout } from '../home.js'
-import type { AgentApi, AgentStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../daemon/api.js'
+import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../daemon/api.js'
 import { AgentNotRunningError, RemoteError } from './errors.js'
 
 /** Short calls (status, subscribe, trust…) must be answered within this; publish, verify and sync have no deadline but the caller's signal. */
@@ -59,6 +59,14 @@ export class ControlClient implements AgentApi {
 
   async trust (tree: string, publisherKey: string): Promise<void> {
     await this.call('POST', '/v1/trust', { tree, publisherKey })
+  }
+
+  async setLimit (request: LimitRequest): Promise<LinkStatus> {
+    return await this.call('POST', '/v1/limit', request)
+  }
+
+  async setTreeWeight (tree: string, weight?: number): Promise<number> {
+    return (await this.call<{ weight: number }>('POST', '/v1/weight', { tree, weight: weight ?? null })).weight
   }
 
   async verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary> {

@@ -56,7 +56,13 @@ export function httpStatusOf (err: unknown): number {
     case 'InvalidTreeNameError':
     case 'InvalidPathError':
     case 'ConfigError':
+    case 'RateParseError':
+    case 'RangeError':
+    case 'PeerInNamedLinkError':
+    case 'LimitRequestError':
       return 400
+    case 'UnknownLinkError':
+      return 404
     case 'UnknownEndpointError':
       return 404
     case 'RequestTooLargeError':

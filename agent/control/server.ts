@@ -172,6 +172,18 @@ async function handle (req: IncomingMessage, res: ServerResponse, options: Contr
         await api.trust(str(body, 'tree'), str(body, 'publisherKey'))
         return sendJson(res, 200, { ok: true })
       }
+      case 'POST /v1/limit': {
+        const body = await readJsonBody(req)
+        const reset = body.reset
+        if (reset !== undefined && typeof reset !== 'boolean') throw new BadRequestError('reset: expected true or false')
+        return sendJson(res, 200, await api.setLimit({ link: optStr(body, 'link'), peer: optStr(body, 'peer'), up: optStr(body, 'up'), down: optStr(body, 'down'), reset }))
+      }
+      case 'POST /v1/weight': {
+        const body = await readJsonBody(req)
+        const weight = body.weight
+        if (weight !== undefined && weight !== null && typeof weight !== 'number') throw new BadRequestError('weight: expected a number or null')
+        return sendJson(res, 200, { weight: await api.setTreeWeight(str(body, 'tree'), weight ?? undefined) })
+      }
       case 'POST /v1/verify': {
         const body = await readJsonBody(req)
         return sendJson(res, 200, await api.verify(str(body, 'tree'), optSeq(body, 'seq'), gone.signal))

@@ -1,5 +1,4 @@
 import { availableParallelism } from 'node:os'
-import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId } from '@libp2p/interface'
 import { formatPublisherKey, parsePublisherKey, rawPublicKeyOf } from '../../protocol/envelope.js'
@@ -20,8 +19,9 @@ import { HeadsProtocol } from '../net/heads-protocol.js'
 import { Announcer } from '../net/announcer.js'
 import { Dialer } from '../net/dialer.js'
 import { HaveGossip } from '../sync/have-gossip.js'
-import { TokenBucket } from '../bandwidth/token-bucket.js'
-import { parseRate } from '../bandwidth/rate.js'
+import { bandwidthFromConfig, peerIdOfAddr } from '../bandwidth/from-config.js'
+import { LimitRequestError } from '../bandwidth/manager.js'
+import { BLOCK_FRAME_OVERHEAD, pacedFetch } from '../bandwidth/paced-fetch.js'
 import { publishVersion } from '../publish.js'
 import { verifyVersion } from '../verify.js'
 import { TreeManager } from './trees.js'
@@ -31,6 +31,14 @@ export const AGENT_VERSION = '0.1.0'
 
 function sum<T> (items: T[], of: (item: T) => number): number {
   return items.reduce((n, item) => n + of(item), 0)
+}
+
+function canonicalPeerId (text: string): string {
+  try {
+    return peerIdFromString(text).toString()
+  } catch {
+    throw new LimitRequestError(`not a peer id: ${JSON.stringify(text.slice(0, 100))} (peer ids look like 12D3KooW…; see \`deltamesh peers list\`)`)
+  }
 }
 
 export interface StartAgentOptions {
@@ -60,11 +68,6 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const addTrust = (tree: string, key: string): void => { const set = trust.get(tree) ?? new Set<string>(); set.add(key); trust.set(tree, set) }
   for (const t of config.trust) addTrust(t.tree, t.key)
   const peerNames = new Map<string, { name?: string, addr: string }>()
-  const peerIdOfAddr = (addr: string): string => {
-    const id = multiaddr(addr).getComponents().findLast(c => c.name === 'p2p')?.value
-    if (id === undefined) throw new Error(`${addr}: no /p2p/<peer id> at the end`)
-    return peerIdFromString(id).toString()
-  }
   for (const p of config.peers) peerNames.set(peerIdOfAddr(p.addr), { name: p.name, addr: p.addr })
 
   const store = await openStore(home.db, {
@@ -84,15 +87,14 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   })
   const onMisbehaviour = (peerId: string, reason: string): void => { log.warn({ peer: peerId, reason }, 'peer misbehaved'); stats.strike(peerId, reason) }
 
-  // The sender paces what it serves; the receiver paces what it asks for (see config [limits]).
-  const upload = new TokenBucket({ rate: parseRate(config.limits.up) })
-  const download = new TokenBucket({ rate: parseRate(config.limits.down) })
+  // The sender paces what it serves; the receiver paces what it asks for (config [limits], [[links]]).
+  const bandwidth = await bandwidthFromConfig(config, home, { peerLabel: peerId => peerNames.get(peerId)?.name ?? peerId })
   const chunkServer = new ChunkServer({
     libp2p: node,
     provider: {
-      read: async (id, signal) => {
+      read: async (id, signal, peer) => {
         const bytes = await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id)
-        if (bytes !== undefined) await upload.take(bytes.byteLength, signal)
+        if (bytes !== undefined) await bandwidth.paceUpload(peer, bytes.byteLength + BLOCK_FRAME_OVERHEAD, signal)
         return bytes
       },
     },
@@ -129,10 +131,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     index: store.index,
     catalog: store.catalog,
     log,
-    fetch: async (peerId, wants, options) => {
-      await download.take(wants.reduce((n, w) => n + w.size, 0), options.signal)
-      return await chunkClient.fetch(peerIdFromString(peerId), wants, options)
-    },
+    fetchFor: tree => pacedFetch(async (peerId, wants, options) => await chunkClient.fetch(peerIdFromString(peerId), wants, options), bandwidth, tree),
     trustedKeys: tree => trust.get(tree) ?? new Set(),
     announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
     headsChanged: () => { heads.broadcastHeads().catch(err => log.debug({ err }, 'heads broadcast failed')) },
@@ -171,8 +170,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       node.removeEventListener('peer:disconnect', onDisconnect)
       detachStats()
       await node.stop()
-      upload.close()
-      download.close()
+      bandwidth.close()
       await pool.close()
       await store.close()
     })()
@@ -200,6 +198,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
         startedAtMs,
         trees: await (trees as TreeManager).status(),
         peers,
+        links: bandwidth.status(),
+        treeWeights: bandwidth.weights(),
         counters: {
           ...counters,
           bytesUp: sum(peers, p => p.bytesUp),
@@ -238,6 +238,17 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       for (const peer of node.getPeers()) {
         heads.requestHeads(peer).then(async received => await trees?.peerHeads(peer.toString(), received), err => log.debug({ err }, 'heads request failed'))
       }
+    },
+    setLimit: async request => {
+      const link = await bandwidth.change({ ...request, peer: request.peer === undefined ? undefined : canonicalPeerId(request.peer) })
+      log.info({ link: link.name, limit: link.limit, override: link.override }, 'bandwidth limit changed')
+      return link
+    },
+    setTreeWeight: async (tree, weight) => {
+      validateTreeName(tree)
+      const effective = await bandwidth.setTreeWeight(tree, weight)
+      log.info({ tree, weight: effective }, 'tree weight changed')
+      return effective
     },
     verify: async (tree, seq, signal) => await verifyVersion(store.catalog, tree, seq, signal),
     waitForSync: async (tree, options) => await (trees as TreeManager).waitForSync(tree, options),

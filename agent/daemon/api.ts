@@ -2,6 +2,10 @@
 // The control server exposes exactly this over a unix socket in the agent's home; the client implements
 // the same interface, so commands do not care whether they talk to a socket or to an in-process agent.
 
+import type { LimitRequest, LinkStatus } from '../bandwidth/manager.js'
+
+export type { LimitRequest, LinkStatus }
+
 export type SyncPhase = 'waiting' | 'fetching-manifest' | 'planning' | 'fetching' | 'finalizing' | 'complete' | 'failed'
 
 export interface SyncProgress {
@@ -74,6 +78,10 @@ export interface AgentStatus {
   startedAtMs: number
   trees: TreeStatus[]
   peers: PeerStatus[]
+  /** Bandwidth: the global limits first, then named links, then peers' own links. */
+  links: LinkStatus[]
+  /** Tree weights on busy links (trees not listed have weight 1). */
+  treeWeights: Record<string, number>
   counters: {
     envelopesRejected: number
     chunksRejected: number
@@ -134,6 +142,10 @@ export interface AgentApi {
   addPeer (addr: string, name?: string): Promise<void>
   trust (tree: string, publisherKey: string): Promise<void>
   verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary>
+  /** Changes bandwidth limits at once and persists them (HOME/limits.json); returns the link as it is now. */
+  setLimit (request: LimitRequest): Promise<LinkStatus>
+  /** Sets a tree's weight (undefined: back to config); returns the weight in force. */
+  setTreeWeight (tree: string, weight?: number): Promise<number>
   /**
    * Resolves once the agent holds the newest announced version of `tree` completely (immediately if it
    * already does); calls onProgress while it syncs; rejects with the sync's error if it fails, or on abort.

@@ -26,7 +26,8 @@ export interface TreeManagerComponents {
   index: ChunkIndex
   catalog: Catalog
   log: Logger
-  fetch: FetchFn
+  /** Asks one peer for chunks on behalf of a tree (the tree is the unit of fair sharing and priority). */
+  fetchFor: (tree: string) => FetchFn
   /** Trusted publisher keys per tree ('ed25519:…'), from the config plus `trust` at runtime. */
   trustedKeys: (tree: string) => ReadonlySet<string>
   announceHave: (tree: string, seq: number, ids: ChunkId[]) => void
@@ -279,7 +280,7 @@ export class TreeManager {
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetch, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: this.c.onReceived,
+      fetch: this.c.fetchFor(envelope.tree), announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: this.c.onReceived,
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),

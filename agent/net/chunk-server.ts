@@ -11,9 +11,12 @@ import { FrameStream, Notifier } from './frames.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
 
-/** What the server needs from storage: the verified bytes of a chunk, or undefined when not held. */
+/**
+ * What the server needs from storage: the verified bytes of a chunk, or undefined when not held. It may
+ * also hold the answer back (upload pacing for `peer`): the writer sends blocks in the order asked.
+ */
 export interface ChunkProvider {
-  read (id: ChunkId, signal: AbortSignal): Promise<Uint8Array | undefined>
+  read (id: ChunkId, signal: AbortSignal, peer: string): Promise<Uint8Array | undefined>
 }
 
 export interface ChunkServerComponents {
@@ -155,7 +158,7 @@ export class ChunkServer {
     const startReads = (): void => {
       while (inFlight.length < this.readAhead && head < queue.length) {
         const id = queue[head++] as ChunkId
-        const bytes = this.components.provider.read(id, signal).catch((err: unknown) => {
+        const bytes = this.components.provider.read(id, signal, peer).catch((err: unknown) => {
           this.log.error('provider failed to read %s - %e', toHex(id), err)
           return undefined
         })

@@ -10,12 +10,15 @@ import { HomeLayout } from '../../agent/home.js'
 import { silentLogger } from '../../agent/log.js'
 import { InvalidTreeNameError } from '../../protocol/errors.js'
 import { createProgressReporter, formatProgressLine } from '../../agent/commands/progress.js'
-import type { AgentApi, AgentStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/daemon/api.js'
+import { parseRate } from '../../agent/bandwidth/rate.js'
+import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/daemon/api.js'
 
 const STATUS: AgentStatus = {
   peerId: '12D3KooWtest', multiaddrs: ['/ip4/127.0.0.1/tcp/4101'], publisherKey: 'ed25519:abc', version: '0.1.0', startedAtMs: 1,
   trees: [{ name: 'a/b', currentSeq: 4, newestSeq: 5, trustedKeys: ['ed25519:abc'], versions: [] }],
   peers: [{ peerId: '12D3KooWpeer', connected: true, bytesUp: 10, bytesDown: 20, chunkBytesUp: 8, chunkBytesDown: 16, chunksUp: 1, chunksDown: 2, badChunks: 0, strikes: 0 }],
+  links: [],
+  treeWeights: {},
   counters: { envelopesRejected: 0, chunksRejected: 0, bytesUp: 10, bytesDown: 20, chunkBytesUp: 8, chunkBytesDown: 16 },
 }
 
@@ -40,6 +43,13 @@ class FakeApi implements AgentApi {
   async addPeer (addr: string, name?: string): Promise<void> { this.calls.push(['addPeer', { addr, name }]) }
   async trust (tree: string): Promise<void> { throw new InvalidTreeNameError(tree, 'segment is empty') }
   async verify (tree: string, seq?: number): Promise<VerifySummary> { return { tree, seq: seq ?? 0, path: '/x', files: 0, bytes: 0, problems: [] } }
+  async setLimit (request: LimitRequest): Promise<LinkStatus> {
+    this.calls.push(['setLimit', request])
+    if (request.up !== undefined) parseRate(request.up)
+    return { name: request.link ?? 'global', kind: 'link', peers: [], limit: { up: 1e7, down: null }, configured: { up: null, down: null }, schedule: [], rate: { up: 0, down: 0 }, queue: [] }
+  }
+
+  async setTreeWeight (tree: string, weight?: number): Promise<number> { this.calls.push(['setTreeWeight', { tree, weight }]); return weight ?? 1 }
   async waitForSync (_tree: string, options: { signal?: AbortSignal, onProgress?: (p: SyncProgress) => void }): Promise<SyncResult> {
     this.syncSignal = options.signal
     return await this.syncImpl(options)
@@ -94,6 +104,19 @@ describe('control API over a unix socket', () => {
     expect(api.calls[0]).toEqual(['subscribe', { tree: 'a/b', to: join(process.cwd(), 'rel/dir'), include: ['*.rpm'] }])
     expect(api.calls[1]).toEqual(['publish', { tree: 'a/b', source: '/src', label: 'L' }])
     expect(api.calls[2]).toEqual(['addPeer', { addr: '/ip4/1.2.3.4/tcp/1/p2p/x', name: 'site-b' }])
+  })
+
+  it('carries limit and weight changes, and refuses a rate that is not one with 400', async () => {
+    const link = await client.setLimit({ link: 'wan', up: '10MB/s' })
+    expect(link.limit.up).toBe(1e7)
+    expect(link.limit.down).toBeNull()
+    expect(await client.setTreeWeight('a/b', 4)).toBe(4)
+    expect(await client.setTreeWeight('a/b')).toBe(1)
+    expect(api.calls).toEqual([['setLimit', { link: 'wan', up: '10MB/s' }], ['setTreeWeight', { tree: 'a/b', weight: 4 }], ['setTreeWeight', { tree: 'a/b', weight: undefined }]])
+    const err = await client.setLimit({ up: 'fast' }).catch((e: unknown) => e as Error)
+    expect(err).toHaveProperty('name', 'RateParseError')
+    const bad = await raw(socketPath, 'POST', '/v1/limit', JSON.stringify({ reset: 'yes' }))
+    expect(bad.status).toBe(400)
   })
 
   it('keeps the name of a typed error across the socket', async () => {
