@@ -74,6 +74,8 @@ export interface AgentStatus {
   startedAtMs: number
   trees: TreeStatus[]
   peers: PeerStatus[]
+  /** The web dashboard (and /metrics) of this agent; absent when [dashboard] enabled = false. */
+  dashboard?: { url: string }
   counters: {
     envelopesRejected: number
     chunksRejected: number
