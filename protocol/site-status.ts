@@ -18,13 +18,13 @@ import { MAX_STATUS_BYTES } from './wire-limits.js'
 // Arrays, never maps (canonical msgpack: codec.ts); nil for "none" (no version held, unlimited).
 
 /**
- * Trees per status. Each costs at most ~270 bytes (a 200-byte name), so 128 trees plus the peer and link
+ * Trees per status. Each costs at most ~340 bytes (a 200-byte name, 8 held seqs, a sync), so 128 trees plus the peer and link
  * bounds below stay under MAX_STATUS_BYTES whatever the values (checked by a unit test); a site mirroring more
  * trees reports the first 128 (trimStatus).
  */
 export const MAX_STATUS_TREES = 128
-/** Peers per status: far above the sites of one mirror network (tens). */
-export const MAX_STATUS_PEERS = 128
+/** Peers per status: above the sites of one mirror network (tens); 128 would overflow MAX_STATUS_BYTES. */
+export const MAX_STATUS_PEERS = 64
 /** Links per status (named groups of peers behind one WAN link). */
 export const MAX_STATUS_LINKS = 64
 /** Complete versions listed per tree: retention keeps 3 by default. */
@@ -173,7 +173,7 @@ export function decodeSiteStatus (bytes: Uint8Array): SiteStatus {
 
 function decodeTree (v: unknown): StatusTree {
   const t = tuple(v, 'STATUS tree', 5)
-  const name = validateTreeName(expectString(t[0], 'STATUS tree name', MAX_TREE_NAME_BYTES))
+  const name = treeName(expectString(t[0], 'STATUS tree name', MAX_TREE_NAME_BYTES))
   const held = list(t[3], 'STATUS held versions', MAX_HELD_SEQS).map(s => u53(s, 'STATUS held seq', 1))
   for (let i = 1; i < held.length; i++) if ((held[i] as number) <= (held[i - 1] as number)) throw new InvalidMessageError('STATUS held versions: not ascending')
   return {
@@ -182,6 +182,15 @@ function decodeTree (v: unknown): StatusTree {
     newestSeq: optional(t[2], s => u53(s, 'STATUS newestSeq', 1)),
     held,
     sync: optional(t[4], decodeSync),
+  }
+}
+
+/** A bad tree name from a peer is a bad message (one error type for the receiver to handle). */
+function treeName (name: string): string {
+  try {
+    return validateTreeName(name)
+  } catch (err) {
+    throw new InvalidMessageError(`STATUS tree name: ${(err as Error).message}`, { cause: err })
   }
 }
 
