@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { createServer } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -98,6 +99,14 @@ describe('[dashboard] config', () => {
     const c = parseConfig(defaultConfigText(['/ip4/127.0.0.1/tcp/4101']), 'config.toml')
     expect(c.dashboard).toEqual({ enabled: true, listen: '127.0.0.1:7180', statusIntervalMs: 5000 })
     expect(parseConfig('', 'c.toml').dashboard.listen).toBe('127.0.0.1:7180')
+  })
+
+  it('the example config in docs/deploy loads', async () => {
+    const file = new URL('../../docs/deploy/config.example.toml', import.meta.url)
+    const c = parseConfig(await readFile(file, 'utf8'), file.pathname)
+    expect(c.agent.name).toBe('brisbane-lab')
+    expect(c.peers).toHaveLength(2)
+    expect(c.dashboard.listen).toBe('127.0.0.1:7180')
   })
 
   it.each([
