@@ -34,12 +34,26 @@ const linkName = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a link name of 1–
 /** A [[peers]] name or a peer id (12D3KooW…). */
 const peerRef = z.string().min(1).max(100)
 
+const dashboardListen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(\d{1,5})$/, "HOST:PORT such as '127.0.0.1:7180' (an IP address or localhost; port 0 picks a free one)")
+  .refine(l => Number(l.slice(l.lastIndexOf(':') + 1)) <= 65535, 'a port of at most 65535')
+
+/** The dashboard's default: loopback only, a port of its own next to the default libp2p port 4101. */
+export const DEFAULT_DASHBOARD_LISTEN = '127.0.0.1:7180'
+
 const configSchema = z.object({
   agent: z.object({
+    /** Site name shown on every site's dashboard (default: the host name). */
+    name: z.string().min(1).max(100).optional(),
     listen: z.array(multiaddr).default(['/ip4/0.0.0.0/tcp/4101']),
     /** Addresses to announce to peers when listening on 0.0.0.0 is not what they should dial. */
     announce: z.array(multiaddr).default([]),
   }).strict().default({ listen: ['/ip4/0.0.0.0/tcp/4101'], announce: [] }),
+  dashboard: z.object({
+    enabled: z.boolean().default(true),
+    listen: dashboardListen.default(DEFAULT_DASHBOARD_LISTEN),
+    /** How often this site gossips its status to the others (also when its own dashboard is off). */
+    statusIntervalMs: z.number().int().min(250).max(600_000).default(5_000),
+  }).strict().default({ enabled: true, listen: DEFAULT_DASHBOARD_LISTEN, statusIntervalMs: 5_000 }),
   peers: z.array(z.object({
     addr: peerAddr.and(multiaddr),
     name: z.string().max(100).optional(),
@@ -134,10 +148,20 @@ export function defaultConfigText (listen: string[]): string {
 # commands such as \`deltamesh peers add\` and \`deltamesh trust\` append to this file and keep your comments.
 
 [agent]
+# Site name shown on every dashboard (default: this host's name).
+# name = "brisbane"
 # libp2p addresses this agent listens on. Peers dial these; use a public or site address on a real WAN.
 listen = [${listen.map(tomlString).join(', ')}]
 # Addresses other sites should dial, when they differ from the listen addresses (NAT, 0.0.0.0).
 announce = []
+
+[dashboard]
+# Web dashboard of the whole network, plus Prometheus /metrics, served by this agent. Keep it on loopback
+# (reach it with an SSH tunnel or a reverse proxy); port 0 picks a free port (\`deltamesh status\` shows it).
+enabled = true
+listen = "${DEFAULT_DASHBOARD_LISTEN}"
+# How often this site tells the others its status (versions, sync progress, rates), in milliseconds.
+statusIntervalMs = 5000
 
 [limits]
 # Bandwidth this agent may use in total, e.g. "10MB/s", "80Mbit/s" or "unlimited".

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Installs from Debian what the benchmarks need (today: rsync, the comparison in bench:sync and bench:rescan).
+# Installs from Debian what the benchmarks and the browser test need: rsync (the comparison in bench:sync and
+# bench:rescan) and chromium (the dashboard test drives it with playwright-core; npm's own browser download
+# does not work on a closed network). `setup-debian.sh chromium` installs only the named packages.
 # Idempotent: exits 0 at once when everything is installed; runs `apt-get update` only when a package is not
 # installable from the current package lists. Needs root (or sudo). The unit tests never need it.
 set -eu
 
-PACKAGES="rsync"
+PACKAGES="${*:-rsync chromium}"
 
 missing=""
 for pkg in $PACKAGES; do

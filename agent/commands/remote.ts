@@ -287,6 +287,7 @@ function formatStatus (s: AgentStatus): string {
     `agent ${s.peerId} (deltamesh ${s.version}), up ${formatDuration((now - s.startedAtMs) / 1000)}`,
     `listening:     ${s.multiaddrs.length === 0 ? '-' : s.multiaddrs.join(' ')}`,
     `publisher key: ${s.publisherKey}`,
+    `dashboard:     ${s.dashboard?.url ?? 'off ([dashboard] enabled = false)'}`,
     `traffic:       up ${formatBytes(s.counters.bytesUp)}, down ${formatBytes(s.counters.bytesDown)}; ` +
       `rejected: ${s.counters.envelopesRejected} envelopes, ${s.counters.chunksRejected} chunks`,
     '',

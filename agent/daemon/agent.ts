@@ -25,6 +25,7 @@ import { BLOCK_FRAME_OVERHEAD, pacedFetch } from '../bandwidth/paced-fetch.js'
 import { publishVersion } from '../publish.js'
 import { verifyVersion } from '../verify.js'
 import { TreeManager } from './trees.js'
+import { startOperations, type Operations } from '../netview/operations.js'
 import type { AgentApi, AgentStatus, PeerStatus, PublishSummary } from './api.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -114,10 +115,12 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     onHeads: (peerId, received) => { trees?.peerHeads(peerId.toString(), received).catch(err => log.error({ err }, 'handling heads failed')) },
     onMisbehaviour,
   })
+  let ops: Operations | undefined
   const announcer = new Announcer({
     libp2p: node,
     pubsub,
     onEnvelope: (envelope, from) => { trees?.offer(envelope, from.toString(), 'gossip').catch(err => log.error({ err }, 'handling announcement failed')) },
+    onStatus: (bytes, origin) => { ops?.onStatus(bytes, origin?.toString()) },
     onMisbehaviour,
   })
   const haveGossip = new HaveGossip({ pubsub, log, onHave: (origin, have) => trees?.onHave(origin, have), onMisbehaviour })
@@ -137,8 +140,9 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     headsChanged: () => { heads.broadcastHeads().catch(err => log.debug({ err }, 'heads broadcast failed')) },
     watchTree,
     onBadChunk: (peerId, reason) => { counters.chunksRejected++; onMisbehaviour(peerId, `bad chunk: ${reason}`) },
-    onReceived: () => {},
+    onReceived: (_peerId, bytes, tree) => { ops?.onChunkReceived(tree, bytes) },
     onRejected: () => { counters.envelopesRejected++ },
+    onSyncEnded: (tree, outcome) => { ops?.onSyncEnded(tree, outcome) },
   }, { windowBytes: config.sync.windowBytes })
   for (const tree of trust.keys()) watchTree(tree)
 
@@ -176,6 +180,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     })()
     await stopping
   }
+  const stopAll = async (): Promise<void> => { await ops?.stop(); await stop() }
 
   const peerStatus = (): PeerStatus[] => {
     const connected = new Set(node.getPeers().map(p => p.toString()))
@@ -200,6 +205,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
         peers,
         links: bandwidth.status(),
         treeWeights: bandwidth.weights(),
+        dashboard: ops?.dashboardUrl === undefined ? undefined : { url: ops.dashboardUrl },
         counters: {
           ...counters,
           bytesUp: sum(peers, p => p.bytesUp),
@@ -254,5 +260,23 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     waitForSync: async (tree, options) => await (trees as TreeManager).waitForSync(tree, options),
     shutdown: async () => { /* the control server's shutdown callback stops the process */ },
   }
-  return { api, stop, peerId: selfId }
+  try {
+    ops = await startOperations({
+      selfId,
+      log,
+      status: api.status,
+      peers: peerStatus,
+      configuredPeers: () => new Map([...peerNames].map(([id, p]) => [id, p.name])),
+      connectedPeers: () => new Set(node.getPeers().map(p => p.toString())),
+      publishStatus: async bytes => await announcer.publishStatus(bytes),
+    }, {
+      siteName: config.agent.name,
+      statusIntervalMs: config.dashboard.statusIntervalMs,
+      dashboard: config.dashboard,
+    })
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { api, stop: stopAll, peerId: selfId }
 }

@@ -82,6 +82,8 @@ export interface AgentStatus {
   links: LinkStatus[]
   /** Tree weights on busy links (trees not listed have weight 1). */
   treeWeights: Record<string, number>
+  /** The web dashboard (and /metrics) of this agent; absent when [dashboard] enabled = false. */
+  dashboard?: { url: string }
   counters: {
     envelopesRejected: number
     chunksRejected: number

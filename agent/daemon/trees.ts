@@ -36,8 +36,10 @@ export interface TreeManagerComponents {
   /** A tree became interesting (subscribed, published): listen to its gossip topics. */
   watchTree: (tree: string) => void
   onBadChunk: (peerId: string, reason: string) => void
-  onReceived: (peerId: string, bytes: number) => void
+  onReceived: (peerId: string, bytes: number, tree: string) => void
   onRejected: (reason: string) => void
+  /** A sync ended (metrics): complete with its result, or failed; an aborted sync (superseded, stopping) is not reported. */
+  onSyncEnded?: (tree: string, outcome: { result: SyncResult } | { error: Error }) => void
 }
 
 export interface TreeManagerInit {
@@ -280,7 +282,7 @@ export class TreeManager {
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetchFor(envelope.tree), announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: this.c.onReceived,
+      fetch: this.c.fetchFor(envelope.tree), announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),
@@ -307,6 +309,7 @@ export class TreeManager {
       if (state.newest === envelope) state.newestComplete = true
       this.c.headsChanged()
       const result: SyncResult = { tree: envelope.tree, seq: envelope.seq, bytesFetched: sync.progress.bytesDone, durationMs: Date.now() - started }
+      this.c.onSyncEnded?.(envelope.tree, { result })
       if (state.newest?.seq === envelope.seq) {
         for (const w of state.waiters) if (envelope.seq >= w.minSeq) { w.resolve(result); state.waiters.delete(w) }
       }
@@ -320,6 +323,7 @@ export class TreeManager {
       state.failures++
       state.lastError = (err as Error).message
       this.log.error({ tree: envelope.tree, seq: envelope.seq, err }, 'sync failed')
+      this.c.onSyncEnded?.(envelope.tree, { error: err as Error })
       await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'failed', error: state.lastError }).catch(() => {})
       for (const w of state.waiters) w.reject(err as Error)
       state.waiters.clear()

@@ -63,6 +63,8 @@ export async function runDemo (options: { keep?: boolean } = {}): Promise<void> 
     await cluster.wire(TREE, origin)
     for (const site of cluster.sites) await cluster.start(site)
     say(`started 3 agents: ${cluster.sites.map(s => `${s.name} ${s.multiaddr}`).join('\n                   ')}`)
+    const dashboards = await Promise.all(cluster.sites.map(async s => `${s.name} ${(await cluster.status(s)).dashboard?.url ?? '(off)'}`))
+    say(`dashboards:       ${dashboards.join('\n                   ')}`)
     for (const lab of [labA, labB]) await cluster.cli(['subscribe', '--home', lab.home, TREE, '--to', join(cluster.dir, `${lab.name}-mirror`)])
 
     say('\n1) origin publishes v1')

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve, sep } from 'node:path'
@@ -76,6 +76,8 @@ export class Cluster {
     const port = await freePort()
     const out = await cliOk(['init', '--home', home, '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--json'])
     const info = JSON.parse(out) as { peerId: string, multiaddrs: string[], publisherKey: string }
+    // several agents share this host: each names itself and takes any free dashboard port (status shows it)
+    await setConfigValues(join(home, 'config.toml'), { '# name = "brisbane"': `name = ${JSON.stringify(name)}`, 'listen = "127.0.0.1:7180"': 'listen = "127.0.0.1:0"' })
     const site: Site = { name, home, port, peerId: info.peerId, multiaddr: info.multiaddrs[0] as string, publisherKey: info.publisherKey, log: '' }
     this.sites.push(site)
     return site
@@ -136,9 +138,20 @@ export class Cluster {
 /** The parts of `status --json` the tests read (see agent/daemon/api.ts AgentStatus). */
 export interface AgentStatusLike {
   peerId: string
+  dashboard?: { url: string }
   trees: Array<{ name: string, currentSeq?: number, newestSeq?: number, sync?: { phase: string, bytesDone: number, bytesTotal: number } }>
   peers: Array<{ peerId: string, connected: boolean, bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number }>
   counters: { bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number, envelopesRejected: number, chunksRejected: number }
+}
+
+/** Replaces lines of a config written by `init` (exact text → new text); throws when one is not found. */
+export async function setConfigValues (configFile: string, replacements: Record<string, string>): Promise<void> {
+  let text = await readFile(configFile, 'utf8')
+  for (const [from, to] of Object.entries(replacements)) {
+    if (!text.includes(from)) throw new Error(`${configFile}: no line ${JSON.stringify(from)} to replace`)
+    text = text.replace(from, to)
+  }
+  await writeFile(configFile, text)
 }
 
 export async function sleep (ms: number): Promise<void> {

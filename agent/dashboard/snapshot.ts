@@ -1,0 +1,104 @@
+// The JSON the dashboard page renders: every site (from the network view), this site's trees with their
+// version history, its links and peers, and the throughput series. Built per request from the live state.
+import type { AgentStatus } from '../daemon/api.js'
+import type { LinkView } from '../netview/local-status.js'
+import type { SiteView } from '../netview/network-view.js'
+import type { Rates, RatePoint } from '../netview/traffic.js'
+
+export interface VersionRow {
+  seq: number
+  label: string
+  state: string
+  createdAtMs: number
+  publisherKey: string
+  /** Whether this site's own key signed it. */
+  publishedHere: boolean
+  files?: number
+  /** Tree size (bytes of files). */
+  bytes?: number
+  /** Bytes that crossed the network for this version here (at the publisher: new chunk bytes). */
+  newBytes?: number
+  /** Sites whose last status lists this version as complete. */
+  heldBy: string[]
+}
+
+export interface TreeRow {
+  name: string
+  subscribedTo?: string
+  include?: string[]
+  exclude?: string[]
+  currentSeq?: number
+  newestSeq?: number
+  versions: VersionRow[]
+}
+
+export interface PeerRow {
+  peerId: string
+  name: string
+  connected: boolean
+  rateUp: number
+  rateDown: number
+  bytesUp: number
+  bytesDown: number
+  chunkBytesUp: number
+  chunkBytesDown: number
+  badChunks: number
+  strikes: number
+}
+
+export interface DashboardSnapshot {
+  generatedAtMs: number
+  self: { peerId: string, name: string, version: string, startedAtMs: number, multiaddrs: string[], publisherKey: string }
+  staleAfterMs: number
+  sites: SiteView[]
+  /** Every tree any site reports, sorted. */
+  treeNames: string[]
+  trees: TreeRow[]
+  links: Array<LinkView & { peerNames: string[] }>
+  peers: PeerRow[]
+  /** This site's rates, one point per second (other sites' points are in sites[].rateHistory). */
+  throughput: RatePoint[]
+}
+
+export interface SnapshotInput {
+  status: AgentStatus
+  sites: SiteView[]
+  links: LinkView[]
+  peerRates: (peerId: string) => Rates
+  localHistory: RatePoint[]
+  staleAfterMs: number
+  now?: number
+}
+
+export function buildSnapshot (input: SnapshotInput): DashboardSnapshot {
+  const { status, sites } = input
+  const self = sites.find(s => s.self)
+  const nameOf = new Map(sites.map(s => [s.peerId, s.name]))
+  const treeNames = [...new Set(sites.flatMap(s => s.status?.trees.map(t => t.name) ?? []))].sort()
+  const heldBy = (tree: string, seq: number): string[] => sites
+    .filter(s => s.status?.trees.some(t => t.name === tree && (t.held.includes(seq) || t.currentSeq === seq)) === true)
+    .map(s => s.name)
+  return {
+    generatedAtMs: input.now ?? Date.now(),
+    self: { peerId: status.peerId, name: self?.name ?? '', version: status.version, startedAtMs: status.startedAtMs, multiaddrs: status.multiaddrs, publisherKey: status.publisherKey },
+    staleAfterMs: input.staleAfterMs,
+    sites,
+    treeNames,
+    trees: status.trees.map(t => ({
+      name: t.name, subscribedTo: t.subscribedTo, include: t.include, exclude: t.exclude, currentSeq: t.currentSeq, newestSeq: t.newestSeq,
+      versions: t.versions.map(v => ({
+        seq: v.seq, label: v.label, state: v.state, createdAtMs: v.createdAtMs, publisherKey: v.publisherKey,
+        publishedHere: v.publisherKey === status.publisherKey, files: v.files, bytes: v.bytes, newBytes: v.newBytes, heldBy: heldBy(t.name, v.seq),
+      })).reverse(),
+    })),
+    links: input.links.map(l => ({ ...l, peerNames: (l.peerIds ?? []).map(id => nameOf.get(id) ?? id.slice(-8)) })),
+    peers: status.peers.map(p => {
+      const r = input.peerRates(p.peerId)
+      return {
+        peerId: p.peerId, name: nameOf.get(p.peerId) ?? p.name ?? p.peerId.slice(-8), connected: p.connected, rateUp: r.up, rateDown: r.down,
+        bytesUp: p.bytesUp, bytesDown: p.bytesDown, chunkBytesUp: p.chunkBytesUp, chunkBytesDown: p.chunkBytesDown, badChunks: p.badChunks, strikes: p.strikes,
+      }
+    }),
+    throughput: input.localHistory,
+  }
+}

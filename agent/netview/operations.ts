@@ -1,0 +1,118 @@
+// Everything an operator watches, wired in one place so the agent's own wiring gains one call: traffic
+// sampling, the status gossip and the network view, Prometheus metrics, and the dashboard listener.
+import { hostname } from 'node:os'
+import type { AgentStatus, PeerStatus, SyncResult } from '../daemon/api.js'
+import type { Logger } from '../log.js'
+import { AgentMetrics } from '../metrics/metrics.js'
+import { buildSnapshot, type DashboardSnapshot } from '../dashboard/snapshot.js'
+import { startDashboardServer, type DashboardServer } from '../dashboard/server.js'
+import { linksOf, localSiteStatus, type LinkView } from './local-status.js'
+import { NetworkView, type SiteView } from './network-view.js'
+import { StatusGossip } from './status-gossip.js'
+import { TrafficSampler } from './traffic.js'
+
+/** Counters are sampled this often for rates and the throughput plot. */
+export const SAMPLE_INTERVAL_MS = 1_000
+/**
+ * A site is stale after this many missed status intervals, plus a grace for a busy sender (its status()
+ * reads the database) and for gossip relayed over one more hop.
+ */
+export const STALE_AFTER_INTERVALS = 3
+export const STALE_GRACE_MS = 2_000
+
+export interface OperationsComponents {
+  selfId: string
+  log: Logger
+  status: () => Promise<AgentStatus>
+  /** Cheap (no database): the per-peer counters, sampled every second. */
+  peers: () => PeerStatus[]
+  configuredPeers: () => ReadonlyMap<string, string | undefined>
+  connectedPeers: () => ReadonlySet<string>
+  publishStatus: (bytes: Uint8Array) => Promise<number>
+}
+
+export interface OperationsInit {
+  /** Site name in the status gossip; default: the host name. */
+  siteName?: string
+  statusIntervalMs: number
+  dashboard: { enabled: boolean, listen: string }
+}
+
+export interface Operations {
+  /** http://…/ of the dashboard (undefined when disabled). */
+  dashboardUrl?: string
+  /** A status from the status topic; origin is the signer (undefined: unsigned, ignored). */
+  onStatus: (bytes: Uint8Array, origin: string | undefined) => void
+  onChunkReceived: (tree: string, bytes: number) => void
+  onSyncEnded: (tree: string, outcome: { result: SyncResult } | { error: Error }) => void
+  snapshot: () => Promise<DashboardSnapshot>
+  /** Bytes of the last status this site gossiped. */
+  lastStatusBytes: () => number
+  stop: () => Promise<void>
+}
+
+export async function startOperations (c: OperationsComponents, init: OperationsInit): Promise<Operations> {
+  const name = init.siteName ?? hostname()
+  const staleAfterMs = init.statusIntervalMs * STALE_AFTER_INTERVALS + STALE_GRACE_MS
+  const sampler = new TrafficSampler()
+  const metrics = new AgentMetrics()
+  const view = new NetworkView({ selfId: c.selfId, configuredPeers: c.configuredPeers, connectedPeers: c.connectedPeers }, { staleAfterMs })
+
+  const current = async (): Promise<{ status: AgentStatus, links: LinkView[], sites: SiteView[] }> => {
+    const status = await c.status()
+    const links = linksOf(status)
+    const sites = view.sites(localSiteStatus(status, name, links, sampler), sampler.history())
+    return { status, links, sites }
+  }
+  const gossip = new StatusGossip({
+    view,
+    log: c.log,
+    localStatus: async () => { const status = await c.status(); return localSiteStatus(status, name, linksOf(status), sampler) },
+    publish: c.publishStatus,
+    onResult: result => { if (result !== 'self') metrics.statusMessage(result) },
+  }, { intervalMs: init.statusIntervalMs })
+
+  sampler.sample(c.peers())
+  const sampling = setInterval(() => { sampler.sample(c.peers()) }, SAMPLE_INTERVAL_MS)
+  sampling.unref()
+  gossip.start()
+
+  const snapshot = async (): Promise<DashboardSnapshot> => {
+    const { status, links, sites } = await current()
+    return buildSnapshot({ status, sites, links, peerRates: id => sampler.rates(id), localHistory: sampler.history(), staleAfterMs })
+  }
+
+  let server: DashboardServer | undefined
+  if (init.dashboard.enabled) {
+    try {
+      server = await startDashboardServer({
+        log: c.log,
+        snapshot,
+        metrics: async () => {
+          const { status, links, sites } = await current()
+          metrics.setSnapshot({ status, siteName: name, links, sites, peerRates: id => sampler.rates(id) })
+          return { contentType: metrics.contentType, body: await metrics.registry.metrics() }
+        },
+      }, { listen: init.dashboard.listen })
+    } catch (err) {
+      clearInterval(sampling)
+      gossip.stop()
+      throw err
+    }
+    c.log.info({ url: server.url }, `dashboard at ${server.url}`)
+  }
+
+  return {
+    dashboardUrl: server?.url,
+    onStatus: (bytes, origin) => { gossip.receive(bytes, origin) },
+    onChunkReceived: (tree, bytes) => { metrics.chunkReceived(tree, bytes) },
+    onSyncEnded: (tree, outcome) => { metrics.syncEnded(tree, outcome) },
+    snapshot,
+    lastStatusBytes: () => gossip.lastSentBytes,
+    stop: async () => {
+      clearInterval(sampling)
+      gossip.stop()
+      await server?.close()
+    },
+  }
+}
