@@ -40,6 +40,8 @@ export class LevelChunkIndex implements ChunkIndex {
   private readonly files: FileHandleCache
   private readonly fileLocks = new KeyedMutex()
   private readonly inFlight = new Set<Promise<unknown>>()
+  /** Lookups of a chunk's first location waiting to be done together (see firstLocation). */
+  private pendingLookups: Array<{ id: ChunkId, resolve: (found: [Buffer, Buffer] | undefined) => void, reject: (err: unknown) => void }> = []
 
   private constructor (
     private readonly db: StoreDb,
@@ -214,7 +216,48 @@ export class LevelChunkIndex implements ChunkIndex {
     await this.files.close()
   }
 
+  /**
+   * The first location entry of a chunk. Lookups made in the same tick (a server reading ahead for several
+   * wants, many streams at once) share one iterator that seeks from id to id in key order: an iterator per
+   * lookup cost more than the file read and the re-hash together when serving (profiled: ~0.5 ms each).
+   */
+  private async firstLocation (id: ChunkId): Promise<[Buffer, Buffer] | undefined> {
+    return await new Promise((resolve, reject) => {
+      this.pendingLookups.push({ id, resolve, reject })
+      if (this.pendingLookups.length === 1) setImmediate(() => { this.lookupPending().catch(() => {}) })
+    })
+  }
+
+  private async lookupPending (): Promise<void> {
+    const batch = this.pendingLookups.sort((a, b) => Buffer.compare(a.id, b.id))
+    this.pendingLookups = []
+    let it
+    try {
+      it = this.db.iterator({ gte: locPrefix((batch[0] as typeof batch[number]).id), lt: range(locPrefix((batch[batch.length - 1] as typeof batch[number]).id)).lt })
+      for (const lookup of batch) {
+        const prefix = locPrefix(lookup.id)
+        it.seek(prefix)
+        const entry = await it.next()
+        lookup.resolve(entry !== undefined && entry[0].subarray(0, prefix.length).equals(prefix) ? entry : undefined)
+      }
+    } catch (err) {
+      for (const lookup of batch) lookup.reject(err)
+    } finally {
+      await it?.close()
+    }
+  }
+
   private async read (id: ChunkId, signal: AbortSignal | undefined): Promise<Buffer | undefined> {
+    // Most chunks lie in one place, and that place is good: try the first location alone.
+    const first = await this.firstLocation(id)
+    if (first === undefined) return undefined
+    signal?.throwIfAborted()
+    const attempt = await this.readAt(id, decodeLocKey(first[0], decodeSize(first[1])).location, signal)
+    if (attempt.kind === 'ok') return attempt.bytes
+    return await this.readAny(id, signal)
+  }
+
+  private async readAny (id: ChunkId, signal: AbortSignal | undefined): Promise<Buffer | undefined> {
     // Page through the locations instead of loading them all: a common chunk (zeros) can lie in thousands of places.
     const it = this.db.iterator(range(locPrefix(id)))
     try {
