@@ -263,7 +263,10 @@ export class BandwidthManager {
       if (change.down !== undefined) parseRate(change.down)
     }
     const link = this.resolveTarget(target)
-    const next: DirectionOverride = change === 'reset' ? {} : { ...link.override, ...change }
+    const next: DirectionOverride = { ...link.override }
+    if (change === 'reset') { delete next.up; delete next.down }
+    if (change !== 'reset' && change.up !== undefined) next.up = change.up
+    if (change !== 'reset' && change.down !== undefined) next.down = change.down
     const stored = Object.keys(next).length === 0 ? undefined : next
     if (link.kind === 'global') this.overrides.global = stored
     else if (link.kind === 'link') setOrDelete(this.overrides.links, link.name, stored)

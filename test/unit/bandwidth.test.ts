@@ -275,8 +275,11 @@ describe('BandwidthManager', () => {
     const persisted: LimitOverrides[] = []
     const bw = manager(at, clock, persisted)
     const link = await bw.change({ link: 'wan', up: '1MB/s' })
-    expect(link).toMatchObject({ limit: { up: 1e6, down: null }, override: { up: '1MB/s' } })
-    expect(persisted.at(-1)?.links).toEqual({ wan: { up: '1MB/s' } })
+    expect(link).toMatchObject({ limit: { up: 1e6, down: null } })
+    expect(link.override).toEqual({ up: '1MB/s' })
+    // a later change of the other direction keeps this one
+    expect((await bw.change({ link: 'wan', down: '3MB/s', up: undefined })).override).toEqual({ up: '1MB/s', down: '3MB/s' })
+    expect(persisted.at(-1)?.links).toEqual({ wan: { up: '1MB/s', down: '3MB/s' } })
     const peer = await bw.change({ peer: C, down: '80Mbit/s' })
     expect(peer).toMatchObject({ kind: 'peer', limit: { down: 10e6 } })
     const global = await bw.change({ up: 'unlimited', down: '50MB/s' })
