@@ -21,7 +21,7 @@ import { Dialer } from '../net/dialer.js'
 import { HaveGossip } from '../sync/have-gossip.js'
 import { bandwidthFromConfig, peerIdOfAddr } from '../bandwidth/from-config.js'
 import { LimitRequestError } from '../bandwidth/manager.js'
-import { BLOCK_FRAME_OVERHEAD, pacedFetch } from '../bandwidth/paced-fetch.js'
+import { pacedFetch } from '../bandwidth/paced-fetch.js'
 import { publishVersion } from '../publish.js'
 import { verifyVersion } from '../verify.js'
 import { TreeManager } from './trees.js'
@@ -93,11 +93,9 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const chunkServer = new ChunkServer({
     libp2p: node,
     provider: {
-      read: async (id, signal, peer) => {
-        const bytes = await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id)
-        if (bytes !== undefined) await bandwidth.paceUpload(peer, bytes.byteLength + BLOCK_FRAME_OVERHEAD, signal)
-        return bytes
-      },
+      read: async (id, signal) => await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id),
+      // paced per frame as sent: a compressed batch costs its compressed size against the upload limits
+      pace: async (peer, bytes, signal) => await bandwidth.paceUpload(peer, bytes, signal),
     },
     allowlist,
     stats,
