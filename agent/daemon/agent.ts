@@ -22,6 +22,7 @@ import { HaveGossip } from '../sync/have-gossip.js'
 import { bandwidthFromConfig, peerIdOfAddr } from '../bandwidth/from-config.js'
 import { LimitRequestError } from '../bandwidth/manager.js'
 import { pacedFetch } from '../bandwidth/paced-fetch.js'
+import { DeltaService } from '../net/delta-protocol.js'
 import { publishVersion } from '../publish.js'
 import { verifyVersion } from '../verify.js'
 import { TreeManager } from './trees.js'
@@ -101,6 +102,16 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     stats,
     onMisbehaviour,
   })
+  const deltas = new DeltaService({
+    libp2p: node,
+    provider: {
+      get: async (key) => await store.catalog.getDelta(key),
+      pace: async (peer, bytes, signal) => await bandwidth.paceUpload(peer, bytes, signal),
+    },
+    allowlist,
+    stats,
+    onMisbehaviour,
+  })
   const chunkClient = new ChunkClient({ libp2p: node, stats, onMisbehaviour }, { maxOutstandingBytes: config.sync.windowBytes })
   const pubsub = node.services.pubsub
 
@@ -132,6 +143,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     index: store.index,
     catalog: store.catalog,
     log,
+    fetchDeltas: async (peerId, keys, signal) => await deltas.fetch(peerIdFromString(peerId), keys, signal),
     fetchFor: tree => pacedFetch(async (peerId, wants, options) => await chunkClient.fetch(peerIdFromString(peerId), wants, options), bandwidth, tree),
     trustedKeys: tree => trust.get(tree) ?? new Set(),
     announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
@@ -150,6 +162,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
 
   await node.start()
   await chunkServer.start()
+  await deltas.start()
   await chunkClient.start()
   await heads.start()
   await announcer.start()
@@ -169,6 +182,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       await heads.stop()
       await chunkClient.stop()
       await chunkServer.stop()
+      await deltas.stop()
       node.removeEventListener('peer:disconnect', onDisconnect)
       detachStats()
       await node.stop()
