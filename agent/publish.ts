@@ -9,6 +9,9 @@ import { chunkBytes } from './chunk/chunker.js'
 import { scanTree, type ChunkFileFn } from './scan/scanner.js'
 import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
+import { computeDeltas, type DeltaStats } from './delta/compute.js'
+import { MAX_DELTA_TARGET_BYTES } from '../protocol/wire-limits.js'
+import type { ChunkRef } from '../protocol/manifest.js'
 
 export interface PublishOptions {
   tree: string
@@ -28,6 +31,8 @@ export interface PublishResult {
   envelope: Envelope
   rootHex: string
   stats: VersionStats & { manifestBytes: number, cachedFiles: number, warnings: number }
+  /** Small-file deltas against the previous version (undefined: no previous version). */
+  deltas?: DeltaStats
 }
 
 const SCAN_CACHE_BATCH = 1000
@@ -53,6 +58,8 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const countedChunks = new Set<string>()
   const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, warnings: 0 }
   let cacheBatch: Array<[string, ScanCacheEntry]> = []
+  // changed small files: candidates for a delta against the same path in the previous version
+  const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
 
   const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(source, relPath) }
   const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
@@ -77,6 +84,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       const present = await o.index.hasMany(unseen.map(c => c.id))
       unseen.forEach((chunk, i) => { if (present[i] !== true) { stats.newChunks++; stats.newBytes += chunk.size } })
       await o.index.indexFile(root.id, file.entry.path, file.chunks)
+      if (file.entry.size <= MAX_DELTA_TARGET_BYTES) changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
     }
     // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
     // is how the next publish learns that a file is gone and drops its chunk locations from the index.
@@ -104,6 +112,19 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   await o.catalog.putBlob(rootHash, rootBytes)
 
   const seq = await nextSeq(o.catalog, tree)
+  // Deltas exist before the version is announced (the caller announces after we return), so the first
+  // subscriber to ask finds them. They only save bytes: a failure here never fails the publish.
+  let deltas: DeltaStats | undefined
+  const baseSeq = (await o.catalog.listVersions(tree)).filter(v => v.state === 'complete' && v.seq < seq).at(-1)?.seq
+  if (baseSeq !== undefined && changed.size > 0) {
+    try {
+      deltas = await computeDeltas({ tree, baseSeq, changed, index: o.index, catalog: o.catalog, signal: o.signal })
+      log.info({ baseSeq, ...deltas }, 'deltas computed')
+    } catch (err) {
+      o.signal?.throwIfAborted()
+      log.warn({ err }, 'computing deltas failed; subscribers fetch plain chunks')
+    }
+  }
   const envelope = signEnvelope({
     tree,
     seq,
@@ -119,7 +140,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const treeRecord = await o.catalog.getTree(tree)
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
   log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')
-  return { envelope, rootHex: toHex(rootHash), stats }
+  return { envelope, rootHex: toHex(rootHash), stats, deltas }
 }
 
 /** A scan cache entry that never matches a file (no inode is -1): it only records that the path was published. */

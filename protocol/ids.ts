@@ -5,6 +5,16 @@ import { validateTreeName } from './paths.js'
 /** WANT → BLOCK | DONT_HAVE, one long-lived stream per peer pair and direction. */
 export const CHUNKS_PROTOCOL = '/deltamesh/chunks/1.0.0'
 
+/**
+ * Same requests as 1.0.0; the server may also answer with BLOCKS frames (several chunks compressed together).
+ * A new id rather than a flag so a 1.0.0 peer can never be sent a frame it does not know: multistream-select
+ * picks 1.1.0 only when both sides list it, and the client falls back to 1.0.0 otherwise.
+ */
+export const CHUNKS_PROTOCOL_1_1 = '/deltamesh/chunks/1.1.0'
+
+/** DELTA_WANT → DELTA | DONT_HAVE: small-file deltas computed once per version by the publisher. */
+export const DELTAS_PROTOCOL = '/deltamesh/deltas/1.0.0'
+
 /** HEADS ↔ HEADS: what each side holds, exchanged on connect and on demand. */
 export const HEADS_PROTOCOL = '/deltamesh/heads/1.0.0'
 

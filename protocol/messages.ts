@@ -5,7 +5,9 @@
 import { decodeUntrusted, encodeCanonical, expectBytes, expectInt, expectString } from './codec.js'
 import { InvalidMessageError, LimitExceededError } from './errors.js'
 import { CHUNK_ID_BYTES, MAX_CHUNK_SIZE, MAX_ENVELOPE_BYTES } from './limits.js'
-import { MAX_ERROR_MESSAGE_BYTES, MAX_HEADS, MAX_WANTS_PER_FRAME } from './wire-limits.js'
+import {
+  MAX_BATCH_RAW_BYTES, MAX_BLOCKS_PER_BATCH, MAX_DELTA_TARGET_BYTES, MAX_DELTA_WANTS, MAX_ERROR_MESSAGE_BYTES, MAX_HEADS, MAX_WANTS_PER_FRAME,
+} from './wire-limits.js'
 import { validateTreeName } from './paths.js'
 import type { ChunkId } from './chunk-id.js'
 
@@ -14,6 +16,23 @@ export interface WantMessage { type: 'WANT', ids: ChunkId[] }
 
 /** Server → client: the bytes of a chunk that was asked for. The receiver hashes them before trusting them. */
 export interface BlockMessage { type: 'BLOCK', id: ChunkId, bytes: Uint8Array }
+
+/** Compression codecs of a BLOCKS frame. Only one so far; the list is closed so an unknown one is rejected. */
+export const BATCH_CODECS = ['br'] as const
+export type BatchCodec = typeof BATCH_CODECS[number]
+
+/**
+ * Server → client, on /deltamesh/chunks/1.1.0 only: several chunks compressed together, `payload` being the
+ * compression of their bytes concatenated in `entries` order. The declared sizes bound decompression (never
+ * beyond their sum) and each chunk is still hashed before it is trusted.
+ */
+export interface BlocksMessage { type: 'BLOCKS', codec: BatchCodec, entries: Array<{ id: ChunkId, size: number }>, payload: Uint8Array }
+
+/** Client → server on the deltas protocol: send me the deltas with these keys (see protocol/delta.ts). */
+export interface DeltaWantMessage { type: 'DELTA_WANT', keys: Uint8Array[] }
+
+/** Server → client: an encoded delta. Untrusted until its result hashes to the target file's chunks. */
+export interface DeltaMessage { type: 'DELTA', key: Uint8Array, bytes: Uint8Array }
 
 /** Server → client: I cannot serve this chunk (not held, or no longer readable). */
 export interface DontHaveMessage { type: 'DONT_HAVE', id: ChunkId }
@@ -37,17 +56,21 @@ export type ErrorCode = typeof ERROR_CODES[number]
 /** Either direction, then the stream ends: why the sender gives up on this stream. */
 export interface ErrorMessage { type: 'ERROR', code: ErrorCode, message: string }
 
-export type Message = WantMessage | BlockMessage | DontHaveMessage | HeadsMessage | ErrorMessage
+export type Message = WantMessage | BlockMessage | BlocksMessage | DontHaveMessage | HeadsMessage | ErrorMessage | DeltaWantMessage | DeltaMessage
 export type MessageType = Message['type']
 
 // Wire forms (arrays, so the encoding is canonical):
 //   ['WANT', [id, …]]            ['BLOCK', id, bytes]        ['DONT_HAVE', id]
 //   ['HEADS', [[tree, seq, complete, envelope], …], wantReply]   ['ERROR', code, message]
+//   ['BLOCKS', codec, [[id, size], …], payload]   ['DELTA_WANT', [key, …]]   ['DELTA', key, bytes]
 
 function toWire (msg: Message): unknown[] {
   switch (msg.type) {
     case 'WANT': return ['WANT', msg.ids]
     case 'BLOCK': return ['BLOCK', msg.id, msg.bytes]
+    case 'BLOCKS': return ['BLOCKS', msg.codec, msg.entries.map(e => [e.id, e.size]), msg.payload]
+    case 'DELTA_WANT': return ['DELTA_WANT', msg.keys]
+    case 'DELTA': return ['DELTA', msg.key, msg.bytes]
     case 'DONT_HAVE': return ['DONT_HAVE', msg.id]
     case 'HEADS': return ['HEADS', msg.heads.map(h => [h.tree, h.seq, h.complete, h.envelope]), msg.wantReply]
     case 'ERROR': return ['ERROR', msg.code, msg.message]
@@ -111,6 +134,36 @@ function fromWire (value: unknown): Message {
       const id = expectId(t[1], 'BLOCK id')
       if (t[2] instanceof Uint8Array && t[2].byteLength > MAX_CHUNK_SIZE) throw new LimitExceededError('BLOCK size', t[2].byteLength, MAX_CHUNK_SIZE)
       return { type: 'BLOCK', id, bytes: expectBytes(t[2], 'BLOCK bytes') }
+    }
+    case 'BLOCKS': {
+      expectArity(t, 4, 'BLOCKS')
+      const codec = t[1]
+      if (typeof codec !== 'string' || !(BATCH_CODECS as readonly string[]).includes(codec)) {
+        throw new InvalidMessageError(`BLOCKS: unknown codec ${JSON.stringify(String(codec).slice(0, 40))}`)
+      }
+      let total = 0
+      const entries = expectList(t[2], 'BLOCKS entries', 1, MAX_BLOCKS_PER_BATCH).map((entry, i) => {
+        if (!Array.isArray(entry)) throw new InvalidMessageError(`BLOCKS entry ${i}: not an array`)
+        expectArity(entry, 2, `BLOCKS entry ${i}`)
+        const id = expectId(entry[0], `BLOCKS entry ${i} id`)
+        const size = expectInt(entry[1], `BLOCKS entry ${i} size`, 1, MAX_CHUNK_SIZE)
+        total += size
+        return { id, size }
+      })
+      if (total > MAX_BATCH_RAW_BYTES) throw new LimitExceededError('BLOCKS raw bytes', total, MAX_BATCH_RAW_BYTES)
+      // a batch that does not shrink is never sent compressed, so a payload above the raw total is not honest
+      const payload = expectBytes(t[3], 'BLOCKS payload', undefined, total)
+      return { type: 'BLOCKS', codec: codec as BatchCodec, entries, payload }
+    }
+    case 'DELTA_WANT': {
+      expectArity(t, 2, 'DELTA_WANT')
+      const keys = expectList(t[1], 'DELTA_WANT keys', 1, MAX_DELTA_WANTS).map((k, i) => expectId(k, `DELTA_WANT key ${i}`))
+      return { type: 'DELTA_WANT', keys }
+    }
+    case 'DELTA': {
+      expectArity(t, 3, 'DELTA')
+      const key = expectId(t[1], 'DELTA key')
+      return { type: 'DELTA', key, bytes: expectBytes(t[2], 'DELTA bytes', undefined, MAX_DELTA_TARGET_BYTES) }
     }
     case 'DONT_HAVE': {
       expectArity(t, 2, 'DONT_HAVE')

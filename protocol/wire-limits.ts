@@ -17,6 +17,31 @@ const FRAME_OVERHEAD = 256
 /** Largest frame on the chunks protocol: one BLOCK of MAX_CHUNK_SIZE plus its header. */
 export const MAX_FRAME_BYTES = MAX_CHUNK_SIZE + CHUNK_ID_BYTES + FRAME_OVERHEAD
 
+/**
+ * Raw (decompressed) bytes of one BLOCKS frame. Large enough that the compression context spans many
+ * chunks (brotli gains little beyond a few hundred KiB of history), small enough that a receiver never
+ * inflates more than this per frame, whatever the compressed payload claims.
+ */
+export const MAX_BATCH_RAW_BYTES = 1024 * 1024
+
+/** Chunks in one BLOCKS frame (at the 16 KiB minimum chunk size, 64 fill a 1 MiB batch). */
+export const MAX_BLOCKS_PER_BATCH = 64
+
+/** Largest frame on /deltamesh/chunks/1.1.0: a BLOCK of MAX_CHUNK_SIZE, or a BLOCKS frame (payload ≤ its raw size). */
+export const MAX_FRAME_BYTES_1_1 = Math.max(MAX_FRAME_BYTES, MAX_BATCH_RAW_BYTES + MAX_BLOCKS_PER_BATCH * (CHUNK_ID_BYTES + 8) + FRAME_OVERHEAD)
+
+/** Delta keys in one DELTA_WANT frame (one per changed file of a version; more go in further requests). */
+export const MAX_DELTA_WANTS = 1024
+
+/**
+ * A delta is only worth it for a small changed file; the publisher computes none above this target size,
+ * so a DELTA claiming more is hostile, and the receiver never rebuilds a file larger than this from one.
+ */
+export const MAX_DELTA_TARGET_BYTES = 1024 * 1024
+
+/** Largest encoded delta: never larger than its target (else plain chunks are cheaper). */
+export const MAX_DELTA_FRAME_BYTES = MAX_DELTA_TARGET_BYTES + FRAME_OVERHEAD
+
 /** Largest frame a chunk server accepts: a full WANT frame (an ERROR is smaller). */
 export const MAX_REQUEST_FRAME_BYTES = MAX_WANTS_PER_FRAME * (CHUNK_ID_BYTES + 2) + FRAME_OVERHEAD
 

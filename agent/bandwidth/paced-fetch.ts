@@ -1,6 +1,8 @@
 // The receiver's half of rate limiting: chunks are asked for only as fast as the download limits allow,
 // in small groups, so what arrives never bursts beyond one bucket even though the scheduler hands a peer
-// a whole window of chunks at once. Requests that come back without data give their tokens back.
+// a whole window of chunks at once. Requests that come back without data give their tokens back, and so
+// does compression: a group is paced at its chunks' raw size (what it may cost), then refunded down to the
+// frame bytes it actually cost on the wire.
 
 import type { FetchFailure, FetchFailureReason, FetchResult, WantRequest } from '../net/chunk-client.js'
 import type { FetchFn } from '../sync/chunk-pump.js'
@@ -58,10 +60,12 @@ export function pacedFetch (fetch: FetchFn, pacer: DownloadPacer, tree: string, 
       running.push(fetch(peerId, group, { ...options, onFailure }).then(r => {
         result.delivered += r.delivered
         result.bytes += r.bytes
+        if (r.wireBytes !== undefined) result.wireBytes = (result.wireBytes ?? 0) + r.wireBytes
         result.failed.push(...r.failed)
         const size = new Map(group.map(w => [toHex(w.id), cost(w)]))
         const unanswered = r.failed.reduce((n, f) => n + (size.get(toHex(f.id)) ?? 0), 0)
-        if (unanswered > 0) pacer.refundDownload(peerId, unanswered)
+        const saved = r.wireBytes === undefined ? 0 : Math.max(0, bytes - unanswered - r.wireBytes)
+        if (unanswered + saved > 0) pacer.refundDownload(peerId, unanswered + saved)
       }))
     }
     await Promise.all(running)

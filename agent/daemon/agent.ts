@@ -21,7 +21,8 @@ import { Dialer } from '../net/dialer.js'
 import { HaveGossip } from '../sync/have-gossip.js'
 import { bandwidthFromConfig, peerIdOfAddr } from '../bandwidth/from-config.js'
 import { LimitRequestError } from '../bandwidth/manager.js'
-import { BLOCK_FRAME_OVERHEAD, pacedFetch } from '../bandwidth/paced-fetch.js'
+import { pacedFetch } from '../bandwidth/paced-fetch.js'
+import { DeltaService } from '../net/delta-protocol.js'
 import { publishVersion } from '../publish.js'
 import { verifyVersion } from '../verify.js'
 import { TreeManager } from './trees.js'
@@ -93,11 +94,19 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const chunkServer = new ChunkServer({
     libp2p: node,
     provider: {
-      read: async (id, signal, peer) => {
-        const bytes = await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id)
-        if (bytes !== undefined) await bandwidth.paceUpload(peer, bytes.byteLength + BLOCK_FRAME_OVERHEAD, signal)
-        return bytes
-      },
+      read: async (id, signal) => await store.index.readChunk(id, signal) ?? await store.catalog.getBlob(id),
+      // paced per frame as sent: a compressed batch costs its compressed size against the upload limits
+      pace: async (peer, bytes, signal) => await bandwidth.paceUpload(peer, bytes, signal),
+    },
+    allowlist,
+    stats,
+    onMisbehaviour,
+  })
+  const deltas = new DeltaService({
+    libp2p: node,
+    provider: {
+      get: async (key) => await store.catalog.getDelta(key),
+      pace: async (peer, bytes, signal) => await bandwidth.paceUpload(peer, bytes, signal),
     },
     allowlist,
     stats,
@@ -134,6 +143,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     index: store.index,
     catalog: store.catalog,
     log,
+    fetchDeltas: async (peerId, keys, signal) => await deltas.fetch(peerIdFromString(peerId), keys, signal),
     fetchFor: tree => pacedFetch(async (peerId, wants, options) => await chunkClient.fetch(peerIdFromString(peerId), wants, options), bandwidth, tree),
     trustedKeys: tree => trust.get(tree) ?? new Set(),
     announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
@@ -152,6 +162,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
 
   await node.start()
   await chunkServer.start()
+  await deltas.start()
   await chunkClient.start()
   await heads.start()
   await announcer.start()
@@ -171,6 +182,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       await heads.stop()
       await chunkClient.stop()
       await chunkServer.stop()
+      await deltas.stop()
       node.removeEventListener('peer:disconnect', onDisconnect)
       detachStats()
       await node.stop()

@@ -28,6 +28,8 @@ export interface TreeManagerComponents {
   log: Logger
   /** Asks one peer for chunks on behalf of a tree (the tree is the unit of fair sharing and priority). */
   fetchFor: (tree: string) => FetchFn
+  /** Small-file deltas by key from one peer (hex key → untrusted delta); absent: plain chunks only. */
+  fetchDeltas?: (peerId: string, keys: Uint8Array[], signal: AbortSignal) => Promise<Map<string, Uint8Array>>
   /** Trusted publisher keys per tree ('ed25519:…'), from the config plus `trust` at runtime. */
   trustedKeys: (tree: string) => ReadonlySet<string>
   announceHave: (tree: string, seq: number, ids: ChunkId[]) => void
@@ -282,7 +284,7 @@ export class TreeManager {
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetchFor(envelope.tree), announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
+      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),

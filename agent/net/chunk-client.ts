@@ -1,15 +1,17 @@
-// Fetching side of /deltamesh/chunks/1.0.0: one long-lived stream per peer, WANT frames pipelined within a
-// bounded window, every BLOCK hashed before delivery. Failures are results (per id), so the caller can ask
+// Fetching side of /deltamesh/chunks/1.1.0 (1.0.0 with an older server): one long-lived stream per peer,
+// WANT frames pipelined within a bounded window, every chunk (of a BLOCK, or inflated from a BLOCKS batch
+// within its declared size) hashed before delivery. Failures are results (per id), so the caller can ask
 // another peer; fetch() itself only rejects for bad arguments.
 import type { Libp2p, PeerId } from '@libp2p/interface'
-import { CHUNKS_PROTOCOL } from '../../protocol/ids.js'
+import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1 } from '../../protocol/ids.js'
+import { decompressBatch } from '../../protocol/batch-codec.js'
 import { ChunkHashMismatchError, DeltameshError, InvalidMessageError } from '../../protocol/errors.js'
 import { isChunkId, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
-import { MAX_FRAME_BYTES, MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
+import { MAX_FRAME_BYTES, MAX_FRAME_BYTES_1_1, MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { FrameStream } from './frames.js'
 import { PeerDisconnectedError, PeerStalledError, PeerUnreachableError, ProtocolViolationError, RemoteError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
-import type { Message } from '../../protocol/messages.js'
+import type { BlocksMessage, Message } from '../../protocol/messages.js'
 
 /** Bytes asked for and not yet delivered, per peer: 16 MiB keeps a 1 Gbit/s × 100 ms link full. */
 export const DEFAULT_MAX_OUTSTANDING_BYTES = 16 * 1024 * 1024
@@ -30,6 +32,11 @@ export interface FetchFailure { id: ChunkId, reason: FetchFailureReason, error?:
 export interface FetchResult {
   delivered: number
   bytes: number
+  /**
+   * Frame bytes the delivered chunks cost on the wire (a BLOCKS frame's bytes shared by its chunks' sizes);
+   * below `bytes` when they came compressed. Receiver pacing refunds the difference.
+   */
+  wireBytes?: number
   failed: FetchFailure[]
 }
 
@@ -59,7 +66,7 @@ class Call {
   remaining: number
   done = false
   chain: Promise<void> = Promise.resolve()
-  readonly result: FetchResult = { delivered: 0, bytes: 0, failed: [] }
+  readonly result: FetchResult & { wireBytes: number } = { delivered: 0, bytes: 0, wireBytes: 0, failed: [] }
   readonly finished: Promise<FetchResult>
   private resolve!: (r: FetchResult) => void
 
@@ -107,7 +114,8 @@ class Session {
   writing = false
   stallTimer?: ReturnType<typeof setTimeout>
 
-  constructor (readonly peer: string, readonly frames: FrameStream) {}
+  /** The server speaks 1.1.0: BLOCKS frames are expected; on 1.0.0 one is a protocol violation. */
+  constructor (readonly peer: string, readonly frames: FrameStream, readonly batched: boolean) {}
 }
 
 export class ChunkClient {
@@ -177,13 +185,16 @@ export class ChunkClient {
     if (existing !== undefined) return await existing
     const opening = (async () => {
       const openSignal = signal === undefined ? AbortSignal.timeout(this.openMs) : AbortSignal.any([signal, AbortSignal.timeout(this.openMs)])
-      const stream = await this.components.libp2p.dialProtocol(peerId, CHUNKS_PROTOCOL, { signal: openSignal })
+      // 1.1.0 first; multistream-select falls back to 1.0.0 with a server that does not know it
+      const stream = await this.components.libp2p.dialProtocol(peerId, [CHUNKS_PROTOCOL_1_1, CHUNKS_PROTOCOL], { signal: openSignal })
+      const batched = stream.protocol === CHUNKS_PROTOCOL_1_1
+      const maxFrame = batched ? MAX_FRAME_BYTES_1_1 : MAX_FRAME_BYTES
       const frames = new FrameStream(stream, {
-        maxFrameBytes: MAX_FRAME_BYTES,
-        // an honest server sends at most our window (plus one oversized chunk) before we read it
-        maxBufferBytes: this.maxBytes + 2 * MAX_FRAME_BYTES,
+        maxFrameBytes: maxFrame,
+        // an honest server sends at most our window (plus one oversized frame) before we read it
+        maxBufferBytes: this.maxBytes + 2 * maxFrame,
       })
-      const session = new Session(key, frames)
+      const session = new Session(key, frames, batched)
       this.sessions.set(key, session)
       this.readLoop(session).catch(err => this.log.error('read loop for %s failed - %e', key, err))
       return session
@@ -254,10 +265,11 @@ export class ChunkClient {
       for (;;) {
         const before = frames.bytesRead
         const msg = await frames.read()
-        this.components.stats?.bytesDown(peer, frames.bytesRead - before)
+        const frameBytes = frames.bytesRead - before
+        this.components.stats?.bytesDown(peer, frameBytes)
         if (msg === undefined) throw new PeerDisconnectedError(peer, `${peer} closed the chunk stream`)
         session.lastActivity = Date.now()
-        this.onMessage(session, msg)
+        this.onMessage(session, msg, frameBytes)
         if (session.closed) return
       }
     } catch (err) {
@@ -278,9 +290,10 @@ export class ChunkClient {
     }
   }
 
-  private onMessage (session: Session, msg: Message): void {
+  private onMessage (session: Session, msg: Message, frameBytes: number): void {
     const { peer } = session
     if (msg.type === 'ERROR') throw new RemoteError(peer, msg.code, msg.message)
+    if (msg.type === 'BLOCKS' && session.batched) { this.onBatch(session, msg, frameBytes); return }
     if (msg.type !== 'BLOCK' && msg.type !== 'DONT_HAVE') throw new ProtocolViolationError(peer, `unexpected ${msg.type} frame from a server`)
     const hex = toHex(msg.id)
     const want = session.wants.get(hex)
@@ -292,13 +305,45 @@ export class ChunkClient {
       this.components.stats?.dontHave(peer)
       for (const call of want.calls) call.fail(want.id, 'dont-have')
     } else {
-      this.onBlock(session, want, msg.bytes)
+      this.onBlock(session, want, msg.bytes, frameBytes)
     }
     if (session.outstandingChunks === 0) this.clearStallTimer(session)
     this.pump(session)
   }
 
-  private onBlock (session: Session, want: Want, bytes: Uint8Array): void {
+  /**
+   * A compressed batch: every entry must be a chunk we asked for and not yet got (checked before inflating,
+   * so a hostile frame costs no CPU), the payload inflates to exactly the declared sizes (bounded by them),
+   * then each chunk takes the BLOCK path and is hashed there.
+   */
+  private onBatch (session: Session, msg: BlocksMessage, frameBytes: number): void {
+    const { peer } = session
+    const wants: Want[] = []
+    const seen = new Set<string>()
+    let total = 0
+    for (const e of msg.entries) {
+      const hex = toHex(e.id)
+      const want = session.wants.get(hex)
+      if (want === undefined || !want.sent || seen.has(hex)) throw new ProtocolViolationError(peer, `BLOCKS entry ${hex}, which we did not ask for`)
+      seen.add(hex)
+      wants.push(want)
+      total += e.size
+    }
+    const raw = decompressBatch(msg.codec, msg.payload, total)
+    let offset = 0
+    msg.entries.forEach((e, i) => {
+      const want = wants[i] as Want
+      session.wants.delete(want.hex)
+      session.outstandingChunks--
+      session.outstandingBytes -= want.size
+      this.onBlock(session, want, raw.subarray(offset, offset + e.size), Math.round(frameBytes * e.size / total))
+      offset += e.size
+    })
+    if (session.outstandingChunks === 0) this.clearStallTimer(session)
+    this.pump(session)
+  }
+
+  private onBlock (session: Session, want: Want, bytes: Uint8Array, wireBytes: number): void {
     const { peer } = session
     try {
       verifyChunk(want.id, bytes, `from ${peer}`)
@@ -318,6 +363,7 @@ export class ChunkClient {
           await call.options.onBlock(want.id, bytes)
           call.result.delivered++
           call.result.bytes += bytes.byteLength
+          call.result.wireBytes += wireBytes
           call.settleOne()
         } catch (err) {
           call.fail(want.id, 'consumer-error', err as Error)

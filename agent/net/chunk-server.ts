@@ -1,13 +1,16 @@
-// Serving side of /deltamesh/chunks/1.0.0: reads WANT frames, answers every id with BLOCK or DONT_HAVE.
+// Serving side of /deltamesh/chunks/1.0.0 and 1.1.0: reads WANT frames, answers every id with BLOCK or
+// DONT_HAVE, and on 1.1.0 sends compressible chunks that are ready together as one compressed BLOCKS frame.
 // Storage is behind ChunkProvider; per-stream queues and per-peer stream counts are bounded.
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { CHUNKS_PROTOCOL } from '../../protocol/ids.js'
+import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1 } from '../../protocol/ids.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import {
   MAX_INBOUND_CHUNK_STREAMS_PER_PEER, MAX_OUTSTANDING_WANTS, MAX_REQUEST_FRAME_BYTES,
 } from '../../protocol/wire-limits.js'
 import { FrameStream, Notifier } from './frames.js'
+import { CompressionPolicy } from './compression-policy.js'
+import type { Message } from '../../protocol/messages.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
 
@@ -17,6 +20,11 @@ import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
  */
 export interface ChunkProvider {
   read (id: ChunkId, signal: AbortSignal, peer: string): Promise<Uint8Array | undefined>
+  /**
+   * Holds each frame back until `peer`'s upload limits allow `bytes` more (upload pacing). Called with the
+   * size of the frame as it crosses the wire (compressed when it is), so a limit caps real bytes.
+   */
+  pace? (peer: string, bytes: number, signal: AbortSignal): Promise<void>
 }
 
 export interface ChunkServerComponents {
@@ -31,19 +39,27 @@ export interface ChunkServerComponents {
 export interface ChunkServerInit {
   maxOutstandingWants?: number
   maxStreamsPerPeer?: number
-  /** Provider reads running ahead of the writer on one stream (hides disk latency). */
+  /** Provider reads running ahead of the writer on one stream (hides disk latency, and fills batches). */
   readAhead?: number
+  /** Raw bytes gathered into one BLOCKS frame at most (≤ MAX_BATCH_RAW_BYTES). */
+  batchBytes?: number
+  /** Serve /deltamesh/chunks/1.1.0 (compressed batches). Off: only 1.0.0, for tests of old peers. */
+  compression?: boolean
 }
 
-export const DEFAULT_READ_AHEAD = 8
+export const DEFAULT_READ_AHEAD = 16
+/** A batch large enough for brotli to find repeats across chunks, small enough not to delay the first chunk. */
+export const DEFAULT_BATCH_BYTES = 256 * 1024
 
-interface Pending { id: ChunkId, bytes: Promise<Uint8Array | undefined> }
+interface Pending { id: ChunkId, bytes: Promise<Uint8Array | undefined>, settled: boolean, value?: Uint8Array }
 
 export class ChunkServer {
   private readonly log
   private readonly maxOutstanding: number
   private readonly maxStreamsPerPeer: number
   private readonly readAhead: number
+  private readonly compression: boolean
+  private readonly policy: CompressionPolicy
   private readonly streamsPerPeer = new Map<string, number>()
   private readonly active = new Set<{ stream: Stream, controller: AbortController }>()
   private running = false
@@ -53,6 +69,15 @@ export class ChunkServer {
     this.maxOutstanding = init.maxOutstandingWants ?? MAX_OUTSTANDING_WANTS
     this.maxStreamsPerPeer = init.maxStreamsPerPeer ?? MAX_INBOUND_CHUNK_STREAMS_PER_PEER
     this.readAhead = init.readAhead ?? DEFAULT_READ_AHEAD
+    this.compression = init.compression ?? true
+    this.policy = new CompressionPolicy({ batchBytes: init.batchBytes ?? DEFAULT_BATCH_BYTES })
+  }
+
+  /** Compression counters (raw bytes in, compressed bytes out, chunks sent plain because they do not shrink). */
+  get compressionStats (): CompressionPolicy['stats'] { return this.policy.stats }
+
+  private get protocols (): string[] {
+    return this.compression ? [CHUNKS_PROTOCOL_1_1, CHUNKS_PROTOCOL] : [CHUNKS_PROTOCOL]
   }
 
   /** Inbound chunk streams being served right now. */
@@ -62,17 +87,19 @@ export class ChunkServer {
 
   async start (): Promise<void> {
     if (this.running) return
-    await this.components.libp2p.handle(CHUNKS_PROTOCOL, (stream, connection) => this.handle(stream, connection), {
-      // libp2p's own cap is per connection; ours (below) is per peer across connections
-      maxInboundStreams: this.maxStreamsPerPeer,
-    })
+    for (const protocol of this.protocols) {
+      await this.components.libp2p.handle(protocol, (stream, connection) => this.handle(stream, connection), {
+        // libp2p's own cap is per connection; ours (below) is per peer across connections
+        maxInboundStreams: this.maxStreamsPerPeer,
+      })
+    }
     this.running = true
   }
 
   async stop (): Promise<void> {
     if (!this.running) return
     this.running = false
-    await this.components.libp2p.unhandle(CHUNKS_PROTOCOL)
+    for (const protocol of this.protocols) await this.components.libp2p.unhandle(protocol)
     for (const a of this.active) {
       a.controller.abort()
       a.stream.abort(new Error('chunk server stopping'))
@@ -104,7 +131,7 @@ export class ChunkServer {
         await frames.abortWithError('BUSY', `at most ${this.maxStreamsPerPeer} chunk streams per peer`, new Error('too many streams'))
         return
       }
-      await this.serve(peer, frames, entry.controller.signal)
+      await this.serve(peer, frames, entry.controller.signal, stream.protocol === CHUNKS_PROTOCOL_1_1)
     } catch (err) {
       this.log('chunk stream from %p ended - %e', peerId, err)
       entry.controller.abort()
@@ -119,7 +146,7 @@ export class ChunkServer {
   }
 
   /** Runs a reader (WANT frames → queue) and a writer (queue → provider → BLOCK/DONT_HAVE) until the client closes. */
-  private async serve (peer: string, frames: FrameStream, signal: AbortSignal): Promise<void> {
+  private async serve (peer: string, frames: FrameStream, signal: AbortSignal, batched: boolean): Promise<void> {
     const queue: ChunkId[] = []
     let head = 0
     const inFlight: Pending[] = []
@@ -158,11 +185,12 @@ export class ChunkServer {
     const startReads = (): void => {
       while (inFlight.length < this.readAhead && head < queue.length) {
         const id = queue[head++] as ChunkId
-        const bytes = this.components.provider.read(id, signal, peer).catch((err: unknown) => {
+        const pending: Pending = { id, bytes: Promise.resolve(undefined), settled: false }
+        pending.bytes = this.components.provider.read(id, signal, peer).catch((err: unknown) => {
           this.log.error('provider failed to read %s - %e', toHex(id), err)
           return undefined
-        })
-        inFlight.push({ id, bytes })
+        }).then(value => { pending.settled = true; pending.value = value; return value })
+        inFlight.push(pending)
       }
       if (head > 1024 && head * 2 > queue.length) { queue.splice(0, head); head = 0 }
     }
@@ -180,10 +208,27 @@ export class ChunkServer {
         startReads()
         if (violation !== undefined || signal.aborted) break
         if (bytes === undefined) {
-          const sent = await frames.write({ type: 'DONT_HAVE', id: next.id })
+          const sent = await this.send(peer, frames, { type: 'DONT_HAVE', id: next.id }, signal)
           this.components.stats?.bytesUp(peer, sent)
+        } else if (batched && this.policy.worthTrying(next.id, bytes)) {
+          // take the chunks already read that belong in the same batch; never wait for one that is not ready
+          const batch = [{ id: next.id, bytes }]
+          let raw = bytes.byteLength
+          for (;;) {
+            const p = inFlight[0]
+            if (p === undefined || !p.settled || p.value === undefined || !this.policy.fits(batch.length, raw, p.value.byteLength)) break
+            if (!this.policy.worthTrying(p.id, p.value)) break
+            inFlight.shift()
+            batch.push({ id: p.id, bytes: p.value })
+            raw += p.value.byteLength
+          }
+          startReads()
+          for (const msg of this.policy.pack(batch)) {
+            const n = await this.send(peer, frames, msg, signal)
+            this.components.stats?.served(peer, n, msg.type === 'BLOCKS' ? msg.entries.reduce((t, e) => t + e.size, 0) : (msg.type === 'BLOCK' ? msg.bytes.byteLength : 0))
+          }
         } else {
-          const n = await frames.write({ type: 'BLOCK', id: next.id, bytes })
+          const n = await this.send(peer, frames, { type: 'BLOCK', id: next.id, bytes }, signal)
           this.components.stats?.served(peer, n, bytes.byteLength)
         }
       }
@@ -193,6 +238,13 @@ export class ChunkServer {
       await reader
     }
     if (violation === undefined && !signal.aborted) await frames.stream.close()
+  }
+
+  /** Paces by the frame's wire size (length prefix included), then writes it. */
+  private async send (peer: string, frames: FrameStream, msg: Message, signal: AbortSignal): Promise<number> {
+    const encoded = frames.encode(msg)
+    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, encoded.frame.byteLength, signal)
+    return await frames.writeEncoded(encoded, signal)
   }
 
   private async misbehave (peer: string, frames: FrameStream, code: 'TOO_MANY_WANTS' | 'INVALID_REQUEST', err: Error): Promise<void> {

@@ -26,6 +26,9 @@ export class TruncatedFrameError extends DeltameshError {
   }
 }
 
+/** A frame ready to send: `frame` is what crosses the wire, `payloadBytes` the message without its length prefix. */
+export interface EncodedFrame { frame: Uint8Array, payloadBytes: number }
+
 /** A decoded frame payload as the decoder yields it (a Uint8ArrayList). */
 interface FramePayload { byteLength: number, subarray (): Uint8Array }
 
@@ -131,11 +134,20 @@ export class FrameStream {
 
   /** Resolves once the frame is handed to the muxer (waits for drain when its buffer is full). */
   async write (msg: Message, signal?: AbortSignal): Promise<number> {
+    return await this.writeEncoded(this.encode(msg), signal)
+  }
+
+  /** A message as it will cross the wire: length prefix and payload (so its size can be paced first). */
+  encode (msg: Message): EncodedFrame {
     const payload = encodeMessage(msg)
-    if (!this.stream.send(withLengthPrefix(payload))) await this.stream.onDrain({ signal })
-    const n = payload.byteLength
-    this.bytesWritten += n
-    return n
+    return { frame: withLengthPrefix(payload), payloadBytes: payload.byteLength }
+  }
+
+  /** Writes a frame from encode(); returns its payload size (what bytesWritten and the counters count). */
+  async writeEncoded (encoded: EncodedFrame, signal?: AbortSignal): Promise<number> {
+    if (!this.stream.send(encoded.frame)) await this.stream.onDrain({ signal })
+    this.bytesWritten += encoded.payloadBytes
+    return encoded.payloadBytes
   }
 
   /**

@@ -1,6 +1,7 @@
 // The catalog on LevelDB: content-addressed blobs (root blobs, manifest chunks), trees, versions, the
 // scanner's cache and small state of other components. Key layout: db.ts. Everything decoded from disk is
 // `unknown` until checked here, so a damaged or foreign database fails with StoreCorruptError, not later.
+import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import { Packr } from 'msgpackr'
 import { chunkIdOf, idsEqual, isChunkId, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { LimitExceededError } from '../../protocol/errors.js'
@@ -50,6 +51,17 @@ export class LevelCatalog implements Catalog {
 
   async deleteBlob (id: ChunkId): Promise<void> {
     if (isChunkId(id)) await this.db.del(blobKey(id))
+  }
+
+  async putDelta (deltaKey: Uint8Array, bytes: Uint8Array): Promise<void> {
+    if (bytes.byteLength > MAX_DELTA_TARGET_BYTES) throw new LimitExceededError('delta size', bytes.byteLength, MAX_DELTA_TARGET_BYTES)
+    if (!isChunkId(deltaKey)) throw new TypeError(`Delta key must be ${CHUNK_ID_BYTES} bytes`)
+    await this.db.put(key(PREFIX.DELTA, deltaKey), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
+  }
+
+  async getDelta (deltaKey: Uint8Array): Promise<Uint8Array | undefined> {
+    if (!isChunkId(deltaKey)) return undefined
+    return await this.db.get(key(PREFIX.DELTA, deltaKey))
   }
 
   async putTree (tree: TreeRecord): Promise<void> {

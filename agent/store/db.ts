@@ -32,6 +32,8 @@ export const PREFIX = {
   VERSION: 0x12,
   SCAN: 0x13,
   STATE: 0x14,
+  /** Small-file deltas by delta key (protocol/delta.ts): computed once per version by a publisher. */
+  DELTA: 0x15,
 } as const
 
 /** Operations per batch when deleting an unbounded range (a root with millions of locations). */

@@ -119,6 +119,12 @@ export interface Catalog {
   getBlob (id: ChunkId): Promise<Uint8Array | undefined>
   hasBlob (id: ChunkId): Promise<boolean>
   deleteBlob (id: ChunkId): Promise<void>
+  /**
+   * Deltas by key (deltaKeyOf(base chunks, target chunks)). Not content-addressed by their own bytes: a
+   * reader checks a delta by applying it and hashing the result against the target's chunk ids.
+   */
+  putDelta (key: Uint8Array, bytes: Uint8Array): Promise<void>
+  getDelta (key: Uint8Array): Promise<Uint8Array | undefined>
 
   putTree (tree: TreeRecord): Promise<void>
   getTree (name: string): Promise<TreeRecord | undefined>

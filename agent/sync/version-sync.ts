@@ -12,6 +12,7 @@ import type { SyncPhase, SyncProgress } from '../daemon/api.js'
 import { SwarmScheduler, type WantedChunk } from './swarm-scheduler.js'
 import { pumpChunks, type FetchFn } from './chunk-pump.js'
 import { RateMeter } from './rate-meter.js'
+import { runDeltaPhase } from './delta-phase.js'
 
 export interface VersionSyncComponents {
   selfId: string
@@ -20,6 +21,8 @@ export interface VersionSyncComponents {
   home: HomeLayout
   log: Logger
   fetch: FetchFn
+  /** Deltas by key from one peer (see delta-phase.ts); absent: every missing chunk is fetched plainly. */
+  fetchDeltas?: (peerId: string, keys: Uint8Array[], signal: AbortSignal) => Promise<Map<string, Uint8Array>>
   /** Tell peers syncing the same version which chunks we now hold (HAVE), so they can take them from us. */
   announceHave?: (tree: string, seq: number, ids: ChunkId[]) => void
   onBadChunk?: (peerId: string, reason: string) => void
@@ -101,8 +104,9 @@ export class VersionSync {
         envelope: envelope.bytes,
         signal,
       })
-    const plan = await materializer.prepare()
+    let plan = await materializer.prepare()
     const stats = materializer.stats
+    plan = await this.viaDeltas(plan, root, materializer)
     this.progressValue.bytesLocal = stats.localBytes
     this.progressValue.chunksTotal = plan.length
     this.progressValue.bytesTotal = plan.reduce((n, c) => n + c.size, 0)
@@ -148,6 +152,37 @@ export class VersionSync {
     this.log.info({ bytesFetched: this.progressValue.bytesDone, ms: Date.now() - this.progressValue.startedAtMs }, `synced ${describeEnvelope(envelope)}`)
     return record
   }
+
+  /**
+   * Small changed files rebuilt from our previous version and a delta the publisher computed once (asked
+   * of a peer that holds the new version completely); returns the plan minus the chunks that verified.
+   */
+  private async viaDeltas<T extends { id: ChunkId }> (plan: T[], root: ManifestRoot, materializer: Materializer): Promise<T[]> {
+    const { previous, signal } = this.init
+    const fetchDeltas = this.components.fetchDeltas
+    const holder = [...this.peers].find(([, complete]) => complete)?.[0]
+    if (previous === undefined || fetchDeltas === undefined || holder === undefined || plan.length === 0) return plan
+    const missing = new Set(plan.map(c => toHex(c.id)))
+    const r = await runDeltaPhase({
+      missing,
+      entries: () => readManifestEntries(this.components.catalog, root, signal),
+      previousEntries: previous.entries,
+      index: this.components.index,
+      catalog: this.components.catalog,
+      fetchDeltas: async (keys, s) => ({ peer: holder, deltas: await fetchDeltas(holder, keys, s) }),
+      fill: async (id, bytes) => await materializer.fill(id, bytes),
+      onBadDelta: (peerId, reason) => this.components.onBadChunk?.(peerId, reason),
+      log: this.log,
+      signal,
+    })
+    if (r.asked > 0) this.log.info({ peer: holder, ...r }, 'deltas')
+    this.progressValue.bytesLocal += r.chunkBytes
+    this.deltaStats = r
+    return plan.filter(c => missing.has(toHex(c.id)))
+  }
+
+  /** What the delta phase of this sync did (undefined: it did not run). */
+  deltaStats?: Awaited<ReturnType<typeof runDeltaPhase>>
 
   /** Root blob, then manifest chunks, each verified by hash and kept in the catalog. */
   private async fetchManifest (): Promise<ManifestRoot> {

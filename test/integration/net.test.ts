@@ -8,11 +8,13 @@ import { lpStream } from '@libp2p/utils'
 import type { PeerId } from '@libp2p/interface'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
-import { CHUNKS_PROTOCOL, STATUS_TOPIC, treeTopic } from '../../protocol/ids.js'
+import { brotliCompressSync } from 'node:zlib'
+import { randomBytes } from 'node:crypto'
+import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1, STATUS_TOPIC, treeTopic } from '../../protocol/ids.js'
 import { decodeMessage, encodeMessage, type HeadEntry } from '../../protocol/messages.js'
 import { MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist, type DeltameshNode } from '../../agent/net/node.js'
-import { ChunkClient, ChunkServer, type ChunkProvider, type ChunkClientInit } from '../../agent/net/chunk-protocol.js'
+import { ChunkClient, ChunkServer, type ChunkProvider, type ChunkClientInit, type ChunkServerInit } from '../../agent/net/chunk-protocol.js'
 import { HeadsProtocol, type ReceivedHead } from '../../agent/net/heads-protocol.js'
 import { Announcer } from '../../agent/net/announcer.js'
 import { Dialer } from '../../agent/net/dialer.js'
@@ -96,11 +98,11 @@ function makeChunks (count: number, size: number, seed = 0): { chunks: Map<strin
   return { chunks, wants }
 }
 
-async function servePair (provider: ChunkProvider, clientInit: ChunkClientInit = {}) {
+async function servePair (provider: ChunkProvider, clientInit: ChunkClientInit = {}, serverInit: ChunkServerInit = {}) {
   const server = await peer()
   const client = await peer()
   allowEachOther(server, client)
-  const chunkServer = await started(new ChunkServer({ libp2p: server.node, provider, stats: server.stats, onMisbehaviour: misbehaviour(server) }))
+  const chunkServer = await started(new ChunkServer({ libp2p: server.node, provider, stats: server.stats, onMisbehaviour: misbehaviour(server) }, serverInit))
   const chunkClient = await started(new ChunkClient({ libp2p: client.node, stats: client.stats, onMisbehaviour: misbehaviour(client) }, clientInit))
   await connect(client, server)
   return { server, client, chunkClient, chunkServer }
@@ -240,9 +242,9 @@ describe('node and allowlist', () => {
 })
 
 describe('chunk protocol', () => {
-  it('fetches 200 chunks through the windowed client', async () => {
+  it('fetches 200 chunks through the windowed client (a 1.0.0 server: one BLOCK frame per chunk)', async () => {
     const { chunks, wants } = makeChunks(200, 20_000)
-    const { server, client, chunkClient } = await servePair(mapProvider(chunks), { maxOutstandingBytes: 256 * 1024, maxOutstandingChunks: 16 })
+    const { server, client, chunkClient } = await servePair(mapProvider(chunks), { maxOutstandingBytes: 256 * 1024, maxOutstandingChunks: 16 }, { compression: false })
     const got = new Map<string, number>()
     const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: (id, bytes) => { got.set(toHex(id), bytes.byteLength) } })
     expect(result.failed).toEqual([])
@@ -257,6 +259,87 @@ describe('chunk protocol', () => {
     // the stream is long-lived: a second fetch reuses it, and duplicate ids are each answered
     const again = await chunkClient.fetch(server.node.peerId, [wants[0]!, wants[0]!, wants[1]!], { onBlock: () => {} })
     expect(again).toMatchObject({ delivered: 3, failed: [] })
+  })
+
+  it('1.1.0: compressible chunks travel in compressed batches, paced and counted at their wire size', async () => {
+    const { chunks, wants } = makeChunks(200, 20_000)
+    const paced: number[] = []
+    const provider: ChunkProvider = { ...mapProvider(chunks), pace: async (_peer, bytes) => { paced.push(bytes) } }
+    const { server, client, chunkClient, chunkServer } = await servePair(provider, { maxOutstandingBytes: 1024 * 1024, maxOutstandingChunks: 64 })
+    const got = new Map<string, Uint8Array>()
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: (id, bytes) => { got.set(toHex(id), Buffer.from(bytes)) } })
+    expect(result).toMatchObject({ delivered: 200, bytes: 200 * 20_000, failed: [] })
+    const differing = [...chunks].filter(([hex, bytes]) => Buffer.compare(got.get(hex) ?? Buffer.alloc(0), bytes) !== 0)
+    expect(differing.length).toBe(0)
+    const counters = client.stats.get(server.node.peerId.toString())
+    expect(counters).toMatchObject({ chunksReceived: 200, chunkBytesDown: 200 * 20_000 })
+    // each chunk is 20 kB of one repeated byte: batches compress it to a few percent
+    expect(counters.bytesDown).toBeLessThan(200 * 20_000 / 20)
+    expect(result.wireBytes).toBeGreaterThan(0)
+    expect(result.wireBytes).toBeLessThanOrEqual(counters.bytesDown + 200) // shares of a frame are rounded per chunk
+    expect(chunkServer.compressionStats.batches).toBeGreaterThan(0)
+    expect(chunkServer.compressionStats.batches).toBeLessThan(200)
+    // the upload pacer was asked for what crossed the wire, not for the raw chunk bytes
+    const pacedTotal = paced.reduce((a, b) => a + b, 0)
+    expect(pacedTotal).toBeLessThan(200 * 20_000 / 20)
+    expect(pacedTotal).toBeGreaterThanOrEqual(counters.bytesDown)
+  })
+
+  it('1.1.0: incompressible chunks are judged by their bytes and sent as plain BLOCKs', async () => {
+    const chunks = new Map<string, Uint8Array>()
+    const wants: Array<{ id: ChunkId, size: number }> = []
+    for (let i = 0; i < 40; i++) {
+      const bytes = randomBytes(30_000)
+      chunks.set(toHex(chunkIdOf(bytes)), bytes)
+      wants.push({ id: chunkIdOf(bytes), size: bytes.byteLength })
+    }
+    const { server, client, chunkClient, chunkServer } = await servePair(mapProvider(chunks))
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: () => {} })
+    expect(result).toMatchObject({ delivered: 40, failed: [] })
+    const down = client.stats.get(server.node.peerId.toString()).bytesDown
+    expect(down).toBeGreaterThan(40 * 30_000)
+    expect(down).toBeLessThan(40 * 30_100)
+    expect(chunkServer.compressionStats).toMatchObject({ batches: 0, incompressibleChunks: 40 })
+  })
+
+  it('1.1.0: a BLOCKS frame that inflates beyond its declared size is rejected without inflating it, and struck', async () => {
+    const liar = await peer()
+    const client = await peer()
+    allowEachOther(liar, client)
+    const { wants } = makeChunks(2, 100)
+    // 16 MiB of zeros compress to a few bytes: a bomb, declared as two chunks of 100 bytes
+    const bomb = brotliCompressSync(Buffer.alloc(16 * 1024 * 1024))
+    await liar.node.handle(CHUNKS_PROTOCOL_1_1, async (stream) => {
+      const lp = lpStream(stream)
+      await lp.read()
+      await lp.write(encodeMessage({ type: 'BLOCKS', codec: 'br', entries: wants.map(w => ({ id: w.id, size: 100 })), payload: bomb }))
+    })
+    const chunkClient = await started(new ChunkClient({ libp2p: client.node, stats: client.stats, onMisbehaviour: misbehaviour(client) }))
+    await connect(client, liar)
+    const rssBefore = process.memoryUsage().rss
+    const result = await chunkClient.fetch(liar.node.peerId, wants, { onBlock: () => { throw new Error('nothing may be delivered') } })
+    expect(result.failed.map(f => f.reason)).toEqual(['protocol-error', 'protocol-error'])
+    expect(client.strikes.length).toBe(1)
+    expect(client.strikes[0]?.[1]).toMatch(/inflate/)
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(48 * 1024 * 1024)
+  })
+
+  it('a BLOCKS frame on a 1.0.0 stream is a protocol violation', async () => {
+    const liar = await peer()
+    const client = await peer()
+    allowEachOther(liar, client)
+    const { chunks, wants } = makeChunks(1, 100)
+    const bytes = chunks.get(toHex(wants[0]!.id))!
+    await liar.node.handle(CHUNKS_PROTOCOL, async (stream) => {
+      const lp = lpStream(stream)
+      await lp.read()
+      await lp.write(encodeMessage({ type: 'BLOCKS', codec: 'br', entries: [{ id: wants[0]!.id, size: 100 }], payload: brotliCompressSync(bytes) }))
+    })
+    const chunkClient = await started(new ChunkClient({ libp2p: client.node, stats: client.stats, onMisbehaviour: misbehaviour(client) }))
+    await connect(client, liar)
+    const result = await chunkClient.fetch(liar.node.peerId, wants, { onBlock: () => {} })
+    expect(result.failed.map(f => f.reason)).toEqual(['protocol-error'])
+    expect(client.strikes[0]?.[1]).toMatch(/unexpected BLOCKS/)
   })
 
   it('reports DONT_HAVE per id and delivers the rest', async () => {

@@ -1,0 +1,69 @@
+// Publisher side of small-file deltas: once per version, for each changed small file whose previous content
+// (the same path in the previous version) is still readable, a delta is computed and stored by its key.
+// The previous content is read through the chunk index, which re-hashes it: a source edited in place has
+// lost the old bytes of its edited chunks, and such files simply get no delta (plain chunks serve them).
+import { deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
+import { decodeRoot, type ChunkRef, type ManifestEntry } from '../../protocol/manifest.js'
+import { openEnvelope } from '../../protocol/envelope.js'
+import { toHex } from '../../protocol/chunk-id.js'
+import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
+import { readManifestEntries } from '../versions/manifest-io.js'
+import type { Catalog, ChunkIndex } from '../store/types.js'
+
+/** A delta is kept only if it is at most this share of the target bytes the base lacks. */
+const KEEP_RATIO = 0.5
+
+export interface DeltaStats { candidates: number, stored: number, baseUnavailable: number, targetBytes: number, deltaBytes: number, ms: number }
+
+export interface ComputeDeltasOptions {
+  tree: string
+  /** The seq of the version the deltas start from (the newest before the one being published). */
+  baseSeq: number
+  /** Changed files of the new version (path → size and chunks), small ones only matter. */
+  changed: Map<string, { size: number, chunks: ChunkRef[] }>
+  index: ChunkIndex
+  catalog: Catalog
+  signal?: AbortSignal
+}
+
+export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStats> {
+  const started = Date.now()
+  const stats: DeltaStats = { candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0, ms: 0 }
+  const version = await o.catalog.getVersion(o.tree, o.baseSeq)
+  const rootBytes = version === undefined ? undefined : await o.catalog.getBlob(openEnvelope(version.envelope).rootHash)
+  if (rootBytes === undefined) return stats
+  for await (const base of readManifestEntries(o.catalog, decodeRoot(rootBytes), o.signal)) {
+    if (base.type !== 'file' || base.size > MAX_DELTA_TARGET_BYTES) continue
+    const target = o.changed.get(base.path)
+    if (target === undefined || target.size > MAX_DELTA_TARGET_BYTES || sameChunks(base, target.chunks)) continue
+    stats.candidates++
+    const baseBytes = await readAll(o.index, base.chunks, o.signal)
+    const targetBytes = await readAll(o.index, target.chunks, o.signal)
+    if (baseBytes === undefined || targetBytes === undefined) { stats.baseUnavailable++; continue }
+    const inBase = new Set(base.chunks.map(c => toHex(c.id)))
+    const lacking = target.chunks.filter(c => !inBase.has(toHex(c.id))).reduce((n, c) => n + c.size, 0)
+    const delta = encodeDelta(baseBytes, targetBytes)
+    if (delta.byteLength > lacking * KEEP_RATIO) continue
+    await o.catalog.putDelta(deltaKeyOf(base.chunks.map(c => c.id), target.chunks.map(c => c.id)), delta)
+    stats.stored++
+    stats.targetBytes += lacking
+    stats.deltaBytes += delta.byteLength
+  }
+  stats.ms = Date.now() - started
+  return stats
+}
+
+function sameChunks (a: ManifestEntry & { type: 'file' }, b: ChunkRef[]): boolean {
+  return a.chunks.length === b.length && a.chunks.every((c, i) => toHex(c.id) === toHex((b[i] as ChunkRef).id))
+}
+
+/** A file's bytes from its chunks (each re-hashed by the index), or undefined if any is not readable. */
+export async function readAll (index: Pick<ChunkIndex, 'readChunk'>, chunks: ChunkRef[], signal?: AbortSignal): Promise<Buffer | undefined> {
+  const parts: Uint8Array[] = []
+  for (const c of chunks) {
+    const bytes = await index.readChunk(c.id, signal)
+    if (bytes === undefined) return undefined
+    parts.push(bytes)
+  }
+  return Buffer.concat(parts)
+}

@@ -1,0 +1,145 @@
+// Small-file deltas: computed once per version by the publisher (a changed file against the same path in
+// the previous version), applied by every subscriber that holds that previous version. Pure: no I/O.
+//
+// Format: canonical msgpack ['DLT', 1, targetSize, opsSize, brotli(ops)], ops being a sequence of
+//   uvarint(len·2)     + len literal bytes        (insert)
+//   uvarint(len·2 + 1) + uvarint(offset in base)  (copy from the base file)
+// Matching is rsync's idea without its per-client cost: the base is indexed by a rolling hash of aligned
+// BLOCK-byte blocks, the target scanned at every offset, and a hit is checked byte for byte and extended
+// both ways (the publisher holds both files, so no strong checksum is needed).
+// A delta is untrusted on the receiving side: applyDelta bounds every size by the target size the signed
+// manifest gives, and the caller hashes the result against the target file's chunk ids.
+import { createHash } from 'node:crypto'
+import { brotliCompressSync, brotliDecompressSync, constants } from 'node:zlib'
+import { decodeUntrusted, decodeUvarint, encodeCanonical, encodeUvarint, expectBytes, expectInt, expectTuple } from './codec.js'
+import { InvalidMessageError } from './errors.js'
+import { MAX_DELTA_TARGET_BYTES } from './wire-limits.js'
+import type { ChunkId } from './chunk-id.js'
+
+/** Matching granularity: a shared run of 2·BLOCK−1 bytes is always found; a copy op costs ~5 bytes. */
+const BLOCK = 16
+const MUL = 0x01000193
+/** MUL^(BLOCK-1) mod 2^32, to take the leaving byte out of the rolling hash. */
+const MUL_OUT = (() => { let m = 1; for (let i = 0; i < BLOCK - 1; i++) m = Math.imul(m, MUL); return m >>> 0 })()
+/** Ops can exceed the target only by their headers: at most one 10-byte header pair per BLOCK of output. */
+const maxOpsSize = (targetSize: number): number => targetSize + Math.ceil(targetSize / BLOCK) * 20 + 64
+
+/** A delta that is malformed or does not rebuild a file of the expected size. */
+export class DeltaError extends InvalidMessageError {
+  static override name = 'DeltaError'
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'DeltaError'
+  }
+}
+
+/**
+ * The name of the delta from one file content to another, both given by their chunk ids (what a manifest
+ * says); a subscriber derives it from its own version and the new one without asking anybody.
+ */
+export function deltaKeyOf (base: ChunkId[], target: ChunkId[]): Uint8Array {
+  const h = createHash('sha256').update('deltamesh/delta/1\0')
+  h.update(encodeUvarint(base.length))
+  for (const id of base) h.update(id)
+  h.update(encodeUvarint(target.length))
+  for (const id of target) h.update(id)
+  return h.digest()
+}
+
+function hashAt (b: Uint8Array, p: number): number {
+  let h = 0
+  for (let i = 0; i < BLOCK; i++) h = (Math.imul(h, MUL) + (b[p + i] as number)) >>> 0
+  return h
+}
+
+export function encodeDelta (base: Uint8Array, target: Uint8Array): Uint8Array {
+  if (target.byteLength > MAX_DELTA_TARGET_BYTES) throw new RangeError(`delta target ${target.byteLength} bytes, limit ${MAX_DELTA_TARGET_BYTES}`)
+  const index = new Map<number, number>()
+  for (let o = 0; o + BLOCK <= base.byteLength; o += BLOCK) {
+    const h = hashAt(base, o)
+    if (!index.has(h)) index.set(h, o)
+  }
+  const ops: Uint8Array[] = []
+  let literalFrom = 0
+  const flushLiteral = (to: number): void => {
+    if (to > literalFrom) { ops.push(encodeUvarint((to - literalFrom) * 2), target.subarray(literalFrom, to)) }
+  }
+  let p = 0
+  let h = target.byteLength >= BLOCK ? hashAt(target, 0) : 0
+  while (p + BLOCK <= target.byteLength) {
+    const o = index.get(h)
+    if (o !== undefined && Buffer.compare(base.subarray(o, o + BLOCK), target.subarray(p, p + BLOCK)) === 0) {
+      let start = p
+      let from = o
+      while (start > literalFrom && from > 0 && base[from - 1] === target[start - 1]) { start--; from-- }
+      let end = p + BLOCK
+      let bend = o + BLOCK
+      while (end < target.byteLength && bend < base.byteLength && base[bend] === target[end]) { end++; bend++ }
+      flushLiteral(start)
+      ops.push(encodeUvarint((end - start) * 2 + 1), encodeUvarint(from))
+      literalFrom = end
+      p = end
+      if (p + BLOCK <= target.byteLength) h = hashAt(target, p)
+      continue
+    }
+    if (p + BLOCK >= target.byteLength) break
+    h = (Math.imul((h - Math.imul(target[p] as number, MUL_OUT)) >>> 0, MUL) + (target[p + BLOCK] as number)) >>> 0
+    p++
+  }
+  flushLiteral(target.byteLength)
+  const raw = Buffer.concat(ops)
+  // once per version and file, so the slower, denser setting pays
+  const packed = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: 9, [constants.BROTLI_PARAM_SIZE_HINT]: raw.byteLength } })
+  return encodeCanonical(['DLT', 1, target.byteLength, raw.byteLength, packed])
+}
+
+/** Rebuilds the target from `base` and an untrusted delta; never allocates beyond `expectedSize`-derived bounds. */
+export function applyDelta (base: Uint8Array, delta: Uint8Array, expectedSize: number): Uint8Array {
+  if (!Number.isSafeInteger(expectedSize) || expectedSize < 0 || expectedSize > MAX_DELTA_TARGET_BYTES) {
+    throw new DeltaError(`expected size ${expectedSize} outside [0, ${MAX_DELTA_TARGET_BYTES}]`)
+  }
+  if (delta.byteLength > MAX_DELTA_TARGET_BYTES + 64) throw new DeltaError(`delta of ${delta.byteLength} bytes is larger than any target`)
+  let t: unknown[]
+  try {
+    t = expectTuple(decodeUntrusted(delta, 'delta'), 'delta', 'DLT', 1, 5)
+  } catch (err) {
+    throw new DeltaError((err as Error).message, { cause: err })
+  }
+  const targetSize = expectInt(t[2], 'delta target size', 0, MAX_DELTA_TARGET_BYTES)
+  if (targetSize !== expectedSize) throw new DeltaError(`delta rebuilds ${targetSize} bytes, the manifest says ${expectedSize}`)
+  const opsSize = expectInt(t[3], 'delta ops size', 0, maxOpsSize(targetSize))
+  const packed = expectBytes(t[4], 'delta ops')
+  let ops: Buffer
+  try {
+    ops = brotliDecompressSync(packed, { maxOutputLength: opsSize + 1 })
+  } catch (err) {
+    throw new DeltaError(`delta ops do not inflate to ${opsSize} bytes: ${(err as Error).message}`, { cause: err })
+  }
+  if (ops.byteLength !== opsSize) throw new DeltaError(`delta ops inflate to ${ops.byteLength} bytes, ${opsSize} declared`)
+  const out = Buffer.alloc(targetSize)
+  let pos = 0
+  let i = 0
+  const varint = (): number => {
+    const r = decodeUvarint(ops, i)
+    if (r === undefined) throw new DeltaError('delta ops end inside a varint')
+    i += r[1]
+    return r[0]
+  }
+  while (i < ops.byteLength) {
+    const head = varint()
+    const len = Math.floor(head / 2)
+    if (len === 0 || pos + len > targetSize) throw new DeltaError(`delta op of ${len} bytes at ${pos} of ${targetSize}`)
+    if (head % 2 === 0) {
+      if (i + len > ops.byteLength) throw new DeltaError('delta literal runs past the ops')
+      ops.copy(out, pos, i, i + len)
+      i += len
+    } else {
+      const from = varint()
+      if (from + len > base.byteLength) throw new DeltaError(`delta copies [${from}, ${from + len}) of a ${base.byteLength}-byte base`)
+      out.set(base.subarray(from, from + len), pos)
+    }
+    pos += len
+  }
+  if (pos !== targetSize) throw new DeltaError(`delta rebuilds ${pos} of ${targetSize} bytes`)
+  return out
+}
