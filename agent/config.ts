@@ -27,7 +27,9 @@ const configSchema = z.object({
     listen: z.array(multiaddr).default(['/ip4/0.0.0.0/tcp/4101']),
     /** Addresses to announce to peers when listening on 0.0.0.0 is not what they should dial. */
     announce: z.array(multiaddr).default([]),
-  }).strict().default({ listen: ['/ip4/0.0.0.0/tcp/4101'], announce: [] }),
+    /** How long a peer that exhausted its misbehaviour budget is refused (doubles on each repeat). */
+    banSeconds: z.number().int().min(1).max(86400).default(600),
+  }).strict().default({ listen: ['/ip4/0.0.0.0/tcp/4101'], announce: [], banSeconds: 600 }),
   peers: z.array(z.object({
     addr: peerAddr.and(multiaddr),
     name: z.string().max(100).optional(),
@@ -96,6 +98,8 @@ export function defaultConfigText (listen: string[]): string {
 listen = [${listen.map(tomlString).join(', ')}]
 # Addresses other sites should dial, when they differ from the listen addresses (NAT, 0.0.0.0).
 announce = []
+# Seconds a peer that exceeded its misbehaviour budget (bad chunks, malformed frames) is refused; doubles on repeats.
+banSeconds = 600
 
 [limits]
 # Bandwidth this agent may use in total, e.g. "10MB/s", "80Mbit/s" or "unlimited".

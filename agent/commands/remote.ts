@@ -241,7 +241,7 @@ function formatStatus (s: AgentStatus): string {
     `listening:     ${s.multiaddrs.length === 0 ? '-' : s.multiaddrs.join(' ')}`,
     `publisher key: ${s.publisherKey}`,
     `traffic:       up ${formatBytes(s.counters.bytesUp)}, down ${formatBytes(s.counters.bytesDown)}; ` +
-      `rejected: ${s.counters.envelopesRejected} envelopes, ${s.counters.chunksRejected} chunks`,
+      `rejected: ${s.counters.envelopesRejected} envelopes${byReason(s.envelopeRejections)}, ${s.counters.chunksRejected} chunks`,
     '',
   ]
   if (s.trees.length === 0) out.push('no trees')
@@ -259,6 +259,12 @@ function formatStatus (s: AgentStatus): string {
   }
   out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
   return out.join('\n') + '\n'
+}
+
+/** ' (replay 1, bad-signature 2)': the non-zero reasons only. */
+function byReason (counts: Record<string, number> | undefined): string {
+  const parts = Object.entries(counts ?? {}).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`)
+  return parts.length === 0 ? '' : ` (${parts.join(', ')})`
 }
 
 function filtersOf (include: string[] | undefined, exclude: string[] | undefined): string {

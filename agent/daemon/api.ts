@@ -74,6 +74,8 @@ export interface AgentStatus {
   startedAtMs: number
   trees: TreeStatus[]
   peers: PeerStatus[]
+  /** counters.envelopesRejected by reason (REJECT_REASONS in sync/admission.ts). */
+  envelopeRejections?: Record<string, number>
   counters: {
     envelopesRejected: number
     chunksRejected: number
