@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve, sep } from 'node:path'
@@ -122,6 +122,15 @@ export class Cluster {
     site.process = undefined
   }
 
+  /** Rewrites `key = value` in the site's config.toml (before its agent starts): limits, banSeconds… */
+  async setConfig (site: Site, key: string, value: string): Promise<void> {
+    const file = join(site.home, 'config.toml')
+    const text = await readFile(file, 'utf8')
+    const line = new RegExp(`^${key} = .*$`, 'm')
+    if (!line.test(text)) throw new Error(`${file} has no ${key} line`)
+    await writeFile(file, text.replace(line, `${key} = ${value}`))
+  }
+
   /** Runs the CLI against this cluster; throws with its output when it fails. */
   async cli (args: string[]): Promise<string> {
     return await cliOk(args)
@@ -137,8 +146,9 @@ export class Cluster {
 export interface AgentStatusLike {
   peerId: string
   trees: Array<{ name: string, currentSeq?: number, newestSeq?: number, sync?: { phase: string, bytesDone: number, bytesTotal: number } }>
-  peers: Array<{ peerId: string, connected: boolean, bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number }>
+  peers: Array<{ peerId: string, connected: boolean, bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number, badChunks: number, strikes: number, bannedUntilMs?: number }>
   counters: { bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number, envelopesRejected: number, chunksRejected: number }
+  envelopeRejections?: Record<string, number>
 }
 
 export async function sleep (ms: number): Promise<void> {
