@@ -113,6 +113,12 @@ export class RoguePeer {
     return this.node.services.pubsub.getSubscribers(treeTopic(tree)).some((p: PeerId) => p.toString() === peerId)
   }
 
+  /** Asks `peerId` for chunks like any client would (every BLOCK is hash-checked): how many came, how many bytes. */
+  async fetchFrom (peerId: string, wants: Array<{ id: ChunkId, size: number }>, signal?: AbortSignal): Promise<{ delivered: number, bytes: number, failed: number }> {
+    const r = await this.chunkClient.fetch(peerIdFromString(peerId), wants, { signal, onBlock: () => {} })
+    return { delivered: r.delivered, bytes: r.bytes, failed: r.failed.length }
+  }
+
   /**
    * The subtle liar: fetches the real chunk from a connected peer that has it and flips one byte, so size
    * and timing look right and only the hash gives it away. Falls back to garbage when nobody has it.
