@@ -30,6 +30,7 @@ import { TreeManager } from './trees.js'
 import type { AgentApi, AgentStatus, PeerStatus, PublishSummary } from './api.js'
 
 export const AGENT_VERSION = '0.1.0'
+const BANS_STATE_KEY = 'peer-bans'
 
 function sum<T> (items: T[], of: (item: T) => number): number {
   return items.reduce((n, item) => n + of(item), 0)
@@ -84,6 +85,9 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const pool = new ChunkerPool({ size: availableParallelism() })
   const allowlist = new PeerAllowlist(peerNames.keys())
   const bans = new PeerBans({ banMs: config.agent.banSeconds * 1000 })
+  // bans survive a restart: a liar must not be forgiven by a crash or an upgrade
+  bans.restore(await store.catalog.getState(BANS_STATE_KEY))
+  bans.onBan(() => { store.catalog.putState(BANS_STATE_KEY, bans.snapshot()).catch(err => log.warn({ err }, 'could not save peer bans')) })
   const node = await createNode({ privateKey, listen: config.agent.listen, announce: config.agent.announce, allowlist, bans, start: false })
 
   const stats: PeerStats = new PeerStats({

@@ -65,6 +65,24 @@ export class PeerBans {
     return Object.fromEntries([...this.bans].map(([k, v]) => [k, { ...v }]))
   }
 
+  /**
+   * Takes back bans saved by `snapshot()` (the agent keeps them in its database, so a restart does not
+   * forgive a liar). Entries that are not well-formed are skipped; a newer ban already held wins.
+   */
+  restore (saved: unknown): number {
+    if (saved === null || typeof saved !== 'object') return 0
+    let n = 0
+    for (const [peer, value] of Object.entries(saved)) {
+      const v = value as Partial<Ban> | null
+      if (v === null || typeof v !== 'object' || !Number.isSafeInteger(v.untilMs) || !Number.isSafeInteger(v.count) || typeof v.reason !== 'string') continue
+      const known = this.bans.get(peer)
+      if (known !== undefined && known.untilMs >= (v.untilMs as number)) continue
+      this.bans.set(peer, { untilMs: v.untilMs as number, count: Math.max(1, v.count as number), reason: v.reason.slice(0, 500) })
+      n++
+    }
+    return n
+  }
+
   /** Returns an unsubscribe function. */
   onBan (listener: (peer: string, ban: Ban) => void): () => void {
     this.listeners.add(listener)

@@ -164,7 +164,7 @@ describe('hostile peers (real agents)', () => {
     const victim = await cluster.addSite('victim')
     await cluster.wire(TREE, origin)
     await cluster.setConfig(origin, 'up', '"6MB/s"') // long enough a sync for the liar to take part
-    await cluster.setConfig(victim, 'banSeconds', '15')
+    await cluster.setConfig(victim, 'banSeconds', '20')
     for (const s of cluster.sites) await cluster.start(s)
     rogue = await RoguePeer.start([TREE])
     for (const s of cluster.sites) {
@@ -196,7 +196,12 @@ describe('hostile peers (real agents)', () => {
     await sleep(2500)
     expect(rogue.connectedTo(victim.peerId)).toBe(false)
     expect(peerOf(await cluster.status(victim), rogue.peerId)?.connected).toBe(false)
-    // the ban expires (15 s here, 10 min by default): the victim's dialer brings the peer back
+    // a restart does not forgive it: the ban is kept in the agent's database
+    await cluster.stop(victim)
+    await cluster.start(victim)
+    expect(peerOf(await cluster.status(victim), rogue.peerId)?.bannedUntilMs).toBe(liar?.bannedUntilMs)
+    expect(await rogue.canConnect(victim.multiaddr)).toBe(false)
+    // the ban expires (20 s here, 10 min by default): the victim's dialer brings the peer back
     await waitFor('the victim to redial after the ban', async () => rogue!.connectedTo(victim.peerId), 20_000)
     expect(await cliOk(['verify', '--home', victim.home, TREE])).toMatch(/0 problem/)
   })

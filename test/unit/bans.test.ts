@@ -19,6 +19,13 @@ describe('PeerBans', () => {
     expect(bans.ban('p', 'and again').untilMs).toBe(now + 3000)
     expect(bans.snapshot().p).toMatchObject({ count: 3, reason: 'and again' })
     expect(seen).toEqual(['p', 'p', 'p'])
+    // saved and restored (a restart): still banned, and the next ban still doubles
+    const again = new PeerBans({ banMs: 1000, maxBanMs: 60_000, now: () => now })
+    expect(again.restore(JSON.parse(JSON.stringify(bans.snapshot())))).toBe(1)
+    expect(again.bannedUntil('p')).toBe(now + 3000)
+    expect(again.restore({ q: { untilMs: 'soon' }, r: null, s: { untilMs: 1, count: 1, reason: 7 } })).toBe(0)
+    now += 3000
+    expect(again.ban('p', 'fourth').untilMs).toBe(now + 8000)
   })
 })
 
