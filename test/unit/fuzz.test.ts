@@ -207,13 +207,14 @@ describe('fuzz: decoders of peer and manifest input', () => {
       expect(x.untyped.slice(0, 5), `${name}: untyped errors`).toEqual([])
       // every decoder saw rejections (the fuzzer reaches them) and acceptances are rare among hostile inputs
       expect(x.rejected.size, `${name}: kinds of rejection`).toBeGreaterThan(0)
-      expect(x.slowestMs, `${name}: slowest input`).toBeLessThan(500)
+      // a hang, not a slow machine: generous, since a shared CI box can stall a process for a second
+      expect(x.slowestMs, `${name}: slowest input`).toBeLessThan(5000)
     }
     // the manifest decoder must have reached its structural checks, not only msgpack errors
     expect(s.manifests.rejected.get('InvalidPathError') ?? 0).toBeGreaterThan(0)
     expect(s.messages.rejected.get('LimitExceededError') ?? 0).toBeGreaterThan(0)
     expect(s.envelopes.rejected.get('BadSignatureError') ?? 0).toBeGreaterThan(0)
     expect(heapGrowth).toBeLessThan(64 * 1024 * 1024)
-    expect(seconds).toBeLessThan(30)
+    expect(seconds).toBeLessThan(120)
   })
 })
