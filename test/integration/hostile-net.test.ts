@@ -37,6 +37,24 @@ async function waitFor (what: string, check: () => boolean, timeoutMs = 5000): P
   }
 }
 
+describe('protocol versions', () => {
+  it('a protocol version we do not speak is refused at negotiation, before any frame is read', async () => {
+    const server = await guardedNode()
+    const client = await guardedNode()
+    server.allowlist.add(client.node.peerId)
+    client.allowlist.add(server.node.peerId)
+    const chunkServer = new ChunkServer({ libp2p: server.node, provider: { read: async () => undefined }, allowlist: server.allowlist })
+    await chunkServer.start()
+    stops.push(async () => { await chunkServer.stop() })
+    await client.node.dial(server.node.getMultiaddrs()[0]!)
+    for (const proto of ['/deltamesh/chunks/2.0.0', '/deltamesh/chunks/0.9.0', '/deltamesh/chunks/1.0.0/extra']) {
+      await expect(client.node.dialProtocol(server.node.peerId, proto, { signal: AbortSignal.timeout(3000) })).rejects.toHaveProperty('name', 'UnsupportedProtocolError')
+    }
+    // the current one is served on the same connection
+    await expect(client.node.dialProtocol(server.node.peerId, CHUNKS_PROTOCOL)).resolves.toBeDefined()
+  })
+})
+
 describe('bans', () => {
   it('a peer flooding WANTs is refused stream by stream, struck, then banned and cut off; the server stays bounded', async () => {
     const server = await guardedNode()

@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto'
+import { generateKeyPairSync, sign } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import type { Stream } from '@libp2p/interface'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
@@ -136,6 +136,24 @@ class FakeStream extends EventTarget {
     this.dispatchEvent(Object.assign(new Event('message'), { data: bytes }))
   }
 }
+
+describe('unknown versions', () => {
+  it('a format version we do not speak is refused by every decoder, even when otherwise well-formed', () => {
+    const reject = (decode: () => unknown): void => {
+      let error: unknown
+      try { decode() } catch (err) { error = err }
+      expect(error).toHaveProperty('name', 'InvalidMessageError')
+      expect((error as Error).message).toMatch(/unsupported version 2/)
+    }
+    const frameOf = (value: unknown[]): Uint8Array => { const body = encodeCanonical(value); return Buffer.concat([encodeUvarint(body.length), body]) }
+    reject(() => decodeManifest(frameOf(['deltamesh/manifest', 2, ['gear', 15, 16384, 262144]])))
+    reject(() => decodeRoot(encodeCanonical(['deltamesh/root', 2, 10, 0, 0, new Uint8Array(32), [10]])))
+    reject(() => decodeHave(encodeCanonical(['deltamesh/have', 2, 'a/b', 1, new Uint8Array(0)])))
+    // an envelope of a future format, properly signed: refused before its signature matters
+    const payload = encodeCanonical(['deltamesh/envelope', 2, 'a/b', 1, '', 0, new Uint8Array(32), 10, rawPublicKeyOf(privateKey)])
+    reject(() => openEnvelope(encodeCanonical([payload, sign(null, payload, privateKey)])))
+  })
+})
 
 describe('fuzz: decoders of peer and manifest input', () => {
   it('≥ 100,000 random and mutated frames, envelopes, roots, HAVEs and manifests: typed rejections only, bounded time and memory', async () => {
