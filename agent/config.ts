@@ -47,7 +47,9 @@ const configSchema = z.object({
     listen: z.array(multiaddr).default(['/ip4/0.0.0.0/tcp/4101']),
     /** Addresses to announce to peers when listening on 0.0.0.0 is not what they should dial. */
     announce: z.array(multiaddr).default([]),
-  }).strict().default({ listen: ['/ip4/0.0.0.0/tcp/4101'], announce: [] }),
+    /** How long a peer that exhausted its misbehaviour budget is refused (doubles on each repeat). */
+    banSeconds: z.number().int().min(1).max(86400).default(600),
+  }).strict().default({ listen: ['/ip4/0.0.0.0/tcp/4101'], announce: [], banSeconds: 600 }),
   dashboard: z.object({
     enabled: z.boolean().default(true),
     listen: dashboardListen.default(DEFAULT_DASHBOARD_LISTEN),
@@ -154,6 +156,8 @@ export function defaultConfigText (listen: string[]): string {
 listen = [${listen.map(tomlString).join(', ')}]
 # Addresses other sites should dial, when they differ from the listen addresses (NAT, 0.0.0.0).
 announce = []
+# Seconds a peer that exceeded its misbehaviour budget (bad chunks, malformed frames) is refused; doubles on repeats.
+banSeconds = 600
 
 [dashboard]
 # Web dashboard of the whole network, plus Prometheus /metrics, served by this agent. Keep it on loopback

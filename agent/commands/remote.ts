@@ -289,7 +289,7 @@ function formatStatus (s: AgentStatus): string {
     `publisher key: ${s.publisherKey}`,
     `dashboard:     ${s.dashboard?.url ?? 'off ([dashboard] enabled = false)'}`,
     `traffic:       up ${formatBytes(s.counters.bytesUp)}, down ${formatBytes(s.counters.bytesDown)}; ` +
-      `rejected: ${s.counters.envelopesRejected} envelopes, ${s.counters.chunksRejected} chunks`,
+      `rejected: ${s.counters.envelopesRejected} envelopes${byReason(s.envelopeRejections)}, ${s.counters.chunksRejected} chunks`,
     '',
   ]
   if (s.trees.length === 0) out.push('no trees')
@@ -311,6 +311,12 @@ function formatStatus (s: AgentStatus): string {
   const weights = Object.entries(s.treeWeights)
   if (weights.length > 0) out.push('', `tree weights: ${weights.map(([t, w]) => `${t}=${w}`).join(', ')}`)
   return out.join('\n') + '\n'
+}
+
+/** ' (replay 1, bad-signature 2)': the non-zero reasons only. */
+function byReason (counts: Record<string, number> | undefined): string {
+  const parts = Object.entries(counts ?? {}).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`)
+  return parts.length === 0 ? '' : ` (${parts.join(', ')})`
 }
 
 function filtersOf (include: string[] | undefined, exclude: string[] | undefined): string {

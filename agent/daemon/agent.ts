@@ -13,6 +13,8 @@ import { ChunkerPool } from '../chunk/pool.js'
 import { DEFAULT_CHUNKING } from '../chunk/chunker.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist } from '../net/node.js'
 import { PeerStats } from '../net/peer-stats.js'
+import { banOnBudgetExceeded, PeerBans } from '../net/bans.js'
+import { RejectionCounters, type RejectReason } from '../sync/admission.js'
 import { ChunkServer } from '../net/chunk-server.js'
 import { ChunkClient } from '../net/chunk-client.js'
 import { HeadsProtocol } from '../net/heads-protocol.js'
@@ -30,6 +32,7 @@ import { startOperations, type Operations } from '../netview/operations.js'
 import type { AgentApi, AgentStatus, PeerStatus, PublishSummary } from './api.js'
 
 export const AGENT_VERSION = '0.1.0'
+const BANS_STATE_KEY = 'peer-bans'
 
 function sum<T> (items: T[], of: (item: T) => number): number {
   return items.reduce((n, item) => n + of(item), 0)
@@ -65,6 +68,13 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const privateKey = await loadOrCreatePeerKey(home.peerKey)
   const selfId = peerIdFromPrivateKey(privateKey).toString()
   const counters = { envelopesRejected: 0, chunksRejected: 0 }
+  const rejections = new RejectionCounters()
+  const onRejected = (code: RejectReason, reason: string, peer?: string): void => {
+    rejections.count(code)
+    counters.envelopesRejected = rejections.total
+    // trees.ts logs its own refusals; the protocols' ones (before admission) are logged here
+    if (peer !== undefined) log.warn({ peer, reason: code }, `rejected version: ${reason}`)
+  }
 
   const trust = new Map<string, Set<string>>()
   const addTrust = (tree: string, key: string): void => { const set = trust.get(tree) ?? new Set<string>(); set.add(key); trust.set(tree, set) }
@@ -79,15 +89,22 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   })
   const pool = new ChunkerPool({ size: availableParallelism() })
   const allowlist = new PeerAllowlist(peerNames.keys())
-  const node = await createNode({ privateKey, listen: config.agent.listen, announce: config.agent.announce, allowlist, start: false })
+  const bans = new PeerBans({ banMs: config.agent.banSeconds * 1000 })
+  // bans survive a restart: a liar must not be forgiven by a crash or an upgrade
+  bans.restore(await store.catalog.getState(BANS_STATE_KEY))
+  bans.onBan(() => { store.catalog.putState(BANS_STATE_KEY, bans.snapshot()).catch(err => log.warn({ err }, 'could not save peer bans')) })
+  const node = await createNode({ privateKey, listen: config.agent.listen, announce: config.agent.announce, allowlist, bans, start: false })
 
-  const stats = new PeerStats({
-    onBudgetExceeded: (peerId, strikes) => {
-      log.warn({ peer: peerId, strikes }, 'peer exceeded its misbehaviour budget; disconnecting')
-      node.hangUp(peerIdFromString(peerId)).catch(err => log.debug({ err }, 'hang up failed'))
-    },
+  const stats: PeerStats = new PeerStats({
+    onBudgetExceeded: banOnBudgetExceeded({
+      libp2p: node,
+      get stats () { return stats },
+      bans,
+      onBanned: (peer, ban, strikes) => log.warn({ peer, strikes, untilMs: ban.untilMs, bans: ban.count, reason: ban.reason }, 'peer exceeded its misbehaviour budget; disconnected and banned'),
+      onError: err => log.debug({ err }, 'hang up failed'),
+    }),
   })
-  const onMisbehaviour = (peerId: string, reason: string): void => { log.warn({ peer: peerId, reason }, 'peer misbehaved'); stats.strike(peerId, reason) }
+  const onMisbehaviour = (peerId: string, reason: string, weight?: number): void => { log.warn({ peer: peerId, reason }, 'peer misbehaved'); stats.strike(peerId, reason, weight) }
 
   // The sender paces what it serves; the receiver paces what it asks for (config [limits], [[links]]).
   const bandwidth = await bandwidthFromConfig(config, home, { peerLabel: peerId => peerNames.get(peerId)?.name ?? peerId })
@@ -123,6 +140,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     stats,
     onHeads: (peerId, received) => { trees?.peerHeads(peerId.toString(), received).catch(err => log.error({ err }, 'handling heads failed')) },
     onMisbehaviour,
+    onRejected: (peerId, code, reason) => onRejected(code, reason, peerId.toString()),
   })
   let ops: Operations | undefined
   const announcer = new Announcer({
@@ -131,9 +149,11 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     onEnvelope: (envelope, from) => { trees?.offer(envelope, from.toString(), 'gossip').catch(err => log.error({ err }, 'handling announcement failed')) },
     onStatus: (bytes, origin) => { ops?.onStatus(bytes, origin?.toString()) },
     onMisbehaviour,
+    onRejected: (from, code, reason) => onRejected(code, reason, from.toString()),
   })
-  const haveGossip = new HaveGossip({ pubsub, log, onHave: (origin, have) => trees?.onHave(origin, have), onMisbehaviour })
-  const dialer = new Dialer({ libp2p: node }, { peers: config.peers.map(p => p.addr) })
+  // a banned peer's HAVEs (relayed by others) would only make the sync ask a peer the gater refuses
+  const haveGossip = new HaveGossip({ pubsub, log, onHave: (origin, have) => { if (!bans.isBanned(origin)) trees?.onHave(origin, have) }, onMisbehaviour })
+  const dialer = new Dialer({ libp2p: node }, { peers: config.peers.map(p => p.addr), bannedUntil: peer => bans.bannedUntil(peer) })
 
   const watchTree = (tree: string): void => { announcer.subscribe(tree); haveGossip.subscribe(tree) }
   trees = new TreeManager({
@@ -149,9 +169,10 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
     headsChanged: () => { heads.broadcastHeads().catch(err => log.debug({ err }, 'heads broadcast failed')) },
     watchTree,
-    onBadChunk: (peerId, reason) => { counters.chunksRejected++; onMisbehaviour(peerId, `bad chunk: ${reason}`) },
+    // the chunk client already struck the peer for the bad bytes; here they are only counted
+    onBadChunk: () => { counters.chunksRejected++ },
     onReceived: (_peerId, bytes, tree) => { ops?.onChunkReceived(tree, bytes) },
-    onRejected: () => { counters.envelopesRejected++ },
+    onRejected: (code, reason) => onRejected(code, reason),
     onSyncEnded: (tree, outcome) => { ops?.onSyncEnded(tree, outcome) },
   }, { windowBytes: config.sync.windowBytes })
   for (const tree of trust.keys()) watchTree(tree)
@@ -200,7 +221,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     return [...ids].map(peerId => {
       const c = stats.get(peerId)
       const named = peerNames.get(peerId)
-      return { peerId, name: named?.name, addr: named?.addr, connected: connected.has(peerId), bytesUp: c.bytesUp, bytesDown: c.bytesDown, chunkBytesUp: c.chunkBytesUp, chunkBytesDown: c.chunkBytesDown, chunksUp: c.chunksServed, chunksDown: c.chunksReceived, badChunks: c.badChunks, strikes: c.strikes }
+      return { peerId, name: named?.name, addr: named?.addr, connected: connected.has(peerId), bytesUp: c.bytesUp, bytesDown: c.bytesDown, chunkBytesUp: c.chunkBytesUp, chunkBytesDown: c.chunkBytesDown, chunksUp: c.chunksServed, chunksDown: c.chunksReceived, badChunks: c.badChunks, strikes: c.strikes, bannedUntilMs: bans.bannedUntil(peerId) }
     })
   }
 
@@ -218,6 +239,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
         links: bandwidth.status(),
         treeWeights: bandwidth.weights(),
         dashboard: ops?.dashboardUrl === undefined ? undefined : { url: ops.dashboardUrl },
+        envelopeRejections: rejections.snapshot(),
         counters: {
           ...counters,
           bytesUp: sum(peers, p => p.bytesUp),

@@ -84,6 +84,8 @@ export interface AgentStatus {
   treeWeights: Record<string, number>
   /** The web dashboard (and /metrics) of this agent; absent when [dashboard] enabled = false. */
   dashboard?: { url: string }
+  /** counters.envelopesRejected by reason (REJECT_REASONS in sync/admission.ts). */
+  envelopeRejections?: Record<string, number>
   counters: {
     envelopesRejected: number
     chunksRejected: number

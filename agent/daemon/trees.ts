@@ -10,7 +10,9 @@ import type { HaveMessage } from '../../protocol/have.js'
 import type { HomeLayout } from '../home.js'
 import type { Logger } from '../log.js'
 import type { Catalog, ChunkIndex, TreeRecord } from '../store/types.js'
-import { admitEnvelope, type Admission } from '../sync/admission.js'
+import { admitEnvelope, type Admission, type RejectReason } from '../sync/admission.js'
+import { InvalidMessageError } from '../../protocol/errors.js'
+import { ManifestBlobMissingError, ManifestError } from '../versions/errors.js'
 import { VersionSync } from '../sync/version-sync.js'
 import type { FetchFn } from '../sync/chunk-pump.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
@@ -39,7 +41,8 @@ export interface TreeManagerComponents {
   watchTree: (tree: string) => void
   onBadChunk: (peerId: string, reason: string) => void
   onReceived: (peerId: string, bytes: number, tree: string) => void
-  onRejected: (reason: string) => void
+  /** A version refused: counted per reason in status (the log line is written here). */
+  onRejected: (code: RejectReason, reason: string) => void
   /** A sync ended (metrics): complete with its result, or failed; an aborted sync (superseded, stopping) is not reported. */
   onSyncEnded?: (tree: string, outcome: { result: SyncResult } | { error: Error }) => void
 }
@@ -77,10 +80,18 @@ interface TreeState {
   haves: Map<string, ChunkId[]>
   running?: RunningSync
   failures: number
+  /** A signed version whose manifest is malformed: retrying cannot help, so it is skipped until a newer one. */
+  badManifestSeq?: number
   retryTimer?: ReturnType<typeof setTimeout>
   lastError?: string
   lastSync?: SyncProgress
   waiters: Set<Waiter>
+}
+
+/** A sync failure that no retry can fix: the signed root or manifest does not decode or is inconsistent. */
+function isBadManifest (err: unknown): boolean {
+  if (err instanceof ManifestError) return !(err.cause instanceof ManifestBlobMissingError)
+  return err instanceof InvalidMessageError
 }
 
 /** Whether a peer told us (heads) it holds version `seq` completely; holding an older one does not count. */
@@ -142,13 +153,20 @@ export class TreeManager {
   /** An envelope from gossip, a peer's heads, or our own publish. */
   async offer (envelope: Envelope, from: string | undefined, via: 'gossip' | 'heads' | 'local'): Promise<Admission> {
     const state = this.state(envelope.tree)
-    const admission = admitEnvelope(envelope, this.trusted(envelope.tree), state.newest === undefined ? undefined : { seq: state.newest.seq, rootHash: state.newest.rootHash })
+    const newest = state.newest
+    let knownRoot: Uint8Array | undefined
+    if (newest !== undefined && envelope.seq < newest.seq) {
+      const known = await this.c.catalog.getVersion(envelope.tree, envelope.seq)
+      if (known !== undefined) { try { knownRoot = openEnvelope(known.envelope).rootHash } catch { /* reported by load() */ } }
+    }
+    // re-read after the await: another offer may have moved the head meanwhile
+    const admission = admitEnvelope(envelope, this.trusted(envelope.tree), state.newest === undefined ? undefined : { seq: state.newest.seq, rootHash: state.newest.rootHash }, knownRoot)
     if (admission.verdict === 'reject') {
       // a peer that is merely behind shows us its older head: that is not an attack
       const lagging = via === 'heads' && state.newest !== undefined && envelope.seq < state.newest.seq && this.trusted(envelope.tree).has(formatPublisherKey(envelope.publisherKey))
       if (!lagging) {
-        this.log.warn({ tree: envelope.tree, seq: envelope.seq, peer: from, via }, `rejected version: ${admission.reason}`)
-        this.c.onRejected(admission.reason)
+        this.log.warn({ tree: envelope.tree, seq: envelope.seq, peer: from, via, reason: admission.code }, `rejected version: ${admission.reason}`)
+        this.c.onRejected(admission.code, admission.reason)
       }
       return admission
     }
@@ -267,6 +285,7 @@ export class TreeManager {
       if (record?.subscribedTo === undefined || state.newestComplete) return
       if ((record.currentSeq ?? 0) >= newest.seq) return
       if (state.running?.seq === newest.seq) return
+      if (state.badManifestSeq === newest.seq) return
       if (state.running !== undefined) {
         this.log.info({ tree: state.name, seq: state.running.seq, newer: newest.seq }, 'superseded by a newer version; switching')
         state.running.controller.abort(new Error('superseded'))
@@ -324,11 +343,18 @@ export class TreeManager {
       if (controller.signal.aborted) return // superseded, unsubscribed or stopping: not a failure
       state.failures++
       state.lastError = (err as Error).message
+      if (isBadManifest(err)) {
+        // root and manifest chunks were verified against the signature: the publisher signed a broken manifest
+        state.badManifestSeq = envelope.seq
+        this.log.warn({ tree: envelope.tree, seq: envelope.seq, reason: 'bad-manifest', err }, `rejected version: ${describeEnvelope(envelope)}: its manifest is malformed; nothing of it was installed, waiting for a newer version`)
+        this.c.onRejected('bad-manifest', state.lastError)
+      }
       this.log.error({ tree: envelope.tree, seq: envelope.seq, err }, 'sync failed')
       this.c.onSyncEnded?.(envelope.tree, { error: err as Error })
       await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'failed', error: state.lastError }).catch(() => {})
       for (const w of state.waiters) w.reject(err as Error)
       state.waiters.clear()
+      if (state.badManifestSeq === envelope.seq) return
       const backoff = this.init.retryBackoffMs ?? DEFAULT_RETRY_BACKOFF_MS
       const delay = backoff[Math.min(state.failures - 1, backoff.length - 1)] as number
       state.retryTimer = setTimeout(() => this.ensureSync(state), delay)

@@ -8,6 +8,7 @@ import { InvalidMessageError, LimitExceededError } from '../../protocol/errors.j
 import { openEnvelope, type Envelope } from '../../protocol/envelope.js'
 import { MAX_STATUS_BYTES } from '../../protocol/wire-limits.js'
 import type { MisbehaviourHandler } from './peer-stats.js'
+import { rejectReasonOf, type RejectReason } from '../sync/admission.js'
 
 export interface AnnouncerComponents {
   libp2p: Pick<Libp2p, 'logger'>
@@ -17,6 +18,8 @@ export interface AnnouncerComponents {
   /** A status blob (opaque here, at most MAX_STATUS_BYTES) from `origin` (the signer), relayed by `from`. */
   onStatus?: (bytes: Uint8Array, origin: PeerId | undefined, from: PeerId) => void
   onMisbehaviour?: MisbehaviourHandler
+  /** An envelope refused before admission (bad signature, undecodable, another tree's): counted in status. */
+  onRejected?: (from: PeerId, reason: RejectReason, message: string) => void
 }
 
 export class Announcer {
@@ -108,16 +111,24 @@ export class Announcer {
   }
 
   private validateEnvelope (tree: string, from: PeerId, msg: GossipMessage): TopicValidatorResult {
+    let reason: RejectReason
+    let err: Error
     try {
       const envelope = openEnvelope(msg.data)
-      if (envelope.tree !== tree) throw new InvalidMessageError(`envelope for ${envelope.tree} on the topic of ${tree}`)
-      this.opened.set(msg, envelope)
-      return TopicValidatorResult.Accept
-    } catch (err) {
-      this.log('rejecting gossip from %p on %s - %e', from, tree, err)
-      this.components.onMisbehaviour?.(from.toString(), `bad announcement on ${tree}: ${(err as Error).message}`)
-      return TopicValidatorResult.Reject
+      if (envelope.tree === tree) {
+        this.opened.set(msg, envelope)
+        return TopicValidatorResult.Accept
+      }
+      reason = 'wrong-tree'
+      err = new InvalidMessageError(`envelope for ${envelope.tree} on the topic of ${tree}`)
+    } catch (e) {
+      reason = rejectReasonOf(e)
+      err = e as Error
     }
+    this.log('rejecting gossip from %p on %s - %e', from, tree, err)
+    this.components.onRejected?.(from, reason, `${reason} announcement on ${tree}: ${err.message}`)
+    this.components.onMisbehaviour?.(from.toString(), `bad announcement on ${tree}: ${err.message}`)
+    return TopicValidatorResult.Reject
   }
 
   private validateStatus (from: PeerId, msg: GossipMessage): TopicValidatorResult {

@@ -10,7 +10,7 @@ import { isChunkId, toHex, verifyChunk, type ChunkId } from '../../protocol/chun
 import { MAX_FRAME_BYTES, MAX_FRAME_BYTES_1_1, MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { FrameStream } from './frames.js'
 import { PeerDisconnectedError, PeerStalledError, PeerUnreachableError, ProtocolViolationError, RemoteError } from './errors.js'
-import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
+import { BAD_CHUNK_STRIKES, type MisbehaviourHandler, type PeerStats } from './peer-stats.js'
 import type { BlocksMessage, Message } from '../../protocol/messages.js'
 
 /** Bytes asked for and not yet delivered, per peer: 16 MiB keeps a 1 Gbit/s × 100 ms link full. */
@@ -350,7 +350,7 @@ export class ChunkClient {
     } catch (err) {
       const e = err as ChunkHashMismatchError
       this.components.stats?.badChunk(peer)
-      this.components.onMisbehaviour?.(peer, e.message)
+      this.components.onMisbehaviour?.(peer, e.message, BAD_CHUNK_STRIKES)
       for (const call of want.calls) call.fail(want.id, 'hash-mismatch', e)
       return
     }

@@ -22,6 +22,9 @@ export interface DialerInit {
   jitter?: number
   random?: () => number
   dialTimeoutMs?: number
+  /** End of a peer's ban (ms since epoch), or undefined: a banned peer is redialled only once its ban is over. */
+  bannedUntil?: (peerId: string) => number | undefined
+  now?: () => number
 }
 
 interface Target {
@@ -39,6 +42,8 @@ export class Dialer {
   private readonly jitter: number
   private readonly random: () => number
   private readonly dialTimeoutMs: number
+  private readonly bannedUntil: (peerId: string) => number | undefined
+  private readonly now: () => number
   private readonly controller = new AbortController()
   private running = false
 
@@ -49,6 +54,8 @@ export class Dialer {
     this.jitter = init.jitter ?? DEFAULT_JITTER
     this.random = init.random ?? Math.random
     this.dialTimeoutMs = init.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS
+    this.bannedUntil = init.bannedUntil ?? (() => undefined)
+    this.now = init.now ?? Date.now
     for (const p of init.peers ?? []) this.addTarget(p)
     this.onDisconnect = this.onDisconnect.bind(this)
   }
@@ -119,14 +126,17 @@ export class Dialer {
 
   private schedule (t: Target): void {
     if (!this.running || t.timer !== undefined || !this.targets.has(t.peerId.toString())) return
-    const ms = this.delay(t.attempt)
-    t.attempt++
+    const until = this.bannedUntil(t.peerId.toString())
+    // a banned peer is not worth a dial (the gater would refuse it): wake up when the ban ends, backoff reset
+    const ms = until !== undefined ? Math.max(0, until - this.now()) + this.delay(0) : this.delay(t.attempt)
+    if (until !== undefined) { t.attempt = 0; this.log('%p is banned; next dial in %d ms', t.peerId, ms) } else t.attempt++
     t.timer = setTimeout(() => { t.timer = undefined; this.dialNow(t) }, ms)
     t.timer.unref?.()
   }
 
   private dialNow (t: Target): void {
     if (!this.running || t.dialing) return
+    if (this.bannedUntil(t.peerId.toString()) !== undefined) { this.schedule(t); return }
     if (this.components.libp2p.getConnections(t.peerId).length > 0) { t.attempt = 0; return }
     t.dialing = true
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.dialTimeoutMs)])

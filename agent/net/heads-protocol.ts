@@ -10,6 +10,7 @@ import type { HeadEntry, HeadsMessage } from '../../protocol/messages.js'
 import { FrameStream } from './frames.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
+import { rejectReasonOf, type RejectReason } from '../sync/admission.js'
 
 /** One exchange (open, send, read the reply). */
 export const DEFAULT_HEADS_TIMEOUT_MS = 10_000
@@ -32,6 +33,8 @@ export interface HeadsComponents {
   stats?: PeerStats
   onHeads: (peerId: PeerId, heads: ReceivedHead[]) => void
   onMisbehaviour?: MisbehaviourHandler
+  /** A head whose envelope was refused before admission (bad signature, undecodable, not the tree/seq it claims). */
+  onRejected?: (peerId: PeerId, reason: RejectReason, message: string) => void
 }
 
 export interface HeadsInit {
@@ -198,13 +201,24 @@ export class HeadsProtocol {
     const peer = peerId.toString()
     const out: ReceivedHead[] = []
     for (const h of msg.heads) {
-      let envelope: Envelope
+      let envelope: Envelope | undefined
+      let reason: RejectReason = 'malformed'
+      let error: Error | undefined
       try {
         envelope = openEnvelope(h.envelope)
-        if (envelope.tree !== h.tree || envelope.seq !== h.seq) throw new InvalidMessageError(`head says ${h.tree}@${h.seq}, envelope is ${envelope.tree}@${envelope.seq}`)
       } catch (err) {
-        this.log('bad head from %p - %e', peerId, err)
-        this.components.onMisbehaviour?.(peer, `bad head for ${h.tree}: ${(err as Error).message}`)
+        reason = rejectReasonOf(err)
+        error = err as Error
+      }
+      if (envelope !== undefined && (envelope.tree !== h.tree || envelope.seq !== h.seq)) {
+        reason = envelope.tree !== h.tree ? 'wrong-tree' : 'malformed'
+        error = new InvalidMessageError(`head says ${h.tree}@${h.seq}, envelope is ${envelope.tree}@${envelope.seq}`)
+      }
+      if (envelope === undefined || error !== undefined) {
+        const message = error?.message ?? 'no envelope'
+        this.log('bad head from %p - %s', peerId, message)
+        this.components.onRejected?.(peerId, reason, `${reason} head for ${h.tree}: ${message}`)
+        this.components.onMisbehaviour?.(peer, `bad head for ${h.tree}: ${message}`)
         continue
       }
       out.push({ envelope, complete: h.complete })
@@ -217,3 +231,4 @@ export class HeadsProtocol {
     return out
   }
 }
+

@@ -9,6 +9,7 @@ import { ping, type Ping } from '@libp2p/ping'
 import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
+import type { PeerBans } from './bans.js'
 
 /**
  * yamux per-stream receive window. STACK-NOTES §3: 4 MiB instead of the 256 KiB default takes one
@@ -66,9 +67,12 @@ export class PeerAllowlist {
   }
 }
 
-/** Denies every dial to, and every encrypted connection from or to, a peer not on the allowlist. */
-export function allowlistGater (allowlist: PeerAllowlist): ConnectionGater {
-  const deny = (peerId: PeerId): boolean => !allowlist.has(peerId)
+/**
+ * Denies every dial to, and every encrypted connection from or to, a peer not on the allowlist, and a listed
+ * peer while it is banned (a banned liar must not come straight back by redialling us).
+ */
+export function allowlistGater (allowlist: PeerAllowlist, bans?: Pick<PeerBans, 'isBanned'>): ConnectionGater {
+  const deny = (peerId: PeerId): boolean => !allowlist.has(peerId) || bans?.isBanned(peerId) === true
   return {
     denyDialPeer: deny,
     denyInboundEncryptedConnection: deny,
@@ -87,6 +91,8 @@ export interface NodeOptions {
   /** e.g. ['/ip4/0.0.0.0/tcp/4711']; tests use '/ip4/127.0.0.1/tcp/0'. Empty: dial-out only. */
   listen: string[]
   allowlist: PeerAllowlist
+  /** Peers refused while banned, even when listed. */
+  bans?: Pick<PeerBans, 'isBanned'>
   /** Addresses to announce instead of the listen addresses (NAT, public name). */
   announce?: string[]
   streamWindowBytes?: number
@@ -105,7 +111,7 @@ export async function createNode (options: NodeOptions): Promise<DeltameshNode> 
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: window, maxStreamWindowSize: Math.max(window, 16 * 1024 * 1024) } })],
-    connectionGater: allowlistGater(options.allowlist),
+    connectionGater: allowlistGater(options.allowlist, options.bans),
     services: {
       identify: identify(),
       ping: ping(),

@@ -21,16 +21,23 @@ export interface PeerCounters {
   connectedSince?: number
 }
 
-export type MisbehaviourHandler = (peerId: string, reason: string) => void
+/** `weight` is how many strikes the offence costs (default 1; see BAD_CHUNK_STRIKES). */
+export type MisbehaviourHandler = (peerId: string, reason: string, weight?: number) => void
 
 export interface StrikeInit {
-  /** Strikes after which `onBudgetExceeded` is called (the agent hangs up; the gater still admits a redial). */
+  /** Strikes after which `onBudgetExceeded` is called (the agent bans the peer: see bans.ts). */
   maxStrikes?: number
   onBudgetExceeded?: (peerId: string, strikes: number) => void
 }
 
-/** Borrowed from hypercore's MAX_INVALID_REQUESTS idea, scaled down: 16 bad frames or chunks and we hang up. */
+/** Borrowed from hypercore's MAX_INVALID_REQUESTS idea, scaled down: 16 bad frames and the peer is banned. */
 export const DEFAULT_MAX_STRIKES = 16
+
+/**
+ * A chunk that does not hash to its id costs 4 strikes: a malformed frame can be a bug on a tired link, but
+ * wrong bytes under a right id are a lie (or a corrupt disk nobody noticed) and 4 of them exhaust the budget.
+ */
+export const BAD_CHUNK_STRIKES = 4
 
 export class PeerStats {
   private readonly peers = new Map<string, PeerCounters>()
@@ -75,19 +82,20 @@ export class PeerStats {
   dontHave (peerId: string): void { this.get(peerId).dontHaves++ }
   badChunk (peerId: string): void { this.get(peerId).badChunks++ }
 
-  /** Counts a strike; calls onBudgetExceeded each time the count reaches a multiple of maxStrikes. */
-  strike (peerId: string, reason: string): void {
+  /** Counts `weight` strikes; calls onBudgetExceeded each time the count crosses a multiple of maxStrikes. */
+  strike (peerId: string, reason: string, weight = 1): void {
     const c = this.get(peerId)
-    c.strikes++
+    const before = c.strikes
+    c.strikes += Math.max(1, Math.floor(weight))
     c.lastStrike = reason
-    if (c.strikes % this.maxStrikes === 0) this.onBudgetExceeded?.(peerId, c.strikes)
+    if (Math.floor(c.strikes / this.maxStrikes) > Math.floor(before / this.maxStrikes)) this.onBudgetExceeded?.(peerId, c.strikes)
   }
 
   /** A MisbehaviourHandler that records strikes here and then calls `next` (e.g. a logger). */
   misbehaviourHandler (next?: MisbehaviourHandler): MisbehaviourHandler {
-    return (peerId, reason) => {
-      this.strike(peerId, reason)
-      next?.(peerId, reason)
+    return (peerId, reason, weight) => {
+      this.strike(peerId, reason, weight)
+      next?.(peerId, reason, weight)
     }
   }
 

@@ -66,7 +66,8 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
       if (ctx.installed) continue
       const absolute = safeJoin(base, event.entry.path)
       if (event.kind === 'file') await finishFile(absolute, event.entry, context)
-      else if (event.kind === 'symlink') await finishSymlink(absolute, event.entry)
+      else if (event.kind === 'enter') await checkRealDir(absolute, context)
+      else if (event.kind === 'symlink') await finishSymlink(absolute, event.entry, context)
       else if (event.kind === 'leave') await finishDir(absolute, event.entry, context)
     }
     context.path = undefined
@@ -128,10 +129,29 @@ async function finishFile (absolute: string, entry: FileEntry, context: VersionC
   }
 }
 
-/** Created last-but-one (before directory mtimes); an existing link with the right target is kept. */
-async function finishSymlink (absolute: string, entry: SymlinkEntry): Promise<void> {
+/**
+ * Files below are opened by path, and only their last component is O_NOFOLLOW: a directory of staging that is
+ * no longer the directory prepare() made (swapped for a symlink, or a name that collides with a sibling's on a
+ * case- or normalization-folding filesystem) would lead chmod/utimes outside the version. Checked on entering it.
+ */
+async function checkRealDir (absolute: string, context: VersionContext): Promise<void> {
   const st = await lstatOrUndefined(absolute)
-  if (st?.isSymbolicLink() !== true || await readlink(absolute) !== entry.target) {
+  if (st?.isDirectory() !== true) {
+    throw new StagingError(context, `expected the directory prepare() created, found ${st === undefined ? 'nothing' : st.isSymbolicLink() ? 'a symlink' : 'another kind of entry'} (tampering, or names that collide on this filesystem)`)
+  }
+}
+
+/**
+ * Created last-but-one (before directory mtimes); an existing link with the right target is kept, one with
+ * another target replaced (unlinking a link never follows it). Anything else at the path was created for
+ * another entry whose name folds to this one (or planted): refused, never deleted.
+ */
+async function finishSymlink (absolute: string, entry: SymlinkEntry, context: VersionContext): Promise<void> {
+  const st = await lstatOrUndefined(absolute)
+  if (st !== undefined && !st.isSymbolicLink()) {
+    throw new StagingError(context, `a ${st.isDirectory() ? 'directory' : 'file'} is where the manifest wants a symlink (names that collide on this filesystem, or tampering); left in place`)
+  }
+  if (st === undefined || await readlink(absolute) !== entry.target) {
     if (st !== undefined) await removeAny(absolute)
     await symlink(entry.target, absolute)
   }

@@ -18,7 +18,7 @@ import { ChunkClient, ChunkServer, type ChunkProvider, type ChunkClientInit, typ
 import { HeadsProtocol, type ReceivedHead } from '../../agent/net/heads-protocol.js'
 import { Announcer } from '../../agent/net/announcer.js'
 import { Dialer } from '../../agent/net/dialer.js'
-import { PeerStats } from '../../agent/net/peer-stats.js'
+import { BAD_CHUNK_STRIKES, PeerStats } from '../../agent/net/peer-stats.js'
 
 interface Startable { stop (): Promise<void> | void }
 const running: Startable[] = []
@@ -361,7 +361,7 @@ describe('chunk protocol', () => {
     expect(new Set(result.failed.map(f => f.reason))).toEqual(new Set(['hash-mismatch']))
     expect(result.failed[0]?.error?.name).toBe('ChunkHashMismatchError')
     const serverId = server.node.peerId.toString()
-    expect(client.stats.get(serverId)).toMatchObject({ badChunks: 20, strikes: 20, chunksReceived: 0 })
+    expect(client.stats.get(serverId)).toMatchObject({ badChunks: 20, strikes: 20 * BAD_CHUNK_STRIKES, chunksReceived: 0 })
     expect(client.strikes[0]?.[0]).toBe(serverId)
   })
 

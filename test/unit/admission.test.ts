@@ -2,7 +2,8 @@ import { generateKeyPairSync } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { formatPublisherKey, rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
-import { admitEnvelope } from '../../agent/sync/admission.js'
+import { admitEnvelope, RejectionCounters, rejectReasonOf } from '../../agent/sync/admission.js'
+import { BadSignatureError, InvalidMessageError } from '../../protocol/errors.js'
 
 const publisher = generateKeyPairSync('ed25519').privateKey
 const stranger = generateKeyPairSync('ed25519').privateKey
@@ -17,8 +18,23 @@ describe('admitEnvelope', () => {
   it('rejects untrusted keys, replays, rollbacks and equivocation', () => {
     const head = { seq: 5, rootHash: chunkIdOf(Buffer.from('r')) }
     expect(admitEnvelope(env(6, 'r', stranger), trusted, head)).toMatchObject({ verdict: 'reject', reason: expect.stringMatching(/not trusted/) })
-    expect(admitEnvelope(env(4), trusted, head)).toMatchObject({ verdict: 'reject', reason: expect.stringMatching(/replay or rollback/) })
+    expect(admitEnvelope(env(4), trusted, head)).toMatchObject({ verdict: 'reject', code: 'rollback', reason: expect.stringMatching(/rollback/) })
+    expect(admitEnvelope(env(4), trusted, head, chunkIdOf(Buffer.from('r')))).toMatchObject({ verdict: 'reject', code: 'replay' })
+    expect(admitEnvelope(env(4), trusted, head, chunkIdOf(Buffer.from('other')))).toMatchObject({ verdict: 'reject', code: 'rollback' })
+    expect(admitEnvelope(env(6, 'r', stranger), trusted, head)).toMatchObject({ code: 'untrusted-key' })
+    expect(admitEnvelope(env(5, 'other'), trusted, head)).toMatchObject({ code: 'equivocation' })
     expect(admitEnvelope(env(5, 'other'), trusted, head)).toMatchObject({ verdict: 'reject', reason: expect.stringMatching(/equivocation/) })
     expect(admitEnvelope(env(5), trusted, head).verdict).toBe('duplicate')
+  })
+})
+
+describe('rejection counters', () => {
+  it('count per reason with a stable shape; open errors map to bad-signature or malformed', () => {
+    const c = new RejectionCounters()
+    c.count('replay'); c.count('replay'); c.count('bad-signature')
+    expect(c.total).toBe(3)
+    expect(c.snapshot()).toMatchObject({ replay: 2, 'bad-signature': 1, rollback: 0, 'bad-manifest': 0 })
+    expect(rejectReasonOf(new BadSignatureError())).toBe('bad-signature')
+    expect(rejectReasonOf(new InvalidMessageError('x'))).toBe('malformed')
   })
 })
