@@ -12,6 +12,7 @@ import { cp } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Cluster, cliOk, runCli, sleep, type Site } from '../agent/demo/local-cluster.js'
 import { RoguePeer } from '../agent/demo/rogue-peer.js'
+import { appendPeer, appendTrust } from '../agent/config.js'
 import { describeTree, generateTree, mutateTree, prng } from '../agent/demo/tree-gen.js'
 
 const TREE = 'chaos/compose/BaseOS'
@@ -100,10 +101,15 @@ async function main (): Promise<number> {
   const relays: Relay[] = []
   let rogue: RoguePeer | undefined
   const log = (line: string): void => { console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${line}`) }
-  let onSignal: (() => void) | undefined
-  const interrupted = new Promise<void>(resolve => { onSignal = resolve })
-  process.once('SIGINT', () => onSignal?.())
-  process.once('SIGTERM', () => onSignal?.())
+  // Ctrl-C: the agents, the liar and the relays go, and the temp dir with them, whatever phase we are in
+  const abort = (): void => {
+    log('interrupted: stopping everything')
+    void Promise.allSettled([rogue?.stop(), ...relays.map(async r => await r.close())])
+      .then(async () => await cluster.cleanup())
+      .finally(() => process.exit(130))
+  }
+  process.once('SIGINT', abort)
+  process.once('SIGTERM', abort)
   try {
     const source = join(cluster.dir, 'source')
     await generateTree(source, { seed: `chaos-${o.seed}`, files: 200, largeBytes: 8 * 1024 * 1024, largeFiles: 2, smallMax: 96 * 1024 })
@@ -118,9 +124,10 @@ async function main (): Promise<number> {
         const relay = await Relay.open(b.port)
         relays.push(relay)
         relayTo.set(`${a.name}>${b.name}`, relay)
-        await cliOk(['peers', 'add', '--home', a.home, '--name', b.name, `/ip4/127.0.0.1/tcp/${relay.port}/p2p/${b.peerId}`])
+        // written in-process (validated like `deltamesh peers add`): 20 CLI processes would cost a minute here
+        await appendPeer(join(a.home, 'config.toml'), `/ip4/127.0.0.1/tcp/${relay.port}/p2p/${b.peerId}`, b.name)
       }
-      await cliOk(['trust', '--home', a.home, TREE, origin.publisherKey])
+      await appendTrust(join(a.home, 'config.toml'), TREE, origin.publisherKey)
     }
     // the origin serves at 8 MB/s so that syncs last long enough to be interrupted
     await cluster.setConfig(origin, 'up', '"8MB/s"')
@@ -131,7 +138,7 @@ async function main (): Promise<number> {
     rogue = await RoguePeer.start([TREE])
     for (const s of cluster.sites) {
       rogue.allow(s.peerId)
-      await cliOk(['peers', 'add', '--home', s.home, '--name', 'liar', rogue.multiaddr])
+      await cluster.api(s).addPeer(rogue.multiaddr, 'liar')
     }
     const mirrors = new Map<string, string>()
     for (const lab of labs) {
@@ -151,7 +158,7 @@ async function main (): Promise<number> {
     const chaosFor = async (ms: number): Promise<void> => {
       const until = Math.min(Date.now() + ms, deadline - 60_000)
       while (Date.now() < until && events < o.events) {
-        await Promise.race([sleep(300 + random() * 900), interrupted])
+        await sleep(300 + random() * 900)
         events++
         const roll = random()
         const alive = labs.filter(l => !dead.has(l))
@@ -235,7 +242,7 @@ async function main (): Promise<number> {
     console.log(`  agents                 ${cluster.sites.length} (1 publisher, ${labs.length} subscribers) + 1 lying peer`)
     console.log(`  versions published     ${f.published} (newest seq ${newest})`)
     console.log(`  chaos events           ${events}: ${f.kills} SIGKILLs (each agent restarted after, ${f.restarts} restarts in all), ${f.linkDrops} link drops (${f.connectionsCut} connections cut)`)
-    console.log(`  lies                   ${f.liesTold} wrong chunks served by the liar; ${f.badChunksRejected} rejected by hash (counted by agents that were not killed since); liar banned by ${f.liarBannedBy}/${labs.length} subscribers at the end`)
+    console.log(`  lies                   ${f.liesTold} wrong chunks served by the liar, ${f.badChunksRejected} of them reached a subscriber and were refused by hash (the others were in flight when a subscriber hung up on the liar or was killed); liar banned by ${f.liarBannedBy}/${labs.length} subscribers at the end`)
     console.log(`  converged              ${((f.convergeMs) / 1000).toFixed(1)} s after the last publish (heal included)`)
     console.log(`  verified               ${f.filesVerified} files, ${(f.bytesVerified / 1e6).toFixed(1)} MB re-hashed against the signed manifest`)
     console.log(`  wall time              ${seconds.toFixed(1)} s`)
