@@ -2,15 +2,17 @@ import { execFileSync } from 'node:child_process'
 import { cp, mkdir, open, readdir, readlink, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, runCli, sleep, waitFor, type Site } from '../../agent/demo/local-cluster.js'
+import { Cluster, cliOk, runCli, sleep, waitFor } from '../../agent/demo/local-cluster.js'
 import { describeTree, generateTree, mutateTree } from '../../agent/demo/tree-gen.js'
 import { RoguePeer } from '../../agent/demo/rogue-peer.js'
 import { fromHex } from '../../protocol/chunk-id.js'
+import { treeCommands } from '../helpers/tree-commands.js'
 
 // Faults with real agents: SIGKILL at many points of a sync, a full disk while materializing, a file
 // edited behind the agent's back. A killed agent's LevelDB is reopened by the next start every time.
 
 const TREE = 'lab/compose/BaseOS'
+const { subscribe, publish, syncDone } = treeCommands(TREE)
 
 let cluster: Cluster | undefined
 const mounts: string[] = []
@@ -21,20 +23,6 @@ afterEach(async (context) => {
   await cluster?.cleanup()
   cluster = undefined
 })
-
-async function subscribe (c: Cluster, site: Site): Promise<string> {
-  const to = join(c.dir, `${site.name}-mirror`)
-  await cliOk(['subscribe', '--home', site.home, TREE, '--to', to])
-  return to
-}
-
-async function publish (site: Site, source: string): Promise<number> {
-  return (JSON.parse(await cliOk(['publish', '--home', site.home, TREE, source, '--json'])) as { seq: number }).seq
-}
-
-async function syncDone (site: Site, seq: number, timeoutS = 90): Promise<void> {
-  await cliOk(['sync', '--home', site.home, TREE, '--seq', String(seq), '--timeout', String(timeoutS)], { timeoutMs: (timeoutS + 10) * 1000 })
-}
 
 /** The distinct chunks of a directory's manifest (what a site holding that tree can serve). */
 async function chunksOf (dir: string): Promise<Array<{ id: Uint8Array, size: number }>> {

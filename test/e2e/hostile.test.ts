@@ -5,14 +5,16 @@ import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope, type Envelope, type EnvelopeFields } from '../../protocol/envelope.js'
 import { encodeRoot, ManifestWriter } from '../../protocol/manifest.js'
 import { loadPublisherKey } from '../../agent/identity.js'
-import { Cluster, cliOk, sleep, waitFor, type AgentStatusLike, type Site } from '../../agent/demo/local-cluster.js'
+import { Cluster, cliOk, sleep, waitFor, type AgentStatusLike } from '../../agent/demo/local-cluster.js'
 import { RoguePeer } from '../../agent/demo/rogue-peer.js'
 import { describeTree, generateTree, mutateTree, type TreeSpec } from '../../agent/demo/tree-gen.js'
+import { treeCommands } from '../helpers/tree-commands.js'
 
 // Real agents (separate processes on 127.0.0.1) facing a hostile peer: a stranger that is not on the
 // allowlist, a relay that forges and replays envelopes, and a listed peer that serves wrong bytes.
 
 const TREE = 'lab/compose/BaseOS'
+const { subscribe, publish, syncDone } = treeCommands(TREE)
 const SMALL: TreeSpec = { seed: 'hostile', files: 60, largeBytes: 2 * 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 }
 
 let cluster: Cluster | undefined
@@ -24,20 +26,6 @@ afterEach(async (context) => {
   await cluster?.cleanup()
   cluster = undefined
 })
-
-async function subscribe (c: Cluster, site: Site): Promise<string> {
-  const to = join(c.dir, `${site.name}-mirror`)
-  await cliOk(['subscribe', '--home', site.home, TREE, '--to', to])
-  return to
-}
-
-async function publish (site: Site, source: string): Promise<number> {
-  return (JSON.parse(await cliOk(['publish', '--home', site.home, TREE, source, '--json'])) as { seq: number }).seq
-}
-
-async function syncDone (site: Site, seq: number, timeoutS = 90): Promise<void> {
-  await cliOk(['sync', '--home', site.home, TREE, '--seq', String(seq), '--timeout', String(timeoutS)], { timeoutMs: (timeoutS + 10) * 1000 })
-}
 
 function peerOf (status: AgentStatusLike, peerId: string): AgentStatusLike['peers'][number] | undefined {
   return status.peers.find(p => p.peerId === peerId)

@@ -3,10 +3,12 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Cluster, cliOk, waitFor, type AgentStatusLike, type Site } from '../../agent/demo/local-cluster.js'
 import { describeTree, generateTree, mutateTree, type TreeSpec } from '../../agent/demo/tree-gen.js'
+import { treeCommands } from '../helpers/tree-commands.js'
 
 // Real agents as separate processes on 127.0.0.1: publish, gossip, heads exchange, swarming, resume.
 
 const TREE = 'lab/compose/BaseOS'
+const { subscribe, publish, syncDone } = treeCommands(TREE)
 const SPEC: TreeSpec = { seed: 'e2e-sync', files: 300, largeBytes: 24 * 1024 * 1024, largeFiles: 2, smallMax: 64 * 1024 }
 
 let cluster: Cluster | undefined
@@ -16,20 +18,6 @@ afterEach(async (context) => {
   await cluster?.cleanup()
   cluster = undefined
 })
-
-async function subscribe (c: Cluster, site: Site): Promise<string> {
-  const to = join(c.dir, `${site.name}-mirror`)
-  await cliOk(['subscribe', '--home', site.home, TREE, '--to', to])
-  return to
-}
-
-async function syncDone (site: Site, seq: number, timeoutS = 120): Promise<void> {
-  await cliOk(['sync', '--home', site.home, TREE, '--seq', String(seq), '--timeout', String(timeoutS)], { timeoutMs: (timeoutS + 10) * 1000 })
-}
-
-async function publish (site: Site, source: string, label = ''): Promise<number> {
-  return (JSON.parse(await cliOk(['publish', '--home', site.home, TREE, source, '--label', label, '--json'])) as { seq: number }).seq
-}
 
 /** Sets [limits] up/down in a site's config (before its agent starts). */
 async function setLimit (site: Site, direction: 'up' | 'down', rate: string): Promise<void> {

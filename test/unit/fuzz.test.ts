@@ -10,24 +10,13 @@ import { decodeManifest, decodeRoot, encodeRoot, ManifestReader, ManifestWriter,
 import { decodeMessage, encodeMessage, type Message } from '../../protocol/messages.js'
 import { MAX_REQUEST_FRAME_BYTES, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { FrameStream } from '../../agent/net/frames.js'
+import { prng } from '../../agent/demo/tree-gen.js'
 
 // A deterministic mutation fuzzer for every decoder that takes bytes from a peer or from a manifest: a
 // seeded PRNG, a corpus of valid encodings, classic mutations (bit flips, interesting bytes such as msgpack
 // 32-bit length headers, truncation, splicing, duplication) and random structured msgpack. Each decoder
 // must either return a value or throw a DeltameshError subclass — never a TypeError, RangeError or a
 // plain Error — within a bounded time and without holding on to memory.
-
-/** mulberry32: tiny, fast, good enough to drive mutations; the seed makes every run the same. */
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Bytes that steer a msgpack or varint decoder into its edge cases (huge lengths, 64-bit ints, ext types). */
 const INTERESTING = [0x00, 0x7f, 0x80, 0xff, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcf, 0xd3, 0xd4, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf, 0x90, 0x9f, 0xa0, 0xbf]
@@ -157,7 +146,7 @@ describe('unknown versions', () => {
 
 describe('fuzz: decoders of peer and manifest input', () => {
   it('≥ 100,000 random and mutated frames, envelopes, roots, HAVEs and manifests: typed rejections only, bounded time and memory', async () => {
-    const r = rng(0x5eed)
+    const r = prng('fuzz/5eed')
     const int = (n: number): number => Math.floor(r() * n)
     const input = (pool: Uint8Array[]): Uint8Array => {
       const k = r()
