@@ -51,9 +51,11 @@ export async function pointSource (source: string, target: string): Promise<void
 
 export interface DeltameshFigures {
   firstPublish: { wall: number, cpu: number, summary: PublishSummary }
+  /** Setup: publish v1 → all 5 subscribers hold it (from nothing, at once, unlimited). */
+  initialSyncWall: number
   publish: { wall: number, cpu: number, summary: PublishSummary }
   rescan: { wall: number, summary: PublishSummary }
-  one: { framesDown: number, tcpDown: number, tcpUp: number, wall: number, pubUp: number, pubTcpUp: number, pubServeCpu: number, rssMiB: number }
+  one: { framesDown: number, tcpDown: number, tcpUp: number, wall: number, pubUp: number, pubTcpUp: number, pubServeCpu: number, cpu: number, rssMiB: number }
   four: { framesDown: number[], wall: number, pubUp: number, pubTcpUp: number, pubServeCpu: number, rssMiB: number }
   publisherRssMiB: number
   mirrors: { one: string, four: string[] }
@@ -89,12 +91,15 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   const firstSummary = await pubApi.publish({ tree: TREE, source, label: 'v1' })
   const firstPublish = { wall: (performance.now() - t0) / 1000, cpu: cpuOf(pubPid).self - c0, summary: firstSummary }
   await waitSeq(subs, firstSummary.seq, timeoutMs)
+  const initialSyncWall = (performance.now() - t0) / 1000
   for (const s of four) await cluster.stop(s, 'SIGTERM')
 
   log('deltamesh: publish v2, one subscriber syncs')
   await pointSource(source, v2)
   const st0 = await Promise.all([pub, solo].map(async s => await (await api(s)).status()))
   const meter = new TcpMeter(new Set([pubPid, solo.process?.pid as number]))
+  const soloPid = solo.process?.pid as number
+  const soloCpu0 = cpuOf(soloPid).self
   c0 = cpuOf(pubPid).self
   t0 = performance.now()
   const summary = await pubApi.publish({ tree: TREE, source, label: 'v2' })
@@ -108,7 +113,7 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   const d = (i: number, k: keyof AgentStatus['counters']): number => counters(st1[i] as AgentStatus)[k] - counters(st0[i] as AgentStatus)[k]
   const one = {
     framesDown: d(1, 'bytesDown'), tcpDown: tcp.perPid.get(solo.process?.pid as number)?.received ?? NaN, tcpUp: tcp.perPid.get(solo.process?.pid as number)?.sent ?? NaN,
-    wall: oneWall, pubUp: d(0, 'bytesUp'), pubTcpUp: tcp.perPid.get(pubPid)?.sent ?? NaN, pubServeCpu: c2 - c1, rssMiB: peakRssMiB(solo.process?.pid as number),
+    wall: oneWall, pubUp: d(0, 'bytesUp'), pubTcpUp: tcp.perPid.get(pubPid)?.sent ?? NaN, pubServeCpu: c2 - c1, cpu: cpuOf(soloPid).self - soloCpu0, rssMiB: peakRssMiB(soloPid),
   }
   await cluster.stop(solo, 'SIGTERM')
   await check('deltamesh subscriber (alone)', mirrors.one)
@@ -136,5 +141,5 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   t0 = performance.now()
   const again = await pubApi.publish({ tree: TREE, source, label: 'v2-again' })
   const rescan = { wall: (performance.now() - t0) / 1000, summary: again }
-  return { firstPublish, publish, rescan, one, four: fourOut, publisherRssMiB: peakRssMiB(pubPid), mirrors }
+  return { firstPublish, initialSyncWall, publish, rescan, one, four: fourOut, publisherRssMiB: peakRssMiB(pubPid), mirrors }
 }
