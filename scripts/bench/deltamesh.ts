@@ -11,6 +11,8 @@ import { cpuOf, peakRssMiB } from './proc.js'
 import { TcpMeter } from './tcp.js'
 
 export const TREE = 'bench/corpus'
+/** Agents share 2 cores with the rest of the run (and other engineers' tests): 30 s to come up was not always enough. */
+export const AGENT_START_MS = 180_000
 
 export async function api (site: Site): Promise<ControlClient> {
   const client = await connectAgent(new HomeLayout(site.home))
@@ -77,7 +79,8 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   const subs = [solo, ...four]
   await wireAll([pub, ...subs], pub)
   for (const s of four) await setLimits(s, { down: downLimit })
-  for (const s of [pub, ...subs]) await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' })
+  // all at once: one by one, each waiting for the others' dials and gossip, took 15–20 s an agent on a busy machine
+  await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS) }))
   const mirrors = { one: join(cluster.dir, 'solo-mirror'), four: four.map(s => join(cluster.dir, `${s.name}-mirror`)) }
   for (const s of subs) await (await api(s)).subscribe({ tree: TREE, to: s === solo ? mirrors.one : mirrors.four[four.indexOf(s)] as string })
   const source = join(work, 'source')
@@ -124,7 +127,7 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   const c3 = cpuOf(pubPid).self
   t0 = performance.now()
   // they learn v2 from the publisher's heads on connect; the time includes their start (~1 s)
-  await Promise.all(four.map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }) }))
+  await Promise.all(four.map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS) }))
   await waitSeq(four, summary.seq, timeoutMs)
   const fourWall = (performance.now() - t0) / 1000
   const c4 = cpuOf(pubPid).self

@@ -6,7 +6,7 @@ import { isDeepStrictEqual } from 'node:util'
 import { Cluster, cliOk, type Site } from '../../agent/demo/local-cluster.js'
 import { describeTree, generateTree, mutateTree } from '../../agent/demo/tree-gen.js'
 import { parseRate } from '../../agent/bandwidth/rate.js'
-import { api, setLimits, TREE, waitSeq, wireAll } from './deltamesh.js'
+import { AGENT_START_MS, api, setLimits, TREE, waitSeq, wireAll } from './deltamesh.js'
 import { cpuOf } from './proc.js'
 
 export const SCALE_SUBSCRIBERS = 16
@@ -46,7 +46,8 @@ export async function scaleRounds (cluster: Cluster, work: string, sizeMB: numbe
   await wireAll([pub, ...subs], pub)
   for (const s of [pub, ...subs]) await setLimits(s, { up: rate, down: rate })
   log(`scale: starting 17 agents (every up- and downlink ${rate})`)
-  for (const s of [pub, ...subs]) await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' })
+  // all at once: one by one, each waiting for the others' dials and gossip, took 15–20 s an agent on a busy machine
+  await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS) }))
   const mirrors = subs.map(s => join(cluster.dir, `${s.name}-mirror`))
   for (const [i, s] of subs.entries()) await (await api(s)).subscribe({ tree: TREE, to: mirrors[i] as string })
   const pubApi = await api(pub)
