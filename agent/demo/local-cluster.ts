@@ -93,14 +93,14 @@ export class Cluster {
     }
   }
 
-  /** Starts the site's agent; `nodeArgs` go to node itself (e.g. --cpu-prof for profiling). */
-  async start (site: Site, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<void> {
+  /** Starts the site's agent; `nodeArgs` go to node itself (e.g. --cpu-prof for profiling); `timeoutMs`: a busy machine with many agents needs more. */
+  async start (site: Site, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = [], timeoutMs = 30_000): Promise<void> {
     const child = spawn(process.execPath, [...nodeArgs, CLI, 'agent', '--home', site.home], { env: { ...process.env, DELTAMESH_LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     site.process = child
     const append = (d: Buffer): void => { site.log = (site.log + d.toString()).slice(-200_000) }
     child.stdout?.on('data', append)
     child.stderr?.on('data', append)
-    const deadline = Date.now() + 30_000
+    const deadline = Date.now() + timeoutMs
     // polled over the control socket, not with `deltamesh status` processes: cheaper on a 2-core machine
     const client = this.api(site)
     for (;;) {

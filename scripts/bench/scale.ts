@@ -1,0 +1,85 @@
+// Scale on one machine: 1 publisher + 16 subscribers (17 agent processes on 127.0.0.1) with every site's
+// uplink and downlink limited, so that the time for all to hold a version can be set against what the links
+// allow. Two rounds: v1 from nothing (the whole tree; this is where the swarm matters), then v2 (a delta).
+import { join } from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
+import { Cluster, cliOk, type Site } from '../../agent/demo/local-cluster.js'
+import { describeTree, generateTree, mutateTree } from '../../agent/demo/tree-gen.js'
+import { parseRate } from '../../agent/bandwidth/rate.js'
+import { AGENT_START_MS, api, setLimits, TREE, waitSeq, wireAll } from './deltamesh.js'
+import { cpuOf } from './proc.js'
+
+export const SCALE_SUBSCRIBERS = 16
+
+export interface ScaleRound { bytes: number, seconds: number, slowest: number, fastest: number, pubUp: number, pubCpu: number, bound: number, star: number }
+export interface ScaleFigures { sizeMB: number, rate: string, files: number, v1: ScaleRound, v2: ScaleRound }
+
+/** Unique chunks (id → size) of a tree, with the same scanner and chunker (`deltamesh manifest --entries`). */
+export async function chunkSet (root: string): Promise<Map<string, number>> {
+  const out = await cliOk(['manifest', '--entries', root], { timeoutMs: 1_800_000 })
+  const set = new Map<string, number>()
+  for (const line of out.split('\n')) {
+    if (line === '') continue
+    const entry = JSON.parse(line) as { chunks?: Array<[string, number]> }
+    for (const [id, size] of entry.chunks ?? []) set.set(id, size)
+  }
+  return set
+}
+
+/**
+ * No schedule beats: the origin sending one copy, one downlink taking all of it, and N copies over the sum
+ * of all uplinks (the classic bound for distributing a file to N peers). Star: the origin sends N copies.
+ */
+function bounds (bytes: number, n: number, rate: number): { bound: number, star: number } {
+  return { bound: Math.max(bytes / rate, bytes / rate, n * bytes / (rate + n * rate)), star: n * bytes / rate }
+}
+
+export async function scaleRounds (cluster: Cluster, work: string, sizeMB: number, rate: string, timeoutMs: number, log: (s: string) => void): Promise<ScaleFigures> {
+  const source = join(work, 'scale-source')
+  // generateTree's package-repository shape: 60 % in small files, 40 % in 2 images
+  await generateTree(source, { seed: 'deltamesh-bench-scale', files: Math.max(50, Math.round(0.6 * sizeMB * 1e6 / 65536)), largeBytes: Math.round(0.4 * sizeMB * 1e6), largeFiles: 2, smallMax: 256 * 1024 })
+  const v1 = await describeTree(source)
+  const v1Chunks = await chunkSet(source)
+  const pub = await cluster.addSite('publisher')
+  const subs: Site[] = []
+  for (let i = 1; i <= SCALE_SUBSCRIBERS; i++) subs.push(await cluster.addSite(`s${String(i).padStart(2, '0')}`))
+  await wireAll([pub, ...subs], pub)
+  for (const s of [pub, ...subs]) await setLimits(s, { up: rate, down: rate })
+  log(`scale: starting 17 agents (every up- and downlink ${rate})`)
+  // all at once: one by one, each waiting for the others' dials and gossip, took 15–20 s an agent on a busy machine
+  await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS) }))
+  const mirrors = subs.map(s => join(cluster.dir, `${s.name}-mirror`))
+  for (const [i, s] of subs.entries()) await (await api(s)).subscribe({ tree: TREE, to: mirrors[i] as string })
+  const pubApi = await api(pub)
+  const pubPid = pub.process?.pid as number
+  const r = parseRate(rate)
+
+  const round = async (label: string, bytes: number, expected: Record<string, string>): Promise<ScaleRound> => {
+    const up0 = (await pubApi.status()).counters.bytesUp
+    const c0 = cpuOf(pubPid).self
+    const t0 = performance.now()
+    const published = await pubApi.publish({ tree: TREE, source, label })
+    const times = await waitSeq(subs, published.seq, timeoutMs)
+    const seconds = (performance.now() - t0) / 1000
+    const pubUp = (await pubApi.status()).counters.bytesUp - up0
+    const pubCpu = cpuOf(pubPid).self - c0
+    for (const [i, m] of mirrors.entries()) {
+      if (!isDeepStrictEqual(await describeTree(m), expected)) throw new Error(`scale: subscriber ${i + 1} does not hold ${label} exactly (${m})`)
+    }
+    // waitSeq times count from its own start, after the publish returned
+    const publishSeconds = seconds - Math.max(...times)
+    return { bytes, seconds, slowest: publishSeconds + Math.max(...times), fastest: publishSeconds + Math.min(...times), pubUp, pubCpu, ...bounds(bytes, SCALE_SUBSCRIBERS, r) }
+  }
+
+  log('scale: v1 from nothing to 16 subscribers')
+  const treeBytes = [...v1Chunks.values()].reduce((a, b) => a + b, 0)
+  const first = await round('v1', treeBytes, v1)
+  await mutateTree(source, 'bench-scale-v2')
+  const v2 = await describeTree(source)
+  const v2Chunks = await chunkSet(source)
+  let delta = 0
+  for (const [id, size] of v2Chunks) if (!v1Chunks.has(id)) delta += size
+  log('scale: v2 (a delta) to 16 subscribers')
+  const second = await round('v2', delta, v2)
+  return { sizeMB, rate, files: Object.values(v1).filter(v => v.startsWith('file')).length, v1: first, v2: second }
+}
