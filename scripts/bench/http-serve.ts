@@ -5,19 +5,16 @@
 // Run: node dist/scripts/bench/http-serve.js ROOT  (prints the port on stdout)
 import { createReadStream, statSync } from 'node:fs'
 import { createServer, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { resolve, sep } from 'node:path'
 
 const root = resolve(process.argv[2] ?? '.')
-let bytes = 0
 let requests = 0
 
-function count (res: ServerResponse): void {
-  // the socket's own counter includes status line and headers; take what it wrote during this response
-  const socket = res.socket
-  if (socket === null) return
-  const before = socket.bytesWritten
-  res.once('finish', () => { bytes += socket.bytesWritten - before })
-}
+/** Every byte written on every socket, headers included, also on a connection the client drops mid-response. */
+const sockets = new Set<Socket>()
+let closedBytes = 0
+const written = (): number => closedBytes + [...sockets].reduce((n, so) => n + so.bytesWritten, 0)
 
 type Range = [number, number]
 
@@ -48,9 +45,8 @@ async function pipeRange (res: ServerResponse, file: string, [start, end]: Range
 
 const server = createServer((req, res) => {
   const url = new URL(req.url ?? '/', 'http://127.0.0.1')
-  if (url.pathname === '/__bench/stats') { res.end(JSON.stringify({ bytes, requests })); return }
+  if (url.pathname === '/__bench/stats') { const before = res.socket?.bytesWritten ?? 0; const bytes = written() - before; res.end(JSON.stringify({ bytes, requests })); return }
   requests++
-  count(res)
   const file = resolve(root, '.' + decodeURIComponent(url.pathname))
   let size: number
   try {
@@ -84,6 +80,7 @@ const server = createServer((req, res) => {
     res.end()
   })().catch((err: unknown) => { console.error(err); res.destroy() })
 })
+server.on('connection', (so: Socket) => { sockets.add(so); so.once('close', () => { closedBytes += so.bytesWritten; sockets.delete(so) }) })
 server.listen(0, '127.0.0.1', () => {
   const a = server.address()
   console.log(typeof a === 'object' && a !== null ? a.port : 0)
