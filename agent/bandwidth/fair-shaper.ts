@@ -13,6 +13,8 @@
  * The rate can change at any time and applies to waiters at once. Clock and timers are injectable so
  * tests run in virtual time.
  */
+import { DeltameshError } from '../../protocol/errors.js'
+
 export interface FairShaperOptions {
   rate: number
   /** Bucket size; default: 1/4 s of rate, at least 256 KiB (one largest chunk passes without splitting). */
@@ -39,10 +41,10 @@ interface Waiter {
 
 const MIN_BURST = 256 * 1024
 const MAX_WEIGHT = 1000
-/** Finish tags of flows idle this long (in virtual bytes) are forgotten; they would start at `virtual` anyway. */
+/** Past this many remembered flows, those whose finish tag is behind `virtual` are dropped: they would start at `virtual` anyway. */
 const FORGET_AFTER_TAGS = 4096
 
-export class ShaperClosedError extends Error {
+export class ShaperClosedError extends DeltameshError {
   static override name = 'ShaperClosedError'
   constructor () {
     super('bandwidth limiter closed')
