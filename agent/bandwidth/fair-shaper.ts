@@ -1,3 +1,5 @@
+import { DeltameshError } from '../../protocol/errors.js'
+
 /**
  * A rate limiter with fair queueing: bytes pass at `rate` bytes/s (a token bucket with bursts of at most
  * `burst` bytes), and when several flows (peers, trees) wait, start-time fair queueing decides who goes
@@ -13,8 +15,6 @@
  * The rate can change at any time and applies to waiters at once. Clock and timers are injectable so
  * tests run in virtual time.
  */
-import { DeltameshError } from '../../protocol/errors.js'
-
 export interface FairShaperOptions {
   rate: number
   /** Bucket size; default: 1/4 s of rate, at least 256 KiB (one largest chunk passes without splitting). */
