@@ -174,7 +174,11 @@ export class SwarmScheduler {
     if (open.length === 0 || this.needed.size === 0) return []
     const now = this.now()
     let out = this.assign(open, now, false)
-    if (out.size > 0 || this.inFlight.size >= this.needed.size || !open.some(([, p]) => p.complete)) {
+    // Impatience (taking other owners' chunks from a complete holder) only helps when no complete holder is
+    // still working on our requests: if one is, it is the bottleneck (a limited uplink shares itself per peer),
+    // and asking it for more only turns the swarm into a star (scale benchmark: 16 sites, 16 copies uploaded).
+    const waitingOnComplete = [...this.peers.values()].some(p => p.complete && p.inFlight.size > 0)
+    if (out.size > 0 || this.inFlight.size >= this.needed.size || waitingOnComplete || !open.some(([, p]) => p.complete)) {
       this.idleSinceMs = undefined
     } else {
       this.idleSinceMs ??= now

@@ -111,6 +111,29 @@ describe('SwarmScheduler', () => {
     expect(late[0]!.chunks.length).toBe(100 - mine.length - 1)
   })
 
+  it('stays patient while the origin still works on its own requests (a limited origin must not become a star)', () => {
+    const now = { t: 0 }
+    const s = new SwarmScheduler({ selfId: 'A', windowBytes: 1e9, ownerGraceMs: 1000, ownerStallMs: 60_000, idleWaitMs: 2000, now: () => now.t })
+    const wanted = chunks(100)
+    s.setNeeded(wanted)
+    s.setPeer('origin', true)
+    s.setPeer('other', false)
+    const mine = s.next().flatMap(a => a.chunks) // my share, asked of the origin, not yet delivered
+    expect(mine.length).toBeGreaterThan(0)
+    now.t = 1500
+    s.peerHas('other', [wanted.find(c => s.ownerOf(toHex(c.id)) === 'other')!.id]) // the other site is fetching its share
+    expect(s.next().map(a => [a.peerId, a.chunks.length])).toEqual([['other', 1]])
+    expect(s.next()).toEqual([])
+    now.t = 10_000 // long past idleWaitMs, but the origin is still serving my requests
+    expect(s.next()).toEqual([])
+    for (const c of mine) s.received(c.id, 'origin')
+    expect(s.next()).toEqual([]) // idle clock starts once nothing waits at the origin
+    now.t = 12_100
+    const late = s.next()
+    expect(late.map(a => a.peerId)).toEqual(['origin'])
+    expect(late[0]!.chunks.length).toBe(100 - mine.length - 1)
+  })
+
   it('waits up to ownerGraceMs for an owner that is still planning, even when idle', () => {
     const now = { t: 0 }
     const s = new SwarmScheduler({ selfId: 'A', windowBytes: 1e9, ownerGraceMs: 10_000, ownerStallMs: 3000, idleWaitMs: 2000, now: () => now.t })
