@@ -14,12 +14,9 @@ import type { Message } from '../../protocol/messages.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
 
-/**
- * What the server needs from storage: the verified bytes of a chunk, or undefined when not held. It may
- * also hold the answer back (upload pacing for `peer`): the writer sends blocks in the order asked.
- */
+/** What the server needs from storage: the verified bytes of a chunk, or undefined when not held. */
 export interface ChunkProvider {
-  read (id: ChunkId, signal: AbortSignal, peer: string): Promise<Uint8Array | undefined>
+  read (id: ChunkId, signal: AbortSignal): Promise<Uint8Array | undefined>
   /**
    * Holds each frame back until `peer`'s upload limits allow `bytes` more (upload pacing). Called with the
    * size of the frame as it crosses the wire (compressed when it is), so a limit caps real bytes.
@@ -186,7 +183,7 @@ export class ChunkServer {
       while (inFlight.length < this.readAhead && head < queue.length) {
         const id = queue[head++] as ChunkId
         const pending: Pending = { id, bytes: Promise.resolve(undefined), settled: false }
-        pending.bytes = this.components.provider.read(id, signal, peer).catch((err: unknown) => {
+        pending.bytes = this.components.provider.read(id, signal).catch((err: unknown) => {
           this.log.error('provider failed to read %s - %e', toHex(id), err)
           return undefined
         }).then(value => { pending.settled = true; pending.value = value; return value })

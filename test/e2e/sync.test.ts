@@ -1,7 +1,7 @@
-import { cp, lstat, readFile, readlink, writeFile } from 'node:fs/promises'
+import { cp, lstat, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, waitFor, type AgentStatusLike, type Site } from '../../agent/demo/local-cluster.js'
+import { Cluster, cliOk, waitFor, type AgentStatusLike } from '../../agent/demo/local-cluster.js'
 import { describeTree, generateTree, mutateTree, type TreeSpec } from '../../agent/demo/tree-gen.js'
 import { treeCommands } from '../helpers/tree-commands.js'
 
@@ -18,12 +18,6 @@ afterEach(async (context) => {
   await cluster?.cleanup()
   cluster = undefined
 })
-
-/** Sets [limits] up/down in a site's config (before its agent starts). */
-async function setLimit (site: Site, direction: 'up' | 'down', rate: string): Promise<void> {
-  const configFile = join(site.home, 'config.toml')
-  await writeFile(configFile, (await readFile(configFile, 'utf8')).replace(`${direction} = "unlimited"`, `${direction} = "${rate}"`))
-}
 
 /** Unique chunk bytes of `after` not present in `before`, from `deltamesh manifest --entries`. */
 async function lackedBytes (before: string, after: string): Promise<number> {
@@ -124,7 +118,7 @@ describe('peer-to-peer sync (real agents)', () => {
     const a = await cluster.addSite('a')
     await cluster.wire(TREE, origin)
     // the origin serves at 10 MB/s so the sync lasts long enough to be killed in the middle
-    await setLimit(origin, 'up', '10MB/s')
+    await cluster.setConfig(origin, 'up', '"10MB/s"')
     await cluster.start(origin)
     await cluster.start(a)
     const mirror = await subscribe(cluster, a)
@@ -163,7 +157,7 @@ describe('peer-to-peer sync (real agents)', () => {
     const slow = await cluster.addSite('slow')
     await cluster.wire(TREE, origin)
     // a lab behind a thin line: still syncing when the publisher goes, even when each status poll takes a second
-    await setLimit(slow, 'down', '1MB/s')
+    await cluster.setConfig(slow, 'down', '"1MB/s"')
     for (const s of cluster.sites) await cluster.start(s)
     await subscribe(cluster, fast)
     const seq = await publish(origin, source)
