@@ -60,6 +60,8 @@ export class PeerAllowlist {
     return [...this.ids]
   }
 
+  get size (): number { return this.ids.size }
+
   /** Returns an unsubscribe function. */
   onChange (listener: (peer: string, allowed: boolean) => void): () => void {
     this.listeners.add(listener)
@@ -102,6 +104,18 @@ export interface NodeOptions {
   start?: boolean
 }
 
+/**
+ * libp2p refuses a host's 6th inbound connection within a second and an 11th still in its handshake: 16 sites
+ * on one host (or behind one NAT) starting together lost most of their connections to that and then waited
+ * out their redial backoff (measured: after 14 minutes a site had 2 of 16 peers). The limits still bound what
+ * an unlisted host can make us spend on handshakes, but leave room for every listed site to dial at once,
+ * twice (both ends dial), with margin for sites added at run time.
+ */
+export function inboundLimits (listedPeers: number): { inboundConnectionThreshold: number, maxIncomingPendingConnections: number } {
+  const room = Math.max(32, 2 * listedPeers + 8)
+  return { inboundConnectionThreshold: room, maxIncomingPendingConnections: room }
+}
+
 export async function createNode (options: NodeOptions): Promise<DeltameshNode> {
   const window = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES
   const node = await createLibp2p({
@@ -112,12 +126,18 @@ export async function createNode (options: NodeOptions): Promise<DeltameshNode> 
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: window, maxStreamWindowSize: Math.max(window, 16 * 1024 * 1024) } })],
     connectionGater: allowlistGater(options.allowlist, options.bans),
+    connectionManager: inboundLimits(options.allowlist.size),
     services: {
       identify: identify(),
       ping: ping(),
       pubsub: gossipsub({
         // an announcement with no subscriber yet is not an error: late joiners learn it from the heads exchange
         allowPublishToZeroTopicPeers: true,
+        // gossipsub's default penalises more than 10 peers on one IP address (a Sybil defence): on 17 agents
+        // on one host every peer fell below the graylist threshold, HAVEs were dropped, no site knew the
+        // others were syncing, and the origin uploaded 16 copies. Only allowlisted peers get a connection
+        // here, so the defence buys nothing, and many sites behind one NAT or on one host are legitimate.
+        scoreParams: { IPColocationFactorWeight: 0 },
         ...options.gossip,
       }),
     },

@@ -44,6 +44,8 @@ export interface VersionSyncInit {
 /** How long a site still planning keeps its share (planning a large version locally takes seconds). */
 const DEFAULT_OWNER_GRACE_MS = 10_000
 const DEFAULT_OWNER_STALL_MS = 3_000
+/** A peer's window: 1.5 s of what it delivers (a few round trips on any WAN), at least two large chunks' worth. */
+const ADAPTIVE_WINDOW = { minBytes: 512 * 1024, seconds: 1.5 }
 
 /**
  * Brings one signed version to this site: root and manifest chunks first (verified, kept in the catalog),
@@ -222,6 +224,7 @@ export class VersionSync {
       cooperative,
       selfId: this.components.selfId,
       windowBytes: this.init.windowBytes,
+      adaptiveWindow: ADAPTIVE_WINDOW,
       ownerGraceMs: this.init.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS,
       ownerStallMs: this.init.ownerStallMs ?? DEFAULT_OWNER_STALL_MS,
     })

@@ -150,4 +150,33 @@ describe('SwarmScheduler', () => {
     now.t = 10_000
     expect(s.next().flatMap(a => a.chunks).length).toBe(60 - mine.length)
   })
+  it('adapts each peer\'s window to the rate it delivers at, so a slow holder is not buried under requests', () => {
+    const now = { t: 0 }
+    const s = new SwarmScheduler({ selfId: 'A', windowBytes: 8_000_000, adaptiveWindow: { minBytes: 100_000, seconds: 1 }, ownerGraceMs: 0, ownerStallMs: 60_000, now: () => now.t })
+    const wanted = chunks(2000, 10_000)
+    s.setNeeded(wanted)
+    s.setPeer('fast', false)
+    s.setPeer('slow', false)
+    s.peerHas('fast', wanted.map(c => c.id))
+    s.peerHas('slow', wanted.map(c => c.id))
+    const outstanding = new Map<string, WantedChunk[]>([['fast', []], ['slow', []]])
+    const take = (): void => { for (const a of s.next()) outstanding.get(a.peerId)!.push(...a.chunks) }
+    take()
+    // before any measurement both start at twice the minimum
+    expect(outstanding.get('fast')!.length).toBe(20)
+    expect(outstanding.get('slow')!.length).toBe(20)
+    // 'fast' delivers 1 MB/s, 'slow' 50 kB/s, for 3 s (every 100 ms: 10 chunks vs one every 200 ms)
+    for (let step = 1; step <= 30; step++) {
+      now.t = step * 100
+      for (const c of outstanding.get('fast')!.splice(0, 10)) s.received(c.id, 'fast')
+      if (step % 2 === 0) for (const c of outstanding.get('slow')!.splice(0, 1)) s.received(c.id, 'slow')
+      take()
+    }
+    const bytes = (peer: string): number => outstanding.get(peer)!.reduce((n, c) => n + c.size, 0)
+    // about one second of each peer's rate, and never below the minimum
+    expect(bytes('fast')).toBeGreaterThan(700_000)
+    expect(bytes('fast')).toBeLessThan(1_400_000)
+    expect(bytes('slow')).toBeLessThanOrEqual(200_000)
+    expect(bytes('slow')).toBeGreaterThanOrEqual(100_000)
+  })
 })
