@@ -65,7 +65,7 @@ function attachStrace (pid: number, out: string): { stop: () => Promise<string> 
       child.kill('SIGINT')
       await exited
       const text = await readFile(out, 'utf8').catch(() => '')
-      return text.split('\n').filter(l => /^\s*\d/.test(l)).slice(0, 12).join('\n')
+      return text.split('\n').filter(l => /^\s*\d/.test(l)).slice(0, 12).concat(text.split('\n').filter(l => l.includes('total'))).join('\n')
     },
   }
 }
