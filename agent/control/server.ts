@@ -31,6 +31,8 @@ export const PROBE_TIMEOUT_MS = 2_000
 export const CLOSE_GRACE_MS = 10_000
 /** sockaddr_un.sun_path is 108 bytes on Linux (104 on macOS), including the NUL. */
 export const MAX_SOCKET_PATH_BYTES = 103
+/** At most this often a sync waiter gets a progress line (a progress bar redraws no faster); phase changes go at once. */
+export const PROGRESS_LINE_MS = 100
 
 export interface ControlServerOptions {
   socketPath: string
@@ -215,22 +217,34 @@ async function handle (req: IncomingMessage, res: ServerResponse, options: Contr
 async function streamSync (res: ServerResponse, api: AgentApi, tree: string, minSeq: number | undefined, signal: AbortSignal, log: Logger): Promise<void> {
   res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' })
   res.flushHeaders()
-  // Progress can come faster than a slow client reads: while the socket is backed up keep only the latest.
+  // Progress comes once per chunk stored (thousands a second on small files): send at most one line per
+  // PROGRESS_LINE_MS, the latest, plus every phase change at once; while the socket is backed up keep only
+  // the latest too. (Per chunk, the JSON and the socket write cost the agent more than storing the chunk.)
   let pending: SyncProgress | undefined
   let blocked = false
-  res.on('drain', () => {
-    blocked = false
-    if (pending !== undefined && !res.destroyed) { blocked = !res.write(line({ type: 'progress', progress: pending })); pending = undefined }
-  })
+  let lastPhase: string | undefined
+  let timer: NodeJS.Timeout | undefined
+  const send = (): void => {
+    if (pending === undefined || blocked || res.destroyed) return
+    lastPhase = pending.phase
+    blocked = !res.write(line({ type: 'progress', progress: pending }))
+    pending = undefined
+    timer = setTimeout(() => { timer = undefined; send() }, PROGRESS_LINE_MS)
+  }
+  res.on('drain', () => { blocked = false; if (timer === undefined) send() })
   const onProgress = (progress: SyncProgress): void => {
     if (res.destroyed) return
-    if (blocked) { pending = progress; return }
-    blocked = !res.write(line({ type: 'progress', progress }))
+    pending = progress
+    if (timer === undefined || progress.phase !== lastPhase) { clearTimeout(timer); timer = undefined; send() }
   }
   try {
     const result = await api.waitForSync(tree, { signal, onProgress, minSeq })
+    clearTimeout(timer)
+    // the latest progress (100 %) is not lost to the throttle
+    if (pending !== undefined && !res.destroyed) res.write(line({ type: 'progress', progress: pending }))
     res.end(line({ type: 'done', result }))
   } catch (err) {
+    clearTimeout(timer)
     if (signal.aborted) { log.debug({ tree }, 'sync waiter went away'); return }
     res.end(line({ type: 'error', error: errorBody(err) }))
   }

@@ -40,6 +40,9 @@ export class LevelChunkIndex implements ChunkIndex {
   private readonly files: FileHandleCache
   private readonly fileLocks = new KeyedMutex()
   private readonly inFlight = new Set<Promise<unknown>>()
+  /** Location puts waiting for the write under way to finish (see putLocations). */
+  private locationQueue: { puts: Array<[Buffer, Buffer]>, waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }> } = { puts: [], waiters: [] }
+  private writingLocations = false
   /** Lookups of a chunk's first location waiting to be done together (see firstLocation). */
   private pendingLookups: Array<{ id: ChunkId, resolve: (found: [Buffer, Buffer] | undefined) => void, reject: (err: unknown) => void }> = []
 
@@ -132,20 +135,63 @@ export class LevelChunkIndex implements ChunkIndex {
     this.evictFile(rootId, relPath)
   }
 
+  async indexNewFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<void> {
+    // Check everything before the batch exists, so a bad entry leaves no half-built batch open.
+    const checked = files.map(f => {
+      if (f.chunks.length > MAX_CHUNKS_PER_FILE) throw new LimitExceededError('chunks per file', f.chunks.length, MAX_CHUNKS_PER_FILE)
+      for (const c of f.chunks) checkPlacement(f.relPath, c.id, c.offset, c.size)
+      return { path: this.checkFile(rootId, f.relPath), f }
+    })
+    const puts: Array<[Buffer, Buffer]> = []
+    for (const { path, f } of checked) {
+      for (const c of f.chunks) {
+        const size = sizeValue(c.size)
+        puts.push([locKey(c.id, rootId, path, c.offset), size], [fileKey(rootId, path, c.offset, c.id), size])
+      }
+    }
+    await this.putLocations(puts)
+    for (const f of files) this.evictFile(rootId, f.relPath)
+  }
+
   async addLocations (id: ChunkId, locations: ChunkLocation[]): Promise<void> {
     // Check everything before the batch exists, so a bad location leaves no half-built batch open.
     const paths = locations.map(loc => {
       checkPlacement(loc.relPath, id, loc.offset, loc.size)
       return this.checkFile(loc.rootId, loc.relPath)
     })
-    if (locations.length === 0) return
-    const batch = this.db.batch()
+    const puts: Array<[Buffer, Buffer]> = []
     locations.forEach((loc, n) => {
       const path = paths[n] as Buffer
       const size = sizeValue(loc.size)
-      batch.put(locKey(id, loc.rootId, path, loc.offset), size).put(fileKey(loc.rootId, path, loc.offset, id), size)
+      puts.push([locKey(id, loc.rootId, path, loc.offset), size], [fileKey(loc.rootId, path, loc.offset, id), size])
     })
-    await batch.write()
+    await this.putLocations(puts)
+  }
+
+  /**
+   * Group commit of location puts: the first caller writes at once; callers arriving while a write runs
+   * (a sync stores up to 32 chunks at a time) share the next one. Each resolves once its keys are written,
+   * so "recorded" still means written, at one database write per group instead of one per chunk.
+   */
+  private async putLocations (puts: Array<[Buffer, Buffer]>): Promise<void> {
+    if (puts.length === 0) return
+    await new Promise<void>((resolve, reject) => {
+      for (const p of puts) this.locationQueue.puts.push(p)
+      this.locationQueue.waiters.push({ resolve, reject })
+      if (!this.writingLocations) this.flushLocations()
+    })
+  }
+
+  private flushLocations (): void {
+    const group = this.locationQueue
+    this.locationQueue = { puts: [], waiters: [] }
+    this.writingLocations = true
+    const batch = this.db.batch()
+    for (const [k, v] of group.puts) batch.put(k, v)
+    batch.write().then(() => { for (const w of group.waiters) w.resolve() }, (err: unknown) => { for (const w of group.waiters) w.reject(err) }).finally(() => {
+      this.writingLocations = false
+      if (this.locationQueue.waiters.length > 0) this.flushLocations()
+    }).catch(() => {})
   }
 
   async removeFile (rootId: number, relPath: string): Promise<void> {

@@ -40,6 +40,11 @@ export interface ChunkIndex {
   removeRoot (id: number): Promise<void>
   /** Records the chunks of one file, replacing whatever was recorded for (rootId, relPath) before. */
   indexFile (rootId: number, relPath: string, chunks: PlacedChunk[]): Promise<void>
+  /**
+   * Records the chunks of many files under a root created by the caller, for which nothing was recorded
+   * yet (a fresh staging dir): one write, no read of old locations. Anything else must use indexFile.
+   */
+  indexNewFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<void>
   /** Records single chunk placements (a sync writes chunks into staging files one by one). */
   addLocations (id: ChunkId, locations: ChunkLocation[]): Promise<void>
   removeFile (rootId: number, relPath: string): Promise<void>

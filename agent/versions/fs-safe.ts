@@ -14,7 +14,7 @@ export const STAGING_FILE_MODE = 0o600
 export const STAGING_DIR_MODE = 0o700
 
 const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW
-const REOPEN_FLAGS = constants.O_RDWR | constants.O_NOFOLLOW
+const REOPEN_FLAGS = constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW
 const DIR_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_DIRECTORY
 
@@ -61,19 +61,27 @@ export async function createFile (path: string): Promise<FileHandle> {
 /**
  * Opens an existing staging file for writing, refusing a symlink in its place. A file with more than one
  * link shares its inode with another version (a hardlink) and must never be written: the caller gets
- * undefined and replaces it.
+ * undefined and replaces it. Open first, then check the open file (open + fstat: a sync reopens a staging
+ * file for every chunk it receives); O_NONBLOCK so that a FIFO planted in the path cannot hang the open.
  */
 export async function reopenPrivateFile (path: string): Promise<FileHandle | undefined> {
-  const st = await lstatOrUndefined(path)
-  if (st === undefined || !st.isFile() || st.nlink !== 1) return undefined
-  if ((st.mode & STAGING_FILE_MODE) !== STAGING_FILE_MODE) {
+  let handle: FileHandle
+  try {
+    handle = await open(path, REOPEN_FLAGS)
+  } catch (err) {
+    const code = errnoOf(err)
+    if (code === 'ENOENT' || code === 'ELOOP' || code === 'EISDIR' || code === 'ENXIO') return undefined
+    if (code !== 'EACCES') throw err
     // a finalize that was interrupted may already have set a read-only mode
+    const st = await lstatOrUndefined(path)
+    if (st === undefined || !st.isFile() || st.nlink !== 1) return undefined
     const ro = await open(path, READ_FLAGS)
     try { await ro.chmod(STAGING_FILE_MODE) } finally { await ro.close() }
+    handle = await open(path, REOPEN_FLAGS)
   }
-  const handle = await open(path, REOPEN_FLAGS)
-  const st2 = await handle.stat()
-  if (st2.ino !== st.ino || st2.nlink !== 1) { await handle.close(); return undefined }
+  const st = await handle.stat()
+  if (!st.isFile() || st.nlink !== 1) { await handle.close(); return undefined }
+  if ((st.mode & STAGING_FILE_MODE) !== STAGING_FILE_MODE) await handle.chmod(STAGING_FILE_MODE)
   return handle
 }
 

@@ -1,16 +1,16 @@
 import type { FileHandle } from 'node:fs/promises'
 
-interface Entry { handle: Promise<FileHandle | undefined>, refs: number, lastUsed: number }
+interface Entry { handle: Promise<FileHandle | undefined>, refs: number }
 
 /**
  * Keeps recently written staging files open while a sync fills them chunk by chunk: a 4 GiB image gets
- * tens of thousands of chunk writes, and reopening (lstat, open, fstat, close) for each one costs more
- * than the write. Handles in use are never closed under a writer (reference counts); the least recently
- * used idle ones are closed past `max`.
+ * tens of thousands of chunk writes, and reopening (open, fstat, close) for each one costs more than the
+ * write. Handles in use are never closed under a writer (reference counts); past `max`, the least recently
+ * used idle ones are closed. The Map's insertion order is the recency order (an acquire moves its entry to
+ * the end), so eviction looks at the oldest entries only, instead of sorting all of them on every release.
  */
 export class HandleCache {
   private readonly entries = new Map<string, Entry>()
-  private tick = 0
 
   constructor (private readonly max: number) {}
 
@@ -18,12 +18,14 @@ export class HandleCache {
   async acquire (key: string, open: () => Promise<FileHandle | undefined>): Promise<FileHandle | undefined> {
     let entry = this.entries.get(key)
     if (entry === undefined) {
-      entry = { handle: open(), refs: 0, lastUsed: 0 }
-      this.entries.set(key, entry)
-      entry.handle.then(h => { if (h === undefined) this.entries.delete(key) }, () => this.entries.delete(key))
+      entry = { handle: open(), refs: 0 }
+      const created = entry
+      created.handle.then(h => { if (h === undefined && this.entries.get(key) === created) this.entries.delete(key) }, () => { if (this.entries.get(key) === created) this.entries.delete(key) })
+    } else {
+      this.entries.delete(key)
     }
+    this.entries.set(key, entry)
     entry.refs++
-    entry.lastUsed = ++this.tick
     try {
       return await entry.handle
     } catch (err) {
@@ -40,9 +42,12 @@ export class HandleCache {
   }
 
   private evictIdle (): void {
-    const idle = [...this.entries.entries()].filter(([, e]) => e.refs === 0).sort((a, b) => a[1].lastUsed - b[1].lastUsed)
-    for (const [key, entry] of idle.slice(0, this.entries.size - this.max)) {
+    let excess = this.entries.size - this.max
+    for (const [key, entry] of this.entries) {
+      if (excess <= 0) break
+      if (entry.refs > 0) continue
       this.entries.delete(key)
+      excess--
       entry.handle.then(h => h?.close(), () => {}).catch(() => {})
     }
   }

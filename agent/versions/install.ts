@@ -9,10 +9,12 @@ import { DiskFullError, LinkFlipError, ManifestBlobMissingError, ManifestError, 
 import { errnoOf, flipSymlink, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin } from './fs-safe.js'
 import type { MaterializeInit } from './materializer.js'
 import { walkSelected } from './walk.js'
+import { PostOrderRunner } from './post-order.js'
 
 // The second half of building a version: everything after the last chunk is written. Order matters:
 //   1. files: mode, mtime, fsync;  symlinks: created (never followed, never written through);
-//      directories: mode, mtime, fsync, deepest first (writing into a directory changes its mtime);
+//      directories: mode, mtime, fsync, each after everything inside it (writing into a directory changes
+//      its mtime); steps of different files and subtrees run concurrently (post-order.ts);
 //   2. rename staging → versions/<seq> (atomic, same filesystem), fsync both parents;
 //   3. index root staging → version (locations follow without rewriting);
 //   4. flip trees/<tree>/current (and a subscription's path) with a temporary link renamed over it;
@@ -29,6 +31,13 @@ const VERSION_ROOT_MODE = 0o755
  * millisecond keeps the floored value exact.
  */
 const MTIME_NUDGE_MS = 0.1
+
+/**
+ * Files and directories finalized at once. Their fsyncs run on libuv's threadpool (4 threads by default) and
+ * the disk serves overlapping flushes together: 3,000 fsyncs of new 4 KiB files on this VM took 1.85 s one at
+ * a time and 0.81 s eight at a time. A few more than the threadpool keeps it busy while results come back.
+ */
+const FINALIZE_CONCURRENCY = 16
 export function timeOf (mtimeMs: number): number { return (mtimeMs + MTIME_NUDGE_MS) / 1000 }
 
 export interface BuildContext {
@@ -56,20 +65,38 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
   const context: VersionContext = { tree, seq }
   try {
     const base = ctx.installed ? versionDir : stagingDir
-    for await (const event of walkSelected(ctx.init.entries(), ctx.init.filter, ctx.installed ? undefined : signal)) {
-      context.path = event.entry.path
-      if (event.kind === 'file') {
-        totals.files++
-        totals.bytes += event.entry.size
-        totals.chunks += event.entry.chunks.length
+    const runner = new PostOrderRunner(FINALIZE_CONCURRENCY)
+    try {
+      for await (const event of walkSelected(ctx.init.entries(), ctx.init.filter, ctx.installed ? undefined : signal)) {
+        context.path = event.entry.path
+        if (event.kind === 'file') {
+          totals.files++
+          totals.bytes += event.entry.size
+          totals.chunks += event.entry.chunks.length
+        }
+        if (ctx.installed) continue
+        const absolute = safeJoin(base, event.entry.path)
+        // each step gets its own context: they finish out of walk order
+        const at: VersionContext = { tree, seq, path: event.entry.path }
+        if (event.kind === 'file') {
+          const entry = event.entry
+          await runner.file(async () => { await finishFile(absolute, entry, at) })
+        } else if (event.kind === 'enter') {
+          await checkRealDir(absolute, at)
+          runner.enter()
+        } else if (event.kind === 'symlink') {
+          const entry = event.entry
+          await runner.file(async () => { await finishSymlink(absolute, entry, at) })
+        } else {
+          const entry = event.entry
+          await runner.leave(async () => { await finishDir(absolute, entry, at) })
+        }
       }
-      if (ctx.installed) continue
-      const absolute = safeJoin(base, event.entry.path)
-      if (event.kind === 'file') await finishFile(absolute, event.entry, context)
-      else if (event.kind === 'enter') await checkRealDir(absolute, context)
-      else if (event.kind === 'symlink') await finishSymlink(absolute, event.entry, context)
-      else if (event.kind === 'leave') await finishDir(absolute, event.entry, context)
+    } finally {
+      // never leave steps running behind a failure or an abort: a retry must not race them
+      await runner.settle().catch(() => {})
     }
+    await runner.settle()
     context.path = undefined
     if (!ctx.installed) {
       signal?.throwIfAborted()
@@ -110,6 +137,12 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
 }
 
 async function finishFile (absolute: string, entry: FileEntry, context: VersionContext): Promise<void> {
+  // A hardlink of the previous version's file (what prepare() makes of every unchanged file) already has the
+  // manifest's size, mode and mtime, and its data was made durable when that version was installed: one
+  // lstat instead of open, fstat, close. Nothing is written through the path, so a symlink here only falls
+  // through to the open below, which refuses it.
+  const seen = await lstatOrUndefined(absolute)
+  if (seen?.isFile() === true && seen.nlink > 1 && seen.size === entry.size && (seen.mode & 0o7777) === entry.mode && Math.floor(seen.mtimeMs) === entry.mtimeMs) return
   let handle
   try {
     handle = await openForRead(absolute)
@@ -123,6 +156,8 @@ async function finishFile (absolute: string, entry: FileEntry, context: VersionC
     if ((st.mode & 0o7777) === entry.mode && Math.floor(st.mtimeMs) === entry.mtimeMs && st.nlink > 1) return
     await handle.chmod(entry.mode)
     await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
+    // data and inode (size, mode, mtime) durable before the rename and the flip can be: a crash after the flip
+    // must not show an empty or short file, nor a private staging mode
     await handle.sync()
   } finally {
     await handle.close()

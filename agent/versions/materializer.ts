@@ -15,6 +15,12 @@ import { HandleCache } from './handle-cache.js'
 
 /** Staging files kept open between chunk writes (each costs one file descriptor). */
 const MAX_OPEN_STAGING_FILES = 64
+/**
+ * Hardlinked files of a fresh staging root whose locations are recorded in one database write (prepare): per
+ * file, a read of old locations and a write cost more than the hardlink itself. Bounds what a crash loses:
+ * the next prepare finds those links in place and records them again.
+ */
+const INDEX_BATCH_FILES = 256
 
 export interface MaterializerComponents {
   index: ChunkIndex
@@ -101,6 +107,9 @@ export class Materializer {
   private started = 0
   private currentPath: string | undefined
   private previousBroken = false
+  /** The index root was created by this prepare(): nothing is recorded under it, so files are recorded in batches. */
+  private freshRoot = false
+  private unindexed: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
 
   constructor (private readonly components: MaterializerComponents, private readonly init: MaterializeInit) {
     this.log = (components.log ?? silentLogger()).child({ component: 'materializer', tree: init.tree, seq: init.seq })
@@ -135,7 +144,10 @@ export class Materializer {
       }
       await mkdir(dirname(staging), { recursive: true })
       this.resuming = await this.createStagingDir(staging)
-      this.root = await this.findRoot() ?? await this.components.index.addRoot({ kind: 'staging', path: staging, tree: this.init.tree, seq: this.init.seq })
+      const found = await this.findRoot()
+      this.freshRoot = found === undefined
+      this.unindexed = []
+      this.root = found ?? await this.components.index.addRoot({ kind: 'staging', path: staging, tree: this.init.tree, seq: this.init.seq })
       this.log.debug({ resuming: this.resuming }, 'preparing')
       const previous = this.init.previous !== undefined ? new ManifestCursor(this.init.previous.entries(), comparePaths) : undefined
       try {
@@ -148,6 +160,7 @@ export class Materializer {
             await this.init.afterFile?.(event.entry.path)
           }
         }
+        await this.flushIndex()
       } finally {
         await previous?.close()
       }
@@ -288,10 +301,32 @@ export class Materializer {
     const before = await this.previousEntry(previous, entry.path)
     if (before?.type === 'file' && sameFile(before, entry) && await this.tryLink(entry, target)) {
       s.linkedFiles++
-      await this.components.index.indexFile((this.root as StoreRoot).id, entry.path, placed)
+      await this.recordFile(entry.path, placed, true)
       return
     }
     await this.assembleFile(entry, target, placed)
+  }
+
+  /**
+   * Records a file's chunks in the index. Under a fresh root nothing old must be read and replaced first;
+   * a hardlink (`deferred`) is recorded with the next batch, since a crash costs only re-linking it (same
+   * inode: one lstat), while chunks written into staging are recorded at once, so a resumed prepare keeps
+   * them instead of writing them again.
+   */
+  private async recordFile (relPath: string, chunks: PlacedChunk[], deferred: boolean): Promise<void> {
+    const rootId = (this.root as StoreRoot).id
+    if (!this.freshRoot) { await this.components.index.indexFile(rootId, relPath, chunks); return }
+    if (chunks.length === 0) return
+    if (!deferred) { await this.components.index.indexNewFiles(rootId, [{ relPath, chunks }]); return }
+    this.unindexed.push({ relPath, chunks })
+    if (this.unindexed.length >= INDEX_BATCH_FILES) await this.flushIndex()
+  }
+
+  private async flushIndex (): Promise<void> {
+    if (this.unindexed.length === 0) return
+    const files = this.unindexed
+    this.unindexed = []
+    await this.components.index.indexNewFiles((this.root as StoreRoot).id, files)
   }
 
   /** The previous version's entry at `path`; a previous manifest that cannot be read only costs the hardlinks. */
@@ -364,7 +399,7 @@ export class Materializer {
         s.localChunks++
         s.localBytes += c.size
       }
-      if (done.length > 0 || !fresh) await index.indexFile((this.root as StoreRoot).id, entry.path, done)
+      if (done.length > 0 || !fresh) await this.recordFile(entry.path, done, false)
     } finally {
       await handle.close()
     }

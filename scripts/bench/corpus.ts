@@ -143,7 +143,7 @@ function smallPath (i: number): string {
   return `t${Math.floor(leaf / 1000)}/a${Math.floor(leaf / 100) % 10}/b${Math.floor(leaf / 10) % 10}/c${leaf % 10}/f${i}.dat`
 }
 
-async function buildSmall (base: string, files: number, log: (s: string) => void): Promise<Corpus> {
+export async function buildSmall (base: string, files: number, log: (s: string) => void): Promise<Corpus> {
   const v1 = join(base, `small-${files}-v1`)
   const v2 = join(base, `small-${files}-v2`)
   const touched = Math.round(files / 100)

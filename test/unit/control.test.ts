@@ -126,14 +126,17 @@ describe('control API over a unix socket', () => {
     expect((err as Error).message).toContain('segment is empty')
   })
 
-  it('streams progress events, then the result', async () => {
+  it('streams progress events, at most one per PROGRESS_LINE_MS but every phase change and the last, then the result', async () => {
     api.syncImpl = async ({ onProgress }) => {
-      for (const done of [10, 50, 100]) { onProgress?.(progress(done)); await new Promise(resolve => setTimeout(resolve, 5)) }
+      for (const done of [10, 50, 60]) { onProgress?.(progress(done)); await new Promise(resolve => setTimeout(resolve, 5)) }
+      onProgress?.({ ...progress(70), phase: 'finalizing' })
+      await new Promise(resolve => setTimeout(resolve, 5))
+      onProgress?.({ ...progress(100), phase: 'finalizing' })
       return { tree: 'a/b', seq: 5, bytesFetched: 100, durationMs: 2 }
     }
     const seen: number[] = []
     const result = await client.waitForSync('a/b', { onProgress: p => seen.push(p.bytesDone) })
-    expect(seen).toEqual([10, 50, 100])
+    expect(seen).toEqual([10, 70, 100])
     expect(result).toEqual({ tree: 'a/b', seq: 5, bytesFetched: 100, durationMs: 2 })
   })
 

@@ -150,6 +150,20 @@ describe('chunk index', () => {
     expect(corrupt.map(e => [e.location.offset, e.reason])).toEqual([[1000, 'hash mismatch']])
   })
 
+  it('indexNewFiles and concurrent addLocations (one grouped write) record every location with its mirror', async () => {
+    const s = await openTestStore()
+    const root = await s.index.addRoot({ path: join(dir, 'src'), kind: 'staging' })
+    const files = await Promise.all(['a', 'b', 'c/d'].map(async name => ({ relPath: name, chunks: await writeChunked(join(dir, 'src', name), randomBytes(3000)) })))
+    await s.index.indexNewFiles(root.id, files.slice(0, 2))
+    // the last file's chunks one by one, all at once: callers arriving during a write share the next one
+    const last = files[2]!
+    await Promise.all(last.chunks.map(async c => { await s.index.addLocations(c.id, [{ rootId: root.id, relPath: last.relPath, offset: c.offset, size: c.size }]) }))
+    for (const f of files) for (const c of f.chunks) expect(await s.index.readChunk(c.id)).toBeDefined()
+    expect(await checkMirrors(s)).toBe(files.reduce((n, f) => n + f.chunks.length, 0))
+    await expect(s.index.indexNewFiles(root.id + 99, files)).rejects.toThrow()
+    expect(corrupt).toEqual([])
+  })
+
   it('indexFile replaces the previous locations of the file; removeFile drops them', async () => {
     const s = await openTestStore()
     const root = await s.index.addRoot({ path: join(dir, 'src'), kind: 'source' })
