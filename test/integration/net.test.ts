@@ -239,6 +239,28 @@ describe('node and allowlist', () => {
     dialer.add(b.node.getMultiaddrs()[0]!)
     await waitFor('connection after restart', () => a.node.getConnections(b.node.peerId).length > 0)
   })
+
+  it('16 sites on one IP address dial one origin at once, and its gossip reaches all 16', async () => {
+    // libp2p refuses a host's 6th inbound connection per second, and gossipsub scores down peers beyond 10
+    // per IP address until it no longer publishes to them. Both held on 17 agents on one host (scale
+    // benchmark): dials refused, HAVEs dropped, the swarm fell back to a star.
+    const origin = await peer()
+    const sites = await Promise.all(Array.from({ length: 16 }, async () => await peer()))
+    allowEachOther(origin, ...sites)
+    await Promise.all(sites.map(async s => { await connect(s, origin) }))
+    await waitFor('16 connections at the origin', () => origin.node.getPeers().length === 16)
+    const topic = 'deltamesh-test/colocation'
+    const heard = new Set<string>()
+    for (const s of sites) {
+      s.node.services.pubsub.subscribe(topic)
+      s.node.services.pubsub.addEventListener('gossipsub:message', evt => { if (evt.detail.msg.topic === topic) heard.add(s.node.peerId.toString()) })
+    }
+    await waitFor('subscriptions seen', () => origin.node.services.pubsub.getSubscribers(topic).length === 16, 15_000)
+    // a few heartbeats: peer scores (and any colocation penalty) apply from then on
+    await new Promise(resolve => setTimeout(resolve, 500))
+    await origin.node.services.pubsub.publish(topic, new TextEncoder().encode('v2 is out'))
+    await waitFor('every site heard it', () => heard.size === 16, 15_000)
+  }, 60_000)
 })
 
 describe('chunk protocol', () => {
