@@ -36,7 +36,11 @@ export async function pumpChunks (o: PumpOptions): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     let finished = false
     let scheduled = false
-    const writes = new Set<Promise<void>>()
+    // Writes under way, and deliveries waiting for one of them to finish (a counter and a queue: racing the
+    // set of writes on every chunk cost a reaction per pending write per chunk).
+    let writing = 0
+    const writeSlots: Array<() => void> = []
+    const writeDone = (): void => { writing--; writeSlots.shift()?.() }
     const finish = (err?: unknown): void => {
       if (finished) return
       finished = true
@@ -68,15 +72,15 @@ export async function pumpChunks (o: PumpOptions): Promise<void> {
             if (!scheduler.isNeeded(toHex(id))) { scheduler.received(id, peerId); return }
             // Writes run concurrently (a chunk's write is several filesystem and database round trips);
             // the client's delivery waits only when MAX_CONCURRENT_WRITES are under way, bounding memory.
-            const write = o.onChunk(id, bytes, peerId).then(() => {
+            writing++
+            o.onChunk(id, bytes, peerId).then(() => {
               scheduler.received(id, peerId)
               kick()
             }, (err: unknown) => {
               scheduler.failed(id, peerId, 'error')
               finish(err)
-            }).finally(() => writes.delete(write))
-            writes.add(write)
-            if (writes.size >= MAX_CONCURRENT_WRITES) await Promise.race(writes)
+            }).finally(writeDone)
+            if (writing >= MAX_CONCURRENT_WRITES) await new Promise<void>(resolve => writeSlots.push(resolve))
           },
           onFailure: failure => {
             pending.delete(toHex(failure.id))
