@@ -52,9 +52,16 @@ export interface ChunkerPoolInit {
    * node_modules, one job per worker made the pool slower than a single thread. Default 4.
    */
   jobsPerWorker?: number
+  /**
+   * Workers are started by the first job and stopped after this long with nothing to do. An agent chunks
+   * only when it publishes: idle workers held ~15 MiB each (more after chunking grew their heaps) in every
+   * agent, subscribers included, for the agent's whole life. Default 60 s (a publish after that starts them again).
+   */
+  idleMs?: number
 }
 
 export const DEFAULT_MAX_QUEUE = 4096
+export const DEFAULT_IDLE_MS = 60_000
 export const DEFAULT_SPLIT_THRESHOLD = 64 * 1024 * 1024
 export const DEFAULT_JOBS_PER_WORKER = 4
 
@@ -93,13 +100,20 @@ export class ChunkerPool {
   private readonly queue: Job[] = []
   private nextId = 1
   private closed = false
+  private readonly idleMs: number
+  private idleTimer: ReturnType<typeof setTimeout> | undefined
 
   constructor (init: ChunkerPoolInit = {}) {
     this.size = Math.max(1, Math.floor(init.size ?? availableParallelism()))
     this.maxQueue = init.maxQueue ?? DEFAULT_MAX_QUEUE
     this.splitThreshold = init.splitThreshold ?? DEFAULT_SPLIT_THRESHOLD
     this.jobsPerWorker = Math.max(1, init.jobsPerWorker ?? DEFAULT_JOBS_PER_WORKER)
-    for (let i = 0; i < this.size; i++) this.slots.push(this.spawn())
+    this.idleMs = init.idleMs ?? DEFAULT_IDLE_MS
+  }
+
+  /** Worker threads running now (0 before the first job and after idleMs without one). */
+  get workers (): number {
+    return this.slots.length
   }
 
   /** Chunks and hashes one file in worker threads; same result as chunker.chunkFile in this thread. */
@@ -119,6 +133,7 @@ export class ChunkerPool {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.idleTimer)
     for (const job of this.queue.splice(0)) this.settle(job, new ChunkerPoolClosedError())
     await Promise.all(this.slots.map(async slot => {
       for (const job of slot.jobs.values()) this.settle(job, new ChunkerPoolClosedError())
@@ -188,6 +203,11 @@ export class ChunkerPool {
   }
 
   private dispatch (): void {
+    if (this.queue.length > 0 && !this.closed) {
+      clearTimeout(this.idleTimer)
+      this.idleTimer = undefined
+      while (this.slots.length < this.size) this.slots.push(this.spawn())
+    }
     while (this.queue.length > 0) {
       // Least busy first, so the segments of a split file land on different workers.
       let slot: Slot | undefined
@@ -198,6 +218,20 @@ export class ChunkerPool {
       slot.worker.ref()
       this.post(slot, job.request)
     }
+    this.armIdle()
+  }
+
+  /** With no job queued or running, stops the workers after idleMs (a later job starts new ones). */
+  private armIdle (): void {
+    if (this.closed || this.idleTimer !== undefined || this.queue.length > 0 || this.slots.length === 0) return
+    if (this.slots.some(s => s.jobs.size > 0)) return
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined
+      if (this.closed || this.queue.length > 0 || this.slots.some(s => s.jobs.size > 0)) return
+      // out of the slot list first, so their exit is not taken for a crash to replace (spawn's onDeath)
+      for (const slot of this.slots.splice(0)) void slot.worker.terminate()
+    }, this.idleMs)
+    this.idleTimer.unref()
   }
 
   private post (slot: Slot, msg: WorkerRequest): void {

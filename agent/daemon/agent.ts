@@ -167,6 +167,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     fetchFor: tree => pacedFetch(async (peerId, wants, options) => await chunkClient.fetch(peerIdFromString(peerId), wants, options), bandwidth, tree),
     trustedKeys: tree => trust.get(tree) ?? new Set(),
     announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
+    listenHaves: (tree, on) => { haveGossip.listen(tree, on) },
     headsChanged: () => { heads.broadcastHeads().catch(err => log.debug({ err }, 'heads broadcast failed')) },
     watchTree,
     // the chunk client already struck the peer for the bad bytes; here they are only counted

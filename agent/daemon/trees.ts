@@ -35,6 +35,8 @@ export interface TreeManagerComponents {
   /** Trusted publisher keys per tree ('ed25519:…'), from the config plus `trust` at runtime. */
   trustedKeys: (tree: string) => ReadonlySet<string>
   announceHave: (tree: string, seq: number, ids: ChunkId[]) => void
+  /** Join (a sync starts) or leave (the version is held, or the tree unsubscribed) the tree's HAVE topic. */
+  listenHaves?: (tree: string, on: boolean) => void
   /** Our heads changed (a version completed): tell every peer. */
   headsChanged: () => void
   /** A tree became interesting (subscribed, published): listen to its gossip topics. */
@@ -214,6 +216,8 @@ export class TreeManager {
     if (origin === this.c.selfId) return
     const state = this.trees.get(have.tree)
     if (state?.newest === undefined || have.seq !== state.newest.seq) return
+    // held here already: no sync will use them, and kept they would grow with every chunk every peer gets
+    if (state.newestComplete) return
     const list = state.haves.get(origin) ?? []
     list.push(...have.ids)
     state.haves.set(origin, list)
@@ -252,6 +256,7 @@ export class TreeManager {
     await this.c.catalog.putTree({ ...record, subscribedTo: undefined, include: undefined, exclude: undefined })
     const state = this.trees.get(tree)
     if (state?.running !== undefined) { state.running.controller.abort(new Error('unsubscribed')); await state.running.done }
+    this.c.listenHaves?.(tree, false)
   }
 
   /** Atomically (re)points a subscription path: a new symlink renamed over the old one. */
@@ -316,6 +321,9 @@ export class TreeManager {
     })
     for (const [peerId, h] of state.holders) if (h.seq === envelope.seq && h.complete) sync.setPeer(peerId, true)
     for (const [peerId, ids] of state.haves) { if (!holdsComplete(state, peerId, envelope.seq)) sync.setPeer(peerId, false); sync.peerHas(peerId, ids) }
+    // listening starts with the sync and stays through failed attempts (HAVEs heard during a retry's
+    // backoff are kept for the next attempt); it ends when the version is held
+    this.c.listenHaves?.(envelope.tree, true)
     const beacon = setInterval(() => this.c.announceHave(envelope.tree, envelope.seq, []), BEACON_INTERVAL_MS)
     this.c.announceHave(envelope.tree, envelope.seq, [])
     const started = Date.now()
@@ -326,6 +334,7 @@ export class TreeManager {
       clearInterval(beacon)
       state.running = undefined
       state.failures = 0
+      if (state.newest === envelope) this.c.listenHaves?.(envelope.tree, false)
       state.lastError = undefined
       if (state.newest === envelope) state.newestComplete = true
       this.c.headsChanged()

@@ -1,12 +1,15 @@
 // Which chunks a chunk server sends compressed, and how. Decided by measuring the bytes, never by file
-// name: a sample of each chunk is compressed once (cheap, ~16 µs) and the verdict is remembered per chunk
-// id, so serving the same chunk to N subscribers tests it once. Chunks that pass go into one BLOCKS frame
-// with the chunks ready after them, so brotli's context spans the batch; a batch that still does not
-// shrink by 5 % goes out as plain BLOCK frames and its chunks are remembered as incompressible.
+// name: a sample of each chunk is judged once and the verdict is remembered per chunk id, so serving the
+// same chunk to N subscribers tests it once. A sample whose byte histogram is already at random level
+// (compressed payloads) is judged by that alone (entropy.ts); the others are compressed to see (brotli
+// quality 1). Chunks that pass go into one BLOCKS frame with the chunks ready after them, so brotli's
+// context spans the batch; a batch that still does not shrink by 5 % goes out as plain BLOCK frames and
+// its chunks are remembered as incompressible.
 import { brotliCompressSync, constants } from 'node:zlib'
 import { compressBatch } from '../../protocol/batch-codec.js'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { MAX_BATCH_RAW_BYTES, MAX_BLOCKS_PER_BATCH } from '../../protocol/wire-limits.js'
+import { looksIncompressible } from './entropy.js'
 import type { BlockMessage, BlocksMessage } from '../../protocol/messages.js'
 
 /** Bytes of a chunk compressed to judge it: enough to see structure, a fraction of a chunk's cost. */
@@ -46,8 +49,8 @@ export class CompressionPolicy {
     if (known !== undefined) return known
     const start = Math.max(0, Math.floor((bytes.byteLength - SAMPLE_BYTES) / 2))
     const sample = bytes.subarray(start, start + SAMPLE_BYTES)
-    const packed = brotliCompressSync(sample, { params: { [constants.BROTLI_PARAM_QUALITY]: 1, [constants.BROTLI_PARAM_LGWIN]: 16 } })
-    const verdict = packed.byteLength < sample.byteLength * SAMPLE_RATIO
+    const verdict = !looksIncompressible(sample) &&
+      brotliCompressSync(sample, { params: { [constants.BROTLI_PARAM_QUALITY]: 1, [constants.BROTLI_PARAM_LGWIN]: 16 } }).byteLength < sample.byteLength * SAMPLE_RATIO
     this.remember(key, verdict)
     if (!verdict) this.stats.incompressibleChunks++
     return verdict

@@ -5,6 +5,7 @@
 import { LengthPrefixedDecoder } from '@libp2p/utils'
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { decodeMessage, encodeMessage, type ErrorCode, type Message } from '../../protocol/messages.js'
+import { encodeFrame, type EncodedFrame } from '../../protocol/frame-encode.js'
 import { InvalidMessageError, LimitExceededError } from '../../protocol/errors.js'
 import { encodeUvarint } from '../../protocol/codec.js'
 import { MAX_ERROR_MESSAGE_BYTES } from '../../protocol/wire-limits.js'
@@ -27,7 +28,7 @@ export class TruncatedFrameError extends DeltameshError {
 }
 
 /** A frame ready to send: `frame` is what crosses the wire, `payloadBytes` the message without its length prefix. */
-export interface EncodedFrame { frame: Uint8Array, payloadBytes: number }
+export type { EncodedFrame }
 
 /** A decoded frame payload as the decoder yields it (a Uint8ArrayList). */
 interface FramePayload { byteLength: number, subarray (): Uint8Array }
@@ -139,8 +140,7 @@ export class FrameStream {
 
   /** A message as it will cross the wire: length prefix and payload (so its size can be paced first). */
   encode (msg: Message): EncodedFrame {
-    const payload = encodeMessage(msg)
-    return { frame: withLengthPrefix(payload), payloadBytes: payload.byteLength }
+    return encodeFrame(msg)
   }
 
   /** Writes a frame from encode(); returns its payload size (what bytesWritten and the counters count). */

@@ -2,7 +2,6 @@
 // the peer ids the operator listed. The node knows nothing about trees or chunks; protocols attach to it.
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
@@ -10,6 +9,7 @@ import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
 import type { PeerBans } from './bans.js'
+import { cheapFrameNoise } from './noise-frames.js'
 
 /**
  * yamux per-stream receive window. STACK-NOTES §3: 4 MiB instead of the 256 KiB default takes one
@@ -123,7 +123,7 @@ export async function createNode (options: NodeOptions): Promise<DeltameshNode> 
     start: options.start ?? true,
     addresses: { listen: options.listen, announce: options.announce ?? [] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [cheapFrameNoise()],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: window, maxStreamWindowSize: Math.max(window, 16 * 1024 * 1024) } })],
     connectionGater: allowlistGater(options.allowlist, options.bans),
     connectionManager: inboundLimits(options.allowlist.size),

@@ -12,9 +12,19 @@ export interface HaveGossipComponents {
   onMisbehaviour?: (peerId: string, reason: string) => void
 }
 
-/** Gossips HAVE messages on one topic per tree (see protocol/have.ts). */
+/**
+ * Gossips HAVE messages on one topic per tree (see protocol/have.ts). A tree is watched (its validator is
+ * set) from the start, but its topic is joined only while this site syncs the tree: HAVEs only steer a
+ * running sync, and a site that holds the version (the origin above all) would otherwise verify the
+ * signature of, and relay, every HAVE every subscriber sends — a third of a serving origin's CPU with 4
+ * subscribers. Relaying is not needed for delivery: a HAVE is only useful to a direct peer of its sender
+ * (chunks are fetched over a direct connection), and gossipsub flood-publishes a site's own messages to
+ * every direct peer on the topic.
+ */
 export class HaveGossip {
   private readonly trees = new Set<string>()
+  /** Trees whose topic we are (or, once started, will be) subscribed to. */
+  private readonly listening = new Set<string>()
   private running = false
 
   constructor (private readonly components: HaveGossipComponents) {
@@ -25,20 +35,39 @@ export class HaveGossip {
     if (this.running) return
     this.running = true
     this.components.pubsub.addEventListener('gossipsub:message', this.onMessage)
-    for (const tree of this.trees) this.listen(tree)
+    for (const tree of this.trees) this.watch(tree)
+    for (const tree of this.listening) this.components.pubsub.subscribe(haveTopic(tree))
   }
 
   stop (): void {
     if (!this.running) return
     this.running = false
     this.components.pubsub.removeEventListener('gossipsub:message', this.onMessage)
-    for (const tree of this.trees) this.unlisten(tree)
+    for (const tree of this.listening) this.components.pubsub.unsubscribe(haveTopic(tree))
+    for (const tree of this.trees) this.components.pubsub.topicValidators.delete(haveTopic(tree))
   }
 
+  /** Validates HAVEs of `tree` from now on (the topic itself is joined by listen()). */
   subscribe (tree: string): void {
     if (this.trees.has(tree)) return
     this.trees.add(tree)
-    if (this.running) this.listen(tree)
+    if (this.running) this.watch(tree)
+  }
+
+  /** Joins (a sync of `tree` starts) or leaves (this site holds the version) the tree's HAVE topic. */
+  listen (tree: string, on: boolean): void {
+    this.subscribe(tree)
+    if (on === this.listening.has(tree)) return
+    if (on) this.listening.add(tree)
+    else this.listening.delete(tree)
+    if (!this.running) return
+    if (on) this.components.pubsub.subscribe(haveTopic(tree))
+    else this.components.pubsub.unsubscribe(haveTopic(tree))
+  }
+
+  /** Whether this site is on the tree's HAVE topic (status, tests). */
+  isListening (tree: string): boolean {
+    return this.listening.has(tree)
   }
 
   /** Sends the ids in messages of at most MAX_HAVE_IDS; an empty list sends the "I am syncing" beacon. */
@@ -50,16 +79,8 @@ export class HaveGossip {
     }
   }
 
-  private listen (tree: string): void {
-    const topic = haveTopic(tree)
-    this.components.pubsub.topicValidators.set(topic, (from, msg) => this.validate(tree, from, msg))
-    this.components.pubsub.subscribe(topic)
-  }
-
-  private unlisten (tree: string): void {
-    const topic = haveTopic(tree)
-    this.components.pubsub.unsubscribe(topic)
-    this.components.pubsub.topicValidators.delete(topic)
+  private watch (tree: string): void {
+    this.components.pubsub.topicValidators.set(haveTopic(tree), (from, msg) => this.validate(tree, from, msg))
   }
 
   private validate (tree: string, from: PeerId, msg: GossipMessage): TopicValidatorResult {

@@ -85,12 +85,30 @@ describe('ChunkerPool', () => {
   it('fails the job of a worker that dies with ChunkerWorkerError, and replaces the worker', async () => {
     const local = new ChunkerPool({ size: 1 })
     try {
-      const [worker] = workersOf(local)
       const job = local.chunkFile(files.medium!, RABIN)
+      const [worker] = workersOf(local) // started by the job
       setTimeout(() => { void worker!.terminate() }, 20)
       await expect(job).rejects.toHaveProperty('name', 'ChunkerWorkerError')
       expect(workersOf(local)[0]).not.toBe(worker)
       expect(describeChunks(await local.chunkFile(files.small!, GEAR))).toEqual(describeChunks(await chunkFile(files.small!, GEAR)))
+    } finally {
+      await local.close()
+    }
+  })
+
+  it('starts workers with the first job, stops them when idle, and starts them again for the next', async () => {
+    const local = new ChunkerPool({ size: 2, idleMs: 50 })
+    try {
+      expect(local.workers).toBe(0)
+      const first = await local.chunkFile(files.small!, GEAR)
+      // read before any other await: the idle timer may fire at the next turn of the event loop
+      const stopped = workersOf(local)
+      expect(stopped).toHaveLength(2)
+      expect(describeChunks(first)).toEqual(describeChunks(await chunkFile(files.small!, GEAR)))
+      await new Promise(resolve => setTimeout(resolve, 200))
+      expect(local.workers).toBe(0)
+      expect(describeChunks(await local.chunkFile(files.medium!, RABIN))).toEqual(describeChunks(await chunkFile(files.medium!, RABIN)))
+      expect(workersOf(local).some(w => stopped.includes(w))).toBe(false)
     } finally {
       await local.close()
     }

@@ -1,0 +1,44 @@
+import { randomBytes } from 'node:crypto'
+import { gzipSync } from 'node:zlib'
+import { describe, expect, it } from 'vitest'
+import { bitsPerByte, looksIncompressible, RANDOM_BITS_PER_BYTE } from '../../agent/net/entropy.js'
+import { CompressionPolicy } from '../../agent/net/compression-policy.js'
+import { chunkIdOf } from '../../protocol/chunk-id.js'
+
+/** Deterministic English-like text: what a log or a source file looks like to the histogram. */
+function text (n: number): Buffer {
+  const words = ['chunk', 'subscriber', 'publisher', 'version', 'manifest', 'the', 'of', 'a', 'delta', 'gossip']
+  let out = ''
+  let x = 12345
+  // a fixed LCG picks words and numbers: varied enough that gzip output of it looks random
+  for (let i = 0; out.length < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    out += (x % 5 === 0 ? String(x % 100_000) : words[(x >>> 8) % words.length]) + (i % 13 === 0 ? '.\n' : ' ')
+  }
+  return Buffer.from(out.slice(0, n))
+}
+
+describe('order-0 entropy pre-check', () => {
+  it('measures 0 for one repeated byte and 8 for all 256 bytes equally often', () => {
+    expect(bitsPerByte(new Uint8Array(0))).toBe(0)
+    expect(bitsPerByte(new Uint8Array(4096))).toBe(0)
+    expect(bitsPerByte(Uint8Array.from({ length: 4096 }, (_, i) => i & 0xff))).toBeCloseTo(8, 10)
+  })
+
+  it('judges random and compressed samples incompressible, text and zeros not', () => {
+    expect(looksIncompressible(randomBytes(16 * 1024))).toBe(true)
+    const gz = gzipSync(text(400_000)).subarray(1024, 1024 + 16 * 1024)
+    expect(bitsPerByte(gz)).toBeGreaterThan(RANDOM_BITS_PER_BYTE)
+    expect(looksIncompressible(text(16 * 1024))).toBe(false)
+    expect(looksIncompressible(new Uint8Array(16 * 1024))).toBe(false)
+  })
+
+  it('leaves the verdict on text to brotli, which finds it compressible; random bytes are refused', () => {
+    const policy = new CompressionPolicy({ batchBytes: 256 * 1024 })
+    const plain = text(64 * 1024)
+    const noise = randomBytes(64 * 1024)
+    expect(policy.worthTrying(chunkIdOf(plain), plain)).toBe(true)
+    expect(policy.worthTrying(chunkIdOf(noise), noise)).toBe(false)
+    expect(policy.stats.incompressibleChunks).toBe(1)
+  })
+})

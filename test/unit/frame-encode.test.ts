@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest'
+import { chunkIdOf } from '../../protocol/chunk-id.js'
+import { encodeUvarint } from '../../protocol/codec.js'
+import { encodeFrame } from '../../protocol/frame-encode.js'
+import { MAX_CHUNK_SIZE } from '../../protocol/limits.js'
+import { decodeMessage, encodeMessage, type Message } from '../../protocol/messages.js'
+import { MAX_BATCH_RAW_BYTES, MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
+
+/** The frame as built before: the canonical payload, then a copy behind its length prefix. */
+function plainFrame (msg: Message): Buffer {
+  const payload = encodeMessage(msg)
+  return Buffer.concat([encodeUvarint(payload.byteLength), payload])
+}
+
+const bytesOf = (n: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 31 + 7) & 0xff)
+// every msgpack bin header size (bin8, bin16, bin32) and both sides of each boundary, and of the splice threshold
+const SIZES = [0, 1, 1023, 1024, 255 + 1024, 0xff, 0x100, 0xffff, 0x10000, 200_000, MAX_CHUNK_SIZE]
+
+describe('encodeFrame', () => {
+  it('gives the same bytes as prefixing encodeMessage, for chunk-carrying messages of every size', () => {
+    for (const n of SIZES) {
+      const bytes = bytesOf(n)
+      const id = chunkIdOf(bytes)
+      const messages: Message[] = [{ type: 'BLOCK', id, bytes }]
+      if (n <= MAX_DELTA_TARGET_BYTES) messages.push({ type: 'DELTA', key: id, bytes })
+      // a batch's payload is at most its raw size, at most MAX_BATCH_RAW_BYTES
+      if (n <= MAX_BATCH_RAW_BYTES) messages.push({ type: 'BLOCKS', codec: 'br', entries: [{ id, size: MAX_BATCH_RAW_BYTES - 1 }, { id: chunkIdOf(Uint8Array.of(1)), size: 1 }], payload: bytes })
+      for (const msg of messages) {
+        const { frame, payloadBytes } = encodeFrame(msg)
+        const plain = plainFrame(msg)
+        expect(Buffer.from(frame).equals(plain), `${msg.type} of ${n} bytes`).toBe(true)
+        expect(payloadBytes).toBe(encodeMessage(msg).byteLength)
+      }
+    }
+  })
+
+  it('frames other messages the plain way, and what it frames decodes back', () => {
+    const id = chunkIdOf(Uint8Array.of(9))
+    const want: Message = { type: 'WANT', ids: [id] }
+    expect(Buffer.from(encodeFrame(want).frame).equals(plainFrame(want))).toBe(true)
+    const block: Message = { type: 'BLOCK', id, bytes: bytesOf(70_000) }
+    const { frame, payloadBytes } = encodeFrame(block)
+    const decoded = decodeMessage(frame.subarray(frame.byteLength - payloadBytes))
+    expect(decoded.type).toBe('BLOCK')
+    expect(decoded.type === 'BLOCK' && Buffer.from(decoded.bytes).equals(Buffer.from(block.bytes))).toBe(true)
+  })
+})
