@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises'
+import { realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { KeyObject } from 'node:crypto'
 import { chunkIdOf, toHex, type ChunkId } from '../protocol/chunk-id.js'
@@ -49,6 +49,8 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const source = resolve(o.source)
   const st = await stat(source)
   if (!st.isDirectory()) throw new Error(`${source} is not a directory`)
+  // where the bytes of this version are, should `source` be a symlink flipped to another directory later
+  const realSource = await realpath(source)
   const log = o.log.child({ tree })
 
   const root = await sourceRoot(o.index, source, tree)
@@ -136,7 +138,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   }, o.publisherKey)
 
   stats.durationMs = Date.now() - started
-  await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, stats })
+  await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, ...(realSource === source ? {} : { realPath: realSource }), stats })
   const treeRecord = await o.catalog.getTree(tree)
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
   log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')

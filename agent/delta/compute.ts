@@ -2,18 +2,24 @@
 // (the same path in the previous version) is still readable, a delta is computed and stored by its key.
 // The previous content is read through the chunk index, which re-hashes it: a source edited in place has
 // lost the old bytes of its edited chunks, and such files simply get no delta (plain chunks serve them).
+// A source given through a symlink that was flipped to a new directory (`latest` → each compose, a
+// checkout per tag) has not lost them: the index's locations resolve into the new directory, but the
+// previous version recorded where its bytes really were, and the file is read there (and re-hashed).
+import { constants as fsConstants } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { join } from 'node:path'
 import { deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { decodeRoot, type ChunkRef, type ManifestEntry } from '../../protocol/manifest.js'
 import { openEnvelope } from '../../protocol/envelope.js'
-import { toHex } from '../../protocol/chunk-id.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
+import { chunkIdOf, idsEqual, toHex } from '../../protocol/chunk-id.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 
 /** A delta is kept only if it is at most this share of the target bytes the base lacks. */
 const KEEP_RATIO = 0.5
 
-export interface DeltaStats { candidates: number, stored: number, baseUnavailable: number, targetBytes: number, deltaBytes: number, ms: number }
+export interface DeltaStats { candidates: number, stored: number, baseUnavailable: number, baseFromRealPath: number, targetBytes: number, deltaBytes: number, ms: number }
 
 export interface ComputeDeltasOptions {
   tree: string
@@ -28,7 +34,7 @@ export interface ComputeDeltasOptions {
 
 export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStats> {
   const started = Date.now()
-  const stats: DeltaStats = { candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0, ms: 0 }
+  const stats: DeltaStats = { candidates: 0, stored: 0, baseUnavailable: 0, baseFromRealPath: 0, targetBytes: 0, deltaBytes: 0, ms: 0 }
   const version = await o.catalog.getVersion(o.tree, o.baseSeq)
   const rootBytes = version === undefined ? undefined : await o.catalog.getBlob(openEnvelope(version.envelope).rootHash)
   if (rootBytes === undefined) return stats
@@ -37,7 +43,11 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
     const target = o.changed.get(base.path)
     if (target === undefined || target.size > MAX_DELTA_TARGET_BYTES || sameChunks(base, target.chunks)) continue
     stats.candidates++
-    const baseBytes = await readAll(o.index, base.chunks, o.signal)
+    let baseBytes = await readAll(o.index, base.chunks, o.signal)
+    if (baseBytes === undefined && version?.realPath !== undefined) {
+      baseBytes = await readVerified(join(version.realPath, base.path), base.chunks)
+      if (baseBytes !== undefined) stats.baseFromRealPath++
+    }
     const targetBytes = await readAll(o.index, target.chunks, o.signal)
     if (baseBytes === undefined || targetBytes === undefined) { stats.baseUnavailable++; continue }
     const inBase = new Set(base.chunks.map(c => toHex(c.id)))
@@ -55,6 +65,41 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
 
 function sameChunks (a: ManifestEntry & { type: 'file' }, b: ChunkRef[]): boolean {
   return a.chunks.length === b.length && a.chunks.every((c, i) => toHex(c.id) === toHex((b[i] as ChunkRef).id))
+}
+
+/**
+ * A file read whole from `path` if it is exactly the content `chunks` describe (size and every chunk's
+ * hash), else undefined. The path is our own record, but the directory is the operator's and may have
+ * changed since: nothing is trusted without the hashes, and no more than the expected size is read.
+ */
+async function readVerified (path: string, chunks: ChunkRef[]): Promise<Buffer | undefined> {
+  const size = chunks.reduce((n, c) => n + c.size, 0)
+  let fh
+  try {
+    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
+  } catch {
+    return undefined // gone or replaced by a symlink since: no base, plain chunks serve this file
+  }
+  try {
+    // one byte more than expected tells a longer file from the right one
+    const buf = Buffer.allocUnsafe(size + 1)
+    let got = 0
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got)
+      if (bytesRead === 0) break
+      got += bytesRead
+      if (got === buf.length) break
+    }
+    if (got !== size) return undefined
+    let offset = 0
+    for (const c of chunks) {
+      if (!idsEqual(chunkIdOf(buf.subarray(offset, offset + c.size)), c.id)) return undefined
+      offset += c.size
+    }
+    return buf.subarray(0, size)
+  } finally {
+    await fh.close()
+  }
 }
 
 /** A file's bytes from its chunks (each re-hashed by the index), or undefined if any is not readable. */

@@ -73,6 +73,12 @@ export interface VersionRecord {
   rootId?: number
   /** Absolute path of the version's directory (materialized version, or the publisher's source). */
   path?: string
+  /**
+   * The publisher's source resolved at publish time, when `path` went through a symlink (a `latest` link
+   * flipped to each new compose directory): the old version's bytes stay readable there after the flip,
+   * which is what small-file deltas of the next version start from.
+   */
+  realPath?: string
   /** Totals for status and benchmarks. */
   stats?: VersionStats
   error?: string

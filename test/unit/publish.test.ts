@@ -212,3 +212,42 @@ describe('publishVersion', () => {
     await expect(verifyVersion(store.catalog, TREE, 1)).rejects.toHaveProperty('name', 'ManifestBlobMissingError')
   })
 })
+
+describe('publishVersion: small-file deltas', () => {
+  /** A text file of `lines` numbered lines: an edit of one line leaves the rest for a delta to copy. */
+  const text = (name: string, lines: number): string => Array.from({ length: lines }, (_, i) => `${name} line ${i} of a source-like file\n`).join('')
+
+  it('reads the previous version where the flipped source symlink pointed, and stores deltas of the changed files', async () => {
+    const v1 = join(dir, 'tag-1')
+    const v2 = join(dir, 'tag-2')
+    for (const [root, edit] of [[v1, ''], [v2, 'edited: ']] as const) {
+      await mkdir(join(root, 'lib'), { recursive: true })
+      for (let i = 0; i < 4; i++) {
+        const body = text(`f${i}`, 400)
+        // files 0 and 1 change between the tags (one line each), 2 and 3 do not
+        await writeFile(join(root, 'lib', `f${i}.c`), i < 2 ? body.replace('line 200 ', `${edit}line 200 `) : body)
+      }
+    }
+    await symlink(v1, src)
+    await publish()
+    // `latest` flipped to the next tag: the index's locations now resolve into tag-2
+    await unlink(src)
+    await symlink(v2, src)
+    const result = await publish()
+    expect(result.deltas).toMatchObject({ candidates: 2, stored: 2, baseUnavailable: 0, baseFromRealPath: 2 })
+    const versions = await store.catalog.listVersions(TREE)
+    expect(versions.map(v => v.realPath)).toEqual([v1, v2])
+  })
+
+  it('stores no delta when the recorded directory no longer holds the previous content', async () => {
+    const v1 = join(dir, 'tag-1')
+    await mkdir(v1)
+    await writeFile(join(v1, 'a.c'), text('a', 400))
+    await symlink(v1, src)
+    await publish()
+    // edited in place: the previous bytes are gone everywhere, so there is no base to start from
+    await writeFile(join(v1, 'a.c'), text('a', 400).replace('line 7 ', 'line seven '))
+    const result = await publish()
+    expect(result.deltas).toMatchObject({ candidates: 1, stored: 0, baseUnavailable: 1, baseFromRealPath: 0 })
+  })
+})
