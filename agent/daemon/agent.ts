@@ -12,7 +12,7 @@ import { openStore } from '../store/index.js'
 import { ChunkerPool } from '../chunk/pool.js'
 import { DEFAULT_CHUNKING } from '../chunk/chunker.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist } from '../net/node.js'
-import { PeerStats } from '../net/peer-stats.js'
+import { BAD_CHUNK_STRIKES, PeerStats } from '../net/peer-stats.js'
 import { banOnBudgetExceeded, PeerBans } from '../net/bans.js'
 import { RejectionCounters, type RejectReason } from '../sync/admission.js'
 import { ChunkServer } from '../net/chunk-server.js'
@@ -171,6 +171,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     watchTree,
     // the chunk client already struck the peer for the bad bytes; here they are only counted
     onBadChunk: () => { counters.chunksRejected++ },
+    // a delta is checked only after the delta protocol delivered it: wrong bytes cost what a bad chunk costs
+    onBadDelta: (peerId, reason) => { onMisbehaviour(peerId, reason, BAD_CHUNK_STRIKES) },
     onReceived: (_peerId, bytes, tree) => { ops?.onChunkReceived(tree, bytes) },
     onRejected: (code, reason) => onRejected(code, reason),
     onSyncEnded: (tree, outcome) => { ops?.onSyncEnded(tree, outcome) },

@@ -40,6 +40,8 @@ export interface TreeManagerComponents {
   /** A tree became interesting (subscribed, published): listen to its gossip topics. */
   watchTree: (tree: string) => void
   onBadChunk: (peerId: string, reason: string) => void
+  /** A delta that did not rebuild its target's chunks (the peer is struck here, not by the delta protocol). */
+  onBadDelta?: (peerId: string, reason: string) => void
   onReceived: (peerId: string, bytes: number, tree: string) => void
   /** A version refused: counted per reason in status (the log line is written here). */
   onRejected: (code: RejectReason, reason: string) => void
@@ -303,7 +305,7 @@ export class TreeManager {
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
+      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),

@@ -26,6 +26,8 @@ export interface VersionSyncComponents {
   /** Tell peers syncing the same version which chunks we now hold (HAVE), so they can take them from us. */
   announceHave?: (tree: string, seq: number, ids: ChunkId[]) => void
   onBadChunk?: (peerId: string, reason: string) => void
+  /** A delta from this peer rebuilt the wrong bytes: unlike a bad chunk, no network layer has struck it yet. */
+  onBadDelta?: (peerId: string, reason: string) => void
   /** Bytes received from the network for this version (per peer), for counters. */
   onReceived?: (peerId: string, bytes: number) => void
 }
@@ -171,7 +173,7 @@ export class VersionSync {
       catalog: this.components.catalog,
       fetchDeltas: async (keys, s) => ({ peer: holder, deltas: await fetchDeltas(holder, keys, s) }),
       fill: async (id, bytes) => await materializer.fill(id, bytes),
-      onBadDelta: (peerId, reason) => this.components.onBadChunk?.(peerId, reason),
+      onBadDelta: (peerId, reason) => { this.components.onBadChunk?.(peerId, reason); this.components.onBadDelta?.(peerId, reason) },
       log: this.log,
       signal,
     })
