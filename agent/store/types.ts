@@ -131,6 +131,8 @@ export interface Catalog {
    */
   putDelta (key: Uint8Array, bytes: Uint8Array): Promise<void>
   getDelta (key: Uint8Array): Promise<Uint8Array | undefined>
+  /** Forgets a delta (retention: the version it starts from is pruned). Absent keys are fine. */
+  deleteDelta (key: Uint8Array): Promise<void>
 
   putTree (tree: TreeRecord): Promise<void>
   getTree (name: string): Promise<TreeRecord | undefined>
