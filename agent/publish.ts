@@ -118,9 +118,10 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   // subscriber to ask finds them. They only save bytes: a failure here never fails the publish.
   let deltas: DeltaStats | undefined
   const baseSeq = (await o.catalog.listVersions(tree)).filter(v => v.state === 'complete' && v.seq < seq).at(-1)?.seq
-  if (baseSeq !== undefined && changed.size > 0) {
+  // even with no file changed, every manifest chunk may be new (new mtimes): its deltas still pay
+  if (baseSeq !== undefined) {
     try {
-      deltas = await computeDeltas({ tree, baseSeq, changed, index: o.index, catalog: o.catalog, signal: o.signal })
+      deltas = await computeDeltas({ tree, baseSeq, changed, manifestChunks, index: o.index, catalog: o.catalog, signal: o.signal })
       log.info({ baseSeq, ...deltas }, 'deltas computed')
     } catch (err) {
       o.signal?.throwIfAborted()

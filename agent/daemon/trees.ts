@@ -3,7 +3,7 @@ import { lstat, mkdir, rename, symlink } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { describeEnvelope, formatPublisherKey, openEnvelope, type Envelope } from '../../protocol/envelope.js'
-import { decodeRoot, type ManifestEntry } from '../../protocol/manifest.js'
+import { decodeRoot, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
 import { validateTreeName } from '../../protocol/paths.js'
 import type { HeadEntry } from '../../protocol/messages.js'
 import type { HaveMessage } from '../../protocol/have.js'
@@ -309,6 +309,7 @@ export class TreeManager {
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),
+      previousManifest: async () => await this.previousManifest(state.name, record.currentSeq),
       filter: globFilter(record.include, record.exclude),
       windowBytes: this.init.windowBytes,
       ownerGraceMs: this.init.ownerGraceMs,
@@ -362,6 +363,15 @@ export class TreeManager {
       state.retryTimer = setTimeout(() => this.ensureSync(state), delay)
     })
     state.running = { seq: envelope.seq, sync, controller, beacon, done: done.then(() => {}, () => {}) }
+  }
+
+  /** The chunk list of the manifest of the version we hold (manifest deltas start from it). */
+  private async previousManifest (tree: string, currentSeq: number | undefined): Promise<ManifestRoot['chunks'] | undefined> {
+    if (currentSeq === undefined) return undefined
+    const version = await this.c.catalog.getVersion(tree, currentSeq)
+    if (version === undefined) return undefined
+    const rootBytes = await this.c.catalog.getBlob(openEnvelope(version.envelope).rootHash)
+    return rootBytes === undefined ? undefined : decodeRoot(rootBytes).chunks
   }
 
   private previousVersion (tree: string, currentSeq: number | undefined): PreviousVersion | undefined {

@@ -14,12 +14,24 @@ import { openEnvelope } from '../../protocol/envelope.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import { chunkIdOf, idsEqual, toHex } from '../../protocol/chunk-id.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
+import { computeManifestDeltas, type ManifestDeltaStats } from './manifest-delta.js'
+import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 
 /** A delta is kept only if it is at most this share of the target bytes the base lacks. */
 const KEEP_RATIO = 0.5
 
-export interface DeltaStats { candidates: number, stored: number, baseUnavailable: number, baseFromRealPath: number, targetBytes: number, deltaBytes: number, ms: number }
+export interface DeltaStats {
+  candidates: number
+  stored: number
+  baseUnavailable: number
+  baseFromRealPath: number
+  targetBytes: number
+  deltaBytes: number
+  /** Deltas of the new manifest's chunks (when `manifestChunks` was given). */
+  manifest?: ManifestDeltaStats
+  ms: number
+}
 
 export interface ComputeDeltasOptions {
   tree: string
@@ -27,6 +39,8 @@ export interface ComputeDeltasOptions {
   baseSeq: number
   /** Changed files of the new version (path → size and chunks), small ones only matter. */
   changed: Map<string, { size: number, chunks: ChunkRef[] }>
+  /** The new version's manifest chunks (already in the catalog): their deltas against the base manifest are stored too. */
+  manifestChunks?: SizedChunk[]
   index: ChunkIndex
   catalog: Catalog
   signal?: AbortSignal
@@ -38,7 +52,11 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
   const version = await o.catalog.getVersion(o.tree, o.baseSeq)
   const rootBytes = version === undefined ? undefined : await o.catalog.getBlob(openEnvelope(version.envelope).rootHash)
   if (rootBytes === undefined) return stats
-  for await (const base of readManifestEntries(o.catalog, decodeRoot(rootBytes), o.signal)) {
+  const baseRoot = decodeRoot(rootBytes)
+  if (o.manifestChunks !== undefined) stats.manifest = await computeManifestDeltas(o.catalog, baseRoot.chunks, o.manifestChunks, o.signal)
+  // a rescan changes no file: no reason to read the whole base manifest
+  if (o.changed.size === 0) { stats.ms = Date.now() - started; return stats }
+  for await (const base of readManifestEntries(o.catalog, baseRoot, o.signal)) {
     if (base.type !== 'file' || base.size > MAX_DELTA_TARGET_BYTES) continue
     const target = o.changed.get(base.path)
     if (target === undefined || target.size > MAX_DELTA_TARGET_BYTES || sameChunks(base, target.chunks)) continue

@@ -13,6 +13,8 @@ import { SwarmScheduler, type WantedChunk } from './swarm-scheduler.js'
 import { pumpChunks, type FetchFn } from './chunk-pump.js'
 import { RateMeter } from './rate-meter.js'
 import { runDeltaPhase } from './delta-phase.js'
+import { manifestViaDeltas } from '../delta/manifest-delta.js'
+import type { SizedChunk } from '../../protocol/manifest-delta.js'
 
 export interface VersionSyncComponents {
   selfId: string
@@ -35,6 +37,8 @@ export interface VersionSyncComponents {
 export interface VersionSyncInit {
   envelope: Envelope
   previous?: PreviousVersion
+  /** The chunks of the previous version's manifest (in the catalog): manifest deltas start from them. */
+  previousManifest?: () => Promise<SizedChunk[] | undefined>
   filter?: PathFilter
   windowBytes: number
   ownerGraceMs?: number
@@ -199,8 +203,25 @@ export class VersionSync {
     const root = decodeRoot(rootBytes)
     const missing: WantedChunk[] = []
     for (const c of root.chunks) if (!(await catalog.hasBlob(c.id))) missing.push(c)
-    await this.fetchBlobs(missing, signal)
+    await this.fetchBlobs(await this.manifestViaDeltas(root, missing), signal)
     return root
+  }
+
+  /** Manifest chunks rebuilt from the previous manifest and deltas a holder serves; returns what is still missing. */
+  private async manifestViaDeltas (root: ManifestRoot, missing: WantedChunk[]): Promise<WantedChunk[]> {
+    const { previousManifest, signal } = this.init
+    const fetchDeltas = this.components.fetchDeltas
+    const holder = [...this.peers].find(([, complete]) => complete)?.[0]
+    if (previousManifest === undefined || fetchDeltas === undefined || holder === undefined || missing.length === 0) return missing
+    const prev = await previousManifest()
+    if (prev === undefined) return missing
+    const r = await manifestViaDeltas({
+      prev, next: root.chunks, missing, catalog: this.components.catalog, log: this.log, signal,
+      fetchDeltas: async (keys, s) => await fetchDeltas(holder, keys, s),
+      onBadDelta: reason => { this.components.onBadChunk?.(holder, reason); this.components.onBadDelta?.(holder, reason) },
+    })
+    if (r.asked > 0) this.log.info({ peer: holder, asked: r.asked, applied: r.applied, rejected: r.rejected, deltaBytes: r.deltaBytes, chunkBytes: r.chunkBytes }, 'manifest deltas')
+    return r.missing
   }
 
   private async fetchBlobs (wanted: WantedChunk[], signal: AbortSignal): Promise<void> {
