@@ -6,6 +6,7 @@ import { rawPublicKeyOf, signEnvelope, type Envelope } from '../protocol/envelop
 import { encodeRoot, ManifestWriter, type ChunkingParams } from '../protocol/manifest.js'
 import { validateTreeName } from '../protocol/paths.js'
 import { chunkBytes } from './chunk/chunker.js'
+import { scanCacheKey } from './chunk/sizes.js'
 import { scanTree, type ChunkFileFn } from './scan/scanner.js'
 import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
@@ -63,7 +64,9 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   // changed small files: candidates for a delta against the same path in the previous version
   const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
 
-  const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(source, relPath) }
+  // cached chunk lists are only valid for the chunking that cut them
+  const cacheKey = scanCacheKey(source, o.chunking)
+  const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(cacheKey, relPath) }
   const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
 
   for await (const item of scanTree(source, { chunkFile: o.chunkFile, cache, signal: o.signal, onWarning, now: o.now })) {
@@ -91,13 +94,13 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
     // is how the next publish learns that a file is gone and drops its chunk locations from the index.
     if (!file.cached) cacheBatch.push([file.entry.path, file.cacheEntry ?? uncacheable(file.entry.size)])
-    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(source, cacheBatch); cacheBatch = [] }
+    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
   }
-  if (cacheBatch.length > 0) await o.catalog.putScanEntries(source, cacheBatch)
+  if (cacheBatch.length > 0) await o.catalog.putScanEntries(cacheKey, cacheBatch)
 
   // Files gone from the source since the last scan: forget their cache entries and their chunk locations.
   const gone: string[] = []
-  await o.catalog.pruneScanCache(source, relPath => { if (seen.has(relPath)) return true; gone.push(relPath); return false })
+  await o.catalog.pruneScanCache(cacheKey, relPath => { if (seen.has(relPath)) return true; gone.push(relPath); return false })
   for (const relPath of gone) await o.index.removeFile(root.id, relPath)
 
   const manifest = Buffer.concat(manifestParts)

@@ -153,6 +153,7 @@ async function corpusRound (c: Corpus, log: (s: string) => void): Promise<Corpus
 
   cluster = await Cluster.create(`deltamesh-bench-${c.name}-cluster-`)
   const dm: DeltameshFigures = await deltameshRounds(cluster, work, c.v1, c.v2, DOWN_LIMIT, 3_600_000, log, check)
+  for (const n of dm.notes) log(`${c.name}: ${n}`)
   // this corpus's agents and files go now (17 agents and other corpora come later), unless --keep
   await (cleanups.pop() as (keep: boolean) => Promise<void>)(keepFiles)
   return { corpus: c, delta, v2Bytes, v2Files: Object.values(v2).filter(v => v.startsWith('file')).length, rsync1, rsyncZ, rsync4, dry, casync, zsync, dm }

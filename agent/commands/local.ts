@@ -63,12 +63,13 @@ export function registerLocalCommands (program: Command): void {
       const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label }))
       if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote }, opts.json === true); return }
       const { publishVersion } = await import('../publish.js')
-      const { DEFAULT_CHUNKING } = await import('../chunk/chunker.js')
+      const { chunkingFor } = await import('../chunk/sizes.js')
       await withLocalContext(opts.home, async ctx => {
+        const chunking = chunkingFor(ctx.config.chunking, tree)
         const result = await publishVersion({
           tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
-          publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking: DEFAULT_CHUNKING,
-          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, DEFAULT_CHUNKING, signal, size), log: ctx.log,
+          publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
+          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, chunking, signal, size), log: ctx.log,
         })
         printPublish(result, opts.json === true)
       })

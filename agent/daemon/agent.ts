@@ -10,7 +10,7 @@ import { appendPeer, appendTrust, loadConfig } from '../config.js'
 import { loadPublisherKey } from '../identity.js'
 import { openStore } from '../store/index.js'
 import { ChunkerPool } from '../chunk/pool.js'
-import { DEFAULT_CHUNKING } from '../chunk/chunker.js'
+import { chunkingFor } from '../chunk/sizes.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist } from '../net/node.js'
 import { BAD_CHUNK_STRIKES, PeerStats } from '../net/peer-stats.js'
 import { banOnBudgetExceeded, PeerBans } from '../net/bans.js'
@@ -252,9 +252,10 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       }
     },
     publish: async (request, signal): Promise<PublishSummary> => {
+      const chunking = chunkingFor(config.chunking, request.tree)
       const result = await publishVersion({
         tree: request.tree, source: request.source, label: request.label, index: store.index, catalog: store.catalog, publisherKey,
-        chunking: DEFAULT_CHUNKING, chunkFile: async (path, s, size) => await pool.chunkFile(path, DEFAULT_CHUNKING, s, size), log, signal,
+        chunking, chunkFile: async (path, s, size) => await pool.chunkFile(path, chunking, s, size), log, signal,
       })
       await (trees as TreeManager).published(result.envelope)
       await announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))

@@ -251,3 +251,38 @@ describe('publishVersion: small-file deltas', () => {
     expect(result.deltas).toMatchObject({ candidates: 1, stored: 0, baseUnavailable: 1, baseFromRealPath: 0 })
   })
 })
+
+describe('publishVersion: chunk size per tree', () => {
+  it('records the tree\'s chunking in the manifest, and a changed setting re-reads every file once', async () => {
+    const { CHUNK_SIZES, chunkingFor } = await import('../../agent/chunk/sizes.js')
+    const { parseConfig } = await import('../../agent/config.js')
+    const config = parseConfig('[chunking.trees]\n"test/publish" = "16KiB"\n', 'config.toml')
+    const fine = chunkingFor(config.chunking, TREE)
+    expect(fine).toEqual(CHUNK_SIZES['16KiB'])
+    expect(chunkingFor(config.chunking, 'other/tree')).toEqual(DEFAULT_CHUNKING)
+    expect(() => parseConfig('[chunking]\naverage = "20KiB"\n', 'config.toml')).toThrow(/chunking\.average/)
+
+    await generateTree(src, SPEC)
+    await publish() // the default: fills the scan cache
+    const files = (await listFiles(src)).length
+    chunked = []
+    const again = async (): Promise<PublishResult> => await publishVersion({
+      tree: TREE, source: src, index: store.index, catalog: store.catalog, publisherKey, chunking: fine,
+      chunkFile: async (path, signal) => { chunked.push(path); return await chunkFile(path, fine, { signal }) },
+      log: silentLogger(), now: LATER,
+    })
+    const first = await again()
+    // chunk lists cut at ~52 KiB are no use for 16 KiB chunks: every file is read again
+    expect(chunked).toHaveLength(files)
+    const { decodeManifest } = await import('../../protocol/manifest.js')
+    const root = decodeRoot((await store.catalog.getBlob(first.envelope.rootHash))!)
+    const manifest = Buffer.concat(await Promise.all(root.chunks.map(async c => (await store.catalog.getBlob(c.id))!)))
+    expect(decodeManifest(manifest).header.chunking).toEqual(fine)
+    const large = (await entriesOf(first)).find(e => e.type === 'file' && e.size === SPEC.largeBytes)
+    expect(large?.type === 'file' && large.chunks.length).toBeGreaterThan(SPEC.largeBytes! / (32 * 1024))
+    // and once cut with the new setting, the cache holds again
+    chunked = []
+    await again()
+    expect(chunked).toEqual([])
+  })
+})
