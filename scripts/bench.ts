@@ -20,8 +20,9 @@ import { buildCorpora, cacheDir, type Corpus, type Scale } from './bench/corpus.
 import { deltameshRounds, type DeltameshFigures } from './bench/deltamesh.js'
 import { casyncRound, rsyncDryRun, rsyncRound, startRsyncDaemon, zsyncRound, type CasyncRun, type RsyncRound, type ZsyncRun } from './bench/incumbents.js'
 import { killStarted, runOk, waitForQuiet, type Timed } from './bench/proc.js'
-import { chunkSet, scaleRounds, SCALE_SUBSCRIBERS, type ScaleFigures } from './bench/scale.js'
+import { chunkPlaces, chunkSet, scaleRounds, SCALE_SUBSCRIBERS, type ScaleFigures } from './bench/scale.js'
 import { DEFAULT_SIM, simRuns, simTable } from './bench/sim.js'
+import { compressedBytes } from './bench/chunk-sizes.js'
 import { renderCorpusTable, renderScale, type CorpusFigures } from './bench/report.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -100,10 +101,12 @@ async function corpusRound (c: Corpus, log: (s: string) => void): Promise<Corpus
     throw new Error(`${c.name}: ${what} (${dir}) differs from v2 in ${differing.length} entries, e.g. ${differing.slice(0, 5).join(', ')}`)
   }
   const v1Chunks = await chunkSet(c.v1)
-  const v2Chunks = await chunkSet(c.v2)
-  let delta = 0
-  for (const [id, size] of v2Chunks) if (!v1Chunks.has(id)) delta += size
-  const v2Bytes = [...v2Chunks.values()].reduce((a, b) => a + b, 0)
+  const v2Chunks = await chunkPlaces(c.v2)
+  const absent = [...v2Chunks].filter(([id]) => !v1Chunks.has(id)).map(([, place]) => place)
+  const delta = absent.reduce((n, p) => n + p.size, 0)
+  // the issue's bound: those bytes compressed (as the chunk server batches them: brotli-3, 256 KiB)
+  const deltaCompressed = await compressedBytes(absent)
+  const v2Bytes = [...v2Chunks.values()].reduce((a, b) => a + b.size, 0)
 
   log(`${c.name}: rsync — 1 client, 1 client with -z, then 4 clients at ${DOWN_LIMIT} (--bwlimit=${RSYNC_BWLIMIT})`)
   // [0] plain, [1..4] the four limited clients, [5] -z
@@ -156,7 +159,7 @@ async function corpusRound (c: Corpus, log: (s: string) => void): Promise<Corpus
   for (const n of dm.notes) log(`${c.name}: ${n}`)
   // this corpus's agents and files go now (17 agents and other corpora come later), unless --keep
   await (cleanups.pop() as (keep: boolean) => Promise<void>)(keepFiles)
-  return { corpus: c, delta, v2Bytes, v2Files: Object.values(v2).filter(v => v.startsWith('file')).length, rsync1, rsyncZ, rsync4, dry, casync, zsync, dm }
+  return { corpus: c, delta, deltaCompressed, v2Bytes, v2Files: Object.values(v2).filter(v => v.startsWith('file')).length, rsync1, rsyncZ, rsync4, dry, casync, zsync, dm }
 }
 
 /** Each stops what a part started; `keep` leaves its files (agents and daemons are stopped all the same). */
@@ -210,7 +213,8 @@ async function main (): Promise<void> {
     ].join('\n')
     const section = [
       header, '',
-      ...figures.map(f => `- **${f.corpus.name}**: ${f.corpus.describe}; v2 ${f.v2Files} files, ${(f.v2Bytes / 1e6).toFixed(1)} MB; lower bound (v2 chunks absent from v1) ${(f.delta / 1e6).toFixed(2)} MB.`),
+      ...figures.map(f => `- **${f.corpus.name}**: ${f.corpus.describe}; v2 ${f.v2Files} files, ${(f.v2Bytes / 1e6).toFixed(1)} MB; lower bound (v2 chunks absent from v1) ${(f.delta / 1e6).toFixed(2)} MB, ${(f.deltaCompressed / 1e6).toFixed(2)} MB compressed (brotli-3 in 256 KiB batches, as the chunk server sends them).`),
+      ...figures.flatMap(f => f.dm.notes.length === 0 ? [] : ['', `${f.corpus.name}, the agents' own log lines for v2 with one subscriber:`, '```', ...f.dm.notes, '```']),
       '', renderCorpusTable(figures),
       ...(scale === undefined ? [] : ['', renderScale(scale, SCALE_SUBSCRIBERS)]),
       '', `Simulation (model in scripts/bench/sim.ts, parameters: delta ${DEFAULT_SIM.deltaBytes / 2 ** 20} MiB in ${DEFAULT_SIM.chunkBytes / 1024} KiB chunks, origin uplink ${DEFAULT_SIM.originUp / 1e6} MB/s, each site ${DEFAULT_SIM.siteUp / 1e6} MB/s up and ${DEFAULT_SIM.siteDown / 1e6} MB/s down, tick ${DEFAULT_SIM.tick * 1000} ms, HAVE delay ${DEFAULT_SIM.haveDelay * 1000} ms):`,

@@ -161,21 +161,21 @@ export class RoguePeer {
   }
 
   /**
-   * Relays deltas from connected peers, but answers the first `lies` keys it can with a well-formed delta of
-   * the right target size whose bytes are garbage: it decodes and applies, and only the target's chunk
-   * hashes give it away.
+   * Relays deltas from connected peers, but answers the keys at positions `lieAt` (counted over every key
+   * it was asked, in order, from 0) with a well-formed delta of the right target size whose bytes are
+   * garbage: it decodes and applies, and only the target's chunk hashes give it away.
    */
-  lyingDeltaProvider (lies = 1): RogueDeltaProvider {
-    let told = 0
+  lyingDeltaProvider (lieAt: number[] = [0]): RogueDeltaProvider {
+    let asked = 0
     return async (key, signal) => {
+      const position = asked++
       for (const peer of this.node.getPeers()) {
         let real: Uint8Array | undefined
         try {
           real = (await this.deltas.fetch(peer, [key], signal)).get(toHex(key))
         } catch { continue } // a peer without the protocol (the test's other agents all have it)
         if (real === undefined) continue
-        if (told >= lies) return real
-        told++
+        if (!lieAt.includes(position)) return real
         const targetSize = expectTuple(decodeUntrusted(real, 'delta'), 'delta', 'DLT', 1, 5)[2] as number
         return encodeDelta(new Uint8Array(0), Buffer.alloc(targetSize, 0x5a))
       }

@@ -54,7 +54,7 @@ async function chunkTree (root: string, params: ChunkingParams, pool: ChunkerPoo
 }
 
 /** Wire bytes of these chunks' payload when batched and compressed the way the chunk server does it. */
-async function compressedBytes (list: Array<{ size: number, path: string, offset: number }>): Promise<number> {
+export async function compressedBytes (list: Array<{ size: number, path: string, offset: number }>): Promise<number> {
   let total = 0
   let batch: Buffer[] = []
   let raw = 0

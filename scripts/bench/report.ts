@@ -10,6 +10,8 @@ import type { ScaleFigures } from './scale.js'
 export interface CorpusFigures {
   corpus: Corpus
   delta: number
+  /** `delta` compressed as the wire would carry it. */
+  deltaCompressed: number
   v2Bytes: number
   v2Files: number
   rsync1: RsyncRound

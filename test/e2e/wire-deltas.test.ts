@@ -122,7 +122,7 @@ describe('wire efficiency on a source-like tree (real agents)', () => {
     expect(await describeTree(mirrorBehind)).toEqual(await describeTree(v3))
   }, 240_000)
 
-  it('a delta that does not rebuild its target is rejected, the peer struck, and the file fetched as plain chunks', async () => {
+  it('a delta that does not rebuild its target (file or manifest chunk) is rejected, the peer struck, the chunks fetched plainly', async () => {
     cluster = await Cluster.create()
     const FILES = 60
     const v1 = join(cluster.dir, 'v1')
@@ -134,7 +134,8 @@ describe('wire efficiency on a source-like tree (real agents)', () => {
     // the subscriber's only peer is a listed relay that serves chunks honestly and lies in one delta
     rogue = await RoguePeer.start([TREE])
     rogue.provider = rogue.relayProvider()
-    rogue.deltaProvider = rogue.lyingDeltaProvider(1)
+    // the first key a subscriber asks for is its one new manifest chunk (60 entries), the next ones its changed files
+    rogue.deltaProvider = rogue.lyingDeltaProvider([0, 1])
     rogue.allow(origin.peerId)
     rogue.allow(a.peerId)
     await cliOk(['peers', 'add', '--home', origin.home, '--name', 'relay', rogue.multiaddr])
@@ -159,9 +160,11 @@ describe('wire efficiency on a source-like tree (real agents)', () => {
     await claim(seq2)
     await syncDone(a, seq2)
     expect(await describeTree(mirror)).toEqual(await describeTree(v2))
+    expect(a.log).toMatch(/manifest delta rejected; the chunk is fetched plainly/)
+    expect(a.log).toMatch(/"applied":0,"rejected":1,.*"msg":"manifest deltas"/)
     expect(a.log).toMatch(/delta rejected; its chunks are fetched plainly/)
     // one of the changed files came by a lying delta (rejected, fetched plainly), the others by honest ones
-    expect(a.log).toMatch(/"applied":[1-9][0-9]*,"rejected":1,/)
+    expect(a.log).toMatch(/"applied":[1-9][0-9]*,"rejected":1,.*"msg":"deltas"/)
     expect(rogue.deltasServed).toBeGreaterThanOrEqual(2)
     const status = await cluster.status(a)
     expect(status.peers.find(p => p.peerId === relay.peerId)?.strikes ?? 0).toBeGreaterThan(0)
