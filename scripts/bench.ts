@@ -20,9 +20,10 @@ import { buildCorpora, cacheDir, type Corpus, type Scale } from './bench/corpus.
 import { deltameshRounds, type DeltameshFigures } from './bench/deltamesh.js'
 import { casyncRound, rsyncDryRun, rsyncRound, startRsyncDaemon, zsyncRound, type CasyncRun, type RsyncRound, type ZsyncRun } from './bench/incumbents.js'
 import { killStarted, runOk, waitForQuiet, type Timed } from './bench/proc.js'
-import { chunkPlaces, chunkSet, scaleRounds, SCALE_SUBSCRIBERS, type ScaleFigures } from './bench/scale.js'
+import { chunkPlaces, scaleRounds, SCALE_SUBSCRIBERS, type ScaleFigures } from './bench/scale.js'
 import { DEFAULT_SIM, simRuns, simTable } from './bench/sim.js'
 import { compressedBytes } from './bench/chunk-sizes.js'
+import type { ChunkSizeName } from '../agent/chunk/sizes.js'
 import { renderCorpusTable, renderScale, type CorpusFigures } from './bench/report.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -92,6 +93,8 @@ async function corpusRound (c: Corpus, log: (s: string) => void): Promise<Corpus
   let cluster: Cluster | undefined
   cleanups.push(async keep => { await cluster?.cleanup({ keepFiles: keep }); if (!keep) await rm(work, { recursive: true, force: true }) })
   const isIso = c.name === 'iso'
+  // an image tree is published with 16 KiB chunks, as docs/design-notes.md recommends ("Chunk size")
+  const chunkSize: ChunkSizeName = isIso ? '16KiB' : '52KiB'
   log(`${c.name}: describing v1 and v2, listing their chunks`)
   const v2 = await describeTree(c.v2)
   const check = async (what: string, dir: string): Promise<void> => {
@@ -100,8 +103,9 @@ async function corpusRound (c: Corpus, log: (s: string) => void): Promise<Corpus
     const differing = [...new Set([...Object.keys(got), ...Object.keys(v2)])].filter(k => got[k] !== v2[k])
     throw new Error(`${c.name}: ${what} (${dir}) differs from v2 in ${differing.length} entries, e.g. ${differing.slice(0, 5).join(', ')}`)
   }
-  const v1Chunks = await chunkSet(c.v1)
-  const v2Chunks = await chunkPlaces(c.v2)
+  // the bound at the chunk size the publisher uses for this corpus
+  const v1Chunks = new Set((await chunkPlaces(c.v1, chunkSize)).keys())
+  const v2Chunks = await chunkPlaces(c.v2, chunkSize)
   const absent = [...v2Chunks].filter(([id]) => !v1Chunks.has(id)).map(([, place]) => place)
   const delta = absent.reduce((n, p) => n + p.size, 0)
   // the issue's bound: those bytes compressed (as the chunk server batches them: brotli-3, 256 KiB)
@@ -155,11 +159,11 @@ async function corpusRound (c: Corpus, log: (s: string) => void): Promise<Corpus
   }
 
   cluster = await Cluster.create(`deltamesh-bench-${c.name}-cluster-`)
-  const dm: DeltameshFigures = await deltameshRounds(cluster, work, c.v1, c.v2, DOWN_LIMIT, 3_600_000, log, check)
+  const dm: DeltameshFigures = await deltameshRounds(cluster, work, c.v1, c.v2, DOWN_LIMIT, 3_600_000, log, check, chunkSize)
   for (const n of dm.notes) log(`${c.name}: ${n}`)
   // this corpus's agents and files go now (17 agents and other corpora come later), unless --keep
   await (cleanups.pop() as (keep: boolean) => Promise<void>)(keepFiles)
-  return { corpus: c, delta, deltaCompressed, v2Bytes, v2Files: Object.values(v2).filter(v => v.startsWith('file')).length, rsync1, rsyncZ, rsync4, dry, casync, zsync, dm }
+  return { corpus: c, chunkSize, delta, deltaCompressed, v2Bytes, v2Files: Object.values(v2).filter(v => v.startsWith('file')).length, rsync1, rsyncZ, rsync4, dry, casync, zsync, dm }
 }
 
 /** Each stops what a part started; `keep` leaves its files (agents and daemons are stopped all the same). */
@@ -213,7 +217,7 @@ async function main (): Promise<void> {
     ].join('\n')
     const section = [
       header, '',
-      ...figures.map(f => `- **${f.corpus.name}**: ${f.corpus.describe}; v2 ${f.v2Files} files, ${(f.v2Bytes / 1e6).toFixed(1)} MB; lower bound (v2 chunks absent from v1) ${(f.delta / 1e6).toFixed(2)} MB, ${(f.deltaCompressed / 1e6).toFixed(2)} MB compressed (brotli-3 in 256 KiB batches, as the chunk server sends them).`),
+      ...figures.map(f => `- **${f.corpus.name}**: ${f.corpus.describe}; v2 ${f.v2Files} files, ${(f.v2Bytes / 1e6).toFixed(1)} MB; published with ${f.chunkSize} chunks; lower bound (v2 chunks absent from v1) ${(f.delta / 1e6).toFixed(2)} MB, ${(f.deltaCompressed / 1e6).toFixed(2)} MB compressed (brotli-3 in 256 KiB batches, as the chunk server sends them).`),
       ...figures.flatMap(f => f.dm.notes.length === 0 ? [] : ['', `${f.corpus.name}, the agents' own log lines for v2 with one subscriber:`, '```', ...f.dm.notes, '```']),
       '', renderCorpusTable(figures),
       ...(scale === undefined ? [] : ['', renderScale(scale, SCALE_SUBSCRIBERS)]),

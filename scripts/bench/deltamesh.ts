@@ -87,7 +87,7 @@ const counters = (s: AgentStatus): AgentStatus['counters'] => s.counters
  * Agents are stopped by `cluster.cleanup()` (the caller owns the cluster, for Ctrl-C).
  */
 export async function deltameshRounds (cluster: Cluster, work: string, v1: string, v2: string, downLimit: string, timeoutMs: number,
-  log: (s: string) => void, check: (what: string, dir: string) => Promise<void>): Promise<DeltameshFigures> {
+  log: (s: string) => void, check: (what: string, dir: string) => Promise<void>, chunkSize = '52KiB'): Promise<DeltameshFigures> {
   const pub = await cluster.addSite('publisher')
   const solo = await cluster.addSite('solo')
   const four: Site[] = []
@@ -95,6 +95,8 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   const subs = [solo, ...four]
   await wireAll([pub, ...subs], pub)
   for (const s of four) await setLimits(s, { down: downLimit })
+  // the publisher's [chunking] (agent/chunk/sizes.ts): subscribers need no setting, the manifest says it
+  if (chunkSize !== '52KiB') await appendFile(join(pub.home, 'config.toml'), `\n[chunking]\naverage = "${chunkSize}"\n`)
   // all at once: one by one, each waiting for the others' dials and gossip, took 15–20 s an agent on a busy machine
   // info for the two agents of the measured round: their logs say whether deltas were computed and used
   await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: s === pub || s === solo ? 'info' : 'warn' }, [], AGENT_START_MS) }))

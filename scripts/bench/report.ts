@@ -9,6 +9,8 @@ import type { ScaleFigures } from './scale.js'
 
 export interface CorpusFigures {
   corpus: Corpus
+  /** The publisher's `[chunking] average` for this corpus (the bound is computed at it too). */
+  chunkSize: string
   delta: number
   /** `delta` compressed as the wire would carry it. */
   deltaCompressed: number

@@ -16,8 +16,8 @@ export interface ScaleFigures { sizeMB: number, rate: string, files: number, v1:
 
 /** Unique chunks (id → size) of a tree, with the same scanner and chunker (`deltamesh manifest --entries`). */
 /** Where each distinct chunk of the tree at `root` lies (the first file and offset that hold it), by hex id. */
-export async function chunkPlaces (root: string): Promise<Map<string, { size: number, path: string, offset: number }>> {
-  const out = await cliOk(['manifest', '--entries', root], { timeoutMs: 1_800_000 })
+export async function chunkPlaces (root: string, chunkSize = '52KiB'): Promise<Map<string, { size: number, path: string, offset: number }>> {
+  const out = await cliOk(['manifest', '--entries', '--chunk-size', chunkSize, root], { timeoutMs: 1_800_000 })
   const places = new Map<string, { size: number, path: string, offset: number }>()
   for (const line of out.split('\n')) {
     if (line === '') continue
