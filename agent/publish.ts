@@ -11,7 +11,6 @@ import { scanTree, type ChunkFileFn } from './scan/scanner.js'
 import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
 import { computeDeltas, type DeltaStats } from './delta/compute.js'
-import { MAX_DELTA_TARGET_BYTES } from '../protocol/wire-limits.js'
 import type { ChunkRef } from '../protocol/manifest.js'
 
 export interface PublishOptions {
@@ -61,7 +60,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const countedChunks = new Set<string>()
   const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, warnings: 0 }
   let cacheBatch: Array<[string, ScanCacheEntry]> = []
-  // changed small files: candidates for a delta against the same path in the previous version
+  // changed files: candidates for a delta against the same path in the previous version (large ones per chunk)
   const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
 
   // cached chunk lists are only valid for the chunking that cut them
@@ -89,7 +88,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       const present = await o.index.hasMany(unseen.map(c => c.id))
       unseen.forEach((chunk, i) => { if (present[i] !== true) { stats.newChunks++; stats.newBytes += chunk.size } })
       await o.index.indexFile(root.id, file.entry.path, file.chunks)
-      if (file.entry.size <= MAX_DELTA_TARGET_BYTES) changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
+      changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
     }
     // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
     // is how the next publish learns that a file is gone and drops its chunk locations from the index.

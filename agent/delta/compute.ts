@@ -11,10 +11,10 @@ import { join } from 'node:path'
 import { deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { decodeRoot, type ChunkRef, type ManifestEntry } from '../../protocol/manifest.js'
 import { openEnvelope } from '../../protocol/envelope.js'
-import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import { chunkIdOf, idsEqual, toHex } from '../../protocol/chunk-id.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
 import { computeManifestDeltas, type ManifestDeltaStats } from './manifest-delta.js'
+import { computeChunkDeltas, isLarge, type ChunkDeltaStats } from './chunk-deltas.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 
@@ -30,6 +30,8 @@ export interface DeltaStats {
   deltaBytes: number
   /** Deltas of the new manifest's chunks (when `manifestChunks` was given). */
   manifest?: ManifestDeltaStats
+  /** Per-chunk deltas of large changed files. */
+  chunks: ChunkDeltaStats
   ms: number
 }
 
@@ -37,7 +39,7 @@ export interface ComputeDeltasOptions {
   tree: string
   /** The seq of the version the deltas start from (the newest before the one being published). */
   baseSeq: number
-  /** Changed files of the new version (path → size and chunks), small ones only matter. */
+  /** Changed files of the new version (path → size and chunks): small ones get a delta each, large ones one per new chunk. */
   changed: Map<string, { size: number, chunks: ChunkRef[] }>
   /** The new version's manifest chunks (already in the catalog): their deltas against the base manifest are stored too. */
   manifestChunks?: SizedChunk[]
@@ -48,7 +50,7 @@ export interface ComputeDeltasOptions {
 
 export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStats> {
   const started = Date.now()
-  const stats: DeltaStats = { candidates: 0, stored: 0, baseUnavailable: 0, baseFromRealPath: 0, targetBytes: 0, deltaBytes: 0, ms: 0 }
+  const stats: DeltaStats = { candidates: 0, stored: 0, baseUnavailable: 0, baseFromRealPath: 0, targetBytes: 0, deltaBytes: 0, chunks: { files: 0, candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0 }, ms: 0 }
   const version = await o.catalog.getVersion(o.tree, o.baseSeq)
   const rootBytes = version === undefined ? undefined : await o.catalog.getBlob(openEnvelope(version.envelope).rootHash)
   if (rootBytes === undefined) return stats
@@ -57,9 +59,14 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
   // a rescan changes no file: no reason to read the whole base manifest
   if (o.changed.size === 0) { stats.ms = Date.now() - started; return stats }
   for await (const base of readManifestEntries(o.catalog, baseRoot, o.signal)) {
-    if (base.type !== 'file' || base.size > MAX_DELTA_TARGET_BYTES) continue
+    if (base.type !== 'file') continue
     const target = o.changed.get(base.path)
-    if (target === undefined || target.size > MAX_DELTA_TARGET_BYTES || sameChunks(base, target.chunks)) continue
+    if (target === undefined || sameChunks(base, target.chunks)) continue
+    if (isLarge(base.size) || isLarge(target.size)) {
+      const basePath = version?.realPath === undefined ? undefined : join(version.realPath, base.path)
+      await computeChunkDeltas({ base, target, basePath, index: o.index, catalog: o.catalog, stats: stats.chunks, signal: o.signal })
+      continue
+    }
     stats.candidates++
     let baseBytes = await readAll(o.index, base.chunks, o.signal)
     if (baseBytes === undefined && version?.realPath !== undefined) {

@@ -9,31 +9,33 @@ import { deltaKeyOf } from '../../protocol/delta.js'
 import { toHex, fromHex } from '../../protocol/chunk-id.js'
 import { openEnvelope } from '../../protocol/envelope.js'
 import type { FileEntry, ManifestRoot } from '../../protocol/manifest.js'
-import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import { loadRoot, readManifestEntries } from '../versions/manifest-io.js'
 import { manifestDeltaPairs } from './manifest-delta.js'
+import { isLarge } from './chunk-deltas.js'
 import type { Catalog, VersionRecord } from '../store/types.js'
 
-/** Small files of a version by path (the only entries a delta can be about), and its manifest's chunks. */
-async function smallFiles (catalog: Catalog, version: VersionRecord, signal?: AbortSignal): Promise<{ files: Map<string, FileEntry>, manifest: ManifestRoot['chunks'] }> {
+/** Files of a version by path, and its manifest's chunks. */
+async function filesOf (catalog: Catalog, version: VersionRecord, signal?: AbortSignal): Promise<{ files: Map<string, FileEntry>, manifest: ManifestRoot['chunks'] }> {
   const files = new Map<string, FileEntry>()
   const root = await loadRoot(catalog, openEnvelope(version.envelope).rootHash)
   for await (const e of readManifestEntries(catalog, root, signal)) {
-    if (e.type === 'file' && e.size <= MAX_DELTA_TARGET_BYTES) files.set(e.path, e)
+    if (e.type === 'file') files.set(e.path, e)
   }
   return { files, manifest: root.chunks }
 }
 
-/** Hex keys of every delta from `base` to `target`: the same path, both small, different chunks; and the manifest's. */
+/** Hex keys of every delta from `base` to `target`: per changed file (per new chunk for large ones), and the manifest's. */
 export async function deltaKeysBetween (catalog: Catalog, base: VersionRecord, target: VersionRecord, signal?: AbortSignal): Promise<Set<string>> {
-  const { files: before, manifest: baseManifest } = await smallFiles(catalog, base, signal)
-  const { files: after, manifest: targetManifest } = await smallFiles(catalog, target, signal)
+  const { files: before, manifest: baseManifest } = await filesOf(catalog, base, signal)
+  const { files: after, manifest: targetManifest } = await filesOf(catalog, target, signal)
   const keys = new Set(manifestDeltaPairs(baseManifest, targetManifest).map(p => toHex(p.key)))
   for (const [path, t] of after) {
     const b = before.get(path)
     if (b === undefined) continue
     const same = b.chunks.length === t.chunks.length && b.chunks.every((c, i) => toHex(c.id) === toHex((t.chunks[i] as FileEntry['chunks'][number]).id))
-    if (!same) keys.add(toHex(deltaKeyOf(b.chunks.map(c => c.id), t.chunks.map(c => c.id))))
+    if (same) continue
+    if (isLarge(b.size) || isLarge(t.size)) for (const p of manifestDeltaPairs(b.chunks, t.chunks)) keys.add(toHex(p.key))
+    else keys.add(toHex(deltaKeyOf(b.chunks.map(c => c.id), t.chunks.map(c => c.id))))
   }
   return keys
 }

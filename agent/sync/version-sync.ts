@@ -1,6 +1,6 @@
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { describeEnvelope, type Envelope } from '../../protocol/envelope.js'
-import { decodeRoot, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
+import { decodeRoot, type FileEntry, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import type { HomeLayout } from '../home.js'
 import type { Logger } from '../log.js'
@@ -14,6 +14,7 @@ import { pumpChunks, type FetchFn } from './chunk-pump.js'
 import { RateMeter } from './rate-meter.js'
 import { runDeltaPhase } from './delta-phase.js'
 import { manifestViaDeltas } from '../delta/manifest-delta.js'
+import { isLarge, runChunkDeltaPhase } from '../delta/chunk-deltas.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
 
 export interface VersionSyncComponents {
@@ -184,6 +185,24 @@ export class VersionSync {
     if (r.asked > 0) this.log.info({ peer: holder, ...r }, 'deltas')
     this.progressValue.bytesLocal += r.chunkBytes
     this.deltaStats = r
+    // large files: a delta per new chunk, against the same path's previous content around it
+    const large: FileEntry[] = []
+    for await (const e of readManifestEntries(this.components.catalog, root, signal)) {
+      if (e.type === 'file' && isLarge(e.size) && e.chunks.some(c => missing.has(toHex(c.id)))) large.push(e)
+    }
+    if (large.length > 0) {
+      const wanted = new Set(large.map(e => e.path))
+      const previousLarge = new Map<string, FileEntry>()
+      for await (const e of previous.entries()) if (e.type === 'file' && wanted.has(e.path)) previousLarge.set(e.path, e)
+      const c = await runChunkDeltaPhase({
+        missing, targets: large, previous: previousLarge, index: this.components.index, catalog: this.components.catalog, log: this.log, signal,
+        fetchDeltas: async (keys, s) => await fetchDeltas(holder, keys, s),
+        fill: async (id, bytes) => await materializer.fill(id, bytes),
+        onBadDelta: reason => { this.components.onBadChunk?.(holder, reason); this.components.onBadDelta?.(holder, reason) },
+      })
+      if (c.asked > 0) this.log.info({ peer: holder, ...c }, 'chunk deltas')
+      this.progressValue.bytesLocal += c.chunkBytes
+    }
     return plan.filter(c => missing.has(toHex(c.id)))
   }
 
