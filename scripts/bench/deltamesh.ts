@@ -140,7 +140,7 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   }
   const notes = [
     ...logNotes(pub, ['deltas computed', 'published'], logSince),
-    ...logNotes(solo, ['manifest deltas', 'deltas', 'planned'], logSince),
+    ...logNotes(solo, ['manifest deltas', 'deltas', 'chunk deltas', 'planned'], logSince),
   ]
   await cluster.stop(solo, 'SIGTERM')
   await check('deltamesh subscriber (alone)', mirrors.one)
