@@ -19,10 +19,13 @@ import { manifestDeltaPairs } from './manifest-delta.js'
 /** Kept only if at most this share of the target chunk. */
 const KEEP_RATIO = 0.5
 /**
- * A file whose first new chunks all fail KEEP_RATIO holds new content, not edits (an image of new packages):
- * its other chunks are not tried, which bounds the publisher's wasted work to this many deltas per file.
+ * A file where fewer than 1 in MIN_KEPT_SHARE of the tries pays holds new content, not edits (an image of new
+ * packages): once GIVE_UP_AFTER were tried its other chunks are not. Measured on the bench's ISO (1,409 new
+ * 16 KiB chunks, 37 kept, 1.1 MB → 75 KB): trying all of them cost 37 s of publisher CPU for 1 MB saved; an
+ * 8 MB text file with edited lines keeps all of its 27.
  */
 const GIVE_UP_AFTER = 8
+const MIN_KEPT_SHARE = 4
 
 export const isLarge = (size: number): boolean => size > MAX_DELTA_TARGET_BYTES
 
@@ -71,7 +74,8 @@ export async function computeChunkDeltas (o: { base: FileEntry, target: { chunks
   let kept = 0
   for (const p of manifestDeltaPairs(o.base.chunks, o.target.chunks)) {
     o.signal?.throwIfAborted()
-    if (tried++ >= GIVE_UP_AFTER && kept === 0) break
+    if (tried >= GIVE_UP_AFTER && kept * MIN_KEPT_SHARE < tried) break
+    tried++
     o.stats.candidates++
     const base = await readViaIndex(o.index, p.base, o.signal) ?? (o.basePath === undefined ? undefined : await readRun(o.basePath, o.base.chunks, p.base))
     const target = await o.index.readChunk(p.target.id, o.signal)

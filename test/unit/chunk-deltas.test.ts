@@ -57,4 +57,14 @@ describe('chunk deltas of large files', () => {
     expect(missing.size).toBe(1) // the lied-about chunk stays planned: fetched plainly
     for (const [hex, bytes] of filled) expect(Buffer.from(bytes).equals(Buffer.from(publisherChunks.get(hex)!))).toBe(true)
   })
+
+  it('gives up on a large file whose new chunks are new content, not edits (bounded publisher work)', async () => {
+    const chunks = new Map<string, Uint8Array>()
+    const base = entry('images/disk.img', Buffer.from(textFile(40_000, 'old image')), chunks)
+    const target = entry('images/disk.img', Buffer.from(textFile(40_000, 'new image')), chunks)
+    const stats: ChunkDeltaStats = { files: 0, candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0 }
+    await computeChunkDeltas({ base, target, index: index(chunks), catalog: { putDelta: async () => {} }, stats })
+    expect(target.chunks.length).toBeGreaterThan(20)
+    expect(stats).toMatchObject({ candidates: 8, stored: 0 })
+  })
 })
