@@ -5,7 +5,7 @@ import { silentLogger } from '../../agent/log.js'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeDelta } from '../../protocol/delta.js'
 import type { FileEntry } from '../../protocol/manifest.js'
-import { prng } from '../../agent/demo/tree-gen.js'
+import { prng, pseudoRandomBytes } from '../../agent/demo/tree-gen.js'
 
 // Large files get a delta per new chunk (against the previous content around it): a few edited lines in a
 // multi-megabyte text file travel as a few hundred bytes; a delta that rebuilds other bytes is refused.
@@ -60,8 +60,9 @@ describe('chunk deltas of large files', () => {
 
   it('gives up on a large file whose new chunks are new content, not edits (bounded publisher work)', async () => {
     const chunks = new Map<string, Uint8Array>()
-    const base = entry('images/disk.img', Buffer.from(textFile(40_000, 'old image')), chunks)
-    const target = entry('images/disk.img', Buffer.from(textFile(40_000, 'new image')), chunks)
+    // compressed packages: no byte of the new image's new chunks is found in the old one
+    const base = entry('images/disk.img', pseudoRandomBytes('old image', 2 * 1024 * 1024), chunks)
+    const target = entry('images/disk.img', pseudoRandomBytes('new image', 2 * 1024 * 1024), chunks)
     const stats: ChunkDeltaStats = { files: 0, candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0 }
     await computeChunkDeltas({ base, target, index: index(chunks), catalog: { putDelta: async () => {} }, stats })
     expect(target.chunks.length).toBeGreaterThan(20)
