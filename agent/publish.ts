@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises'
+import { realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { KeyObject } from 'node:crypto'
 import { chunkIdOf, toHex, type ChunkId } from '../protocol/chunk-id.js'
@@ -6,11 +6,11 @@ import { rawPublicKeyOf, signEnvelope, type Envelope } from '../protocol/envelop
 import { encodeRoot, ManifestWriter, type ChunkingParams } from '../protocol/manifest.js'
 import { validateTreeName } from '../protocol/paths.js'
 import { chunkBytes } from './chunk/chunker.js'
+import { scanCacheKey } from './chunk/sizes.js'
 import { scanTree, type ChunkFileFn } from './scan/scanner.js'
 import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
 import { computeDeltas, type DeltaStats } from './delta/compute.js'
-import { MAX_DELTA_TARGET_BYTES } from '../protocol/wire-limits.js'
 import type { ChunkRef } from '../protocol/manifest.js'
 
 export interface PublishOptions {
@@ -49,6 +49,8 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const source = resolve(o.source)
   const st = await stat(source)
   if (!st.isDirectory()) throw new Error(`${source} is not a directory`)
+  // where the bytes of this version are, should `source` be a symlink flipped to another directory later
+  const realSource = await realpath(source)
   const log = o.log.child({ tree })
 
   const root = await sourceRoot(o.index, source, tree)
@@ -58,10 +60,12 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const countedChunks = new Set<string>()
   const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, warnings: 0 }
   let cacheBatch: Array<[string, ScanCacheEntry]> = []
-  // changed small files: candidates for a delta against the same path in the previous version
+  // changed files: candidates for a delta against the same path in the previous version (large ones per chunk)
   const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
 
-  const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(source, relPath) }
+  // cached chunk lists are only valid for the chunking that cut them
+  const cacheKey = scanCacheKey(source, o.chunking)
+  const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(cacheKey, relPath) }
   const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
 
   for await (const item of scanTree(source, { chunkFile: o.chunkFile, cache, signal: o.signal, onWarning, now: o.now })) {
@@ -84,18 +88,18 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       const present = await o.index.hasMany(unseen.map(c => c.id))
       unseen.forEach((chunk, i) => { if (present[i] !== true) { stats.newChunks++; stats.newBytes += chunk.size } })
       await o.index.indexFile(root.id, file.entry.path, file.chunks)
-      if (file.entry.size <= MAX_DELTA_TARGET_BYTES) changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
+      changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
     }
     // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
     // is how the next publish learns that a file is gone and drops its chunk locations from the index.
     if (!file.cached) cacheBatch.push([file.entry.path, file.cacheEntry ?? uncacheable(file.entry.size)])
-    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(source, cacheBatch); cacheBatch = [] }
+    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
   }
-  if (cacheBatch.length > 0) await o.catalog.putScanEntries(source, cacheBatch)
+  if (cacheBatch.length > 0) await o.catalog.putScanEntries(cacheKey, cacheBatch)
 
   // Files gone from the source since the last scan: forget their cache entries and their chunk locations.
   const gone: string[] = []
-  await o.catalog.pruneScanCache(source, relPath => { if (seen.has(relPath)) return true; gone.push(relPath); return false })
+  await o.catalog.pruneScanCache(cacheKey, relPath => { if (seen.has(relPath)) return true; gone.push(relPath); return false })
   for (const relPath of gone) await o.index.removeFile(root.id, relPath)
 
   const manifest = Buffer.concat(manifestParts)
@@ -116,9 +120,10 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   // subscriber to ask finds them. They only save bytes: a failure here never fails the publish.
   let deltas: DeltaStats | undefined
   const baseSeq = (await o.catalog.listVersions(tree)).filter(v => v.state === 'complete' && v.seq < seq).at(-1)?.seq
-  if (baseSeq !== undefined && changed.size > 0) {
+  // even with no file changed, every manifest chunk may be new (new mtimes): its deltas still pay
+  if (baseSeq !== undefined) {
     try {
-      deltas = await computeDeltas({ tree, baseSeq, changed, index: o.index, catalog: o.catalog, signal: o.signal })
+      deltas = await computeDeltas({ tree, baseSeq, changed, manifestChunks, index: o.index, catalog: o.catalog, signal: o.signal })
       log.info({ baseSeq, ...deltas }, 'deltas computed')
     } catch (err) {
       o.signal?.throwIfAborted()
@@ -136,7 +141,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   }, o.publisherKey)
 
   stats.durationMs = Date.now() - started
-  await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, stats })
+  await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, ...(realSource === source ? {} : { realPath: realSource }), stats })
   const treeRecord = await o.catalog.getTree(tree)
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
   log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')

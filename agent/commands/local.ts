@@ -63,12 +63,13 @@ export function registerLocalCommands (program: Command): void {
       const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label }))
       if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote }, opts.json === true); return }
       const { publishVersion } = await import('../publish.js')
-      const { DEFAULT_CHUNKING } = await import('../chunk/chunker.js')
+      const { chunkingFor } = await import('../chunk/sizes.js')
       await withLocalContext(opts.home, async ctx => {
+        const chunking = chunkingFor(ctx.config.chunking, tree)
         const result = await publishVersion({
           tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
-          publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking: DEFAULT_CHUNKING,
-          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, DEFAULT_CHUNKING, signal, size), log: ctx.log,
+          publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
+          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, chunking, signal, size), log: ctx.log,
         })
         printPublish(result, opts.json === true)
       })
@@ -79,18 +80,23 @@ export function registerLocalCommands (program: Command): void {
     .argument('<src>', 'directory')
     .option('--json', 'print stats as JSON')
     .option('--entries', 'print every entry as a JSON line')
-    .action(async (src: string, opts: { json?: boolean, entries?: boolean }) => {
+    .option('--chunk-size <size>', 'average chunk size: 16KiB, 32KiB, 52KiB (default) or 64KiB, as [chunking] in config.toml')
+    .action(async (src: string, opts: { json?: boolean, entries?: boolean, chunkSize?: string }) => {
       const { ChunkerPool } = await import('../chunk/pool.js')
-      const { chunkBytes, DEFAULT_CHUNKING } = await import('../chunk/chunker.js')
+      const { chunkBytes } = await import('../chunk/chunker.js')
+      const { CHUNK_SIZES, CHUNK_SIZE_NAMES } = await import('../chunk/sizes.js')
+      const size = opts.chunkSize ?? '52KiB'
+      if (!(CHUNK_SIZE_NAMES as string[]).includes(size)) throw new Error(`--chunk-size: one of ${CHUNK_SIZE_NAMES.join(', ')}`)
+      const chunking = CHUNK_SIZES[size as keyof typeof CHUNK_SIZES]
       const { scanTree } = await import('../scan/scanner.js')
       const pool = new ChunkerPool({ size: availableParallelism() })
       const started = Date.now()
       try {
-        const writer = new ManifestWriter({ chunking: DEFAULT_CHUNKING })
+        const writer = new ManifestWriter({ chunking: chunking })
         const parts = [writer.start()]
         const unique = new Map<string, number>()
         const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
-        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size) => await pool.chunkFile(p, DEFAULT_CHUNKING, s, size), onWarning: (p, r) => process.stderr.write(`warning: ${p}: ${r}\n`) })) {
+        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size) => await pool.chunkFile(p, chunking, s, size), onWarning: (p, r) => process.stderr.write(`warning: ${p}: ${r}\n`) })) {
           parts.push(writer.write(entry))
           if (entry.type === 'dir') counts.dirs++
           else if (entry.type === 'symlink') counts.symlinks++
@@ -104,17 +110,17 @@ export function registerLocalCommands (program: Command): void {
           }
         }
         const manifest = Buffer.concat(parts)
-        const chunks = chunkBytes(manifest, DEFAULT_CHUNKING)
+        const chunks = chunkBytes(manifest, chunking)
         const root = encodeRoot({ manifestSize: manifest.byteLength, entryCount: writer.entryCount, totalFileBytes: writer.totalFileBytes, chunks: chunks.map(c => ({ id: c.id, size: c.size })) })
         const uniqueBytes = [...unique.values()].reduce((a, b) => a + b, 0)
-        const stats = { ...counts, uniqueChunks: unique.size, uniqueBytes, manifestBytes: manifest.byteLength, manifestChunks: chunks.length, root: toHex(chunkIdOf(root)), chunking: DEFAULT_CHUNKING, ms: Date.now() - started }
+        const stats = { ...counts, uniqueChunks: unique.size, uniqueBytes, manifestBytes: manifest.byteLength, manifestChunks: chunks.length, root: toHex(chunkIdOf(root)), chunking: chunking, ms: Date.now() - started }
         if (opts.entries === true) return
         if (opts.json === true) process.stdout.write(JSON.stringify(stats) + '\n')
         else {
           process.stdout.write(`${src}: ${stats.files} files, ${stats.dirs} dirs, ${stats.symlinks} symlinks, ${formatBytes(stats.bytes)}\n` +
             `chunks: ${stats.chunks} (${stats.uniqueChunks} unique, ${formatBytes(uniqueBytes)}), average ${formatBytes(stats.chunks === 0 ? 0 : Math.round(stats.bytes / stats.chunks))}\n` +
             `manifest: ${formatBytes(stats.manifestBytes)} in ${stats.manifestChunks} chunks, root ${stats.root}\n` +
-            `chunking: ${DEFAULT_CHUNKING.algorithm} avgBits=${DEFAULT_CHUNKING.avgBits} min=${DEFAULT_CHUNKING.minSize} max=${DEFAULT_CHUNKING.maxSize}; ${stats.ms} ms\n`)
+            `chunking: ${chunking.algorithm} avgBits=${chunking.avgBits} min=${chunking.minSize} max=${chunking.maxSize}; ${stats.ms} ms\n`)
         }
       } finally {
         await pool.close()

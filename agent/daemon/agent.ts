@@ -10,9 +10,9 @@ import { appendPeer, appendTrust, loadConfig } from '../config.js'
 import { loadPublisherKey } from '../identity.js'
 import { openStore } from '../store/index.js'
 import { ChunkerPool } from '../chunk/pool.js'
-import { DEFAULT_CHUNKING } from '../chunk/chunker.js'
+import { chunkingFor } from '../chunk/sizes.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist } from '../net/node.js'
-import { PeerStats } from '../net/peer-stats.js'
+import { BAD_CHUNK_STRIKES, PeerStats } from '../net/peer-stats.js'
 import { banOnBudgetExceeded, PeerBans } from '../net/bans.js'
 import { RejectionCounters, type RejectReason } from '../sync/admission.js'
 import { ChunkServer } from '../net/chunk-server.js'
@@ -172,6 +172,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     watchTree,
     // the chunk client already struck the peer for the bad bytes; here they are only counted
     onBadChunk: () => { counters.chunksRejected++ },
+    // a delta is checked only after the delta protocol delivered it: wrong bytes cost what a bad chunk costs
+    onBadDelta: (peerId, reason) => { onMisbehaviour(peerId, reason, BAD_CHUNK_STRIKES) },
     onReceived: (_peerId, bytes, tree) => { ops?.onChunkReceived(tree, bytes) },
     onRejected: (code, reason) => onRejected(code, reason),
     onSyncEnded: (tree, outcome) => { ops?.onSyncEnded(tree, outcome) },
@@ -251,9 +253,10 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       }
     },
     publish: async (request, signal): Promise<PublishSummary> => {
+      const chunking = chunkingFor(config.chunking, request.tree)
       const result = await publishVersion({
         tree: request.tree, source: request.source, label: request.label, index: store.index, catalog: store.catalog, publisherKey,
-        chunking: DEFAULT_CHUNKING, chunkFile: async (path, s, size) => await pool.chunkFile(path, DEFAULT_CHUNKING, s, size), log, signal,
+        chunking, chunkFile: async (path, s, size) => await pool.chunkFile(path, chunking, s, size), log, signal,
       })
       await (trees as TreeManager).published(result.envelope)
       await announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))

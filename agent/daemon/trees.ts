@@ -3,7 +3,7 @@ import { lstat, mkdir, rename, symlink } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { describeEnvelope, formatPublisherKey, openEnvelope, type Envelope } from '../../protocol/envelope.js'
-import { decodeRoot, type ManifestEntry } from '../../protocol/manifest.js'
+import { decodeRoot, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
 import { validateTreeName } from '../../protocol/paths.js'
 import type { HeadEntry } from '../../protocol/messages.js'
 import type { HaveMessage } from '../../protocol/have.js'
@@ -42,6 +42,8 @@ export interface TreeManagerComponents {
   /** A tree became interesting (subscribed, published): listen to its gossip topics. */
   watchTree: (tree: string) => void
   onBadChunk: (peerId: string, reason: string) => void
+  /** A delta that did not rebuild its target's chunks (the peer is struck here, not by the delta protocol). */
+  onBadDelta?: (peerId: string, reason: string) => void
   onReceived: (peerId: string, bytes: number, tree: string) => void
   /** A version refused: counted per reason in status (the log line is written here). */
   onRejected: (code: RejectReason, reason: string) => void
@@ -308,10 +310,11 @@ export class TreeManager {
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
+      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),
+      previousManifest: async () => await this.previousManifest(state.name, record.currentSeq),
       filter: globFilter(record.include, record.exclude),
       windowBytes: this.init.windowBytes,
       ownerGraceMs: this.init.ownerGraceMs,
@@ -369,6 +372,15 @@ export class TreeManager {
       state.retryTimer = setTimeout(() => this.ensureSync(state), delay)
     })
     state.running = { seq: envelope.seq, sync, controller, beacon, done: done.then(() => {}, () => {}) }
+  }
+
+  /** The chunk list of the manifest of the version we hold (manifest deltas start from it). */
+  private async previousManifest (tree: string, currentSeq: number | undefined): Promise<ManifestRoot['chunks'] | undefined> {
+    if (currentSeq === undefined) return undefined
+    const version = await this.c.catalog.getVersion(tree, currentSeq)
+    if (version === undefined) return undefined
+    const rootBytes = await this.c.catalog.getBlob(openEnvelope(version.envelope).rootHash)
+    return rootBytes === undefined ? undefined : decodeRoot(rootBytes).chunks
   }
 
   private previousVersion (tree: string, currentSeq: number | undefined): PreviousVersion | undefined {

@@ -2,25 +2,47 @@
 // (the same path in the previous version) is still readable, a delta is computed and stored by its key.
 // The previous content is read through the chunk index, which re-hashes it: a source edited in place has
 // lost the old bytes of its edited chunks, and such files simply get no delta (plain chunks serve them).
+// A source given through a symlink that was flipped to a new directory (`latest` → each compose, a
+// checkout per tag) has not lost them: the index's locations resolve into the new directory, but the
+// previous version recorded where its bytes really were, and the file is read there (and re-hashed).
+import { constants as fsConstants } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { join } from 'node:path'
 import { deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { decodeRoot, type ChunkRef, type ManifestEntry } from '../../protocol/manifest.js'
 import { openEnvelope } from '../../protocol/envelope.js'
-import { toHex } from '../../protocol/chunk-id.js'
-import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
+import { chunkIdOf, idsEqual, toHex } from '../../protocol/chunk-id.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
+import { computeManifestDeltas, type ManifestDeltaStats } from './manifest-delta.js'
+import { computeChunkDeltas, isLarge, type ChunkDeltaStats } from './chunk-deltas.js'
+import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 
 /** A delta is kept only if it is at most this share of the target bytes the base lacks. */
 const KEEP_RATIO = 0.5
 
-export interface DeltaStats { candidates: number, stored: number, baseUnavailable: number, targetBytes: number, deltaBytes: number, ms: number }
+export interface DeltaStats {
+  candidates: number
+  stored: number
+  baseUnavailable: number
+  baseFromRealPath: number
+  targetBytes: number
+  deltaBytes: number
+  /** Deltas of the new manifest's chunks (when `manifestChunks` was given). */
+  manifest?: ManifestDeltaStats
+  /** Per-chunk deltas of large changed files. */
+  chunks: ChunkDeltaStats
+  ms: number
+}
 
 export interface ComputeDeltasOptions {
   tree: string
   /** The seq of the version the deltas start from (the newest before the one being published). */
   baseSeq: number
-  /** Changed files of the new version (path → size and chunks), small ones only matter. */
+  /** Changed files of the new version (path → size and chunks): small ones get a delta each, large ones one per new chunk. */
   changed: Map<string, { size: number, chunks: ChunkRef[] }>
+  /** The new version's manifest chunks (already in the catalog): their deltas against the base manifest are stored too. */
+  manifestChunks?: SizedChunk[]
   index: ChunkIndex
   catalog: Catalog
   signal?: AbortSignal
@@ -28,16 +50,29 @@ export interface ComputeDeltasOptions {
 
 export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStats> {
   const started = Date.now()
-  const stats: DeltaStats = { candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0, ms: 0 }
+  const stats: DeltaStats = { candidates: 0, stored: 0, baseUnavailable: 0, baseFromRealPath: 0, targetBytes: 0, deltaBytes: 0, chunks: { files: 0, candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0 }, ms: 0 }
   const version = await o.catalog.getVersion(o.tree, o.baseSeq)
   const rootBytes = version === undefined ? undefined : await o.catalog.getBlob(openEnvelope(version.envelope).rootHash)
   if (rootBytes === undefined) return stats
-  for await (const base of readManifestEntries(o.catalog, decodeRoot(rootBytes), o.signal)) {
-    if (base.type !== 'file' || base.size > MAX_DELTA_TARGET_BYTES) continue
+  const baseRoot = decodeRoot(rootBytes)
+  if (o.manifestChunks !== undefined) stats.manifest = await computeManifestDeltas(o.catalog, baseRoot.chunks, o.manifestChunks, o.signal)
+  // a rescan changes no file: no reason to read the whole base manifest
+  if (o.changed.size === 0) { stats.ms = Date.now() - started; return stats }
+  for await (const base of readManifestEntries(o.catalog, baseRoot, o.signal)) {
+    if (base.type !== 'file') continue
     const target = o.changed.get(base.path)
-    if (target === undefined || target.size > MAX_DELTA_TARGET_BYTES || sameChunks(base, target.chunks)) continue
+    if (target === undefined || sameChunks(base, target.chunks)) continue
+    if (isLarge(base.size) || isLarge(target.size)) {
+      const basePath = version?.realPath === undefined ? undefined : join(version.realPath, base.path)
+      await computeChunkDeltas({ base, target, basePath, index: o.index, catalog: o.catalog, stats: stats.chunks, signal: o.signal })
+      continue
+    }
     stats.candidates++
-    const baseBytes = await readAll(o.index, base.chunks, o.signal)
+    let baseBytes = await readAll(o.index, base.chunks, o.signal)
+    if (baseBytes === undefined && version?.realPath !== undefined) {
+      baseBytes = await readVerified(join(version.realPath, base.path), base.chunks)
+      if (baseBytes !== undefined) stats.baseFromRealPath++
+    }
     const targetBytes = await readAll(o.index, target.chunks, o.signal)
     if (baseBytes === undefined || targetBytes === undefined) { stats.baseUnavailable++; continue }
     const inBase = new Set(base.chunks.map(c => toHex(c.id)))
@@ -55,6 +90,41 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
 
 function sameChunks (a: ManifestEntry & { type: 'file' }, b: ChunkRef[]): boolean {
   return a.chunks.length === b.length && a.chunks.every((c, i) => toHex(c.id) === toHex((b[i] as ChunkRef).id))
+}
+
+/**
+ * A file read whole from `path` if it is exactly the content `chunks` describe (size and every chunk's
+ * hash), else undefined. The path is our own record, but the directory is the operator's and may have
+ * changed since: nothing is trusted without the hashes, and no more than the expected size is read.
+ */
+async function readVerified (path: string, chunks: ChunkRef[]): Promise<Buffer | undefined> {
+  const size = chunks.reduce((n, c) => n + c.size, 0)
+  let fh
+  try {
+    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
+  } catch {
+    return undefined // gone or replaced by a symlink since: no base, plain chunks serve this file
+  }
+  try {
+    // one byte more than expected tells a longer file from the right one
+    const buf = Buffer.allocUnsafe(size + 1)
+    let got = 0
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got)
+      if (bytesRead === 0) break
+      got += bytesRead
+      if (got === buf.length) break
+    }
+    if (got !== size) return undefined
+    let offset = 0
+    for (const c of chunks) {
+      if (!idsEqual(chunkIdOf(buf.subarray(offset, offset + c.size)), c.id)) return undefined
+      offset += c.size
+    }
+    return buf.subarray(0, size)
+  } finally {
+    await fh.close()
+  }
 }
 
 /** A file's bytes from its chunks (each re-hashed by the index), or undefined if any is not readable. */

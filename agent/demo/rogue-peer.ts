@@ -1,7 +1,8 @@
 // A hostile peer for tests and the chaos script, never wired into the agent: a real libp2p node that speaks
 // the deltamesh protocols (heads, chunks, gossip) with the real protocol classes, but whose answers are
 // chosen by the caller — wrong bytes under a right chunk id, forged or replayed envelopes, heads that claim
-// a version it does not hold. It lets a test put a liar among honest agents without a hidden mode in them.
+// a version it does not hold, small-file deltas that rebuild the wrong bytes. It lets a test put a liar among
+// honest agents without a hidden mode in them.
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -15,9 +16,14 @@ import { ChunkServer } from '../net/chunk-server.js'
 import { ChunkClient } from '../net/chunk-client.js'
 import { HeadsProtocol } from '../net/heads-protocol.js'
 import { Announcer } from '../net/announcer.js'
+import { DeltaService } from '../net/delta-protocol.js'
+import { decodeUntrusted, expectTuple } from '../../protocol/codec.js'
+import { encodeDelta } from '../../protocol/delta.js'
 
 /** What the rogue answers to a WANT: bytes (of its choosing) or undefined (DONT_HAVE). */
 export type RogueProvider = (id: ChunkId, signal: AbortSignal) => Promise<Uint8Array | undefined>
+/** What the rogue answers to a DELTA_WANT for one key: an encoded delta (of its choosing) or undefined (DONT_HAVE). */
+export type RogueDeltaProvider = (key: Uint8Array, signal: AbortSignal) => Promise<Uint8Array | undefined>
 
 export class RoguePeer {
   /** Newest envelope heard per tree (gossip or heads), so the rogue can claim to hold it. */
@@ -28,7 +34,10 @@ export class RoguePeer {
   heads: HeadEntry[] = []
   /** Answers to WANTs; the default lies (see lyingProvider). */
   provider: RogueProvider
+  /** Answers to DELTA_WANTs; by default it holds none. */
+  deltaProvider: RogueDeltaProvider = async () => undefined
   chunksServed = 0
+  deltasServed = 0
   private readonly chunkClient: ChunkClient
 
   private constructor (
@@ -37,6 +46,7 @@ export class RoguePeer {
     private readonly server: ChunkServer,
     private readonly headsProtocol: HeadsProtocol,
     readonly announcer: Announcer,
+    private readonly deltas: DeltaService,
   ) {
     this.chunkClient = new ChunkClient({ libp2p: node }, { stallTimeoutMs: 5_000 })
     this.provider = this.lyingProvider()
@@ -57,10 +67,12 @@ export class RoguePeer {
     })
     const announcer = new Announcer({ libp2p: node, pubsub: node.services.pubsub, onEnvelope: remember })
     for (const t of trees) announcer.subscribe(t)
-    self = new RoguePeer(node, allowlist, server, headsProtocol, announcer)
+    const deltas = new DeltaService({ libp2p: node, allowlist, provider: { get: async (key, signal) => { if (self === undefined) return undefined; self.deltasServed++; return await self.deltaProvider(key, signal) } } })
+    self = new RoguePeer(node, allowlist, server, headsProtocol, announcer, deltas)
     await server.start()
     await headsProtocol.start()
     await announcer.start()
+    await deltas.start()
     await self.chunkClient.start()
     return self
   }
@@ -136,7 +148,43 @@ export class RoguePeer {
     }
   }
 
+  /** An honest relay: the real chunk, fetched from a connected peer that has it (DONT_HAVE when none has). */
+  relayProvider (): RogueProvider {
+    return async (id, signal) => {
+      for (const peer of this.node.getPeers()) {
+        let bytes: Uint8Array | undefined
+        await this.chunkClient.fetch(peer, [{ id, size: 256 * 1024 }], { signal, onBlock: (_id, b) => { bytes = b } })
+        if (bytes !== undefined) return bytes
+      }
+      return undefined
+    }
+  }
+
+  /**
+   * Relays deltas from connected peers, but answers the keys at positions `lieAt` (counted over every key
+   * it was asked, in order, from 0) with a well-formed delta of the right target size whose bytes are
+   * garbage: it decodes and applies, and only the target's chunk hashes give it away.
+   */
+  lyingDeltaProvider (lieAt: number[] = [0]): RogueDeltaProvider {
+    let asked = 0
+    return async (key, signal) => {
+      const position = asked++
+      for (const peer of this.node.getPeers()) {
+        let real: Uint8Array | undefined
+        try {
+          real = (await this.deltas.fetch(peer, [key], signal)).get(toHex(key))
+        } catch { continue } // a peer without the protocol (the test's other agents all have it)
+        if (real === undefined) continue
+        if (!lieAt.includes(position)) return real
+        const targetSize = expectTuple(decodeUntrusted(real, 'delta'), 'delta', 'DLT', 1, 5)[2] as number
+        return encodeDelta(new Uint8Array(0), Buffer.alloc(targetSize, 0x5a))
+      }
+      return undefined
+    }
+  }
+
   async stop (): Promise<void> {
+    await this.deltas.stop()
     await this.chunkClient.stop()
     await this.announcer.stop()
     await this.headsProtocol.stop()

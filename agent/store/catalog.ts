@@ -64,6 +64,10 @@ export class LevelCatalog implements Catalog {
     return await this.db.get(key(PREFIX.DELTA, deltaKey))
   }
 
+  async deleteDelta (deltaKey: Uint8Array): Promise<void> {
+    if (isChunkId(deltaKey)) await this.db.del(key(PREFIX.DELTA, deltaKey))
+  }
+
   async putTree (tree: TreeRecord): Promise<void> {
     await this.db.put(key(PREFIX.TREE, validateTreeName(tree.name)), encodeJson(tree))
   }

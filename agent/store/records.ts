@@ -27,12 +27,13 @@ export function decodeTree (name: string, raw: unknown): TreeRecord {
 export function decodeVersion (tree: string, seq: number, raw: unknown): VersionRecord {
   const bad = (why: string): StoreCorruptError => new StoreCorruptError('VERSION', `${tree}#${seq}: ${why}`)
   if (!isRecord(raw)) throw bad('not a map')
-  const { envelope, state, rootId, path, stats, error } = raw
+  const { envelope, state, rootId, path, realPath, stats, error } = raw
   if (!(envelope instanceof Uint8Array)) throw bad('envelope is not bytes')
   if (typeof state !== 'string' || !STATES.has(state)) throw bad(`state ${String(state)}`)
   const version: VersionRecord = { tree, seq, envelope, state: state as VersionState }
   if (rootId !== undefined) { if (!isNonNegInt(rootId)) throw bad('rootId'); version.rootId = rootId }
   if (path !== undefined) { if (typeof path !== 'string') throw bad('path'); version.path = path }
+  if (realPath !== undefined) { if (typeof realPath !== 'string') throw bad('realPath'); version.realPath = realPath }
   if (error !== undefined) { if (typeof error !== 'string') throw bad('error'); version.error = error }
   if (stats !== undefined) version.stats = decodeStats(stats, bad)
   return version

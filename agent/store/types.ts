@@ -78,6 +78,12 @@ export interface VersionRecord {
   rootId?: number
   /** Absolute path of the version's directory (materialized version, or the publisher's source). */
   path?: string
+  /**
+   * The publisher's source resolved at publish time, when `path` went through a symlink (a `latest` link
+   * flipped to each new compose directory): the old version's bytes stay readable there after the flip,
+   * which is what small-file deltas of the next version start from.
+   */
+  realPath?: string
   /** Totals for status and benchmarks. */
   stats?: VersionStats
   error?: string
@@ -130,6 +136,8 @@ export interface Catalog {
    */
   putDelta (key: Uint8Array, bytes: Uint8Array): Promise<void>
   getDelta (key: Uint8Array): Promise<Uint8Array | undefined>
+  /** Forgets a delta (retention: the version it starts from is pruned). Absent keys are fine. */
+  deleteDelta (key: Uint8Array): Promise<void>
 
   putTree (tree: TreeRecord): Promise<void>
   getTree (name: string): Promise<TreeRecord | undefined>

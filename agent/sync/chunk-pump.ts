@@ -46,7 +46,9 @@ export async function pumpChunks (o: PumpOptions): Promise<void> {
       finished = true
       clearInterval(ticker)
       signal.removeEventListener('abort', onAbort)
-      if (err === undefined) resolve()
+      // a chunk delivered twice (a re-request raced the first answer) has a second write under way when the
+      // first one completes the set: the caller finalizes next, so it must not see a write still running
+      if (err === undefined) void Promise.allSettled([...writes]).then(() => resolve())
       else reject(err)
     }
     const onAbort = (): void => finish(signal.reason ?? new Error('aborted'))

@@ -1,6 +1,6 @@
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { describeEnvelope, type Envelope } from '../../protocol/envelope.js'
-import { decodeRoot, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
+import { decodeRoot, type FileEntry, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import type { HomeLayout } from '../home.js'
 import type { Logger } from '../log.js'
@@ -13,6 +13,9 @@ import { SwarmScheduler, type WantedChunk } from './swarm-scheduler.js'
 import { pumpChunks, type FetchFn } from './chunk-pump.js'
 import { RateMeter } from './rate-meter.js'
 import { runDeltaPhase } from './delta-phase.js'
+import { manifestViaDeltas } from '../delta/manifest-delta.js'
+import { isLarge, runChunkDeltaPhase } from '../delta/chunk-deltas.js'
+import type { SizedChunk } from '../../protocol/manifest-delta.js'
 
 export interface VersionSyncComponents {
   selfId: string
@@ -26,6 +29,8 @@ export interface VersionSyncComponents {
   /** Tell peers syncing the same version which chunks we now hold (HAVE), so they can take them from us. */
   announceHave?: (tree: string, seq: number, ids: ChunkId[]) => void
   onBadChunk?: (peerId: string, reason: string) => void
+  /** A delta from this peer rebuilt the wrong bytes: unlike a bad chunk, no network layer has struck it yet. */
+  onBadDelta?: (peerId: string, reason: string) => void
   /** Bytes received from the network for this version (per peer), for counters. */
   onReceived?: (peerId: string, bytes: number) => void
 }
@@ -33,6 +38,8 @@ export interface VersionSyncComponents {
 export interface VersionSyncInit {
   envelope: Envelope
   previous?: PreviousVersion
+  /** The chunks of the previous version's manifest (in the catalog): manifest deltas start from them. */
+  previousManifest?: () => Promise<SizedChunk[] | undefined>
   filter?: PathFilter
   windowBytes: number
   ownerGraceMs?: number
@@ -173,13 +180,31 @@ export class VersionSync {
       catalog: this.components.catalog,
       fetchDeltas: async (keys, s) => ({ peer: holder, deltas: await fetchDeltas(holder, keys, s) }),
       fill: async (id, bytes) => await materializer.fill(id, bytes),
-      onBadDelta: (peerId, reason) => this.components.onBadChunk?.(peerId, reason),
+      onBadDelta: (peerId, reason) => { this.components.onBadChunk?.(peerId, reason); this.components.onBadDelta?.(peerId, reason) },
       log: this.log,
       signal,
     })
     if (r.asked > 0) this.log.info({ peer: holder, ...r }, 'deltas')
     this.progressValue.bytesLocal += r.chunkBytes
     this.deltaStats = r
+    // large files: a delta per new chunk, against the same path's previous content around it
+    const large: FileEntry[] = []
+    for await (const e of readManifestEntries(this.components.catalog, root, signal)) {
+      if (e.type === 'file' && isLarge(e.size) && e.chunks.some(c => missing.has(toHex(c.id)))) large.push(e)
+    }
+    if (large.length > 0) {
+      const wanted = new Set(large.map(e => e.path))
+      const previousLarge = new Map<string, FileEntry>()
+      for await (const e of previous.entries()) if (e.type === 'file' && wanted.has(e.path)) previousLarge.set(e.path, e)
+      const c = await runChunkDeltaPhase({
+        missing, targets: large, previous: previousLarge, index: this.components.index, catalog: this.components.catalog, log: this.log, signal,
+        fetchDeltas: async (keys, s) => await fetchDeltas(holder, keys, s),
+        fill: async (id, bytes) => await materializer.fill(id, bytes),
+        onBadDelta: reason => { this.components.onBadChunk?.(holder, reason); this.components.onBadDelta?.(holder, reason) },
+      })
+      if (c.asked > 0) this.log.info({ peer: holder, ...c }, 'chunk deltas')
+      this.progressValue.bytesLocal += c.chunkBytes
+    }
     return plan.filter(c => missing.has(toHex(c.id)))
   }
 
@@ -199,8 +224,25 @@ export class VersionSync {
     const root = decodeRoot(rootBytes)
     const missing: WantedChunk[] = []
     for (const c of root.chunks) if (!(await catalog.hasBlob(c.id))) missing.push(c)
-    await this.fetchBlobs(missing, signal)
+    await this.fetchBlobs(await this.manifestViaDeltas(root, missing), signal)
     return root
+  }
+
+  /** Manifest chunks rebuilt from the previous manifest and deltas a holder serves; returns what is still missing. */
+  private async manifestViaDeltas (root: ManifestRoot, missing: WantedChunk[]): Promise<WantedChunk[]> {
+    const { previousManifest, signal } = this.init
+    const fetchDeltas = this.components.fetchDeltas
+    const holder = [...this.peers].find(([, complete]) => complete)?.[0]
+    if (previousManifest === undefined || fetchDeltas === undefined || holder === undefined || missing.length === 0) return missing
+    const prev = await previousManifest()
+    if (prev === undefined) return missing
+    const r = await manifestViaDeltas({
+      prev, next: root.chunks, missing, catalog: this.components.catalog, log: this.log, signal,
+      fetchDeltas: async (keys, s) => await fetchDeltas(holder, keys, s),
+      onBadDelta: reason => { this.components.onBadChunk?.(holder, reason); this.components.onBadDelta?.(holder, reason) },
+    })
+    if (r.asked > 0) this.log.info({ peer: holder, asked: r.asked, applied: r.applied, rejected: r.rejected, deltaBytes: r.deltaBytes, chunkBytes: r.chunkBytes }, 'manifest deltas')
+    return r.missing
   }
 
   private async fetchBlobs (wanted: WantedChunk[], signal: AbortSignal): Promise<void> {

@@ -8,6 +8,7 @@ import { silentLogger, type Logger } from '../log.js'
 import type { Catalog, ChunkIndex, StoreRoot, VersionRecord } from '../store/types.js'
 import { errnoOf, removeTree } from './fs-safe.js'
 import { loadRoot } from './manifest-io.js'
+import { pruneDeltasFrom } from '../delta/prune.js'
 
 /** How many complete versions of a tree are kept when its TreeRecord does not say. */
 export const DEFAULT_RETAIN = 3
@@ -25,6 +26,8 @@ export interface RetentionResult {
   /** Abandoned staging directories (and orphan version directories) of seqs older than the current one. */
   removedStaging: number[]
   deletedBlobs: number
+  /** Stored small-file deltas that started from a pruned version. */
+  deletedDeltas: number
 }
 
 /**
@@ -39,7 +42,7 @@ export interface RetentionResult {
 export async function applyRetention (components: RetentionComponents, treeName: string, options: { retain?: number } = {}): Promise<RetentionResult> {
   const { index, catalog, home } = components
   const log = (components.log ?? silentLogger()).child({ component: 'retention', tree: treeName })
-  const result: RetentionResult = { removedVersions: [], removedStaging: [], deletedBlobs: 0 }
+  const result: RetentionResult = { removedVersions: [], removedStaging: [], deletedBlobs: 0, deletedDeltas: 0 }
   const tree = await catalog.getTree(treeName)
   if (tree === undefined) return result
   const retain = Math.max(1, options.retain ?? tree.retain ?? DEFAULT_RETAIN)
@@ -55,6 +58,14 @@ export async function applyRetention (components: RetentionComponents, treeName:
   const keptRootIds = new Set(versions.filter(v => !doomedSeqs.has(v.seq) && v.rootId !== undefined).map(v => v.rootId as number))
   const referenced = doomed.length > 0 ? await referencedBlobs(catalog, treeName, doomedSeqs, log) : new Set<string>()
 
+  // before the blobs go: the keys of those deltas are derived from the doomed versions' manifests
+  if (doomed.length > 0) {
+    try {
+      result.deletedDeltas = await pruneDeltasFrom(catalog, versions, doomedSeqs)
+    } catch (err) {
+      log.warn({ err }, 'deltas of pruned versions kept: a manifest could not be read')
+    }
+  }
   for (const version of doomed) {
     const root = version.rootId !== undefined ? await index.getRoot(version.rootId) : undefined
     if (root !== undefined && root.kind !== 'source' && !keptRootIds.has(root.id)) await index.removeRoot(root.id)

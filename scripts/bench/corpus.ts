@@ -9,11 +9,12 @@ import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { prng, pseudoRandomBytes } from '../../agent/demo/tree-gen.js'
 import { runOk } from './proc.js'
+import { buildSrc } from './src-corpus.js'
 
 export type Scale = 'full' | 'quick'
 
 export interface Corpus {
-  name: 'repo' | 'iso' | 'small'
+  name: 'repo' | 'iso' | 'small' | 'src'
   v1: string
   v2: string
   /** One line: what v1 is and what changed in v2. */
@@ -192,6 +193,7 @@ export async function buildSmall (base: string, files: number, log: (s: string) 
   return { name: 'small', v1, v2, describe }
 }
 
+/** `listFile`: repo-packages.txt; src-packages.txt sits next to it. */
 export async function buildCorpora (scale: Scale, listFile: string, log: (s: string) => void, which: Set<string>): Promise<Corpus[]> {
   const base = cacheDir(scale)
   await mkdir(base, { recursive: true })
@@ -202,5 +204,7 @@ export async function buildCorpora (scale: Scale, listFile: string, log: (s: str
     if (which.has('iso')) out.push(await buildIso(base, repo, log))
   }
   if (which.has('small')) out.push(await buildSmall(base, scale === 'full' ? 200_000 : QUICK_SMALL_FILES, log))
+  // one size at both scales: ~55 MB and ~4,700 files is already a quick corpus
+  if (which.has('src')) out.push({ name: 'src', ...await buildSrc(base, join(dirname(listFile), 'src-packages.txt'), log) })
   return out
 }

@@ -61,6 +61,22 @@ export interface DeltameshFigures {
   four: { framesDown: number[], wall: number, pubUp: number, pubTcpUp: number, pubServeCpu: number, rssMiB: number }
   publisherRssMiB: number
   mirrors: { one: string, four: string[] }
+  /** What the agents' own logs say about the v2 round with one subscriber: deltas computed, used, the plan. */
+  notes: string[]
+}
+
+/** Log lines (pino JSON) of these messages logged since `sinceMs`, each shortened to its message and numbers. */
+function logNotes (site: Site, messages: string[], sinceMs: number): string[] {
+  const out: string[] = []
+  for (const line of site.log.split('\n')) {
+    if (!line.startsWith('{')) continue
+    let rec: Record<string, unknown>
+    try { rec = JSON.parse(line) as Record<string, unknown> } catch { continue }
+    if (typeof rec.msg !== 'string' || !messages.includes(rec.msg) || typeof rec.time !== 'number' || rec.time < sinceMs) continue
+    const { level: _l, time: _t, pid: _p, tree: _tr, peer: _pe, root: _r, msg, ...rest } = rec
+    out.push(`${site.name}: ${msg} ${JSON.stringify(rest)}`)
+  }
+  return out
 }
 
 const counters = (s: AgentStatus): AgentStatus['counters'] => s.counters
@@ -71,7 +87,7 @@ const counters = (s: AgentStatus): AgentStatus['counters'] => s.counters
  * Agents are stopped by `cluster.cleanup()` (the caller owns the cluster, for Ctrl-C).
  */
 export async function deltameshRounds (cluster: Cluster, work: string, v1: string, v2: string, downLimit: string, timeoutMs: number,
-  log: (s: string) => void, check: (what: string, dir: string) => Promise<void>): Promise<DeltameshFigures> {
+  log: (s: string) => void, check: (what: string, dir: string) => Promise<void>, chunkSize = '52KiB'): Promise<DeltameshFigures> {
   const pub = await cluster.addSite('publisher')
   const solo = await cluster.addSite('solo')
   const four: Site[] = []
@@ -79,8 +95,11 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   const subs = [solo, ...four]
   await wireAll([pub, ...subs], pub)
   for (const s of four) await setLimits(s, { down: downLimit })
+  // the publisher's [chunking] (agent/chunk/sizes.ts): subscribers need no setting, the manifest says it
+  if (chunkSize !== '52KiB') await appendFile(join(pub.home, 'config.toml'), `\n[chunking]\naverage = "${chunkSize}"\n`)
   // all at once: one by one, each waiting for the others' dials and gossip, took 15–20 s an agent on a busy machine
-  await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS) }))
+  // info for the two agents of the measured round: their logs say whether deltas were computed and used
+  await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: s === pub || s === solo ? 'info' : 'warn' }, [], AGENT_START_MS) }))
   const mirrors = { one: join(cluster.dir, 'solo-mirror'), four: four.map(s => join(cluster.dir, `${s.name}-mirror`)) }
   for (const s of subs) await (await api(s)).subscribe({ tree: TREE, to: s === solo ? mirrors.one : mirrors.four[four.indexOf(s)] as string })
   const source = join(work, 'source')
@@ -99,6 +118,7 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
 
   log('deltamesh: publish v2, one subscriber syncs')
   await pointSource(source, v2)
+  const logSince = Date.now()
   const st0 = await Promise.all([pub, solo].map(async s => await (await api(s)).status()))
   const meter = new TcpMeter(new Set([pubPid, solo.process?.pid as number]))
   const soloPid = solo.process?.pid as number
@@ -118,6 +138,10 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
     framesDown: d(1, 'bytesDown'), tcpDown: tcp.perPid.get(solo.process?.pid as number)?.received ?? NaN, tcpUp: tcp.perPid.get(solo.process?.pid as number)?.sent ?? NaN,
     wall: oneWall, pubUp: d(0, 'bytesUp'), pubTcpUp: tcp.perPid.get(pubPid)?.sent ?? NaN, pubServeCpu: c2 - c1, cpu: cpuOf(soloPid).self - soloCpu0, rssMiB: peakRssMiB(soloPid),
   }
+  const notes = [
+    ...logNotes(pub, ['deltas computed', 'published'], logSince),
+    ...logNotes(solo, ['manifest deltas', 'deltas', 'chunk deltas', 'planned'], logSince),
+  ]
   await cluster.stop(solo, 'SIGTERM')
   await check('deltamesh subscriber (alone)', mirrors.one)
 
@@ -144,5 +168,5 @@ export async function deltameshRounds (cluster: Cluster, work: string, v1: strin
   t0 = performance.now()
   const again = await pubApi.publish({ tree: TREE, source, label: 'v2-again' })
   const rescan = { wall: (performance.now() - t0) / 1000, summary: again }
-  return { firstPublish, initialSyncWall, publish, rescan, one, four: fourOut, publisherRssMiB: peakRssMiB(pubPid), mirrors }
+  return { firstPublish, initialSyncWall, publish, rescan, one, four: fourOut, publisherRssMiB: peakRssMiB(pubPid), mirrors, notes }
 }

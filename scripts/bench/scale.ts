@@ -15,6 +15,22 @@ export interface ScaleRound { bytes: number, seconds: number, slowest: number, f
 export interface ScaleFigures { sizeMB: number, rate: string, files: number, v1: ScaleRound, v2: ScaleRound }
 
 /** Unique chunks (id → size) of a tree, with the same scanner and chunker (`deltamesh manifest --entries`). */
+/** Where each distinct chunk of the tree at `root` lies (the first file and offset that hold it), by hex id. */
+export async function chunkPlaces (root: string, chunkSize = '52KiB'): Promise<Map<string, { size: number, path: string, offset: number }>> {
+  const out = await cliOk(['manifest', '--entries', '--chunk-size', chunkSize, root], { timeoutMs: 1_800_000 })
+  const places = new Map<string, { size: number, path: string, offset: number }>()
+  for (const line of out.split('\n')) {
+    if (line === '') continue
+    const entry = JSON.parse(line) as { path: string, chunks?: Array<[string, number]> }
+    let offset = 0
+    for (const [id, size] of entry.chunks ?? []) {
+      if (!places.has(id)) places.set(id, { size, path: join(root, entry.path), offset })
+      offset += size
+    }
+  }
+  return places
+}
+
 export async function chunkSet (root: string): Promise<Map<string, number>> {
   const out = await cliOk(['manifest', '--entries', root], { timeoutMs: 1_800_000 })
   const set = new Map<string, number>()

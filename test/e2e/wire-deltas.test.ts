@@ -1,16 +1,21 @@
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, type AgentStatusLike, type Site } from '../../agent/demo/local-cluster.js'
+import { Cluster, cliOk, waitFor, type AgentStatusLike, type Site } from '../../agent/demo/local-cluster.js'
+import { RoguePeer } from '../../agent/demo/rogue-peer.js'
 import { describeTree, prng } from '../../agent/demo/tree-gen.js'
 
 // Real agents on 127.0.0.1: a source-like tree (text files) published as a fresh directory per version, as
 // a checkout at a new tag would be. Compressed batches and publisher-computed deltas carry v1 → v2 in far
-// fewer bytes than the chunks v2 lacks; a subscriber two versions behind gets a correct tree (plain chunks).
+// fewer bytes than the chunks v2 lacks; a subscriber two versions behind gets a correct tree (plain chunks);
+// a delta that does not rebuild its target is rejected and that file comes as plain chunks.
 
 const TREE = 'src/project'
 let cluster: Cluster | undefined
+let rogue: RoguePeer | undefined
 afterEach(async (context) => {
+  await rogue?.stop()
+  rogue = undefined
   if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-6000)}\n`)
   await cluster?.cleanup()
   cluster = undefined
@@ -115,5 +120,53 @@ describe('wire efficiency on a source-like tree (real agents)', () => {
     await cluster.start(behind)
     await syncDone(behind, seq3)
     expect(await describeTree(mirrorBehind)).toEqual(await describeTree(v3))
+  }, 240_000)
+
+  it('a delta that does not rebuild its target (file or manifest chunk) is rejected, the peer struck, the chunks fetched plainly', async () => {
+    cluster = await Cluster.create()
+    const FILES = 60
+    const v1 = join(cluster.dir, 'v1')
+    const v2 = join(cluster.dir, 'v2')
+    await writeTree(v1, FILES)
+    await nextTag(v1, v2, 'tag2', 8, FILES)
+    const origin = await cluster.addSite('origin')
+    const a = await cluster.addSite('a')
+    // the subscriber's only peer is a listed relay that serves chunks honestly and lies in one delta
+    rogue = await RoguePeer.start([TREE])
+    rogue.provider = rogue.relayProvider()
+    // the first key a subscriber asks for is its one new manifest chunk (60 entries), the next ones its changed files
+    rogue.deltaProvider = rogue.lyingDeltaProvider([0, 1])
+    rogue.allow(origin.peerId)
+    rogue.allow(a.peerId)
+    await cliOk(['peers', 'add', '--home', origin.home, '--name', 'relay', rogue.multiaddr])
+    await cliOk(['peers', 'add', '--home', a.home, '--name', 'relay', rogue.multiaddr])
+    await cliOk(['trust', '--home', a.home, TREE, origin.publisherKey])
+    await cluster.start(origin)
+    await cluster.start(a)
+    const mirror = join(cluster.dir, 'a-mirror')
+    await cliOk(['subscribe', '--home', a.home, TREE, '--to', mirror])
+    const relay = rogue
+    const claim = async (seq: number): Promise<void> => {
+      await waitFor('the relay to hear the version', async () => relay.envelopes.get(TREE)?.seq === seq, 30_000, 50)
+      await relay.advertise()
+    }
+
+    const seq1 = await publish(origin, v1)
+    await claim(seq1)
+    await syncDone(a, seq1)
+    expect(await describeTree(mirror)).toEqual(await describeTree(v1))
+
+    const seq2 = await publish(origin, v2)
+    await claim(seq2)
+    await syncDone(a, seq2)
+    expect(await describeTree(mirror)).toEqual(await describeTree(v2))
+    expect(a.log).toMatch(/manifest delta rejected; the chunk is fetched plainly/)
+    expect(a.log).toMatch(/"applied":0,"rejected":1,.*"msg":"manifest deltas"/)
+    expect(a.log).toMatch(/delta rejected; its chunks are fetched plainly/)
+    // one of the changed files came by a lying delta (rejected, fetched plainly), the others by honest ones
+    expect(a.log).toMatch(/"applied":[1-9][0-9]*,"rejected":1,.*"msg":"deltas"/)
+    expect(rogue.deltasServed).toBeGreaterThanOrEqual(2)
+    const status = await cluster.status(a)
+    expect(status.peers.find(p => p.peerId === relay.peerId)?.strikes ?? 0).toBeGreaterThan(0)
   }, 240_000)
 })

@@ -212,3 +212,77 @@ describe('publishVersion', () => {
     await expect(verifyVersion(store.catalog, TREE, 1)).rejects.toHaveProperty('name', 'ManifestBlobMissingError')
   })
 })
+
+describe('publishVersion: small-file deltas', () => {
+  /** A text file of `lines` numbered lines: an edit of one line leaves the rest for a delta to copy. */
+  const text = (name: string, lines: number): string => Array.from({ length: lines }, (_, i) => `${name} line ${i} of a source-like file\n`).join('')
+
+  it('reads the previous version where the flipped source symlink pointed, and stores deltas of the changed files', async () => {
+    const v1 = join(dir, 'tag-1')
+    const v2 = join(dir, 'tag-2')
+    for (const [root, edit] of [[v1, ''], [v2, 'edited: ']] as const) {
+      await mkdir(join(root, 'lib'), { recursive: true })
+      for (let i = 0; i < 4; i++) {
+        const body = text(`f${i}`, 400)
+        // files 0 and 1 change between the tags (one line each), 2 and 3 do not
+        await writeFile(join(root, 'lib', `f${i}.c`), i < 2 ? body.replace('line 200 ', `${edit}line 200 `) : body)
+      }
+    }
+    await symlink(v1, src)
+    await publish()
+    // `latest` flipped to the next tag: the index's locations now resolve into tag-2
+    await unlink(src)
+    await symlink(v2, src)
+    const result = await publish()
+    expect(result.deltas).toMatchObject({ candidates: 2, stored: 2, baseUnavailable: 0, baseFromRealPath: 2 })
+    const versions = await store.catalog.listVersions(TREE)
+    expect(versions.map(v => v.realPath)).toEqual([v1, v2])
+  })
+
+  it('stores no delta when the recorded directory no longer holds the previous content', async () => {
+    const v1 = join(dir, 'tag-1')
+    await mkdir(v1)
+    await writeFile(join(v1, 'a.c'), text('a', 400))
+    await symlink(v1, src)
+    await publish()
+    // edited in place: the previous bytes are gone everywhere, so there is no base to start from
+    await writeFile(join(v1, 'a.c'), text('a', 400).replace('line 7 ', 'line seven '))
+    const result = await publish()
+    expect(result.deltas).toMatchObject({ candidates: 1, stored: 0, baseUnavailable: 1, baseFromRealPath: 0 })
+  })
+})
+
+describe('publishVersion: chunk size per tree', () => {
+  it('records the tree\'s chunking in the manifest, and a changed setting re-reads every file once', async () => {
+    const { CHUNK_SIZES, chunkingFor } = await import('../../agent/chunk/sizes.js')
+    const { parseConfig } = await import('../../agent/config.js')
+    const config = parseConfig('[chunking.trees]\n"test/publish" = "16KiB"\n', 'config.toml')
+    const fine = chunkingFor(config.chunking, TREE)
+    expect(fine).toEqual(CHUNK_SIZES['16KiB'])
+    expect(chunkingFor(config.chunking, 'other/tree')).toEqual(DEFAULT_CHUNKING)
+    expect(() => parseConfig('[chunking]\naverage = "20KiB"\n', 'config.toml')).toThrow(/chunking\.average/)
+
+    await generateTree(src, SPEC)
+    await publish() // the default: fills the scan cache
+    const files = (await listFiles(src)).length
+    chunked = []
+    const again = async (): Promise<PublishResult> => await publishVersion({
+      tree: TREE, source: src, index: store.index, catalog: store.catalog, publisherKey, chunking: fine,
+      chunkFile: async (path, signal) => { chunked.push(path); return await chunkFile(path, fine, { signal }) },
+      log: silentLogger(), now: LATER,
+    })
+    const first = await again()
+    // chunk lists cut at ~52 KiB are no use for 16 KiB chunks: every file is read again
+    expect(chunked).toHaveLength(files)
+    const { decodeManifest } = await import('../../protocol/manifest.js')
+    const root = decodeRoot((await store.catalog.getBlob(first.envelope.rootHash))!)
+    const manifest = Buffer.concat(await Promise.all(root.chunks.map(async c => (await store.catalog.getBlob(c.id))!)))
+    expect(decodeManifest(manifest).header.chunking).toEqual(fine)
+    const large = (await entriesOf(first)).find(e => e.type === 'file' && e.size === SPEC.largeBytes)
+    expect(large?.type === 'file' && large.chunks.length).toBeGreaterThan(SPEC.largeBytes! / (32 * 1024))
+    // and once cut with the new setting, the cache holds again
+    chunked = []
+    await again()
+    expect(chunked).toEqual([])
+  })
+})

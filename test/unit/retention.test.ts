@@ -14,6 +14,7 @@ import { verifyVersion } from '../../agent/verify.js'
 import { materializeLocal, type MaterializeInit } from '../../agent/versions/materializer.js'
 import { loadRoot, readManifestEntries, storeManifest } from '../../agent/versions/manifest-io.js'
 import { applyRetention } from '../../agent/versions/retention.js'
+import { deltaKeyOf } from '../../protocol/delta.js'
 import { makeWritable, put as putFile } from '../helpers/fs.js'
 import { cutFixed } from '../helpers/bytes.js'
 
@@ -89,7 +90,33 @@ async function blobsOf (w: World, seq: number): Promise<ChunkId[]> {
 
 const exists = async (path: string): Promise<boolean> => await lstat(path).then(() => true, () => false)
 
+/** The chunk ids of one file in version `seq`, from its stored manifest. */
+async function fileChunks (w: World, seq: number, path: string): Promise<ChunkId[]> {
+  const record = await w.store.catalog.getVersion(TREE, seq)
+  const root = await loadRoot(w.store.catalog, openEnvelope(record!.envelope).rootHash)
+  for await (const e of readManifestEntries(w.store.catalog, root)) if (e.type === 'file' && e.path === path) return e.chunks.map(c => c.id)
+  throw new Error(`${path} not in version ${seq}`)
+}
+
 describe('applyRetention', () => {
+  it('deletes the stored deltas that start from a pruned version, keeps those between kept versions', async () => {
+    const w = await makeWorld()
+    for (let seq = 1; seq <= 5; seq++) await buildVersion(w, seq)
+    // v.txt changes in every version: the deltas a publisher (or a subscriber that applied them) stores
+    const key = new Map<number, Uint8Array>()
+    for (let seq = 1; seq < 5; seq++) {
+      key.set(seq, deltaKeyOf(await fileChunks(w, seq, 'v.txt'), await fileChunks(w, seq + 1, 'v.txt')))
+      await w.store.catalog.putDelta(key.get(seq)!, Buffer.from(`delta ${seq} → ${seq + 1}`))
+    }
+    const result = await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)
+    expect(result.removedVersions).toEqual([1, 2])
+    expect(result.deletedDeltas).toBe(2)
+    expect(await w.store.catalog.getDelta(key.get(1)!)).toBeUndefined()
+    expect(await w.store.catalog.getDelta(key.get(2)!)).toBeUndefined()
+    expect(Buffer.from((await w.store.catalog.getDelta(key.get(3)!))!).toString()).toBe('delta 3 → 4')
+    expect(Buffer.from((await w.store.catalog.getDelta(key.get(4)!))!).toString()).toBe('delta 4 → 5')
+  })
+
   it('keeps the last 3 complete versions; frees older dirs, index roots, records and unshared manifest blobs', async () => {
     const w = await makeWorld()
     const blobs = new Map<number, ChunkId[]>()
@@ -129,7 +156,7 @@ describe('applyRetention', () => {
     expect(await readlink(w.home.currentLink(TREE))).toBe('versions/5')
 
     // idempotent
-    expect(await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)).toEqual({ removedVersions: [], removedStaging: [], deletedBlobs: 0 })
+    expect(await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)).toEqual({ removedVersions: [], removedStaging: [], deletedBlobs: 0, deletedDeltas: 0 })
   })
 
   it('TreeRecord.retain is honoured and the current version is never removed', async () => {

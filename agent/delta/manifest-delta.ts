@@ -1,0 +1,119 @@
+// Manifest chunks by delta. A new version's manifest differs from the previous one mostly in place — new
+// mtimes, the chunk ids of changed files, a few entries in or out — yet each of its chunks changes as soon as
+// one entry in it does, so a subscriber would fetch nearly the whole manifest again (on a source tree whose
+// release tarball stamps every file, all of it). The publisher computes, once per version, a delta of each new
+// manifest chunk against a window of the previous manifest (protocol/manifest-delta.ts), stored and served
+// like small-file deltas (`/deltamesh/deltas/1.0.0`, keyed by content); a subscriber holding the previous
+// manifest rebuilds the chunk and checks its hash, and fetches plainly whatever did not verify.
+import { chunkIdOf, idsEqual, toHex } from '../../protocol/chunk-id.js'
+import { applyDelta, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
+import { InvalidMessageError } from '../../protocol/errors.js'
+import { manifestDeltaBase, type SizedChunk } from '../../protocol/manifest-delta.js'
+import type { Catalog } from '../store/types.js'
+import type { Logger } from '../log.js'
+
+/** A delta is kept only if it is at most this share of its target chunk (as for small files). */
+const KEEP_RATIO = 0.5
+
+interface Pair { target: SizedChunk, base: SizedChunk[], key: Uint8Array }
+
+/** New chunks of `next` (absent from `prev`) with the base and key of their delta. */
+export function manifestDeltaPairs (prev: SizedChunk[], next: SizedChunk[]): Pair[] {
+  const had = new Set(prev.map(c => toHex(c.id)))
+  const out: Pair[] = []
+  for (const [i, target] of next.entries()) {
+    if (had.has(toHex(target.id))) continue
+    const base = manifestDeltaBase(prev, next, i)
+    if (base.length === 0) continue
+    out.push({ target, base, key: deltaKeyOf(base.map(c => c.id), [target.id]) })
+  }
+  return out
+}
+
+async function blobs (catalog: Pick<Catalog, 'getBlob'>, chunks: SizedChunk[]): Promise<Buffer | undefined> {
+  const parts: Uint8Array[] = []
+  for (const c of chunks) {
+    const b = await catalog.getBlob(c.id)
+    if (b === undefined || b.byteLength !== c.size) return undefined
+    parts.push(b)
+  }
+  return Buffer.concat(parts)
+}
+
+export interface ManifestDeltaStats { candidates: number, stored: number, targetBytes: number, deltaBytes: number }
+
+/** Publisher: deltas of the new manifest's chunks against the previous manifest (both in the catalog). */
+export async function computeManifestDeltas (catalog: Pick<Catalog, 'getBlob' | 'putDelta'>, prev: SizedChunk[], next: SizedChunk[], signal?: AbortSignal): Promise<ManifestDeltaStats> {
+  const stats: ManifestDeltaStats = { candidates: 0, stored: 0, targetBytes: 0, deltaBytes: 0 }
+  for (const p of manifestDeltaPairs(prev, next)) {
+    signal?.throwIfAborted()
+    stats.candidates++
+    const base = await blobs(catalog, p.base)
+    const target = await blobs(catalog, [p.target])
+    if (base === undefined || target === undefined) continue
+    const delta = encodeDelta(base, target)
+    if (delta.byteLength > target.byteLength * KEEP_RATIO) continue
+    await catalog.putDelta(p.key, delta)
+    stats.stored++
+    stats.targetBytes += target.byteLength
+    stats.deltaBytes += delta.byteLength
+  }
+  return stats
+}
+
+export interface ManifestViaDeltasOptions {
+  prev: SizedChunk[]
+  next: SizedChunk[]
+  /** Manifest chunks still missing here. */
+  missing: SizedChunk[]
+  catalog: Pick<Catalog, 'getBlob' | 'putBlob' | 'putDelta'>
+  fetchDeltas: (keys: Uint8Array[], signal: AbortSignal) => Promise<Map<string, Uint8Array>>
+  onBadDelta?: (reason: string) => void
+  log: Logger
+  signal: AbortSignal
+}
+
+export interface ManifestViaDeltasResult { asked: number, applied: number, rejected: number, deltaBytes: number, chunkBytes: number, missing: SizedChunk[] }
+
+/**
+ * Subscriber: rebuilds missing manifest chunks from the previous manifest and deltas asked of a holder;
+ * each rebuilt chunk must hash to its id before it is stored. Returns what is still missing (fetch it).
+ */
+export async function manifestViaDeltas (o: ManifestViaDeltasOptions): Promise<ManifestViaDeltasResult> {
+  const wanted = new Set(o.missing.map(c => toHex(c.id)))
+  const pairs = manifestDeltaPairs(o.prev, o.next).filter(p => wanted.has(toHex(p.target.id)))
+  const result: ManifestViaDeltasResult = { asked: pairs.length, applied: 0, rejected: 0, deltaBytes: 0, chunkBytes: 0, missing: o.missing }
+  if (pairs.length === 0) return result
+  let deltas: Map<string, Uint8Array>
+  try {
+    deltas = await o.fetchDeltas(pairs.map(p => p.key), o.signal)
+  } catch (err) {
+    o.signal.throwIfAborted()
+    o.log.info({ err }, 'no manifest deltas from the peer asked; fetching the manifest plainly')
+    return result
+  }
+  for (const p of pairs) {
+    const delta = deltas.get(toHex(p.key))
+    if (delta === undefined) continue
+    const base = await blobs(o.catalog, p.base)
+    if (base === undefined) continue
+    try {
+      const rebuilt = applyDelta(base, delta, p.target.size)
+      if (!idsEqual(chunkIdOf(rebuilt), p.target.id)) throw new InvalidMessageError(`rebuilt manifest chunk does not hash to ${toHex(p.target.id)}`)
+      await o.catalog.putBlob(p.target.id, rebuilt)
+    } catch (err) {
+      if (!(err instanceof InvalidMessageError)) throw err
+      result.rejected++
+      o.log.warn({ chunk: toHex(p.target.id), reason: err.message }, 'manifest delta rejected; the chunk is fetched plainly')
+      o.onBadDelta?.(`bad manifest delta: ${err.message}`)
+      continue
+    }
+    await o.catalog.putDelta(p.key, delta) // verified: this site can serve it too
+    wanted.delete(toHex(p.target.id))
+    result.applied++
+    result.deltaBytes += delta.byteLength
+    result.chunkBytes += p.target.size
+  }
+  result.missing = o.missing.filter(c => wanted.has(toHex(c.id)))
+  return result
+}

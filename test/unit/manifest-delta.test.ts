@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest'
+import { chunkBytes, DEFAULT_CHUNKING } from '../../agent/chunk/chunker.js'
+import { computeManifestDeltas, manifestDeltaPairs, manifestViaDeltas } from '../../agent/delta/manifest-delta.js'
+import { silentLogger } from '../../agent/log.js'
+import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { encodeDelta } from '../../protocol/delta.js'
+import { ManifestWriter } from '../../protocol/manifest.js'
+import { manifestDeltaBase, MANIFEST_DELTA_MARGIN, type SizedChunk } from '../../protocol/manifest-delta.js'
+
+// Manifest deltas: both sides derive the same base window; the publisher's deltas rebuild the new manifest's
+// chunks from the previous manifest; a delta that rebuilds other bytes is rejected and its chunk stays missing.
+
+const KiB = 1024
+const fake = (n: number, size: number): SizedChunk[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`c${size}-${i}`)), size }))
+
+/** A manifest of `files` entries whose mtimes depend on `release` (a release tarball stamps every file). */
+function manifest (files: number, release: number, changed: Set<number> = new Set()): Uint8Array {
+  const w = new ManifestWriter({ chunking: DEFAULT_CHUNKING })
+  const parts = [w.start()]
+  parts.push(w.write({ type: 'dir', path: 'src', mode: 0o755, mtimeMs: release }))
+  for (let i = 0; i < files; i++) {
+    const id = chunkIdOf(Buffer.from(`file ${i}${changed.has(i) ? ` edited in ${release}` : ''}`))
+    parts.push(w.write({ type: 'file', path: `src/file-${String(i).padStart(5, '0')}.c`, mode: 0o644, mtimeMs: release, size: 1000 + i, chunks: [{ id, size: 1000 + i }] }))
+  }
+  return Buffer.concat(parts)
+}
+
+function memoryCatalog (): { blobs: Map<string, Uint8Array>, deltas: Map<string, Uint8Array>, getBlob: (id: ChunkId) => Promise<Uint8Array | undefined>, putBlob: (id: ChunkId, b: Uint8Array) => Promise<void>, putDelta: (k: Uint8Array, b: Uint8Array) => Promise<void> } {
+  const blobs = new Map<string, Uint8Array>()
+  const deltas = new Map<string, Uint8Array>()
+  return {
+    blobs, deltas,
+    getBlob: async id => blobs.get(toHex(id)),
+    putBlob: async (id, b) => { blobs.set(toHex(id), b) },
+    putDelta: async (k, b) => { deltas.set(toHex(k), b) },
+  }
+}
+
+function store (catalog: ReturnType<typeof memoryCatalog>, bytes: Uint8Array): SizedChunk[] {
+  return chunkBytes(bytes, DEFAULT_CHUNKING).map(c => { catalog.blobs.set(toHex(c.id), bytes.subarray(c.offset, c.offset + c.size)); return { id: c.id, size: c.size } })
+}
+
+describe('manifest deltas', () => {
+  it('takes the previous chunks around the target\'s proportional position, margin included', () => {
+    const prev = fake(5, 256 * KiB)
+    expect(manifestDeltaBase(prev, prev, 3).map(c => prev.indexOf(c))).toEqual([2, 3, 4])
+    // a previous manifest half as long: target 3 of 5 (768–1024 KiB) maps to 384–512 KiB of it
+    const half = fake(5, 128 * KiB)
+    expect(manifestDeltaBase(half, prev, 3).map(c => half.indexOf(c))).toEqual([2, 3, 4])
+    expect(manifestDeltaBase(half, prev, 0).map(c => half.indexOf(c))).toEqual([0, 1])
+    expect(MANIFEST_DELTA_MARGIN).toBe(64 * KiB)
+    expect(manifestDeltaBase([], prev, 0)).toEqual([])
+  })
+
+  it('rebuilds every new chunk of the next manifest from the previous one, in a small fraction of its bytes', async () => {
+    const publisher = memoryCatalog()
+    const prev = store(publisher, manifest(4000, 1_700_000_000_000))
+    const nextBytes = manifest(4000, 1_710_000_000_000, new Set([5, 900, 2500]))
+    const next = store(publisher, nextBytes)
+    expect(next.length).toBeGreaterThan(4)
+    const stats = await computeManifestDeltas(publisher, prev, next)
+    expect(stats.stored).toBe(next.length) // every chunk changed (new mtimes), every one has a delta
+    expect(stats.deltaBytes).toBeLessThan(nextBytes.byteLength / 10)
+
+    const subscriber = memoryCatalog()
+    for (const c of prev) subscriber.blobs.set(toHex(c.id), publisher.blobs.get(toHex(c.id)) as Uint8Array)
+    const r = await manifestViaDeltas({
+      prev, next, missing: next, catalog: subscriber, log: silentLogger(), signal: AbortSignal.timeout(10_000),
+      fetchDeltas: async keys => new Map(keys.map(k => [toHex(k), publisher.deltas.get(toHex(k)) as Uint8Array])),
+    })
+    expect(r).toMatchObject({ asked: next.length, applied: next.length, rejected: 0, missing: [] })
+    expect(Buffer.concat(next.map(c => subscriber.blobs.get(toHex(c.id)) as Uint8Array)).equals(Buffer.from(nextBytes))).toBe(true)
+    expect(subscriber.deltas.size).toBe(next.length) // verified deltas are kept, to serve them on
+  })
+
+  it('rejects a delta that rebuilds other bytes: the chunk stays missing and the sender is reported', async () => {
+    const publisher = memoryCatalog()
+    const prev = store(publisher, manifest(3000, 1))
+    const next = store(publisher, manifest(3000, 2))
+    await computeManifestDeltas(publisher, prev, next)
+    const subscriber = memoryCatalog()
+    for (const c of prev) subscriber.blobs.set(toHex(c.id), publisher.blobs.get(toHex(c.id)) as Uint8Array)
+    const liar = manifestDeltaPairs(prev, next)[0]
+    const reports: string[] = []
+    const r = await manifestViaDeltas({
+      prev, next, missing: next, catalog: subscriber, log: silentLogger(), signal: AbortSignal.timeout(10_000),
+      onBadDelta: reason => reports.push(reason),
+      fetchDeltas: async keys => new Map(keys.map(k => [toHex(k), toHex(k) === toHex(liar!.key) ? encodeDelta(new Uint8Array(0), Buffer.alloc(liar!.target.size, 1)) : publisher.deltas.get(toHex(k)) as Uint8Array])),
+    })
+    expect(r.rejected).toBe(1)
+    expect(r.applied).toBe(next.length - 1)
+    expect(r.missing.map(c => toHex(c.id))).toEqual([toHex(liar!.target.id)])
+    expect(subscriber.blobs.has(toHex(liar!.target.id))).toBe(false)
+    expect(reports).toHaveLength(1)
+  })
+})
