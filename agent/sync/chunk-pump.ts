@@ -40,7 +40,12 @@ export async function pumpChunks (o: PumpOptions): Promise<void> {
     // set of writes on every chunk cost a reaction per pending write per chunk).
     let writing = 0
     const writeSlots: Array<() => void> = []
-    const writeDone = (): void => { writing--; writeSlots.shift()?.() }
+    let onWritesIdle: (() => void) | undefined
+    const writeDone = (): void => {
+      writing--
+      writeSlots.shift()?.()
+      if (writing === 0) onWritesIdle?.()
+    }
     const finish = (err?: unknown): void => {
       if (finished) return
       finished = true
@@ -48,8 +53,9 @@ export async function pumpChunks (o: PumpOptions): Promise<void> {
       signal.removeEventListener('abort', onAbort)
       // a chunk delivered twice (a re-request raced the first answer) has a second write under way when the
       // first one completes the set: the caller finalizes next, so it must not see a write still running
-      if (err === undefined) void Promise.allSettled([...writes]).then(() => resolve())
-      else reject(err)
+      if (err !== undefined) reject(err)
+      else if (writing === 0) resolve()
+      else onWritesIdle = resolve
     }
     const onAbort = (): void => finish(signal.reason ?? new Error('aborted'))
     signal.addEventListener('abort', onAbort, { once: true })
