@@ -15,6 +15,7 @@ import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 import type { Logger } from '../log.js'
 import { manifestDeltaPairs } from './manifest-delta.js'
+import { readAll } from './read-chunks.js'
 
 /** Kept only if at most this share of the target chunk. */
 const KEEP_RATIO = 0.5
@@ -52,16 +53,6 @@ async function readRun (path: string, all: ChunkRef[], run: SizedChunk[]): Promi
   }
 }
 
-async function readViaIndex (index: Pick<ChunkIndex, 'readChunk'>, run: SizedChunk[], signal?: AbortSignal): Promise<Buffer | undefined> {
-  const parts: Uint8Array[] = []
-  for (const c of run) {
-    const b = await index.readChunk(c.id, signal)
-    if (b === undefined) return undefined
-    parts.push(b)
-  }
-  return Buffer.concat(parts)
-}
-
 export interface ChunkDeltaStats { files: number, candidates: number, stored: number, baseUnavailable: number, targetBytes: number, deltaBytes: number }
 
 /**
@@ -77,7 +68,7 @@ export async function computeChunkDeltas (o: { base: FileEntry, target: { chunks
     if (tried >= GIVE_UP_AFTER && kept * MIN_KEPT_SHARE < tried) break
     tried++
     o.stats.candidates++
-    const base = await readViaIndex(o.index, p.base, o.signal) ?? (o.basePath === undefined ? undefined : await readRun(o.basePath, o.base.chunks, p.base))
+    const base = await readAll(o.index, p.base, o.signal) ?? (o.basePath === undefined ? undefined : await readRun(o.basePath, o.base.chunks, p.base))
     const target = await o.index.readChunk(p.target.id, o.signal)
     if (base === undefined || target === undefined) { o.stats.baseUnavailable++; continue }
     const delta = encodeDelta(base, target)
@@ -129,7 +120,7 @@ export async function runChunkDeltaPhase (o: {
   for (const [hex, delta] of deltas) {
     const p = pairs.get(hex)
     if (p === undefined || !o.missing.has(toHex(p.target.id))) continue
-    const base = await readViaIndex(o.index, p.base, o.signal)
+    const base = await readAll(o.index, p.base, o.signal)
     if (base === undefined) continue
     let rebuilt: Uint8Array
     try {

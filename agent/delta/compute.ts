@@ -17,6 +17,7 @@ import { computeManifestDeltas, type ManifestDeltaStats } from './manifest-delta
 import { computeChunkDeltas, isLarge, type ChunkDeltaStats } from './chunk-deltas.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
+import { readAll } from './read-chunks.js'
 
 /** A delta is kept only if it is at most this share of the target bytes the base lacks. */
 const KEEP_RATIO = 0.5
@@ -127,13 +128,3 @@ async function readVerified (path: string, chunks: ChunkRef[]): Promise<Buffer |
   }
 }
 
-/** A file's bytes from its chunks (each re-hashed by the index), or undefined if any is not readable. */
-export async function readAll (index: Pick<ChunkIndex, 'readChunk'>, chunks: ChunkRef[], signal?: AbortSignal): Promise<Buffer | undefined> {
-  const parts: Uint8Array[] = []
-  for (const c of chunks) {
-    const bytes = await index.readChunk(c.id, signal)
-    if (bytes === undefined) return undefined
-    parts.push(bytes)
-  }
-  return Buffer.concat(parts)
-}

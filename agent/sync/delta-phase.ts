@@ -8,7 +8,7 @@ import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-i
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
-import { readAll } from '../delta/compute.js'
+import { readAll } from '../delta/read-chunks.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 import type { Logger } from '../log.js'
 
