@@ -306,11 +306,13 @@ export class TreeManager {
 
   private startSync (state: TreeState, envelope: Envelope, record: TreeRecord): void {
     const controller = new AbortController()
+    let lastHaveMs = 0
+    const announceHave = (tree: string, seq: number, ids: ChunkId[]): void => { lastHaveMs = Date.now(); this.c.announceHave(tree, seq, ids) }
     // every in-flight request and bandwidth wait of this sync listens on this one signal
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave: this.c.announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
+      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),
@@ -327,8 +329,9 @@ export class TreeManager {
     // listening starts with the sync and stays through failed attempts (HAVEs heard during a retry's
     // backoff are kept for the next attempt); it ends when the version is held
     this.c.listenHaves?.(envelope.tree, true)
-    const beacon = setInterval(() => this.c.announceHave(envelope.tree, envelope.seq, []), BEACON_INTERVAL_MS)
-    this.c.announceHave(envelope.tree, envelope.seq, [])
+    // any HAVE says "I am syncing" too: the beacon goes out only in a second without one
+    const beacon = setInterval(() => { if (Date.now() - lastHaveMs >= BEACON_INTERVAL_MS / 2) announceHave(envelope.tree, envelope.seq, []) }, BEACON_INTERVAL_MS)
+    announceHave(envelope.tree, envelope.seq, [])
     const started = Date.now()
     const done = (async () => {
       await this.c.catalog.putVersion({ ...((await this.c.catalog.getVersion(envelope.tree, envelope.seq)) ?? { tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes }), state: 'syncing' })

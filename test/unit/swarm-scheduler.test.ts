@@ -180,3 +180,10 @@ describe('SwarmScheduler', () => {
     expect(bytes('slow')).toBeGreaterThanOrEqual(100_000)
   })
 })
+
+describe('HAVE cadence', () => {
+  it('announces every 200 ms among a few syncing sites and at most once a second among many', async () => {
+    const { haveIntervalMs } = await import('../../agent/sync/version-sync.js')
+    expect([0, 1, 4, 5, 8, 16, 40].map(haveIntervalMs)).toEqual([200, 200, 200, 400, 400, 800, 1000])
+  })
+})
