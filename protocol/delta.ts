@@ -14,7 +14,7 @@ import { brotliCompressSync, brotliDecompressSync, constants } from 'node:zlib'
 import { decodeUntrusted, decodeUvarint, encodeCanonical, encodeUvarint, expectBytes, expectInt, expectTuple } from './codec.js'
 import { InvalidMessageError } from './errors.js'
 import { MAX_DELTA_TARGET_BYTES } from './wire-limits.js'
-import type { ChunkId } from './chunk-id.js'
+import { chunkIdOf, idsEqual, toHex, type ChunkId } from './chunk-id.js'
 
 /** Matching granularity: a shared run of 2·BLOCK−1 bytes is always found; a copy op costs ~5 bytes. */
 const BLOCK = 16
@@ -142,4 +142,20 @@ export function applyDelta (base: Uint8Array, delta: Uint8Array, expectedSize: n
   }
   if (pos !== targetSize) throw new DeltaError(`delta rebuilds ${pos} of ${targetSize} bytes`)
   return out
+}
+
+/**
+ * applyDelta for a target known by its chunks: the result is cut at their sizes and each piece must hash to
+ * its id, else InvalidMessageError (the delta is untrusted; a wrong one costs its sender, never our tree).
+ */
+export function applyDeltaVerified (base: Uint8Array, delta: Uint8Array, chunks: ReadonlyArray<{ id: ChunkId, size: number }>): Uint8Array {
+  const rebuilt = applyDelta(base, delta, chunks.reduce((n, c) => n + c.size, 0))
+  let offset = 0
+  for (const c of chunks) {
+    if (!idsEqual(chunkIdOf(rebuilt.subarray(offset, offset + c.size)), c.id)) {
+      throw new InvalidMessageError(`rebuilt chunk at ${offset} does not hash to ${toHex(c.id)}`)
+    }
+    offset += c.size
+  }
+  return rebuilt
 }

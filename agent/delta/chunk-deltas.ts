@@ -7,7 +7,7 @@
 import { constants as fsConstants } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-id.js'
-import { applyDelta, encodeDelta } from '../../protocol/delta.js'
+import { applyDeltaVerified, encodeDelta } from '../../protocol/delta.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import type { ChunkRef, FileEntry } from '../../protocol/manifest.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
@@ -124,8 +124,7 @@ export async function runChunkDeltaPhase (o: {
     if (base === undefined) continue
     let rebuilt: Uint8Array
     try {
-      rebuilt = applyDelta(base, delta, p.target.size)
-      if (!idsEqual(chunkIdOf(rebuilt), p.target.id)) throw new InvalidMessageError(`rebuilt chunk does not hash to ${toHex(p.target.id)}`)
+      rebuilt = applyDeltaVerified(base, delta, [p.target])
     } catch (err) {
       if (!(err instanceof InvalidMessageError)) throw err
       result.rejected++

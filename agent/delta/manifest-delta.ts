@@ -5,8 +5,8 @@
 // manifest chunk against a window of the previous manifest (protocol/manifest-delta.ts), stored and served
 // like small-file deltas (`/deltamesh/deltas/1.0.0`, keyed by content); a subscriber holding the previous
 // manifest rebuilds the chunk and checks its hash, and fetches plainly whatever did not verify.
-import { chunkIdOf, idsEqual, toHex } from '../../protocol/chunk-id.js'
-import { applyDelta, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
+import { toHex } from '../../protocol/chunk-id.js'
+import { applyDeltaVerified, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { manifestDeltaBase, type SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog } from '../store/types.js'
@@ -98,8 +98,7 @@ export async function manifestViaDeltas (o: ManifestViaDeltasOptions): Promise<M
     const base = await blobs(o.catalog, p.base)
     if (base === undefined) continue
     try {
-      const rebuilt = applyDelta(base, delta, p.target.size)
-      if (!idsEqual(chunkIdOf(rebuilt), p.target.id)) throw new InvalidMessageError(`rebuilt manifest chunk does not hash to ${toHex(p.target.id)}`)
+      const rebuilt = applyDeltaVerified(base, delta, [p.target])
       await o.catalog.putBlob(p.target.id, rebuilt)
     } catch (err) {
       if (!(err instanceof InvalidMessageError)) throw err

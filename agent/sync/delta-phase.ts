@@ -3,8 +3,8 @@
 // holder for those deltas, rebuild each file from our own copy, and hash every rebuilt chunk against the
 // new manifest. Only chunks that verify are filled; a bad or missing delta leaves its chunks in the plan,
 // so they are fetched plainly. A verified delta is kept, so this site can serve it to others.
-import { applyDelta, deltaKeyOf } from '../../protocol/delta.js'
-import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { applyDeltaVerified, deltaKeyOf } from '../../protocol/delta.js'
+import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
@@ -64,8 +64,7 @@ export async function runDeltaPhase (o: DeltaPhaseOptions): Promise<DeltaPhaseRe
     if (base === undefined) continue
     let rebuilt: Uint8Array
     try {
-      rebuilt = applyDelta(base, delta, pair.target.size)
-      checkChunks(rebuilt, pair.target)
+      rebuilt = applyDeltaVerified(base, delta, pair.target.chunks)
     } catch (err) {
       if (!(err instanceof InvalidMessageError)) throw err
       result.rejected++
@@ -90,14 +89,3 @@ export async function runDeltaPhase (o: DeltaPhaseOptions): Promise<DeltaPhaseRe
   return result
 }
 
-/** Throws InvalidMessageError unless `bytes` cut at the target's chunk sizes hashes to its chunk ids. */
-function checkChunks (bytes: Uint8Array, target: FileEntry): void {
-  let offset = 0
-  for (const c of target.chunks) {
-    if (!idsEqual(chunkIdOf(bytes.subarray(offset, offset + c.size)), c.id)) {
-      throw new InvalidMessageError(`rebuilt chunk at ${offset} does not hash to ${toHex(c.id)}`)
-    }
-    offset += c.size
-  }
-  if (offset !== bytes.byteLength) throw new InvalidMessageError('rebuilt file is longer than its chunks')
-}

@@ -6,7 +6,7 @@ import { brotliCompressSync } from 'node:zlib'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeCanonical } from '../../protocol/codec.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
-import { applyDelta, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
+import { applyDelta, applyDeltaVerified, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
 import { runDeltaPhase } from '../../agent/sync/delta-phase.js'
 import { createLogger } from '../../agent/log.js'
@@ -110,5 +110,18 @@ describe('delta phase', () => {
     expect(missing.size).toBe(2)
     expect(stored).toEqual([])
     expect(struck[0]).toMatch(/^origin: bad delta for src\/a\.c/)
+  })
+})
+
+describe('applyDeltaVerified', () => {
+  it('returns the rebuilt bytes when every chunk hashes to its id, and refuses one that does not', () => {
+    const base = Buffer.from('the quick brown fox jumps over the lazy dog '.repeat(200))
+    const target = Buffer.concat([base.subarray(0, 4000), Buffer.from('an edit'), base.subarray(4000)])
+    const delta = encodeDelta(base, target)
+    const chunks = [{ id: chunkIdOf(target.subarray(0, 5000)), size: 5000 }, { id: chunkIdOf(target.subarray(5000)), size: target.byteLength - 5000 }]
+    expect(Buffer.from(applyDeltaVerified(base, delta, chunks)).equals(target)).toBe(true)
+    const wrong = [chunks[0]!, { id: chunkIdOf(Buffer.from('something else')), size: chunks[1]!.size }]
+    expect(() => applyDeltaVerified(base, delta, wrong)).toThrow(InvalidMessageError)
+    expect(() => applyDeltaVerified(base, delta, wrong)).toThrow(/at 5000 does not hash/)
   })
 })
