@@ -87,7 +87,7 @@ const configSchema = z.object({
   chunking: z.object({
     /** Average chunk size of the trees this agent publishes (agent/chunk/sizes.ts). */
     average: z.enum(CHUNK_SIZE_NAMES).default('52KiB'),
-    /** Per tree: "16KiB" for images whose contents shift (ISOs). Set before a tree's first publish. */
+    /** Per tree, e.g. "32KiB". Set before a tree's first publish. */
     trees: z.record(treeName, z.enum(CHUNK_SIZE_NAMES)).default({}),
   }).strict().default({ average: '52KiB', trees: {} }),
   sync: z.object({
@@ -204,11 +204,12 @@ down = "unlimited"
 # [fairness.treeWeights]
 # "rhel-10/nightly" = 4
 
-# Average chunk size of the trees this agent publishes: 16KiB, 32KiB, 52KiB (default) or 64KiB. Finer chunks
-# send ~5 % fewer bytes for ISO images (contents shift between versions), nothing less for package trees or
-# small files, and cost 3 × the chunks. Set a tree's size before its first publish: a change re-sends its large files once.
+# Average chunk size of the trees this agent publishes: 16KiB, 32KiB, 52KiB (default) or 64KiB. The default
+# sends the fewest bytes on the trees measured (package trees, ISO images, small files, source trees: chunk
+# deltas carry the boundaries of changed regions); finer chunks cost 3 × the chunks. Set a tree's size before
+# its first publish: a change re-sends its large files once.
 # [chunking.trees]
-# "isos/nightly" = "16KiB"
+# "isos/nightly" = "32KiB"
 
 [sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).

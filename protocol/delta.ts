@@ -52,7 +52,8 @@ function hashAt (b: Uint8Array, p: number): number {
   return h
 }
 
-export function encodeDelta (base: Uint8Array, target: Uint8Array): Uint8Array {
+/** The raw ops rebuilding `target` from `base` (before packing). */
+function deltaOps (base: Uint8Array, target: Uint8Array): Buffer {
   if (target.byteLength > MAX_DELTA_TARGET_BYTES) throw new RangeError(`delta target ${target.byteLength} bytes, limit ${MAX_DELTA_TARGET_BYTES}`)
   const index = new Map<number, number>()
   for (let o = 0; o + BLOCK <= base.byteLength; o += BLOCK) {
@@ -87,10 +88,31 @@ export function encodeDelta (base: Uint8Array, target: Uint8Array): Uint8Array {
     p++
   }
   flushLiteral(target.byteLength)
-  const raw = Buffer.concat(ops)
+  return Buffer.concat(ops)
+}
+
+function packDelta (targetSize: number, raw: Buffer, quality: number): Uint8Array {
+  const packed = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: quality, [constants.BROTLI_PARAM_SIZE_HINT]: raw.byteLength } })
+  return encodeCanonical(['DLT', 1, targetSize, raw.byteLength, packed])
+}
+
+export function encodeDelta (base: Uint8Array, target: Uint8Array): Uint8Array {
   // once per version and file, so the slower, denser setting pays
-  const packed = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: 9, [constants.BROTLI_PARAM_SIZE_HINT]: raw.byteLength } })
-  return encodeCanonical(['DLT', 1, target.byteLength, raw.byteLength, packed])
+  return packDelta(target.byteLength, deltaOps(base, target), 9)
+}
+
+/**
+ * encodeDelta, or undefined when the delta would exceed `maxBytes`. For a target whose bytes are already
+ * random-level (`incompressible`: compressed payloads), brotli cannot shrink the literal runs, so raw ops
+ * over the limit are given up before packing and the rest are packed at brotli's fastest quality: trying the
+ * 1,409 new chunks of an ISO of packages cost ~40 ms each at quality 9, nearly all of it compressing
+ * literals that do not compress.
+ */
+export function encodeDeltaWithin (base: Uint8Array, target: Uint8Array, maxBytes: number, incompressible: boolean): Uint8Array | undefined {
+  const raw = deltaOps(base, target)
+  if (incompressible && raw.byteLength > maxBytes) return undefined
+  const delta = packDelta(target.byteLength, raw, incompressible ? 1 : 9)
+  return delta.byteLength <= maxBytes ? delta : undefined
 }
 
 /** Rebuilds the target from `base` and an untrusted delta; never allocates beyond `expectedSize`-derived bounds. */

@@ -15,6 +15,9 @@ export const CHUNKS_PROTOCOL_1_1 = '/deltamesh/chunks/1.1.0'
 /** DELTA_WANT → DELTA | DONT_HAVE: small-file deltas computed once per version by the publisher. */
 export const DELTAS_PROTOCOL = '/deltamesh/deltas/1.0.0'
 
+/** As 1.0.0, but a run of keys without a delta is answered by one DELTA_NONE frame (count) instead of a DONT_HAVE per key. */
+export const DELTAS_PROTOCOL_2 = '/deltamesh/deltas/2.0.0'
+
 /** HEADS ↔ HEADS: what each side holds, exchanged on connect and on demand. */
 export const HEADS_PROTOCOL = '/deltamesh/heads/1.0.0'
 

@@ -6,7 +6,7 @@
 // place (new mtimes, new chunk ids of changed files), so a chunk's content sits at about the same relative
 // position in the previous manifest; a window keeps the publisher's cost per chunk bounded (encodeDelta
 // indexes its base) on manifests of millions of entries, where the whole would be indexed once per chunk.
-import type { ChunkId } from './chunk-id.js'
+import { toHex, type ChunkId } from './chunk-id.js'
 
 export interface SizedChunk { id: ChunkId, size: number }
 
@@ -34,6 +34,85 @@ export function manifestDeltaBase (prev: SizedChunk[], next: SizedChunk[], index
   for (const c of prev) {
     if (offset + c.size > from && offset < to) out.push(c)
     offset += c.size
+  }
+  return out
+}
+
+/**
+ * The base of every new chunk's delta (index in `next` → chunks of `prev`, in prev's order; new chunks
+ * without a base are absent). Both sides derive it from the two chunk lists alone.
+ *
+ * A new chunk sits in a run of new chunks between two chunks both lists share (anchors). Content-defined
+ * chunking re-synchronises right after a change, so the bytes that run replaced are the previous list's
+ * chunks between the same two anchors (the gap): an edit in place maps the run onto its old content, a
+ * boundary chunk (half old bytes, half new) finds its old half next to the anchor, and a pure insertion has
+ * an empty gap and no base at all. The target's position within its run is scaled onto the gap, widened by
+ * the margin, and kept inside the gap. Why not the whole file's proportional position: an ISO image that grew
+ * by 12 % puts that position megabytes from the old content, and 16 KiB windows then never match (measured:
+ * 37 of 1,409 new chunks of the bench's ISO paid with proportional windows; with gaps the boundary chunks
+ * pay too, 0.5 MB less on the wire). Runs without two consistent anchors (no anchor at all, or the second
+ * before the first in `prev`: content moved) fall back to the whole-list proportional window.
+ */
+export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MANIFEST_DELTA_MARGIN): Map<number, SizedChunk[]> {
+  const out = new Map<number, SizedChunk[]>()
+  if (prev.length === 0 || next.length === 0) return out
+  const positions = new Map<string, number[]>()
+  prev.forEach((c, i) => {
+    const k = toHex(c.id)
+    const list = positions.get(k)
+    if (list === undefined) positions.set(k, [i])
+    else list.push(i)
+  })
+  const prevStart: number[] = []
+  let offset = 0
+  for (const c of prev) { prevStart.push(offset); offset += c.size }
+  prevStart.push(offset)
+  /** The first position of `id` in prev after `after` (-1: anywhere), or undefined. */
+  const positionOf = (id: ChunkId, after: number): number | undefined => {
+    const list = positions.get(toHex(id))
+    if (list === undefined) return undefined
+    let lo = 0
+    let hi = list.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((list[mid] as number) > after) hi = mid
+      else lo = mid + 1
+    }
+    return list[lo]
+  }
+  let i = 0
+  let lastAnchor = -1 // position in prev of the most recent shared chunk
+  while (i < next.length) {
+    const here = positionOf((next[i] as SizedChunk).id, lastAnchor) ?? positionOf((next[i] as SizedChunk).id, -1)
+    if (here !== undefined) { lastAnchor = here; i++; continue }
+    // a run of new chunks [i, j)
+    let j = i
+    while (j < next.length && !positions.has(toHex((next[j] as SizedChunk).id))) j++
+    const gapFrom = i === 0 ? 0 : lastAnchor + 1
+    const right = j < next.length ? positionOf((next[j] as SizedChunk).id, lastAnchor) : prev.length
+    const consistent = (i > 0 || j < next.length) && right !== undefined && right >= gapFrom
+    let runOffset = 0
+    const runBytes = next.slice(i, j).reduce((n, c) => n + c.size, 0)
+    for (let k = i; k < j; k++) {
+      const size = (next[k] as SizedChunk).size
+      if (!consistent) {
+        const base = manifestDeltaBase(prev, next, k)
+        if (base.length > 0) out.set(k, base)
+      } else if (right > gapFrom) {
+        const gFrom = prevStart[gapFrom] as number
+        const gTo = prevStart[right] as number
+        const scale = (x: number): number => gFrom + Number(BigInt(x) * BigInt(gTo - gFrom) / BigInt(Math.max(1, runBytes)))
+        const from = Math.max(gFrom, scale(runOffset) - margin)
+        const to = Math.min(gTo, scale(runOffset + size) + margin)
+        const base: SizedChunk[] = []
+        for (let p = gapFrom; p < right; p++) {
+          if ((prevStart[p + 1] as number) > from && (prevStart[p] as number) < to) base.push(prev[p] as SizedChunk)
+        }
+        if (base.length > 0) out.set(k, base)
+      }
+      runOffset += size
+    }
+    i = j
   }
   return out
 }

@@ -1,32 +1,47 @@
 // Deltas of single chunks of large files. A file above MAX_DELTA_TARGET_BYTES gets no whole-file delta (the
 // receiver would rebuild it in memory), yet an edited line in an 8 MB test vector file changes ~50 KiB chunks
 // all the same (openssl 3.0.20 → 3.0.22: 27 chunks, 1.45 MB, for ~3 KB of edits). Each new chunk of such a
-// file gets a delta against a window of the same path's previous content — the chunks around its proportional
-// position, as for manifest chunks (protocol/manifest-delta.ts) — so memory stays at a window plus a chunk.
+// file gets a delta against a window of the same path's previous content — the old chunks its run of new
+// chunks replaced (protocol/manifest-delta.ts deltaBases, as for manifest chunks) — so memory stays at a
+// window plus a chunk.
 // Keys: deltaKeyOf(window ids, [target chunk id]); same protocol, same store, same checks as every delta.
 import { constants as fsConstants } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-id.js'
-import { applyDeltaVerified, encodeDelta } from '../../protocol/delta.js'
+import { applyDeltaVerified, encodeDeltaWithin } from '../../protocol/delta.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import type { ChunkRef, FileEntry } from '../../protocol/manifest.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 import type { Logger } from '../log.js'
-import { manifestDeltaPairs } from './manifest-delta.js'
+import { looksIncompressible } from '../net/entropy.js'
+import { deltaPairs, type Pair } from './manifest-delta.js'
 import { readAll } from './read-chunks.js'
 
-/** Kept only if at most this share of the target chunk. */
-const KEEP_RATIO = 0.5
 /**
- * A file where fewer than 1 in MIN_KEPT_SHARE of the tries pays holds new content, not edits (an image of new
- * packages): once GIVE_UP_AFTER were tried its other chunks are not. Measured on the bench's ISO (1,409 new
- * 16 KiB chunks, 37 kept, 1.1 MB → 75 KB): trying all of them cost 37 s of publisher CPU for 1 MB saved; an
- * 8 MB text file with edited lines keeps all of its 27.
+ * Kept only if at most this share of the target chunk: a delta costs the subscriber a base read and the
+ * publisher a stored key, but a boundary chunk that is half old bytes saves half a chunk, and those are most
+ * of what a delta can win on an image of compressed packages (measured on the bench's ISO: 0.5 kept 37 of
+ * 1,409 new chunks; 0.9 with gap windows 76, 0.53 MB less).
+ */
+const KEEP_RATIO = 0.9
+/**
+ * Chunks inside a run of new chunks (not next to a shared one) are new content more often than edits (an
+ * image of new packages): once GIVE_UP_AFTER of one kind were tried with fewer than 1 in MIN_KEPT_SHARE paying,
+ * the file's others of that kind are not tried. The kinds are counted apart because they differ: compressible
+ * chunks (text, directory records) usually pay, random-level ones (package payloads) almost never do.
+ * Chunks at the edge of a run are always tried: they are where old bytes meet new ones.
  */
 const GIVE_UP_AFTER = 8
 const MIN_KEPT_SHARE = 4
+
+/** Tries and successes of one kind of chunk within one file. */
+class TryRecord {
+  tried = 0
+  kept = 0
+  get exhausted (): boolean { return this.tried >= GIVE_UP_AFTER && this.kept * MIN_KEPT_SHARE < this.tried }
+}
 
 export const isLarge = (size: number): boolean => size > MAX_DELTA_TARGET_BYTES
 
@@ -61,20 +76,22 @@ export interface ChunkDeltaStats { files: number, candidates: number, stored: nu
  */
 export async function computeChunkDeltas (o: { base: FileEntry, target: { chunks: ChunkRef[] }, basePath?: string, index: Pick<ChunkIndex, 'readChunk'>, catalog: Pick<Catalog, 'putDelta'>, stats: ChunkDeltaStats, signal?: AbortSignal }): Promise<void> {
   o.stats.files++
-  let tried = 0
-  let kept = 0
-  for (const p of manifestDeltaPairs(o.base.chunks, o.target.chunks)) {
+  const inside = { compressible: new TryRecord(), random: new TryRecord() }
+  for (const p of deltaPairs(o.base.chunks, o.target.chunks)) {
     o.signal?.throwIfAborted()
-    if (tried >= GIVE_UP_AFTER && kept * MIN_KEPT_SHARE < tried) break
-    tried++
+    const target = await o.index.readChunk(p.target.id, o.signal)
+    if (target === undefined) { o.stats.candidates++; o.stats.baseUnavailable++; continue }
+    const incompressible = looksIncompressible(target)
+    const record = p.atEdge ? undefined : incompressible ? inside.random : inside.compressible
+    if (record?.exhausted === true) continue
     o.stats.candidates++
     const base = await readAll(o.index, p.base, o.signal) ?? (o.basePath === undefined ? undefined : await readRun(o.basePath, o.base.chunks, p.base))
-    const target = await o.index.readChunk(p.target.id, o.signal)
-    if (base === undefined || target === undefined) { o.stats.baseUnavailable++; continue }
-    const delta = encodeDelta(base, target)
-    if (delta.byteLength > target.byteLength * KEEP_RATIO) continue
+    if (base === undefined) { o.stats.baseUnavailable++; continue }
+    if (record !== undefined) record.tried++
+    const delta = encodeDeltaWithin(base, target, Math.floor(target.byteLength * KEEP_RATIO), incompressible)
+    if (delta === undefined) continue
     await o.catalog.putDelta(p.key, delta)
-    kept++
+    if (record !== undefined) record.kept++
     o.stats.stored++
     o.stats.targetBytes += target.byteLength
     o.stats.deltaBytes += delta.byteLength
@@ -101,11 +118,11 @@ export async function runChunkDeltaPhase (o: {
   signal: AbortSignal
 }): Promise<ChunkDeltaPhaseResult> {
   const result: ChunkDeltaPhaseResult = { asked: 0, applied: 0, rejected: 0, deltaBytes: 0, chunkBytes: 0 }
-  const pairs = new Map<string, ReturnType<typeof manifestDeltaPairs>[number]>()
+  const pairs = new Map<string, Pair>()
   for (const t of o.targets) {
     const prev = o.previous.get(t.path)
     if (prev === undefined || !isLarge(t.size)) continue
-    for (const p of manifestDeltaPairs(prev.chunks, t.chunks)) if (o.missing.has(toHex(p.target.id))) pairs.set(toHex(p.key), p)
+    for (const p of deltaPairs(prev.chunks, t.chunks)) if (o.missing.has(toHex(p.target.id))) pairs.set(toHex(p.key), p)
   }
   if (pairs.size === 0) return result
   result.asked = pairs.size

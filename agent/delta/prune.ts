@@ -10,7 +10,7 @@ import { toHex, fromHex } from '../../protocol/chunk-id.js'
 import { openEnvelope } from '../../protocol/envelope.js'
 import type { FileEntry, ManifestRoot } from '../../protocol/manifest.js'
 import { loadRoot, readManifestEntries } from '../versions/manifest-io.js'
-import { manifestDeltaPairs } from './manifest-delta.js'
+import { deltaPairs } from './manifest-delta.js'
 import { isLarge } from './chunk-deltas.js'
 import type { Catalog, VersionRecord } from '../store/types.js'
 
@@ -28,13 +28,13 @@ async function filesOf (catalog: Catalog, version: VersionRecord, signal?: Abort
 export async function deltaKeysBetween (catalog: Catalog, base: VersionRecord, target: VersionRecord, signal?: AbortSignal): Promise<Set<string>> {
   const { files: before, manifest: baseManifest } = await filesOf(catalog, base, signal)
   const { files: after, manifest: targetManifest } = await filesOf(catalog, target, signal)
-  const keys = new Set(manifestDeltaPairs(baseManifest, targetManifest).map(p => toHex(p.key)))
+  const keys = new Set(deltaPairs(baseManifest, targetManifest).map(p => toHex(p.key)))
   for (const [path, t] of after) {
     const b = before.get(path)
     if (b === undefined) continue
     const same = b.chunks.length === t.chunks.length && b.chunks.every((c, i) => toHex(c.id) === toHex((t.chunks[i] as FileEntry['chunks'][number]).id))
     if (same) continue
-    if (isLarge(b.size) || isLarge(t.size)) for (const p of manifestDeltaPairs(b.chunks, t.chunks)) keys.add(toHex(p.key))
+    if (isLarge(b.size) || isLarge(t.size)) for (const p of deltaPairs(b.chunks, t.chunks)) keys.add(toHex(p.key))
     else keys.add(toHex(deltaKeyOf(b.chunks.map(c => c.id), t.chunks.map(c => c.id))))
   }
   return keys

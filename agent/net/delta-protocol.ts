@@ -1,10 +1,13 @@
-// /deltamesh/deltas/1.0.0: one request per stream. The client sends DELTA_WANT (keys); the server answers
-// each key with DELTA or DONT_HAVE, in order, then closes. A peer that does not speak it (an older agent)
-// fails the dial, and the caller fetches plain chunks: deltas only ever save bytes, never decide content.
+// /deltamesh/deltas/2.0.0 (and 1.0.0): one request per stream. The client sends DELTA_WANT (keys); the server
+// answers every key, in order, with DELTA, or — for a run of keys it has no delta for — one DELTA_NONE (2.0.0)
+// or a DONT_HAVE per key (1.0.0), then closes. The client offers 2.0.0 first; a peer that speaks neither (an
+// older agent) fails the dial, and the caller fetches plain chunks: deltas only ever save bytes, never decide
+// content.
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { DELTAS_PROTOCOL } from '../../protocol/ids.js'
+import { DELTAS_PROTOCOL, DELTAS_PROTOCOL_2 } from '../../protocol/ids.js'
 import { toHex } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
+import type { Message } from '../../protocol/messages.js'
 import { MAX_DELTA_FRAME_BYTES, MAX_DELTA_WANTS, MAX_REQUEST_FRAME_BYTES } from '../../protocol/wire-limits.js'
 import { FrameStream } from './frames.js'
 import { ProtocolViolationError } from './errors.js'
@@ -45,14 +48,17 @@ export class DeltaService {
 
   async start (): Promise<void> {
     if (this.running) return
-    await this.components.libp2p.handle(DELTAS_PROTOCOL, (stream, connection) => this.serve(stream, connection), { maxInboundStreams: MAX_INBOUND_DELTA_STREAMS })
+    // one handle() per id: libp2p's registrar keys handlers by the value given, an array is not spread
+    for (const protocol of [DELTAS_PROTOCOL_2, DELTAS_PROTOCOL]) {
+      await this.components.libp2p.handle(protocol, (stream, connection) => this.serve(stream, connection), { maxInboundStreams: MAX_INBOUND_DELTA_STREAMS })
+    }
     this.running = true
   }
 
   async stop (): Promise<void> {
     if (!this.running) return
     this.running = false
-    await this.components.libp2p.unhandle(DELTAS_PROTOCOL)
+    for (const protocol of [DELTAS_PROTOCOL_2, DELTAS_PROTOCOL]) await this.components.libp2p.unhandle(protocol)
   }
 
   private async serve (stream: Stream, connection: Connection): Promise<void> {
@@ -66,13 +72,21 @@ export class DeltaService {
     try {
       const msg = await frames.read(signal)
       if (msg?.type !== 'DELTA_WANT') throw new InvalidMessageError(`expected DELTA_WANT, got ${msg?.type ?? 'end of stream'}`)
-      for (const key of msg.keys) {
-        const bytes = await this.components.provider.get(key, signal)
-        const encoded = frames.encode(bytes === undefined ? { type: 'DONT_HAVE', id: key } : { type: 'DELTA', key, bytes })
+      const runs = stream.protocol === DELTAS_PROTOCOL_2
+      let misses = 0
+      const send = async (reply: Message): Promise<void> => {
+        const encoded = frames.encode(reply)
         await this.components.provider.pace?.(peer, encoded.frame.byteLength, signal)
-        const n = await frames.writeEncoded(encoded, signal)
+        const n = await frames.writeEncoded(encoded, signal) // not inside stats?.(…): without stats it would never run
         this.components.stats?.bytesUp(peer, n)
       }
+      for (const key of msg.keys) {
+        const bytes = await this.components.provider.get(key, signal)
+        if (bytes === undefined && runs) { misses++; continue }
+        if (misses > 0) { await send({ type: 'DELTA_NONE', count: misses }); misses = 0 }
+        await send(bytes === undefined ? { type: 'DONT_HAVE', id: key } : { type: 'DELTA', key, bytes })
+      }
+      if (misses > 0) await send({ type: 'DELTA_NONE', count: misses })
       await stream.close({ signal })
     } catch (err) {
       if (err instanceof InvalidMessageError) {
@@ -101,20 +115,28 @@ export class DeltaService {
     const peer = peerId.toString()
     const deadline = AbortSignal.timeout(this.timeoutMs)
     const s = signal === undefined ? deadline : AbortSignal.any([signal, deadline])
-    const stream = await this.components.libp2p.dialProtocol(peerId, DELTAS_PROTOCOL, { signal: s })
+    const stream = await this.components.libp2p.dialProtocol(peerId, [DELTAS_PROTOCOL_2, DELTAS_PROTOCOL], { signal: s })
     const frames = new FrameStream(stream, { maxFrameBytes: MAX_DELTA_FRAME_BYTES, maxBufferBytes: 4 * MAX_DELTA_FRAME_BYTES })
     try {
       await frames.write({ type: 'DELTA_WANT', keys }, s)
       await stream.close({ signal: s })
-      for (const key of keys) {
+      let next = 0
+      while (next < keys.length) {
+        const key = keys[next] as Uint8Array
         const before = frames.bytesRead
         const msg = await frames.read(s)
         this.components.stats?.bytesDown(peer, frames.bytesRead - before)
         if (msg === undefined) throw new ProtocolViolationError(peer, 'delta stream ended before every key was answered')
         if (msg.type === 'ERROR') throw new ProtocolViolationError(peer, `deltas: remote error ${msg.code}`)
+        if (msg.type === 'DELTA_NONE') {
+          if (msg.count > keys.length - next) throw new ProtocolViolationError(peer, `deltas: DELTA_NONE for ${msg.count} keys, ${keys.length - next} unanswered`)
+          next += msg.count
+          continue
+        }
         const answered = msg.type === 'DELTA' ? msg.key : msg.type === 'DONT_HAVE' ? msg.id : undefined
         if (answered === undefined || toHex(answered) !== toHex(key)) throw new ProtocolViolationError(peer, `deltas: unexpected ${msg.type} frame`)
         if (msg.type === 'DELTA') out.set(toHex(key), msg.bytes)
+        next++
       }
     } catch (err) {
       if (err instanceof ProtocolViolationError || err instanceof InvalidMessageError) this.components.onMisbehaviour?.(peer, (err as Error).message)

@@ -2,11 +2,13 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { lpStream } from '@libp2p/utils'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
-import { CHUNKS_PROTOCOL } from '../../protocol/ids.js'
+import { CHUNKS_PROTOCOL, DELTAS_PROTOCOL, DELTAS_PROTOCOL_2 } from '../../protocol/ids.js'
 import { decodeMessage, encodeMessage } from '../../protocol/messages.js'
 import { MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { createNode, PeerAllowlist, type DeltameshNode } from '../../agent/net/node.js'
 import { ChunkServer } from '../../agent/net/chunk-server.js'
+import { DeltaService } from '../../agent/net/delta-protocol.js'
+import { toHex } from '../../protocol/chunk-id.js'
 import { Dialer } from '../../agent/net/dialer.js'
 import { DEFAULT_MAX_STRIKES, PeerStats } from '../../agent/net/peer-stats.js'
 import { banOnBudgetExceeded, PeerBans } from '../../agent/net/bans.js'
@@ -132,5 +134,57 @@ describe('bans', () => {
     for (let i = 0; i < DEFAULT_MAX_STRIKES; i++) a.stats.strike(bId, 'test: again')
     expect(a.bans.snapshot()[bId]?.count).toBe(2)
     expect((a.bans.bannedUntil(bId) ?? 0) - Date.now()).toBeGreaterThan(2500)
+  })
+})
+
+describe('deltas protocol', () => {
+  async function pair (): Promise<{ server: Guarded, client: Guarded }> {
+    const server = await guardedNode()
+    const client = await guardedNode()
+    server.allowlist.add(client.node.peerId)
+    client.allowlist.add(server.node.peerId)
+    await client.node.dial(server.node.getMultiaddrs()[0]!)
+    return { server, client }
+  }
+  const keys = Array.from({ length: 9 }, (_, i) => chunkIdOf(Buffer.from(`delta key ${i}`)))
+  const held = new Map([[toHex(keys[2]!), Buffer.from('delta two')], [toHex(keys[3]!), Buffer.from('delta three')], [toHex(keys[7]!), Buffer.from('delta seven')]])
+  const provider = { get: async (key: Uint8Array) => held.get(toHex(key)) }
+
+  it('2.0.0 answers a run of misses with one DELTA_NONE; a 1.0.0 client still gets a DONT_HAVE per key', async () => {
+    const { server, client } = await pair()
+    const service = new DeltaService({ libp2p: server.node, provider, allowlist: server.allowlist })
+    await service.start()
+    stops.push(async () => { await service.stop() })
+
+    const replies = async (protocol: string): Promise<string[]> => {
+      const lp = lpStream(await client.node.dialProtocol(server.node.peerId, protocol))
+      await lp.write(encodeMessage({ type: 'DELTA_WANT', keys }))
+      const out: string[] = []
+      let answered = 0
+      while (answered < keys.length) {
+        const msg = decodeMessage((await lp.read({ signal: AbortSignal.timeout(3000) })).subarray())
+        out.push(msg.type === 'DELTA_NONE' ? `none ${msg.count}` : msg.type)
+        answered += msg.type === 'DELTA_NONE' ? msg.count : 1
+      }
+      return out
+    }
+    expect(await replies(DELTAS_PROTOCOL_2)).toEqual(['none 2', 'DELTA', 'DELTA', 'none 3', 'DELTA', 'none 1'])
+    expect(await replies(DELTAS_PROTOCOL)).toEqual(['DONT_HAVE', 'DONT_HAVE', 'DELTA', 'DELTA', 'DONT_HAVE', 'DONT_HAVE', 'DONT_HAVE', 'DELTA', 'DONT_HAVE'])
+    const fetcher = new DeltaService({ libp2p: client.node, provider: { get: async () => undefined }, allowlist: client.allowlist })
+    const got = await fetcher.fetch(server.node.peerId, keys)
+    expect([...got.keys()].sort()).toEqual([...held.keys()].sort())
+  })
+
+  it('a DELTA_NONE covering more keys than were asked is a violation: the fetch fails and the sender is struck', async () => {
+    const { server, client } = await pair()
+    await server.node.handle(DELTAS_PROTOCOL_2, async (stream) => {
+      const lp = lpStream(stream)
+      const want = decodeMessage((await lp.read()).subarray())
+      if (want.type !== 'DELTA_WANT') throw new Error('expected DELTA_WANT')
+      await lp.write(encodeMessage({ type: 'DELTA_NONE', count: want.keys.length + 1 }))
+    })
+    const fetcher = new DeltaService({ libp2p: client.node, provider: { get: async () => undefined }, allowlist: client.allowlist, stats: client.stats, onMisbehaviour: client.stats.misbehaviourHandler() })
+    await expect(fetcher.fetch(server.node.peerId, keys)).rejects.toThrow(/DELTA_NONE for 10 keys, 9 unanswered/)
+    expect(client.stats.get(server.node.peerId.toString()).strikes).toBe(1)
   })
 })

@@ -68,4 +68,25 @@ describe('chunk deltas of large files', () => {
     expect(target.chunks.length).toBeGreaterThan(20)
     expect(stats).toMatchObject({ candidates: 8, stored: 0 })
   })
+
+  it('an image of compressed packages: the chunks where old bytes meet new ones pay, the new packages inside are skipped', async () => {
+    const chunks = new Map<string, Uint8Array>()
+    // four "packages" of random bytes; v2 replaces the second by a new one of another length, off chunk boundaries
+    const pkg = (name: string, size: number): Buffer => pseudoRandomBytes(name, size)
+    const before = Buffer.concat([pkg('a', 700_000), pkg('b-1.0', 900_000), pkg('c', 700_000), pkg('d', 300_000)])
+    const after = Buffer.concat([pkg('a', 700_000), pkg('b-1.1', 1_100_000), pkg('c', 700_000), pkg('d', 300_000)])
+    const base = entry('repo.iso', before, chunks)
+    const target = entry('repo.iso', after, chunks)
+    const had = new Set(base.chunks.map(c => toHex(c.id)))
+    const fresh = target.chunks.filter(c => !had.has(toHex(c.id)))
+    expect(fresh.length).toBeGreaterThan(15)
+    const stats: ChunkDeltaStats = { files: 0, candidates: 0, stored: 0, baseUnavailable: 0, targetBytes: 0, deltaBytes: 0 }
+    const deltas = new Map<string, Uint8Array>()
+    await computeChunkDeltas({ base, target, index: index(chunks), catalog: { putDelta: async (k, d) => { deltas.set(toHex(k), d) } }, stats })
+    // both boundary chunks (part 'a' or 'c', part the new package) travel as deltas carrying only their new part
+    expect(stats.stored).toBeGreaterThanOrEqual(2)
+    expect(stats.deltaBytes).toBeLessThan(stats.targetBytes * 0.9)
+    // and the work stayed bounded: the chunks near the edges plus the tries inside the run before giving up
+    expect(stats.candidates).toBeLessThanOrEqual(2 * 4 + 8)
+  })
 })

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { chunkBytes, DEFAULT_CHUNKING } from '../../agent/chunk/chunker.js'
-import { computeManifestDeltas, manifestDeltaPairs, manifestViaDeltas } from '../../agent/delta/manifest-delta.js'
+import { computeManifestDeltas, deltaPairs, manifestViaDeltas } from '../../agent/delta/manifest-delta.js'
 import { silentLogger } from '../../agent/log.js'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeDelta } from '../../protocol/delta.js'
 import { ManifestWriter } from '../../protocol/manifest.js'
-import { manifestDeltaBase, MANIFEST_DELTA_MARGIN, type SizedChunk } from '../../protocol/manifest-delta.js'
+import { deltaBases, manifestDeltaBase, MANIFEST_DELTA_MARGIN, type SizedChunk } from '../../protocol/manifest-delta.js'
 
 // Manifest deltas: both sides derive the same base window; the publisher's deltas rebuild the new manifest's
 // chunks from the previous manifest; a delta that rebuilds other bytes is rejected and its chunk stays missing.
@@ -52,6 +52,45 @@ describe('manifest deltas', () => {
     expect(manifestDeltaBase([], prev, 0)).toEqual([])
   })
 
+  it('bases a run of new chunks on the old chunks between the same two shared ones, however far the list shifted', () => {
+    const prev = fake(40, 16 * KiB)
+    const news = fake(60, 15 * KiB)
+    const at = (list: SizedChunk[], base: SizedChunk[] | undefined): number[] => (base ?? []).map(c => list.indexOf(c))
+    // an edit in place: X replaced prev[10]; its base is prev[10] alone (the gap between the anchors 9 and 11)
+    const edited = [...prev.slice(0, 10), news[0]!, ...prev.slice(11)]
+    expect(at(prev, deltaBases(prev, edited, 64 * KiB).get(10))).toEqual([10])
+    // 30 new chunks inserted at the front shift everything (a grown image); an edit near the end still maps
+    // onto its own old chunks (the whole-list proportional position would be prev[34], 75 KiB off)
+    const grown = [...news.slice(1, 31), ...prev.slice(0, 30), news[31]!, news[32]!, ...prev.slice(33)]
+    const bases = deltaBases(prev, grown, 0)
+    // two new chunks (30 KiB) replaced three old ones (48 KiB): each maps onto its scaled share of them
+    expect(at(prev, bases.get(60))).toEqual([30, 31])
+    expect(at(prev, bases.get(61))).toEqual([31, 32])
+    // the inserted run has an empty gap before prev[0]: pure insertion, nothing to base a delta on
+    for (let i = 0; i < 30; i++) expect(bases.has(i)).toBe(false)
+    // a margin widens the window but never past the gap
+    expect(at(prev, deltaBases(prev, edited, 10 * 16 * KiB).get(10))).toEqual([10])
+    // no shared chunk at all: the whole-list proportional window
+    const rewritten = news.slice(0, 40)
+    expect(at(prev, deltaBases(prev, rewritten).get(5))).toEqual(at(prev, manifestDeltaBase(prev, rewritten, 5)))
+    // content moved (the right anchor lies before the left one in prev): proportional as well
+    const moved = [prev[20]!, news[0]!, prev[5]!, ...prev.slice(21)]
+    expect(at(prev, deltaBases(prev, moved).get(1))).toEqual(at(prev, manifestDeltaBase(prev, moved, 1)))
+    expect(deltaBases([], edited).size).toBe(0)
+  })
+
+  it('marks new chunks near a shared one as at the edge of their run', () => {
+    const prev = fake(30, 16 * KiB)
+    const news = fake(20, 15 * KiB)
+    const next = [...prev.slice(0, 10), ...news.slice(0, 12), ...prev.slice(10)]
+    const edge = new Map(deltaPairs(prev, next).map(p => [news.findIndex(c => toHex(c.id) === toHex(p.target.id)), p.atEdge]))
+    // pure insertion: no base, no pair; with prev[10] dropped the run replaces it and every new chunk has one
+    expect(edge.size).toBe(0)
+    const replaced = [...prev.slice(0, 10), ...news.slice(0, 12), ...prev.slice(11)]
+    const marks = deltaPairs(prev, replaced).map(p => p.atEdge)
+    expect(marks).toEqual([true, true, true, true, false, false, false, false, true, true, true, true])
+  })
+
   it('rebuilds every new chunk of the next manifest from the previous one, in a small fraction of its bytes', async () => {
     const publisher = memoryCatalog()
     const prev = store(publisher, manifest(4000, 1_700_000_000_000))
@@ -80,7 +119,7 @@ describe('manifest deltas', () => {
     await computeManifestDeltas(publisher, prev, next)
     const subscriber = memoryCatalog()
     for (const c of prev) subscriber.blobs.set(toHex(c.id), publisher.blobs.get(toHex(c.id)) as Uint8Array)
-    const liar = manifestDeltaPairs(prev, next)[0]
+    const liar = deltaPairs(prev, next)[0]
     const reports: string[] = []
     const r = await manifestViaDeltas({
       prev, next, missing: next, catalog: subscriber, log: silentLogger(), signal: AbortSignal.timeout(10_000),

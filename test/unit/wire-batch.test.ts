@@ -80,5 +80,7 @@ describe('DELTA_WANT / DELTA frames', () => {
     expect(() => decodeMessage(encodeCanonical(['DELTA_WANT', Array.from({ length: MAX_DELTA_WANTS + 1 }, (_, i) => id(i))]))).toThrow(/limit/)
     expect(() => decodeMessage(encodeCanonical(['DELTA', id(1), new Uint8Array(MAX_DELTA_TARGET_BYTES + 1)]))).toThrow(/limit/)
     expect(() => decodeMessage(encodeCanonical(['DELTA', new Uint8Array(31), new Uint8Array(1)]))).toThrow(InvalidMessageError)
+    expect(decodeMessage(encodeMessage({ type: 'DELTA_NONE', count: 3 }))).toEqual({ type: 'DELTA_NONE', count: 3 })
+    for (const bad of [0, -1, 1.5, MAX_DELTA_WANTS + 1, '3']) expect(() => decodeMessage(encodeCanonical(['DELTA_NONE', bad]))).toThrow(InvalidMessageError)
   })
 })
