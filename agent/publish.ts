@@ -11,6 +11,7 @@ import { scanTree, type ChunkFileFn } from './scan/scanner.js'
 import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
 import { computeDeltas, type DeltaStats } from './delta/compute.js'
+import { storeSignatures } from './delta/signatures.js'
 import type { ChunkRef } from '../protocol/manifest.js'
 
 export interface PublishOptions {
@@ -116,6 +117,14 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   await o.catalog.putBlob(rootHash, rootBytes)
 
   const seq = await nextSeq(o.catalog, tree)
+  // the next version's delta bases, should the source be edited in place before it is published
+  try {
+    const signatures = await storeSignatures({ source: realSource, files: changed, catalog: o.catalog, signal: o.signal })
+    if (signatures.chunks > 0) log.info(signatures, 'signatures stored')
+  } catch (err) {
+    o.signal?.throwIfAborted()
+    log.warn({ err }, 'storing block signatures failed; the next version may get fewer deltas')
+  }
   // Deltas exist before the version is announced (the caller announces after we return), so the first
   // subscriber to ask finds them. They only save bytes: a failure here never fails the publish.
   let deltas: DeltaStats | undefined
@@ -123,7 +132,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   // even with no file changed, every manifest chunk may be new (new mtimes): its deltas still pay
   if (baseSeq !== undefined) {
     try {
-      deltas = await computeDeltas({ tree, baseSeq, changed, manifestChunks, index: o.index, catalog: o.catalog, signal: o.signal })
+      deltas = await computeDeltas({ tree, baseSeq, changed, gone: new Set(gone), manifestChunks, index: o.index, catalog: o.catalog, signal: o.signal })
       log.info({ baseSeq, ...deltas }, 'deltas computed')
     } catch (err) {
       o.signal?.throwIfAborted()

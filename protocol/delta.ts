@@ -91,7 +91,8 @@ function deltaOps (base: Uint8Array, target: Uint8Array): Buffer {
   return Buffer.concat(ops)
 }
 
-function packDelta (targetSize: number, raw: Buffer, quality: number): Uint8Array {
+/** Packs raw ops (the format in the header) into a delta rebuilding a `targetSize`-byte target. */
+export function packDelta (targetSize: number, raw: Buffer, quality: number): Uint8Array {
   const packed = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: quality, [constants.BROTLI_PARAM_SIZE_HINT]: raw.byteLength } })
   return encodeCanonical(['DLT', 1, targetSize, raw.byteLength, packed])
 }

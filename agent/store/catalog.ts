@@ -10,7 +10,11 @@ import { validateTreeName } from '../../protocol/paths.js'
 import type { Catalog, ScanCacheEntry, TreeRecord, VersionRecord } from './types.js'
 import { decodeJson, deleteRange, encodeJson, key, NUL, PREFIX, range, readU64, u64, type StoreDb } from './db.js'
 import { StoreCorruptError } from './errors.js'
+import { signatureBytes } from '../../protocol/signature-delta.js'
 import { decodeScanEntry, decodeTree, decodeVersion, encodeScanEntry } from './records.js'
+
+/** A chunk's signature: one entry per full block of the largest chunk. */
+const MAX_SIGNATURE_BYTES = signatureBytes(MAX_CHUNK_SIZE)
 
 /** Blobs are root blobs or manifest chunks; neither may exceed the larger of their two limits. */
 const MAX_BLOB_BYTES = Math.max(MAX_CHUNK_SIZE, MAX_ROOT_BYTES)
@@ -66,6 +70,21 @@ export class LevelCatalog implements Catalog {
 
   async deleteDelta (deltaKey: Uint8Array): Promise<void> {
     if (isChunkId(deltaKey)) await this.db.del(key(PREFIX.DELTA, deltaKey))
+  }
+
+  async putSignature (id: ChunkId, signature: Uint8Array): Promise<void> {
+    if (!isChunkId(id)) throw new TypeError(`Chunk id must be ${CHUNK_ID_BYTES} bytes`)
+    if (signature.byteLength > MAX_SIGNATURE_BYTES) throw new LimitExceededError('signature size', signature.byteLength, MAX_SIGNATURE_BYTES)
+    await this.db.put(key(PREFIX.SIG, id), Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength))
+  }
+
+  async getSignature (id: ChunkId): Promise<Uint8Array | undefined> {
+    if (!isChunkId(id)) return undefined
+    return await this.db.get(key(PREFIX.SIG, id))
+  }
+
+  async deleteSignature (id: ChunkId): Promise<void> {
+    if (isChunkId(id)) await this.db.del(key(PREFIX.SIG, id))
   }
 
   async putTree (tree: TreeRecord): Promise<void> {

@@ -13,6 +13,8 @@
 //   0x12 VERSION   0x12 tree '\0' seq:u64                              → msgpack VersionRecord
 //   0x13 SCAN      0x13 sourcePath '\0' relPath                        → msgpack ScanCacheEntry
 //   0x14 STATE     0x14 key                                            → JSON value
+//   0x15 DELTA     0x15 deltaKey:32                                    → encoded delta
+//   0x16 SIG       0x16 chunkId:32                                     → block signatures of the chunk
 //
 // LOC and FILE hold the same tuples in two orders: LOC answers has()/locations() with one prefix scan by
 // chunk id; FILE lets indexFile/removeFile/removeRoot find a file's or a root's locations without a full scan.
@@ -34,6 +36,8 @@ export const PREFIX = {
   STATE: 0x14,
   /** Small-file deltas by delta key (protocol/delta.ts): computed once per version by a publisher. */
   DELTA: 0x15,
+  /** Block signatures of a published chunk (protocol/signature-delta.ts), by chunk id: a delta base whose bytes the source overwrote. */
+  SIG: 0x16,
 } as const
 
 /** Operations per batch when deleting an unbounded range (a root with millions of locations). */

@@ -138,6 +138,13 @@ export interface Catalog {
   getDelta (key: Uint8Array): Promise<Uint8Array | undefined>
   /** Forgets a delta (retention: the version it starts from is pruned). Absent keys are fine. */
   deleteDelta (key: Uint8Array): Promise<void>
+  /**
+   * Block signatures of a chunk this site published (protocol/signature-delta.ts), kept while the chunk may be
+   * the base of the next version's deltas: they let a delta be computed after the source overwrote its bytes.
+   */
+  putSignature (id: ChunkId, signature: Uint8Array): Promise<void>
+  getSignature (id: ChunkId): Promise<Uint8Array | undefined>
+  deleteSignature (id: ChunkId): Promise<void>
 
   putTree (tree: TreeRecord): Promise<void>
   getTree (name: string): Promise<TreeRecord | undefined>

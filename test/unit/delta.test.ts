@@ -7,11 +7,54 @@ import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeCanonical } from '../../protocol/codec.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { applyDelta, applyDeltaVerified, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
+import { encodeDeltaFromSignatures, SIG_BLOCK, SignatureError, signatureBytes, signatureOf } from '../../protocol/signature-delta.js'
+import { pseudoRandomBytes } from '../../agent/demo/tree-gen.js'
 import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
 import { runDeltaPhase } from '../../agent/sync/delta-phase.js'
 import { createLogger } from '../../agent/log.js'
 
 const text = (n: number, seed = 1): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => `line ${(i * 7919 + seed) % 10007} of some source file\n`).join(''))
+
+describe('deltas against block signatures (the base bytes are gone)', () => {
+  // a base cut in three "chunks", each known only by its size and signature
+  const cut = (b: Buffer, sizes: number[]): Array<{ size: number, signature: Uint8Array }> => {
+    let at = 0
+    return sizes.map(size => { const part = b.subarray(at, at + size); at += size; return { size, signature: signatureOf(part) } })
+  }
+
+  it('matches the unchanged blocks of random data edited in place, at any offset, across chunk boundaries', () => {
+    const base = pseudoRandomBytes('sig base', 200_000)
+    const sizes = [70_001, 64_999, 65_000]
+    // a 4 KiB patch in the middle and 300 bytes inserted near the start: everything after shifts
+    const target = Buffer.concat([base.subarray(0, 5_000), pseudoRandomBytes('ins', 300), base.subarray(5_000, 100_000), pseudoRandomBytes('patch', 4096), base.subarray(104_096)])
+    const delta = encodeDeltaFromSignatures(cut(base, sizes), target, target.byteLength)
+    expect(delta).toBeDefined()
+    // literals: the patch and the insertion, plus at most a block on each side of each, and a tail per chunk
+    expect(delta!.byteLength).toBeLessThan(300 + 4096 + 4 * SIG_BLOCK + 3 * SIG_BLOCK + 200)
+    expect(Buffer.compare(applyDelta(base, delta!, target.byteLength), target)).toBe(0)
+  })
+
+  it('property: whatever the edit, a returned delta rebuilds the target from the real base', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 6000 }), fc.uint8Array({ maxLength: 2000 }), fc.nat(6000), fc.integer({ min: 1, max: 7000 }), (seed, insert, at, split) => {
+      const base = pseudoRandomBytes(`p${seed}`, 7000)
+      const target = Buffer.concat([base.subarray(0, at), insert, base.subarray(Math.min(7000, at + insert.byteLength))])
+      const sizes = split < 7000 ? [split, 7000 - split] : [7000]
+      const delta = encodeDeltaFromSignatures(cut(base, sizes), target, 2 * target.byteLength + 100)
+      if (delta !== undefined) expect(Buffer.compare(applyDelta(base, delta, target.byteLength), target)).toBe(0)
+    }), { numRuns: 150 })
+  })
+
+  it('gives up over the limit or without a single match, and refuses a signature of the wrong length', () => {
+    const base = pseudoRandomBytes('sig base 2', 50_000)
+    const other = pseudoRandomBytes('unrelated', 50_000)
+    expect(encodeDeltaFromSignatures(cut(base, [50_000]), other, 50_000)).toBeUndefined()
+    const edited = Buffer.concat([base.subarray(0, 20_000), pseudoRandomBytes('x', 10_000), base.subarray(30_000)])
+    expect(encodeDeltaFromSignatures(cut(base, [50_000]), edited, 5_000)).toBeUndefined()
+    expect(encodeDeltaFromSignatures(cut(base, [50_000]), edited, 50_000)).toBeDefined()
+    expect(signatureBytes(SIG_BLOCK - 1)).toBe(0)
+    expect(() => encodeDeltaFromSignatures([{ size: 50_000, signature: new Uint8Array(12) }], edited, 50_000)).toThrow(SignatureError)
+  })
+})
 
 describe('delta format', () => {
   it('rebuilds an edited file exactly, in a small fraction of its size', () => {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
+import { applyDeltaVerified, deltaKeyOf } from '../../protocol/delta.js'
 import { openEnvelope } from '../../protocol/envelope.js'
 import { decodeRoot, type ManifestEntry } from '../../protocol/manifest.js'
 import { chunkFile, DEFAULT_CHUNKING } from '../../agent/chunk/chunker.js'
@@ -239,16 +240,53 @@ describe('publishVersion: small-file deltas', () => {
     expect(versions.map(v => v.realPath)).toEqual([v1, v2])
   })
 
-  it('stores no delta when the recorded directory no longer holds the previous content', async () => {
+  it('a source edited in place: the delta is matched against the signatures recorded at the previous publish', async () => {
+    const v1 = join(dir, 'tag-1')
+    await mkdir(v1)
+    const before = text('a', 400)
+    await writeFile(join(v1, 'a.c'), before)
+    await writeFile(join(v1, 'tiny.c'), 'too small for signatures\n')
+    await symlink(v1, src)
+    const first = await publish()
+    expect(first.deltas).toBeUndefined()
+    const entries = async (): Promise<Map<string, ManifestEntry & { type: 'file' }>> => {
+      const versions = await store.catalog.listVersions(TREE)
+      const root = decodeRoot((await store.catalog.getBlob(openEnvelope(versions.at(-1)!.envelope).rootHash))!)
+      const out = new Map<string, ManifestEntry & { type: 'file' }>()
+      for await (const e of readManifestEntries(store.catalog, root)) if (e.type === 'file') out.set(e.path, e)
+      return out
+    }
+    const oldChunks = (await entries()).get('a.c')!.chunks
+    for (const c of oldChunks) expect(await store.catalog.getSignature(c.id)).toBeDefined()
+    // edited in place: the previous bytes are gone from the disk, only the signatures remain
+    const after = before.replace('line 7 ', 'line seven ')
+    await writeFile(join(v1, 'a.c'), after)
+    const result = await publish()
+    expect(result.deltas).toMatchObject({ candidates: 1, stored: 1, baseUnavailable: 0, baseFromRealPath: 0, fromSignatures: 1 })
+    const newChunks = (await entries()).get('a.c')!.chunks
+    const delta = await store.catalog.getDelta(deltaKeyOf(oldChunks.map(c => c.id), newChunks.map(c => c.id)))
+    expect(delta!.byteLength).toBeLessThan(after.length / 4)
+    // what a subscriber holding v1 does with it: rebuild and check against the new chunks
+    expect(Buffer.from(applyDeltaVerified(Buffer.from(before), delta!, newChunks)).toString()).toBe(after)
+    // the replaced chunk can no longer be a base: its signature is forgotten; the new one's is kept
+    const gone = oldChunks.filter(c => !newChunks.some(n => toHex(n.id) === toHex(c.id)))
+    expect(gone.length).toBeGreaterThan(0)
+    for (const c of gone) expect(await store.catalog.getSignature(c.id)).toBeUndefined()
+    for (const c of newChunks) expect(await store.catalog.getSignature(c.id)).toBeDefined()
+  })
+
+  it('stores no delta when neither the previous bytes nor their signatures remain', async () => {
     const v1 = join(dir, 'tag-1')
     await mkdir(v1)
     await writeFile(join(v1, 'a.c'), text('a', 400))
     await symlink(v1, src)
     await publish()
-    // edited in place: the previous bytes are gone everywhere, so there is no base to start from
+    const versions = await store.catalog.listVersions(TREE)
+    const root = decodeRoot((await store.catalog.getBlob(openEnvelope(versions[0]!.envelope).rootHash))!)
+    for await (const e of readManifestEntries(store.catalog, root)) if (e.type === 'file') for (const c of e.chunks) await store.catalog.deleteSignature(c.id)
     await writeFile(join(v1, 'a.c'), text('a', 400).replace('line 7 ', 'line seven '))
     const result = await publish()
-    expect(result.deltas).toMatchObject({ candidates: 1, stored: 0, baseUnavailable: 1, baseFromRealPath: 0 })
+    expect(result.deltas).toMatchObject({ candidates: 1, stored: 0, baseUnavailable: 1, baseFromRealPath: 0, fromSignatures: 0 })
   })
 })
 

@@ -1,0 +1,142 @@
+// Deltas against a base whose bytes are gone. A publisher whose source is edited in place (a mirror updated by
+// rsync, a compose rewritten where it lies) has lost the old bytes of every changed file by the time it
+// publishes, so encodeDelta has no base to index — yet every subscriber still holds them. rsync solves this by
+// having each client send the signatures of its old file, and the server match the new file against them, per
+// client. Here the publisher keeps the signatures itself: when it publishes a chunk it records, per aligned
+// BLOCK-byte block, a rolling checksum and a strong hash (rsync's pair), and when the next version changes
+// the file it matches the new bytes against the previous version's signatures — once, for every subscriber.
+// The result is an ordinary delta (protocol/delta.ts): copies from the base at block offsets, literals
+// between. The publisher cannot check it against the base it no longer has; every subscriber rebuilds and
+// hashes the result against the signed chunk ids as for any delta, so a false block match costs bytes (the
+// chunk is fetched plainly), never content. Pure: no I/O.
+import { createHash } from 'node:crypto'
+import { encodeUvarint } from './codec.js'
+import { packDelta } from './delta.js'
+import { MAX_DELTA_TARGET_BYTES } from './wire-limits.js'
+
+/**
+ * Block size of signatures. An edit costs up to a block on each side of it in literals, and a signature costs
+ * 12 bytes a block (1.2 % of the bytes it describes at 1 KiB); rsync's default for a 128 KiB file is 700 bytes.
+ */
+export const SIG_BLOCK = 1024
+/** Weak checksum (4 bytes) and the first 8 bytes of the block's SHA-256. */
+const ENTRY_BYTES = 12
+const STRONG_BYTES = 8
+
+/** Bytes of the signature of a `size`-byte chunk (full blocks only: a chunk's tail block is never matched). */
+export function signatureBytes (size: number): number {
+  return Math.floor(size / SIG_BLOCK) * ENTRY_BYTES
+}
+
+/** rsync's checksum of bytes[from, from + SIG_BLOCK): a = Σ x, b = Σ (n − i)·x, each mod 2^16. */
+function weakAt (bytes: Uint8Array, from: number): { a: number, b: number } {
+  let a = 0
+  let b = 0
+  for (let i = 0; i < SIG_BLOCK; i++) {
+    const x = bytes[from + i] as number
+    a += x
+    b += (SIG_BLOCK - i) * x
+  }
+  return { a: a & 0xffff, b: b & 0xffff }
+}
+
+const strongAt = (bytes: Uint8Array, from: number): Buffer => createHash('sha256').update(bytes.subarray(from, from + SIG_BLOCK)).digest().subarray(0, STRONG_BYTES)
+
+/** The signature of one chunk's bytes: an entry per full block, in order. */
+export function signatureOf (bytes: Uint8Array): Uint8Array {
+  const out = Buffer.allocUnsafe(signatureBytes(bytes.byteLength))
+  for (let block = 0, at = 0; at < out.byteLength; block += SIG_BLOCK, at += ENTRY_BYTES) {
+    const { a, b } = weakAt(bytes, block)
+    out.writeUInt32BE(((b << 16) | a) >>> 0, at)
+    strongAt(bytes, block).copy(out, at + 4)
+  }
+  return out
+}
+
+/** Malformed stored signatures (wrong length for their chunk): a damaged store, not a peer's doing. */
+export class SignatureError extends Error {
+  static override name = 'SignatureError'
+  constructor (message: string) {
+    super(message)
+    this.name = 'SignatureError'
+  }
+}
+
+/**
+ * A delta rebuilding `target` from a base known only by its chunks' signatures (`base`: each chunk's size and
+ * signature, in the base's order), or undefined when it would exceed `maxBytes` (or there is nothing to match).
+ * Blocks are matched at every offset of the target, as rsync's sender does; a match is extended block by block
+ * while the next base block matches the next target block, so a long unchanged run costs one copy op.
+ */
+export function encodeDeltaFromSignatures (base: ReadonlyArray<{ size: number, signature: Uint8Array }>, target: Uint8Array, maxBytes: number): Uint8Array | undefined {
+  if (target.byteLength > MAX_DELTA_TARGET_BYTES) throw new RangeError(`delta target ${target.byteLength} bytes, limit ${MAX_DELTA_TARGET_BYTES}`)
+  // weak → offsets in the base of blocks with that weak checksum (with their strong hash)
+  const index = new Map<number, Array<{ offset: number, strong: Uint8Array }>>()
+  const strongOf = new Map<number, Uint8Array>()
+  let chunkStart = 0
+  for (const c of base) {
+    if (c.signature.byteLength !== signatureBytes(c.size)) throw new SignatureError(`a ${c.size}-byte chunk has a ${c.signature.byteLength}-byte signature`)
+    for (let at = 0; at < c.signature.byteLength; at += ENTRY_BYTES) {
+      const weak = ((c.signature[at] as number) << 24 | (c.signature[at + 1] as number) << 16 | (c.signature[at + 2] as number) << 8 | (c.signature[at + 3] as number)) >>> 0
+      const offset = chunkStart + (at / ENTRY_BYTES) * SIG_BLOCK
+      const strong = c.signature.subarray(at + 4, at + ENTRY_BYTES)
+      const list = index.get(weak)
+      if (list === undefined) index.set(weak, [{ offset, strong }])
+      else list.push({ offset, strong })
+      strongOf.set(offset, strong)
+    }
+    chunkStart += c.size
+  }
+  if (index.size === 0 || target.byteLength < SIG_BLOCK) return undefined
+
+  const ops: Uint8Array[] = []
+  let opsBytes = 0
+  const push = (...parts: Uint8Array[]): void => { for (const p of parts) { ops.push(p); opsBytes += p.byteLength } }
+  let literalFrom = 0
+  let copies = 0
+  const flushLiteral = (to: number): void => {
+    if (to > literalFrom) push(encodeUvarint((to - literalFrom) * 2), target.subarray(literalFrom, to))
+  }
+  const sameStrong = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0
+  let p = 0
+  let { a, b } = weakAt(target, 0)
+  while (p + SIG_BLOCK <= target.byteLength) {
+    const candidates = index.get(((b << 16) | a) >>> 0)
+    let matched: number | undefined
+    if (candidates !== undefined) {
+      const strong = strongAt(target, p)
+      matched = candidates.find(c => sameStrong(c.strong, strong))?.offset
+    }
+    if (matched !== undefined) {
+      let end = p + SIG_BLOCK
+      let next = matched + SIG_BLOCK
+      // the following blocks usually follow in the base too: check them by strong hash alone
+      for (;;) {
+        const expected = strongOf.get(next)
+        if (expected === undefined || end + SIG_BLOCK > target.byteLength || !sameStrong(expected, strongAt(target, end))) break
+        end += SIG_BLOCK
+        next += SIG_BLOCK
+      }
+      flushLiteral(p)
+      push(encodeUvarint((end - p) * 2 + 1), encodeUvarint(matched))
+      copies++
+      literalFrom = end
+      p = end
+      if (opsBytes > 2 * maxBytes + 64) return undefined
+      if (p + SIG_BLOCK <= target.byteLength) ({ a, b } = weakAt(target, p))
+      continue
+    }
+    if (p + SIG_BLOCK >= target.byteLength) break
+    // roll one byte: drop x_out, take x_in
+    const out = target[p] as number
+    const inn = target[p + SIG_BLOCK] as number
+    a = (a - out + inn) & 0xffff
+    b = (b - SIG_BLOCK * out + a) & 0xffff
+    p++
+  }
+  flushLiteral(target.byteLength)
+  if (copies === 0) return undefined // nothing matched: the plain chunks are as good
+  const raw = Buffer.concat(ops)
+  const delta = packDelta(target.byteLength, raw, 9)
+  return delta.byteLength <= maxBytes ? delta : undefined
+}
