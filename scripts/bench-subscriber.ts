@@ -4,12 +4,14 @@
 // Two real agents (Cluster: separate processes, libp2p on 127.0.0.1, LevelDB): a publisher and the subscriber
 // measured. Corpora are the cached ones of `npm run bench` (scripts/bench/corpus.ts; a small tree of another
 // size is built into the same cache on first use; the repo corpus must have been built by `npm run bench`).
-// CPU is /proc utime+stime of the subscriber between the publish returning and the subscriber holding the
-// version (what it did for that version alone); peak RSS is VmHWM, reset before each round (clear_refs 5).
+// CPU is /proc utime+stime of the subscriber, plus that of children it reaped (`sync -f` at finalize), between
+// the publish returning and the subscriber holding the version (what it did for that version alone), shown
+// with its user/system split (kernel time is most of a small file's cost: inode allocation, above all); peak
+// RSS is VmHWM, reset before each round (clear_refs 5).
 // Every mirror is compared with its source (type, mode, size, SHA-256); a difference fails the run.
 import '../agent/polyfill.js'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -18,11 +20,21 @@ import { Cluster, type Site } from '../agent/demo/local-cluster.js'
 import { describeTree } from '../agent/demo/tree-gen.js'
 import { buildSmall, cacheDir } from './bench/corpus.js'
 import { api, pointSource, wireAll } from './bench/deltamesh.js'
-import { cpuOf, peakRssMiB } from './bench/proc.js'
+import { peakRssMiB } from './bench/proc.js'
 
 interface Options { files: number, repo: boolean, profile?: string, nodeArgs: string[], strace: boolean, keep: boolean }
 
-interface Round { name: string, files: number, cpu: number, wall: number, rssMiB: number, strace?: string }
+interface Round { name: string, files: number, cpu: number, user: number, sys: number, wall: number, rssMiB: number, strace?: string }
+
+const CLK_TCK = (() => { try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 } })()
+
+/** utime and stime of pid, each with its reaped children's (cutime, cstime), in seconds. */
+function cpuSplit (pid: number): { user: number, sys: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number)
+  // fields 14–17 of proc(5), counted from 1; f[0] is field 3
+  return { user: ((f[11] ?? 0) + (f[13] ?? 0)) / CLK_TCK, sys: ((f[12] ?? 0) + (f[14] ?? 0)) / CLK_TCK }
+}
 
 const SMALL_TREE = 'bench/small'
 const REPO_TREE = 'bench/repo'
@@ -78,10 +90,12 @@ async function round (name: string, o: Options, pub: Site, sub: Site, tree: stri
   const trace = o.strace ? attachStrace(pid, join(work, `strace-${name}.txt`)) : undefined
   if (trace !== undefined) await new Promise(resolve => setTimeout(resolve, 500))
   resetPeakRss(pid)
-  const c0 = cpuOf(pid).self
+  const c0 = cpuSplit(pid)
   const t0 = performance.now()
   await (await api(sub)).waitForSync(tree, { minSeq: summary.seq, signal: AbortSignal.timeout(SYNC_TIMEOUT_MS) })
-  const r: Round = { name, files, cpu: cpuOf(pid).self - c0, wall: (performance.now() - t0) / 1000, rssMiB: peakRssMiB(pid) }
+  const c1 = cpuSplit(pid)
+  const [user, sys] = [c1.user - c0.user, c1.sys - c0.sys]
+  const r: Round = { name, files, cpu: user + sys, user, sys, wall: (performance.now() - t0) / 1000, rssMiB: peakRssMiB(pid) }
   if (trace !== undefined) r.strace = await trace.stop()
   const want = await describeTree(target)
   const got = await describeTree(mirror)
@@ -95,7 +109,7 @@ async function round (name: string, o: Options, pub: Site, sub: Site, tree: stri
 }
 
 function line (r: Round): string {
-  return `${r.name.padEnd(28)} files ${String(r.files).padStart(7)}  CPU ${r.cpu.toFixed(2).padStart(6)} s  wall ${r.wall.toFixed(2).padStart(7)} s  peak RSS ${r.rssMiB.toFixed(0).padStart(4)} MiB  ${(r.files / r.wall).toFixed(0).padStart(6)} files/s`
+  return `${r.name.padEnd(28)} files ${String(r.files).padStart(7)}  CPU ${r.cpu.toFixed(2).padStart(6)} s (user ${r.user.toFixed(2)}, sys ${r.sys.toFixed(2)}; ${(r.cpu / r.files * 1000).toFixed(2)} ms/file)  wall ${r.wall.toFixed(2).padStart(7)} s  peak RSS ${r.rssMiB.toFixed(0).padStart(4)} MiB  ${(r.files / r.wall).toFixed(0).padStart(6)} files/s`
 }
 
 async function main (): Promise<void> {

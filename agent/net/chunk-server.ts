@@ -8,9 +8,9 @@ import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import {
   MAX_INBOUND_CHUNK_STREAMS_PER_PEER, MAX_OUTSTANDING_WANTS, MAX_REQUEST_FRAME_BYTES,
 } from '../../protocol/wire-limits.js'
-import { FrameStream, Notifier } from './frames.js'
+import { FrameStream, Notifier, type EncodedFrame } from './frames.js'
 import { CompressionPolicy } from './compression-policy.js'
-import type { Message } from '../../protocol/messages.js'
+import type { BlockMessage, BlocksMessage, Message } from '../../protocol/messages.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
 
@@ -47,6 +47,12 @@ export interface ChunkServerInit {
 export const DEFAULT_READ_AHEAD = 16
 /** A batch large enough for brotli to find repeats across chunks, small enough not to delay the first chunk. */
 export const DEFAULT_BATCH_BYTES = 256 * 1024
+/**
+ * Plain BLOCK frames of chunks already read are written together up to this many bytes: one muxer frame, one
+ * Noise message and one yamux window update at the receiver for many small chunks instead of one each (a
+ * tree of 4 KiB files paid all three per chunk, on both sides). yamux cuts its frames at 64 KiB anyway.
+ */
+export const COALESCE_BYTES = 64 * 1024
 
 interface Pending { id: ChunkId, bytes: Promise<Uint8Array | undefined>, settled: boolean, value?: Uint8Array }
 
@@ -220,13 +226,21 @@ export class ChunkServer {
             raw += p.value.byteLength
           }
           startReads()
-          for (const msg of this.policy.pack(batch)) {
-            const n = await this.send(peer, frames, msg, signal)
-            this.components.stats?.served(peer, n, msg.type === 'BLOCKS' ? msg.entries.reduce((t, e) => t + e.size, 0) : (msg.type === 'BLOCK' ? msg.bytes.byteLength : 0))
-          }
+          await this.sendAll(peer, frames, this.policy.pack(batch), signal)
         } else {
-          const n = await this.send(peer, frames, { type: 'BLOCK', id: next.id, bytes }, signal)
-          this.components.stats?.served(peer, n, bytes.byteLength)
+          // take the chunks already read that also go out plain; never wait for one that is not ready
+          const plain: BlockMessage[] = [{ type: 'BLOCK', id: next.id, bytes }]
+          let size = bytes.byteLength
+          for (;;) {
+            const p = inFlight[0]
+            if (p === undefined || !p.settled || p.value === undefined || size + p.value.byteLength > COALESCE_BYTES) break
+            if (batched && this.policy.worthTrying(p.id, p.value)) break
+            inFlight.shift()
+            plain.push({ type: 'BLOCK', id: p.id, bytes: p.value })
+            size += p.value.byteLength
+          }
+          startReads()
+          await this.sendAll(peer, frames, plain, signal)
         }
       }
     } finally {
@@ -235,6 +249,21 @@ export class ChunkServer {
       await reader
     }
     if (violation === undefined && !signal.aborted) await frames.stream.close()
+  }
+
+  /**
+   * Frames with chunks, written as one piece (see COALESCE_BYTES) after pacing their total wire size; each
+   * is counted as served on its own.
+   */
+  private async sendAll (peer: string, frames: FrameStream, msgs: Array<BlockMessage | BlocksMessage>, signal: AbortSignal): Promise<void> {
+    const encoded = msgs.map(m => frames.encode(m))
+    const wire = encoded.reduce((n, e) => n + e.frame.byteLength, 0)
+    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, wire, signal)
+    const one = encoded.length === 1 ? encoded[0] as EncodedFrame : { frame: Buffer.concat(encoded.map(e => e.frame), wire), payloadBytes: encoded.reduce((n, e) => n + e.payloadBytes, 0) }
+    await frames.writeEncoded(one, signal)
+    msgs.forEach((m, i) => {
+      this.components.stats?.served(peer, (encoded[i] as EncodedFrame).payloadBytes, m.type === 'BLOCKS' ? m.entries.reduce((t, e) => t + e.size, 0) : m.bytes.byteLength)
+    })
   }
 
   /** Paces by the frame's wire size (length prefix included), then writes it. */

@@ -1,6 +1,6 @@
 import type { FileHandle } from 'node:fs/promises'
 
-interface Entry { handle: Promise<FileHandle | undefined>, refs: number }
+interface Entry { handle: Promise<FileHandle | undefined>, refs: number, retire?: boolean }
 
 /**
  * Keeps recently written staging files open while a sync fills them chunk by chunk: a 4 GiB image gets
@@ -11,6 +11,8 @@ interface Entry { handle: Promise<FileHandle | undefined>, refs: number }
  */
 export class HandleCache {
   private readonly entries = new Map<string, Entry>()
+  /** Closes started by eviction or retirement, awaited by closeAll() so that no close outlives the cache's user. */
+  private readonly closing = new Set<Promise<void>>()
 
   constructor (private readonly max: number) {}
 
@@ -34,11 +36,23 @@ export class HandleCache {
     }
   }
 
-  release (key: string): void {
+  /** Gives a handle back; `retire`: nothing more will be written to it, close it once no one holds it. */
+  release (key: string, retire = false): void {
     const entry = this.entries.get(key)
     if (entry === undefined) return
     entry.refs--
+    if (retire) entry.retire = true
+    if (entry.retire === true && entry.refs <= 0) {
+      this.entries.delete(key)
+      this.close(entry)
+      return
+    }
     if (this.entries.size > this.max) this.evictIdle()
+  }
+
+  private close (entry: Entry): void {
+    const closed = entry.handle.then(h => h?.close(), () => {}).catch(() => {}).finally(() => { this.closing.delete(closed) })
+    this.closing.add(closed)
   }
 
   private evictIdle (): void {
@@ -48,7 +62,7 @@ export class HandleCache {
       if (entry.refs > 0) continue
       this.entries.delete(key)
       excess--
-      entry.handle.then(h => h?.close(), () => {}).catch(() => {})
+      this.close(entry)
     }
   }
 
@@ -57,5 +71,6 @@ export class HandleCache {
     const all = [...this.entries.values()]
     this.entries.clear()
     await Promise.all(all.map(async e => { const h = await e.handle.catch(() => undefined); await h?.close() }))
+    await Promise.all([...this.closing])
   }
 }

@@ -1,4 +1,4 @@
-import { lutimes, mkdir, readlink, rename, symlink } from 'node:fs/promises'
+import { lutimes, mkdir, readlink, rename, symlink, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { InvalidMessageError, InvalidPathError } from '../../protocol/errors.js'
 import type { FileEntry, SymlinkEntry, DirEntry } from '../../protocol/manifest.js'
@@ -10,17 +10,22 @@ import { errnoOf, flipSymlink, fsyncDir, lstatOrUndefined, openDir, openForRead,
 import type { MaterializeInit } from './materializer.js'
 import { walkSelected } from './walk.js'
 import { PostOrderRunner } from './post-order.js'
+import { DurabilityPlan, fsyncPath, syncFsViaCommand, type SyncFs } from './durability.js'
 
 // The second half of building a version: everything after the last chunk is written. Order matters:
-//   1. files: mode, mtime, fsync;  symlinks: created (never followed, never written through);
-//      directories: mode, mtime, fsync, each after everything inside it (writing into a directory changes
-//      its mtime); steps of different files and subtrees run concurrently (post-order.ts);
-//   2. rename staging → versions/<seq> (atomic, same filesystem), fsync both parents;
-//   3. index root staging → version (locations follow without rewriting);
-//   4. flip trees/<tree>/current (and a subscription's path) with a temporary link renamed over it;
-//   5. catalog: VersionRecord complete with stats, TreeRecord.currentSeq.
-// A crash before 2 leaves staging to resume and the previous version current; a crash after 2 is
-// noticed by the next prepare() (version dir present, no staging) and steps 3–5, all idempotent, are redone.
+//   1. files: mode, mtime (usually set already, when the file's last chunk was written: then one lstat);
+//      symlinks: created (never followed, never written through); directories: mode, mtime, each after
+//      everything inside it (writing into a directory changes its mtime); steps of different files and
+//      subtrees run concurrently (post-order.ts);
+//   2. durability: every new file and directory on stable storage — a few by fsync each, many by one
+//      syncfs of the staging filesystem (durability.ts) — before anything below can expose them;
+//   3. rename staging → versions/<seq> (atomic, same filesystem), fsync both parents;
+//   4. index root staging → version (locations follow without rewriting);
+//   5. flip trees/<tree>/current (and a subscription's path) with a temporary link renamed over it;
+//   6. catalog: VersionRecord complete with stats, TreeRecord.currentSeq.
+// A crash before 3 leaves staging to resume and the previous version current (the resumed finalize flushes
+// everything again, so files finished before the crash are covered); a crash after 3 is noticed by the next
+// prepare() (version dir present, no staging) and steps 4–6, all idempotent, are redone.
 
 /** The root directory of a version is traversable by readers (httpd, dnf); the manifest has no entry for it. */
 const VERSION_ROOT_MODE = 0o755
@@ -33,9 +38,9 @@ const VERSION_ROOT_MODE = 0o755
 const MTIME_NUDGE_MS = 0.1
 
 /**
- * Files and directories finalized at once. Their fsyncs run on libuv's threadpool (4 threads by default) and
- * the disk serves overlapping flushes together: 3,000 fsyncs of new 4 KiB files on this VM took 1.85 s one at
- * a time and 0.81 s eight at a time. A few more than the threadpool keeps it busy while results come back.
+ * Files and directories finalized at once. Their steps run on libuv's threadpool (4 threads by default); a few
+ * more than the threadpool keeps it busy while results come back. (fsyncs, when done one by one, overlap too:
+ * 3,000 fsyncs of new 4 KiB files on this VM took 1.85 s one at a time and 0.81 s eight at a time.)
  */
 const FINALIZE_CONCURRENCY = 16
 export function timeOf (mtimeMs: number): number { return (mtimeMs + MTIME_NUDGE_MS) / 1000 }
@@ -54,6 +59,8 @@ export interface BuildContext {
   newChunks: number
   newBytes: number
   started: number
+  /** Flushes the staging filesystem when many entries are new (default: syncfs via `sync -f`). */
+  syncFs?: SyncFs
 }
 
 export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord> {
@@ -66,6 +73,7 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
   try {
     const base = ctx.installed ? versionDir : stagingDir
     const runner = new PostOrderRunner(FINALIZE_CONCURRENCY)
+    const durability = new DurabilityPlan()
     try {
       for await (const event of walkSelected(ctx.init.entries(), ctx.init.filter, ctx.installed ? undefined : signal)) {
         context.path = event.entry.path
@@ -80,7 +88,7 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
         const at: VersionContext = { tree, seq, path: event.entry.path }
         if (event.kind === 'file') {
           const entry = event.entry
-          await runner.file(async () => { await finishFile(absolute, entry, at) })
+          await runner.file(async () => { await finishFile(absolute, entry, at, durability) })
         } else if (event.kind === 'enter') {
           await checkRealDir(absolute, at)
           runner.enter()
@@ -89,7 +97,7 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
           await runner.file(async () => { await finishSymlink(absolute, entry, at) })
         } else {
           const entry = event.entry
-          await runner.leave(async () => { await finishDir(absolute, entry, at) })
+          await runner.leave(async () => { await finishDir(absolute, entry, at, durability) })
         }
       }
     } finally {
@@ -101,7 +109,11 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
     if (!ctx.installed) {
       signal?.throwIfAborted()
       const handle = await openDir(stagingDir)
-      try { await handle.chmod(VERSION_ROOT_MODE); await handle.sync() } finally { await handle.close() }
+      try { await handle.chmod(VERSION_ROOT_MODE) } finally { await handle.close() }
+      durability.add(stagingDir, true)
+      const flushed = await durability.flush(stagingDir, ctx.syncFs ?? syncFsViaCommand, async () => { await fsyncEverything(ctx.init, stagingDir) }, signal)
+      if (flushed.syncFsError !== undefined) ctx.log.warn({ err: flushed.syncFsError, entries: durability.entries }, 'syncfs failed; fsynced every entry instead')
+      else ctx.log.debug({ how: flushed.how, entries: durability.entries }, 'staging durable')
       await mkdir(ctx.home.versionsDir(tree), { recursive: true })
       if (await lstatOrUndefined(versionDir) !== undefined) throw new StagingError(context, `${versionDir} already exists; refusing to replace it`)
       // past this point there is no abort: the install steps are short and each is idempotent
@@ -136,13 +148,17 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
   return record
 }
 
-async function finishFile (absolute: string, entry: FileEntry, context: VersionContext): Promise<void> {
+async function finishFile (absolute: string, entry: FileEntry, context: VersionContext, durability: DurabilityPlan): Promise<void> {
   // A hardlink of the previous version's file (what prepare() makes of every unchanged file) already has the
   // manifest's size, mode and mtime, and its data was made durable when that version was installed: one
-  // lstat instead of open, fstat, close. Nothing is written through the path, so a symlink here only falls
-  // through to the open below, which refuses it.
+  // lstat instead of open, fstat, close. A file the materializer finished when its last chunk was written
+  // (nlink 1) has them too and only needs flushing. Nothing is written through the path, so a symlink here
+  // only falls through to the open below, which refuses it.
   const seen = await lstatOrUndefined(absolute)
-  if (seen?.isFile() === true && seen.nlink > 1 && seen.size === entry.size && (seen.mode & 0o7777) === entry.mode && Math.floor(seen.mtimeMs) === entry.mtimeMs) return
+  if (seen?.isFile() === true && seen.size === entry.size && (seen.mode & 0o7777) === entry.mode && Math.floor(seen.mtimeMs) === entry.mtimeMs) {
+    if (seen.nlink === 1) durability.add(absolute, false)
+    return
+  }
   let handle
   try {
     handle = await openForRead(absolute)
@@ -154,14 +170,19 @@ async function finishFile (absolute: string, entry: FileEntry, context: VersionC
     if (!st.isFile() || st.size !== entry.size) throw new StagingError(context, `expected a ${entry.size}-byte file, found ${st.size} bytes`)
     // a hardlink from the previous version already has the right mode and mtime: leave its shared inode alone
     if ((st.mode & 0o7777) === entry.mode && Math.floor(st.mtimeMs) === entry.mtimeMs && st.nlink > 1) return
-    await handle.chmod(entry.mode)
-    await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
-    // data and inode (size, mode, mtime) durable before the rename and the flip can be: a crash after the flip
-    // must not show an empty or short file, nor a private staging mode
-    await handle.sync()
+    await finishOpenFile(handle, entry)
   } finally {
     await handle.close()
   }
+  // data and inode (size, mode, mtime) durable before the rename and the flip can be: a crash after the flip
+  // must not show an empty or short file, nor a private staging mode
+  durability.add(absolute, false)
+}
+
+/** A file's final mode and mtime, set through its open handle (never through a path that could be swapped). */
+export async function finishOpenFile (handle: FileHandle, entry: Pick<FileEntry, 'mode' | 'mtimeMs'>): Promise<void> {
+  await handle.chmod(entry.mode)
+  await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
 }
 
 /**
@@ -193,7 +214,7 @@ async function finishSymlink (absolute: string, entry: SymlinkEntry, context: Ve
   await lutimes(absolute, timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
 }
 
-async function finishDir (absolute: string, entry: DirEntry, context: VersionContext): Promise<void> {
+async function finishDir (absolute: string, entry: DirEntry, context: VersionContext, durability: DurabilityPlan): Promise<void> {
   let handle
   try {
     handle = await openDir(absolute)
@@ -203,10 +224,37 @@ async function finishDir (absolute: string, entry: DirEntry, context: VersionCon
   try {
     await handle.chmod(entry.mode)
     await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
-    await handle.sync()
   } finally {
     await handle.close()
   }
+  durability.add(absolute, true)
+}
+
+/**
+ * The fallback when syncfs fails: fsync every file this build wrote (a hardlink of the previous version is
+ * durable already) and every directory, as finalize did before syncfs. Bounded concurrency, one walk.
+ */
+async function fsyncEverything (init: MaterializeInit, stagingDir: string): Promise<void> {
+  const runner = new PostOrderRunner(FINALIZE_CONCURRENCY)
+  try {
+    for await (const event of walkSelected(init.entries(), init.filter, init.signal)) {
+      const absolute = safeJoin(stagingDir, event.entry.path)
+      if (event.kind === 'file') {
+        await runner.file(async () => {
+          const st = await lstatOrUndefined(absolute)
+          if (st?.isFile() === true && st.nlink === 1) await fsyncPath(absolute, false)
+        })
+      } else if (event.kind === 'enter') {
+        runner.enter()
+      } else if (event.kind === 'leave') {
+        await runner.leave(async () => { await fsyncPath(absolute, true) })
+      }
+    }
+  } finally {
+    await runner.settle().catch(() => {})
+  }
+  await runner.settle()
+  await fsyncPath(stagingDir, true)
 }
 
 /** Gives filesystem and manifest failures the version's context; other typed errors pass through. */

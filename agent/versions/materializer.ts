@@ -9,7 +9,8 @@ import { silentLogger, type Logger } from '../log.js'
 import type { Catalog, ChunkIndex, PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
 import { MaterializerStateError, StagingError } from './errors.js'
 import { createFile, ensureDir, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt } from './fs-safe.js'
-import { finalizeVersion, wrapError, type BuildContext } from './install.js'
+import { finalizeVersion, finishOpenFile, wrapError, type BuildContext } from './install.js'
+import type { SyncFs } from './durability.js'
 import { ManifestCursor, walkSelected, type PathFilter } from './walk.js'
 import { HandleCache } from './handle-cache.js'
 
@@ -27,6 +28,8 @@ export interface MaterializerComponents {
   catalog: Catalog
   home: HomeLayout
   log?: Logger
+  /** Flushes the staging filesystem at finalize (tests inject a failing one); default syncfs via `sync -f`. */
+  syncFs?: SyncFs
 }
 
 /** The previous complete version of the tree: unchanged files are hardlinked from it. */
@@ -80,6 +83,14 @@ export interface PrepareStats {
 type State = 'new' | 'preparing' | 'prepared' | 'finalizing' | 'done'
 
 /**
+ * A staging file still waiting for planned chunks. It is created by the first fill() that needs it when
+ * prepare() had nothing to write into it (`created` false: a file made entirely of fetched chunks then costs
+ * one open instead of three), and finished — final mode and mtime through the open handle — by the fill() that
+ * writes its last placement, so finalize needs only an lstat of it.
+ */
+interface WaitingFile { mode: number, mtimeMs: number, pending: number, created: boolean }
+
+/**
  * Builds one version of a tree in its staging directory, in two phases so that the same code serves a
  * local build and a network sync:
  *
@@ -110,6 +121,8 @@ export class Materializer {
   /** The index root was created by this prepare(): nothing is recorded under it, so files are recorded in batches. */
   private freshRoot = false
   private unindexed: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
+  /** Files with placements in the plan, by path (bounded by the plan: each has at least one planned chunk). */
+  private readonly waiting = new Map<string, WaitingFile>()
 
   constructor (private readonly components: MaterializerComponents, private readonly init: MaterializeInit) {
     this.log = (components.log ?? silentLogger()).child({ component: 'materializer', tree: init.tree, seq: init.seq })
@@ -128,6 +141,7 @@ export class Materializer {
     this.state = 'preparing'
     this.started = Date.now()
     this.plan.clear()
+    this.waiting.clear()
     this.previousBroken = false
     Object.assign(this.prepareStats, { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 })
     const { signal } = this.init
@@ -197,13 +211,31 @@ export class Materializer {
         relPath = path
         this.init.signal?.throwIfAborted()
         const absolute = safeJoin(this.stagingDir, path)
-        const handle = await this.handles.acquire(absolute, async () => await reopenPrivateFile(absolute))
+        const file = this.waiting.get(path)
+        const handle = await this.handles.acquire(absolute, async () => {
+          if (file === undefined || file.created) return await reopenPrivateFile(absolute)
+          // nothing was there to write at prepare(): created now (O_EXCL, so nothing planted is reused)
+          const created = await createFile(absolute)
+          file.created = true
+          return created
+        })
         if (handle === undefined) throw new StagingError({ ...this.context(), path }, 'file vanished or was replaced since prepare()')
+        let finished = false
         try {
           for (const offset of offsets) await writeAt(handle, bytes, offset)
+          if (file !== undefined) {
+            file.pending -= offsets.length
+            if (file.pending === 0) {
+              // its last bytes are in: final mode and mtime now, while it is open (finalize then only lstats it)
+              try { await finishOpenFile(handle, file) } catch (err) { file.pending += offsets.length; throw err }
+              finished = true
+            }
+          }
         } finally {
-          this.handles.release(absolute)
+          // a finished file gets no more writes: its handle is closed as soon as no other fill() holds it
+          this.handles.release(absolute, finished)
         }
+        if (finished) this.waiting.delete(path)
       }
       await this.components.index.addLocations(id, planned.placements.map(p => ({ rootId: root.id, relPath: p.relPath, offset: p.offset, size: planned.size })))
     } catch (err) {
@@ -251,6 +283,7 @@ export class Materializer {
       newChunks: this.progressValue.doneChunks,
       newBytes: this.progressValue.doneBytes,
       started: this.started,
+      syncFs: this.components.syncFs,
     }
   }
 
@@ -365,7 +398,11 @@ export class Materializer {
     }
   }
 
-  /** Creates the file at its final size and writes every chunk the index can supply; plans the rest. */
+  /**
+   * Writes every chunk of the file the index can supply and plans the rest. A fresh file is created only when
+   * something is written into it here (a local chunk, or it is empty); one whose chunks all come from the
+   * network is created by fill(). A file complete here is finished here (mode, mtime) while it is open.
+   */
   private async assembleFile (entry: FileEntry, target: string, placed: PlacedChunk[]): Promise<void> {
     const { index } = this.components
     const s = this.prepareStats
@@ -376,32 +413,39 @@ export class Materializer {
       if (handle === undefined) {
         await removeAny(target)
         fresh = true
+      } else {
+        // what an interrupted run left may be longer than the manifest says
+        await handle.truncate(entry.size)
       }
     }
-    handle ??= await createFile(target)
+    // a fresh file reaches its exact size when its last chunk is written (finalize checks the size)
+    const open = async (): Promise<FileHandle> => { handle ??= await createFile(target); return handle }
     try {
-      await handle.truncate(entry.size)
       const done: PlacedChunk[] = []
+      let pending = 0
       for (const c of placed) {
         this.init.signal?.throwIfAborted()
         const hex = toHex(c.id)
-        if (!fresh && await this.placementDone(handle, entry.path, c)) { done.push(c); s.resumedChunks++; continue }
+        if (!fresh && handle !== undefined && await this.placementDone(handle, entry.path, c)) { done.push(c); s.resumedChunks++; continue }
         const planned = this.plan.get(hex)
-        if (planned !== undefined) { planned.placements.push({ relPath: entry.path, offset: c.offset }); continue }
+        if (planned !== undefined) { planned.placements.push({ relPath: entry.path, offset: c.offset }); pending++; continue }
         const bytes = await index.readChunk(c.id, this.init.signal)
         if (bytes === undefined) {
           this.plan.set(hex, { id: c.id, size: c.size, placements: [{ relPath: entry.path, offset: c.offset }] })
+          pending++
           continue
         }
         if (bytes.byteLength !== c.size) throw new StagingError({ ...this.context(), path: entry.path }, `index returned ${bytes.byteLength} bytes for a ${c.size}-byte chunk`)
-        await writeAt(handle, bytes, c.offset)
+        await writeAt(await open(), bytes, c.offset)
         done.push(c)
         s.localChunks++
         s.localBytes += c.size
       }
+      if (pending === 0) await finishOpenFile(await open(), entry)
+      else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, pending, created: handle !== undefined })
       if (done.length > 0 || !fresh) await this.recordFile(entry.path, done, false)
     } finally {
-      await handle.close()
+      await handle?.close()
     }
   }
 

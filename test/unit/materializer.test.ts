@@ -268,6 +268,46 @@ describe('Materializer', () => {
     expect((await verifyVersion(w.store.catalog, TREE, 1)).problems).toEqual([])
   })
 
+  it('a file made only of fetched chunks is created by the fill() that brings one, and finished (mode, mtime) by its last', async () => {
+    const w = await makeWorld()
+    const two = randomBytes(2 * BLOCK)
+    await put(join(w.src, 'two.bin'), two, 0o444, T0 + 7)
+    await setDirTimes(w.src)
+    const published = await w.publish(1, { skipIndex: () => true })
+    const m = new Materializer({ index: w.store.index, catalog: w.store.catalog, home: w.home }, { tree: TREE, seq: 1, entries: published.entries, envelope: published.envelope })
+    const plan = await m.prepare()
+    expect(plan).toHaveLength(2)
+    const staged = join(w.home.stagingDir(TREE, 1), 'two.bin')
+    await expect(lstat(staged)).rejects.toHaveProperty('code', 'ENOENT') // nothing to write yet: not created
+    const [first, second] = [...plan].sort((a, b) => a.placements[0]!.offset - b.placements[0]!.offset)
+    expect(await m.fill(second!.id, two.subarray(BLOCK))).toBe(true)
+    expect((await lstat(staged)).mode & 0o7777).toBe(0o600) // private until its last chunk
+    expect(await m.fill(first!.id, two.subarray(0, BLOCK))).toBe(true)
+    const st = await lstat(staged)
+    expect([st.mode & 0o7777, Math.floor(st.mtimeMs), st.size]).toEqual([0o444, T0 + 7, two.byteLength])
+    await m.finalize()
+    expect((await readFile(join(w.home.versionDir(TREE, 1), 'two.bin'))).equals(two)).toBe(true)
+    expect((await verifyVersion(w.store.catalog, TREE, 1)).problems).toEqual([])
+  })
+
+  it('many new entries are made durable by one syncfs of staging before the rename; a failing syncfs falls back to fsyncs', async () => {
+    for (const failing of [false, true]) {
+      const w = await makeWorld()
+      for (let i = 0; i < 80; i++) await put(join(w.src, 'd', `f${String(i).padStart(2, '0')}`), `content ${i}`)
+      await setDirTimes(w.src)
+      const published = await w.publish(1)
+      const calls: Array<{ root: string, staged: boolean }> = []
+      const syncFs = async (root: string): Promise<void> => {
+        calls.push({ root, staged: (await lstat(w.home.versionDir(TREE, 1)).catch(() => undefined)) === undefined })
+        if (failing) throw new Error('syncfs unavailable')
+      }
+      const record = await materializeLocal({ index: w.store.index, catalog: w.store.catalog, home: w.home, syncFs }, { tree: TREE, seq: 1, entries: published.entries, envelope: published.envelope })
+      expect(calls).toEqual([{ root: w.home.stagingDir(TREE, 1), staged: true }]) // once, and before the rename
+      expect(record.state).toBe('complete')
+      await expectSameTree(w.src, w.home.versionDir(TREE, 1))
+    }
+  })
+
   it('a crash mid-materialize leaves v1 current and intact; the next run completes v2 reusing staging work', async () => {
     const w = await makeWorld()
     await fillSource(w.src)
