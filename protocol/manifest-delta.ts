@@ -50,8 +50,9 @@ export function manifestDeltaBase (prev: SizedChunk[], next: SizedChunk[], index
  * the margin, and kept inside the gap. Why not the whole file's proportional position: an ISO image that grew
  * by 12 % puts that position megabytes from the old content, and 16 KiB windows then never match (measured:
  * 37 of 1,409 new chunks of the bench's ISO paid with proportional windows; with gaps the boundary chunks
- * pay too, 0.5 MB less on the wire). Runs without two consistent anchors (no anchor at all, or the second
- * before the first in `prev`: content moved) fall back to the whole-list proportional window.
+ * pay too, 0.5 MB less on the wire). A run at the start or the end of the list has one anchor and its gap
+ * runs to that end of `prev`; a run without any, or whose right anchor lies before its left one in `prev`
+ * (content moved), falls back to the whole-list proportional window.
  */
 export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MANIFEST_DELTA_MARGIN): Map<number, SizedChunk[]> {
   const out = new Map<number, SizedChunk[]>()
@@ -80,6 +81,32 @@ export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MAN
     }
     return list[lo]
   }
+  const nextStart: number[] = []
+  offset = 0
+  for (const c of next) { nextStart.push(offset); offset += c.size }
+  const prevTotal = prevStart[prev.length] as number
+  const nextTotal = offset
+  /** Chunks of prev in [lo, hi) overlapping bytes [from, to) (binary search: runs and lists can be long). */
+  const overlapping = (lo: number, hi: number, from: number, to: number): SizedChunk[] => {
+    let a = lo
+    let b = hi
+    while (a < b) {
+      const mid = (a + b) >>> 1
+      if ((prevStart[mid + 1] as number) > from) b = mid
+      else a = mid + 1
+    }
+    const base: SizedChunk[] = []
+    for (let p = a; p < hi && (prevStart[p] as number) < to; p++) base.push(prev[p] as SizedChunk)
+    return base
+  }
+  /** As manifestDeltaBase(prev, next, k), from the prefix sums. */
+  const proportional = (k: number): SizedChunk[] => {
+    if (prevTotal === 0 || nextTotal === 0) return []
+    const start = nextStart[k] as number
+    const from = Number(BigInt(start) * BigInt(prevTotal) / BigInt(nextTotal)) - margin
+    const to = Number(BigInt(start + (next[k] as SizedChunk).size) * BigInt(prevTotal) / BigInt(nextTotal)) + margin
+    return overlapping(0, prev.length, from, to)
+  }
   let i = 0
   let lastAnchor = -1 // position in prev of the most recent shared chunk
   while (i < next.length) {
@@ -91,26 +118,22 @@ export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MAN
     const gapFrom = i === 0 ? 0 : lastAnchor + 1
     const right = j < next.length ? positionOf((next[j] as SizedChunk).id, lastAnchor) : prev.length
     const consistent = (i > 0 || j < next.length) && right !== undefined && right >= gapFrom
-    let runOffset = 0
-    const runBytes = next.slice(i, j).reduce((n, c) => n + c.size, 0)
+    const runFrom = nextStart[i] as number
+    const runBytes = (j < next.length ? nextStart[j] as number : nextTotal) - runFrom
     for (let k = i; k < j; k++) {
-      const size = (next[k] as SizedChunk).size
+      let base: SizedChunk[]
       if (!consistent) {
-        const base = manifestDeltaBase(prev, next, k)
-        if (base.length > 0) out.set(k, base)
+        base = proportional(k)
       } else if (right > gapFrom) {
         const gFrom = prevStart[gapFrom] as number
         const gTo = prevStart[right] as number
         const scale = (x: number): number => gFrom + Number(BigInt(x) * BigInt(gTo - gFrom) / BigInt(Math.max(1, runBytes)))
-        const from = Math.max(gFrom, scale(runOffset) - margin)
-        const to = Math.min(gTo, scale(runOffset + size) + margin)
-        const base: SizedChunk[] = []
-        for (let p = gapFrom; p < right; p++) {
-          if ((prevStart[p + 1] as number) > from && (prevStart[p] as number) < to) base.push(prev[p] as SizedChunk)
-        }
-        if (base.length > 0) out.set(k, base)
+        const at = (nextStart[k] as number) - runFrom
+        base = overlapping(gapFrom, right, Math.max(gFrom, scale(at) - margin), Math.min(gTo, scale(at + (next[k] as SizedChunk).size) + margin))
+      } else {
+        base = []
       }
-      runOffset += size
+      if (base.length > 0) out.set(k, base)
     }
     i = j
   }

@@ -37,18 +37,22 @@ export interface Pair {
  */
 export function deltaPairs (prev: SizedChunk[], next: SizedChunk[]): Pair[] {
   const had = new Set(prev.map(c => toHex(c.id)))
+  const hex = next.map(c => toHex(c.id))
+  // distance from each chunk of next to the nearest shared one before it and after it
+  const before: number[] = []
+  for (let i = 0, last = -Infinity; i < next.length; i++) { before.push(i - last); if (had.has(hex[i] as string)) last = i }
+  const after: number[] = new Array<number>(next.length)
+  for (let i = next.length - 1, last = Infinity; i >= 0; i--) { after[i] = last - i; if (had.has(hex[i] as string)) last = i }
   const bases = deltaBases(prev, next)
   const out: Pair[] = []
   const seen = new Set<string>()
   for (const [i, target] of next.entries()) {
-    const hex = toHex(target.id)
-    if (had.has(hex) || seen.has(hex)) continue
-    seen.add(hex)
+    const h = hex[i] as string
+    if (had.has(h) || seen.has(h)) continue
+    seen.add(h)
     const base = bases.get(i)
     if (base === undefined) continue
-    const shared = (k: number): boolean => { const c = next[k]; return c !== undefined && had.has(toHex(c.id)) }
-    let atEdge = false
-    for (let d = 1; d <= EDGE_REACH && !atEdge; d++) atEdge = shared(i - d) || shared(i + d)
+    const atEdge = Math.min(before[i] as number, after[i] as number) <= EDGE_REACH
     out.push({ target, base, key: deltaKeyOf(base.map(c => c.id), [target.id]), atEdge })
   }
   return out
