@@ -18,6 +18,9 @@ export const DELTAS_PROTOCOL = '/deltamesh/deltas/1.0.0'
 /** As 1.0.0, but a run of keys without a delta is answered by one DELTA_NONE frame (count) instead of a DONT_HAVE per key. */
 export const DELTAS_PROTOCOL_2 = '/deltamesh/deltas/2.0.0'
 
+/** HAVE frames, one long-lived stream per peer and direction: which chunks a syncing site now holds. */
+export const HAVES_PROTOCOL = '/deltamesh/haves/1.0.0'
+
 /** HEADS ↔ HEADS: what each side holds, exchanged on connect and on demand. */
 export const HEADS_PROTOCOL = '/deltamesh/heads/1.0.0'
 

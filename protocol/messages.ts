@@ -2,6 +2,7 @@
 // them into bytes and back. Pure: no I/O. A frame is one canonical msgpack array whose first element names
 // the message type; decodeMessage validates every field and throws InvalidMessageError (or its subclass
 // LimitExceededError) for anything a well-behaved peer would not send.
+import { haveFromWire, packHaveIds, type HaveMessage } from './have.js'
 import { decodeUntrusted, encodeCanonical, expectBytes, expectInt, expectString } from './codec.js'
 import { InvalidMessageError, LimitExceededError } from './errors.js'
 import { CHUNK_ID_BYTES, MAX_CHUNK_SIZE, MAX_ENVELOPE_BYTES } from './limits.js'
@@ -41,6 +42,9 @@ export interface DeltaMessage { type: 'DELTA', key: Uint8Array, bytes: Uint8Arra
  */
 export interface DeltaNoneMessage { type: 'DELTA_NONE', count: number }
 
+/** On the haves protocol: "I now hold these chunks of tree@seq" (protocol/have.ts), sent to a direct peer. */
+export interface HaveFrameMessage { type: 'HAVE', have: HaveMessage }
+
 /** Server → client: I cannot serve this chunk (not held, or no longer readable). */
 export interface DontHaveMessage { type: 'DONT_HAVE', id: ChunkId }
 
@@ -63,14 +67,14 @@ export type ErrorCode = typeof ERROR_CODES[number]
 /** Either direction, then the stream ends: why the sender gives up on this stream. */
 export interface ErrorMessage { type: 'ERROR', code: ErrorCode, message: string }
 
-export type Message = WantMessage | BlockMessage | BlocksMessage | DontHaveMessage | HeadsMessage | ErrorMessage | DeltaWantMessage | DeltaMessage | DeltaNoneMessage
+export type Message = WantMessage | BlockMessage | BlocksMessage | DontHaveMessage | HeadsMessage | ErrorMessage | DeltaWantMessage | DeltaMessage | DeltaNoneMessage | HaveFrameMessage
 export type MessageType = Message['type']
 
 // Wire forms (arrays, so the encoding is canonical):
 //   ['WANT', [id, …]]            ['BLOCK', id, bytes]        ['DONT_HAVE', id]
 //   ['HEADS', [[tree, seq, complete, envelope], …], wantReply]   ['ERROR', code, message]
 //   ['BLOCKS', codec, [[id, size], …], payload]   ['DELTA_WANT', [key, …]]   ['DELTA', key, bytes]
-//   ['DELTA_NONE', count]
+//   ['DELTA_NONE', count]   ['HAVE', tree, seq, packed ids]
 
 function toWire (msg: Message): unknown[] {
   switch (msg.type) {
@@ -80,6 +84,7 @@ function toWire (msg: Message): unknown[] {
     case 'DELTA_WANT': return ['DELTA_WANT', msg.keys]
     case 'DELTA': return ['DELTA', msg.key, msg.bytes]
     case 'DELTA_NONE': return ['DELTA_NONE', msg.count]
+    case 'HAVE': return ['HAVE', msg.have.tree, msg.have.seq, packHaveIds(msg.have.ids)]
     case 'DONT_HAVE': return ['DONT_HAVE', msg.id]
     case 'HEADS': return ['HEADS', msg.heads.map(h => [h.tree, h.seq, h.complete, h.envelope]), msg.wantReply]
     case 'ERROR': return ['ERROR', msg.code, msg.message]
@@ -173,6 +178,10 @@ function fromWire (value: unknown): Message {
       expectArity(t, 3, 'DELTA')
       const key = expectId(t[1], 'DELTA key')
       return { type: 'DELTA', key, bytes: expectBytes(t[2], 'DELTA bytes', undefined, MAX_DELTA_TARGET_BYTES) }
+    }
+    case 'HAVE': {
+      expectArity(t, 4, 'HAVE')
+      return { type: 'HAVE', have: haveFromWire(t[1], t[2], t[3]) }
     }
     case 'DELTA_NONE': {
       expectArity(t, 2, 'DELTA_NONE')

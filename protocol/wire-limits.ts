@@ -1,6 +1,7 @@
 // Every size a peer controls on the wire has a named bound here, with the reason for its value.
 // Data-format bounds (chunk, envelope, tree name) live in limits.ts.
 import { CHUNK_ID_BYTES, MAX_CHUNK_SIZE, MAX_ENVELOPE_BYTES, MAX_TREE_NAME_BYTES } from './limits.js'
+import { MAX_HAVE_IDS } from './have.js'
 
 /** Ids in one WANT frame: 1024 × 32 B ≈ 33 KiB, small enough to parse in well under a millisecond. */
 export const MAX_WANTS_PER_FRAME = 1024
@@ -62,3 +63,6 @@ export const MAX_INBOUND_HEADS_STREAMS = 4
 
 /** A gossiped status blob (versions held, sync progress, link rates of one site). */
 export const MAX_STATUS_BYTES = 64 * 1024
+
+/** Largest HAVE frame on the haves protocol: MAX_HAVE_IDS ids (protocol/have.ts) and a tree name. */
+export const MAX_HAVE_FRAME_BYTES = MAX_HAVE_IDS * CHUNK_ID_BYTES + MAX_TREE_NAME_BYTES + FRAME_OVERHEAD

@@ -20,7 +20,7 @@ import { ChunkClient } from '../net/chunk-client.js'
 import { HeadsProtocol } from '../net/heads-protocol.js'
 import { Announcer } from '../net/announcer.js'
 import { Dialer } from '../net/dialer.js'
-import { HaveGossip } from '../sync/have-gossip.js'
+import { HaveService } from '../net/have-protocol.js'
 import { bandwidthFromConfig, peerIdOfAddr } from '../bandwidth/from-config.js'
 import { LimitRequestError } from '../bandwidth/manager.js'
 import { pacedFetch } from '../bandwidth/paced-fetch.js'
@@ -151,11 +151,11 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     onMisbehaviour,
     onRejected: (from, code, reason) => onRejected(code, reason, from.toString()),
   })
-  // a banned peer's HAVEs (relayed by others) would only make the sync ask a peer the gater refuses
-  const haveGossip = new HaveGossip({ pubsub, log, onHave: (origin, have) => { if (!bans.isBanned(origin)) trees?.onHave(origin, have) }, onMisbehaviour })
+  // HAVEs go straight to the direct peers syncing the same version (agent/net/have-protocol.ts), not by gossip
+  const haves = new HaveService({ libp2p: node, allowlist, stats, onHave: (origin, have) => { if (!bans.isBanned(origin)) trees?.onHave(origin, have) }, onMisbehaviour })
   const dialer = new Dialer({ libp2p: node }, { peers: config.peers.map(p => p.addr), bannedUntil: peer => bans.bannedUntil(peer) })
 
-  const watchTree = (tree: string): void => { announcer.subscribe(tree); haveGossip.subscribe(tree) }
+  const watchTree = (tree: string): void => { announcer.subscribe(tree); haves.subscribe(tree) }
   trees = new TreeManager({
     selfId,
     selfPublisherKey,
@@ -166,8 +166,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     fetchDeltas: async (peerId, keys, signal) => await deltas.fetch(peerIdFromString(peerId), keys, signal),
     fetchFor: tree => pacedFetch(async (peerId, wants, options) => await chunkClient.fetch(peerIdFromString(peerId), wants, options), bandwidth, tree),
     trustedKeys: tree => trust.get(tree) ?? new Set(),
-    announceHave: (tree, seq, ids) => { haveGossip.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
-    listenHaves: (tree, on) => { haveGossip.listen(tree, on) },
+    announceHave: (tree, seq, ids) => { haves.announce(tree, seq, ids).catch(err => log.debug({ err }, 'HAVE not sent')) },
+    listenHaves: (tree, on) => { haves.listen(tree, on) },
     headsChanged: () => { heads.broadcastHeads().catch(err => log.debug({ err }, 'heads broadcast failed')) },
     watchTree,
     // the chunk client already struck the peer for the bad bytes; here they are only counted
@@ -190,7 +190,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   await chunkClient.start()
   await heads.start()
   await announcer.start()
-  haveGossip.start()
+  await haves.start()
   await trees.load()
   await dialer.start()
   const startedAtMs = Date.now()
@@ -201,7 +201,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     stopping ??= (async () => {
       await trees?.stop()
       await dialer.stop()
-      haveGossip.stop()
+      await haves.stop()
       await announcer.stop()
       await heads.stop()
       await chunkClient.stop()

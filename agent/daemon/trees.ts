@@ -35,7 +35,7 @@ export interface TreeManagerComponents {
   /** Trusted publisher keys per tree ('ed25519:…'), from the config plus `trust` at runtime. */
   trustedKeys: (tree: string) => ReadonlySet<string>
   announceHave: (tree: string, seq: number, ids: ChunkId[]) => void
-  /** Join (a sync starts) or leave (the version is held, or the tree unsubscribed) the tree's HAVE topic. */
+  /** Start (a sync starts) or stop (the version is held, or the tree unsubscribed) taking peers' HAVEs for the tree. */
   listenHaves?: (tree: string, on: boolean) => void
   /** Our heads changed (a version completed): tell every peer. */
   headsChanged: () => void
@@ -306,8 +306,7 @@ export class TreeManager {
 
   private startSync (state: TreeState, envelope: Envelope, record: TreeRecord): void {
     const controller = new AbortController()
-    let lastHaveMs = 0
-    const announceHave = (tree: string, seq: number, ids: ChunkId[]): void => { lastHaveMs = Date.now(); this.c.announceHave(tree, seq, ids) }
+    const announceHave = (tree: string, seq: number, ids: ChunkId[]): void => { this.c.announceHave(tree, seq, ids) }
     // every in-flight request and bandwidth wait of this sync listens on this one signal
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
@@ -329,8 +328,9 @@ export class TreeManager {
     // listening starts with the sync and stays through failed attempts (HAVEs heard during a retry's
     // backoff are kept for the next attempt); it ends when the version is held
     this.c.listenHaves?.(envelope.tree, true)
-    // any HAVE says "I am syncing" too: the beacon goes out only in a second without one
-    const beacon = setInterval(() => { if (Date.now() - lastHaveMs >= BEACON_INTERVAL_MS / 2) announceHave(envelope.tree, envelope.seq, []) }, BEACON_INTERVAL_MS)
+    // every second, to every direct peer (a few dozen bytes each): HAVE lists go only to the peers known to
+    // sync this version (agent/net/have-protocol.ts), so the beacon is how a peer connected mid-sync learns it
+    const beacon = setInterval(() => { announceHave(envelope.tree, envelope.seq, []) }, BEACON_INTERVAL_MS)
     announceHave(envelope.tree, envelope.seq, [])
     const started = Date.now()
     const done = (async () => {

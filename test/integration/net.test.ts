@@ -10,13 +10,15 @@ import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
 import { brotliCompressSync } from 'node:zlib'
 import { randomBytes } from 'node:crypto'
-import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1, STATUS_TOPIC, treeTopic } from '../../protocol/ids.js'
+import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1, HAVES_PROTOCOL, STATUS_TOPIC, treeTopic } from '../../protocol/ids.js'
 import { decodeMessage, encodeMessage, type HeadEntry } from '../../protocol/messages.js'
 import { MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist, type DeltameshNode } from '../../agent/net/node.js'
 import { ChunkClient, ChunkServer, type ChunkProvider, type ChunkClientInit, type ChunkServerInit } from '../../agent/net/chunk-protocol.js'
 import { HeadsProtocol, type ReceivedHead } from '../../agent/net/heads-protocol.js'
 import { Announcer } from '../../agent/net/announcer.js'
+import { HaveService } from '../../agent/net/have-protocol.js'
+import type { HaveMessage } from '../../protocol/have.js'
 import { Dialer } from '../../agent/net/dialer.js'
 import { BAD_CHUNK_STRIKES, PeerStats } from '../../agent/net/peer-stats.js'
 
@@ -541,5 +543,60 @@ describe('heads and gossip', () => {
     await a.node.services.pubsub.publish(topic, envelopeFor('other/tree', 1).bytes)
     await waitFor('strike', () => b.strikes.length === 1)
     expect(heard).toHaveLength(1)
+  })
+})
+
+describe('haves protocol', () => {
+  const tree = 'rhel-10/compose/BaseOS'
+  async function site (): Promise<Peer & { haves: HaveService, heard: Array<[string, HaveMessage]> }> {
+    const p = await peer()
+    const heard: Array<[string, HaveMessage]> = []
+    const haves = await started(new HaveService({ libp2p: p.node, allowlist: p.allowlist, stats: p.stats, onHave: (origin, have) => heard.push([origin, have]), onMisbehaviour: misbehaviour(p) }))
+    haves.subscribe(tree)
+    return { ...p, haves, heard }
+  }
+
+  it('a beacon reaches every direct peer; chunk lists only the peers syncing the same version; nothing is relayed', async () => {
+    const [a, b, c, origin] = [await site(), await site(), await site(), await site()]
+    allowEachOther(a, b, c, origin)
+    // a star around a, plus the origin everywhere: b and c are not connected to each other
+    await connect(a, b)
+    await connect(a, c)
+    for (const p of [a, b, c]) await connect(p, origin)
+    for (const p of [a, b, c]) p.haves.listen(tree, true) // syncing seq 2; the origin holds it and does not listen
+    c.haves.listen(tree, false)
+    c.haves.listen(tree, true)
+    const ids = [chunkIdOf(Buffer.from('one')), chunkIdOf(Buffer.from('two'))]
+    // before anyone beaconed, a's list goes nowhere
+    await a.haves.announce(tree, 2, ids)
+    await b.haves.announce(tree, 2, []) // b: "I am syncing tree@2"
+    await waitFor('b\'s beacon at a', () => a.heard.length === 1)
+    await a.haves.announce(tree, 2, ids)
+    await waitFor('a\'s list at b', () => b.heard.some(([, h]) => h.ids.length === 2))
+    expect(b.heard.map(([from, h]) => [from, h.seq, h.ids.map(toHex)])).toEqual([[a.node.peerId.toString(), 2, ids.map(toHex)]])
+    // c never beaconed: a sends it no list; c hears nothing of b (not connected, and a relays nothing)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(c.heard).toEqual([])
+    // the origin was sent b's beacon (beacons go to every peer) but acts on nothing: it is not listening
+    expect(origin.heard).toEqual([])
+    // a list for another version is not sent to a peer syncing this one
+    await a.haves.announce(tree, 3, ids)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(b.heard.filter(([, h]) => h.seq === 3)).toEqual([])
+  })
+
+  it('a malformed or foreign frame on the haves stream strikes the sender and ends the stream', async () => {
+    const [a, b] = [await site(), await site()]
+    allowEachOther(a, b)
+    await connect(a, b)
+    b.haves.listen(tree, true)
+    const lp = lpStream(await a.node.dialProtocol(b.node.peerId, HAVES_PROTOCOL))
+    await lp.write(encodeMessage({ type: 'WANT', ids: [chunkIdOf(Buffer.from('x'))] }))
+    await waitFor('the strike', () => b.strikes.length === 1)
+    expect(b.strikes[0]![1]).toMatch(/unexpected WANT/)
+    const lp2 = lpStream(await a.node.dialProtocol(b.node.peerId, HAVES_PROTOCOL))
+    await lp2.write(Buffer.concat([Buffer.from([0x05]), Buffer.from('junk!')]))
+    await waitFor('the second strike', () => b.strikes.length === 2)
+    expect(b.heard).toEqual([])
   })
 })

@@ -5,7 +5,6 @@ import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { encodeCanonical, encodeUvarint } from '../../protocol/codec.js'
 import { DeltameshError } from '../../protocol/errors.js'
 import { openEnvelope, rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
-import { decodeHave, encodeHave } from '../../protocol/have.js'
 import { decodeManifest, decodeRoot, encodeRoot, ManifestReader, ManifestWriter, type ManifestEntry } from '../../protocol/manifest.js'
 import { decodeMessage, encodeMessage, type Message } from '../../protocol/messages.js'
 import { MAX_REQUEST_FRAME_BYTES, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
@@ -110,7 +109,7 @@ const entries: ManifestEntry[] = [
 const writer = new ManifestWriter({ chunking: { algorithm: 'gear', avgBits: 15, minSize: 16384, maxSize: 262144 } })
 const manifest = Buffer.concat([writer.start(), ...entries.map(e => writer.write(e))])
 const root = encodeRoot({ manifestSize: manifest.byteLength, entryCount: entries.length, totalFileBytes: 30, chunks: [{ id: chunkIdOf(manifest), size: manifest.byteLength }] })
-const have = encodeHave({ tree: 'fedora/rawhide', seq: 7, ids: [id(1), id(2)] })
+const have = encodeMessage({ type: 'HAVE', have: { tree: 'fedora/rawhide', seq: 7, ids: [id(1), id(2)] } })
 const docCorpus = [envelope.bytes, root, have, manifest]
 const corpus = [...messageCorpus, ...docCorpus]
 
@@ -137,7 +136,6 @@ describe('unknown versions', () => {
     const frameOf = (value: unknown[]): Uint8Array => { const body = encodeCanonical(value); return Buffer.concat([encodeUvarint(body.length), body]) }
     reject(() => decodeManifest(frameOf(['deltamesh/manifest', 2, ['gear', 15, 16384, 262144]])))
     reject(() => decodeRoot(encodeCanonical(['deltamesh/root', 2, 10, 0, 0, new Uint8Array(32), [10]])))
-    reject(() => decodeHave(encodeCanonical(['deltamesh/have', 2, 'a/b', 1, new Uint8Array(0)])))
     // an envelope of a future format, properly signed: refused before its signature matters
     const payload = encodeCanonical(['deltamesh/envelope', 2, 'a/b', 1, '', 0, new Uint8Array(32), 10, rawPublicKeyOf(privateKey)])
     reject(() => openEnvelope(encodeCanonical([payload, sign(null, payload, privateKey)])))
@@ -163,7 +161,7 @@ describe('fuzz: decoders of peer and manifest input', () => {
     for (let i = 0; i < 45_000; i++) attempt(() => decodeMessage(input(i % 20 === 0 ? [oversizeWant] : messageCorpus)), s.messages)
     for (let i = 0; i < 10_000; i++) attempt(() => openEnvelope(input([envelope.bytes, messageCorpus[4] as Uint8Array])), s.envelopes)
     for (let i = 0; i < 8_000; i++) attempt(() => decodeRoot(input([root])), s.roots)
-    for (let i = 0; i < 8_000; i++) attempt(() => decodeHave(input([have])), s.haves)
+    for (let i = 0; i < 8_000; i++) attempt(() => decodeMessage(input([have])), s.haves)
     for (let i = 0; i < 25_000; i++) {
       const bytes = input([manifest])
       if (i % 2 === 0) { attempt(() => decodeManifest(bytes), s.manifests); continue }
