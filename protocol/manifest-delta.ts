@@ -19,21 +19,46 @@ export const MANIFEST_DELTA_MARGIN = 64 * 1024
  * Empty when the previous manifest is empty.
  */
 export function manifestDeltaBase (prev: SizedChunk[], next: SizedChunk[], index: number): SizedChunk[] {
-  const target = next[index]
-  if (target === undefined) throw new RangeError(`no manifest chunk ${index}`)
-  const prevTotal = BigInt(prev.reduce((n, c) => n + c.size, 0))
-  const nextTotal = BigInt(next.reduce((n, c) => n + c.size, 0))
-  if (prevTotal === 0n || nextTotal === 0n) return []
-  let start = 0
-  for (let i = 0; i < index; i++) start += (next[i] as SizedChunk).size
-  // integer scaling: the same window on every platform, whatever the manifest size
-  const from = Number(BigInt(start) * prevTotal / nextTotal) - MANIFEST_DELTA_MARGIN
-  const to = Number(BigInt(start + target.size) * prevTotal / nextTotal) + MANIFEST_DELTA_MARGIN
-  const out: SizedChunk[] = []
-  let offset = 0
-  for (const c of prev) {
-    if (offset + c.size > from && offset < to) out.push(c)
-    offset += c.size
+  return manifestDeltaBases(prev, next)(index)
+}
+
+/**
+ * manifestDeltaBase for many targets of the same two lists: offsets are summed once and each window found by
+ * binary search, so a list of n chunks costs O(n log n) instead of O(n²) (a 185 MB image cut at 16 KiB has
+ * 11,000 chunks: the publisher spent a third of a second on the windows alone). Same windows, chunk for chunk.
+ */
+export function manifestDeltaBases (prev: SizedChunk[], next: SizedChunk[]): (index: number) => SizedChunk[] {
+  const prevEnds = new Float64Array(prev.length)
+  let prevSum = 0
+  for (let j = 0; j < prev.length; j++) { prevSum += (prev[j] as SizedChunk).size; prevEnds[j] = prevSum }
+  const nextStarts = new Float64Array(next.length)
+  let nextSum = 0
+  for (let i = 0; i < next.length; i++) { nextStarts[i] = nextSum; nextSum += (next[i] as SizedChunk).size }
+  const prevTotal = BigInt(prevSum)
+  const nextTotal = BigInt(nextSum)
+  return (index: number): SizedChunk[] => {
+    const target = next[index]
+    if (target === undefined) throw new RangeError(`no manifest chunk ${index}`)
+    if (prevTotal === 0n || nextTotal === 0n) return []
+    const start = nextStarts[index] as number
+    // integer scaling: the same window on every platform, whatever the manifest size
+    const from = Number(BigInt(start) * prevTotal / nextTotal) - MANIFEST_DELTA_MARGIN
+    const to = Number(BigInt(start + target.size) * prevTotal / nextTotal) + MANIFEST_DELTA_MARGIN
+    // chunk j overlaps [from, to) iff end_j > from and start_j < to; both bounds are monotonic in j
+    const lo = firstIndex(prev.length, j => (prevEnds[j] as number) > from)
+    const hi = firstIndex(prev.length, j => (prevEnds[j] as number) - (prev[j] as SizedChunk).size >= to)
+    return lo < hi ? prev.slice(lo, hi) : []
   }
-  return out
+}
+
+/** The first j in [0, n) for which `holds` is true (n if none), `holds` being false then true along j. */
+function firstIndex (n: number, holds: (j: number) => boolean): number {
+  let lo = 0
+  let hi = n
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (holds(mid)) hi = mid
+    else lo = mid + 1
+  }
+  return lo
 }

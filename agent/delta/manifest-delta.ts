@@ -8,7 +8,7 @@
 import { toHex } from '../../protocol/chunk-id.js'
 import { applyDeltaVerified, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
-import { manifestDeltaBase, type SizedChunk } from '../../protocol/manifest-delta.js'
+import { manifestDeltaBases, type SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog } from '../store/types.js'
 import type { Logger } from '../log.js'
 
@@ -19,15 +19,22 @@ interface Pair { target: SizedChunk, base: SizedChunk[], key: Uint8Array }
 
 /** New chunks of `next` (absent from `prev`) with the base and key of their delta. */
 export function manifestDeltaPairs (prev: SizedChunk[], next: SizedChunk[]): Pair[] {
+  return [...eachManifestDeltaPair(prev, next)]
+}
+
+/**
+ * manifestDeltaPairs one at a time: a publisher that stops trying after a few (chunk-deltas.ts, an image of new
+ * content) does not pay for the windows and keys of the thousands of chunks it never tries.
+ */
+export function * eachManifestDeltaPair (prev: SizedChunk[], next: SizedChunk[]): Generator<Pair> {
   const had = new Set(prev.map(c => toHex(c.id)))
-  const out: Pair[] = []
+  const baseOf = manifestDeltaBases(prev, next)
   for (const [i, target] of next.entries()) {
     if (had.has(toHex(target.id))) continue
-    const base = manifestDeltaBase(prev, next, i)
+    const base = baseOf(i)
     if (base.length === 0) continue
-    out.push({ target, base, key: deltaKeyOf(base.map(c => c.id), [target.id]) })
+    yield { target, base, key: deltaKeyOf(base.map(c => c.id), [target.id]) }
   }
-  return out
 }
 
 async function blobs (catalog: Pick<Catalog, 'getBlob'>, chunks: SizedChunk[]): Promise<Buffer | undefined> {

@@ -5,7 +5,7 @@ import { silentLogger } from '../../agent/log.js'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeDelta } from '../../protocol/delta.js'
 import { ManifestWriter } from '../../protocol/manifest.js'
-import { manifestDeltaBase, MANIFEST_DELTA_MARGIN, type SizedChunk } from '../../protocol/manifest-delta.js'
+import { manifestDeltaBase, manifestDeltaBases, MANIFEST_DELTA_MARGIN, type SizedChunk } from '../../protocol/manifest-delta.js'
 
 // Manifest deltas: both sides derive the same base window; the publisher's deltas rebuild the new manifest's
 // chunks from the previous manifest; a delta that rebuilds other bytes is rejected and its chunk stays missing.
@@ -50,6 +50,32 @@ describe('manifest deltas', () => {
     expect(manifestDeltaBase(half, prev, 0).map(c => half.indexOf(c))).toEqual([0, 1])
     expect(MANIFEST_DELTA_MARGIN).toBe(64 * KiB)
     expect(manifestDeltaBase([], prev, 0)).toEqual([])
+  })
+
+  it('finds the same windows by binary search as the definition does by a scan, on lists of any shape', () => {
+    // the definition, as it was written first: every previous chunk overlapping the scaled range ± margin
+    const reference = (prev: SizedChunk[], next: SizedChunk[], index: number): SizedChunk[] => {
+      const prevTotal = BigInt(prev.reduce((n, c) => n + c.size, 0))
+      const nextTotal = BigInt(next.reduce((n, c) => n + c.size, 0))
+      if (prevTotal === 0n || nextTotal === 0n) return []
+      let start = 0
+      for (let i = 0; i < index; i++) start += next[i]!.size
+      const from = Number(BigInt(start) * prevTotal / nextTotal) - MANIFEST_DELTA_MARGIN
+      const to = Number(BigInt(start + next[index]!.size) * prevTotal / nextTotal) + MANIFEST_DELTA_MARGIN
+      const out: SizedChunk[] = []
+      let offset = 0
+      for (const c of prev) { if (offset + c.size > from && offset < to) out.push(c); offset += c.size }
+      return out
+    }
+    let seed = 7
+    const rand = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n }
+    for (let round = 0; round < 40; round++) {
+      const sized = (n: number, max: number): SizedChunk[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`r${round}-${i}-${n}`)), size: 1 + rand(max) }))
+      const prev = sized(rand(60), round % 2 === 0 ? 200 * KiB : 8 * KiB)
+      const next = sized(1 + rand(60), round % 3 === 0 ? 300 * KiB : 16 * KiB)
+      const bases = manifestDeltaBases(prev, next)
+      for (let i = 0; i < next.length; i++) expect(bases(i), `round ${round} chunk ${i}`).toEqual(reference(prev, next, i))
+    }
   })
 
   it('rebuilds every new chunk of the next manifest from the previous one, in a small fraction of its bytes', async () => {
