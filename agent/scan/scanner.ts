@@ -168,7 +168,7 @@ async function scanFile (absolute: string, relPath: string, stats: Stats, option
  * A file whose size, mtime and inode match the cache but whose ctime does not: hardlinked into a new tree,
  * chmod'ed, touched and restored, or restored from a backup — or rewritten with its mtime put back (`cp -p`,
  * `rsync -t`, tar), which is why ctime stays in the key. Hashing the bytes at the cached boundaries costs
- * about a third of cutting them (docs/design-notes.md) and tells the two apart: content-defined boundaries
+ * about 40 % of cutting them (docs/design-notes.md) and tells the two apart: content-defined boundaries
  * depend on the bytes alone, so identical bytes mean the identical chunk list. Undefined when the bytes differ
  * or the file changed while it was read: the caller chunks it.
  */
