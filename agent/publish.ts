@@ -68,7 +68,10 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
 
   // cached chunk lists are only valid for the chunking that cut them
   const cacheKey = scanCacheKey(source, o.chunking)
-  const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(cacheKey, relPath) }
+  const cache = {
+    get: async (relPath: string) => await o.catalog.getScanEntry(cacheKey, relPath),
+    getMany: async (relPaths: string[]) => await o.catalog.getScanEntries(cacheKey, relPaths),
+  }
   const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
 
   for await (const item of scanTree(source, { chunkFile: o.chunkFile, verifyFile: o.verifyFile, cache, signal: o.signal, onWarning, now: o.now })) {

@@ -150,6 +150,8 @@ export interface Catalog {
   deleteVersion (tree: string, seq: number): Promise<void>
 
   getScanEntry (sourcePath: string, relPath: string): Promise<ScanCacheEntry | undefined>
+  /** getScanEntry for many paths in one read (a rescan of small files is mostly these lookups). */
+  getScanEntries (sourcePath: string, relPaths: string[]): Promise<Array<ScanCacheEntry | undefined>>
   putScanEntries (sourcePath: string, entries: Array<[relPath: string, entry: ScanCacheEntry]>): Promise<void>
   /** Drops cache entries of files no longer present (called after a full scan with the paths seen). */
   pruneScanCache (sourcePath: string, keep: (relPath: string) => boolean): Promise<void>

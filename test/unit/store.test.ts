@@ -326,6 +326,9 @@ describe('catalog', () => {
     expect(await s.catalog.getScanEntry('/src', 'd/b')).toEqual(entry(2, false))
     expect(await s.catalog.getScanEntry('/src', 'e')).toEqual({ size: 0, mtimeMs: 1, ctimeMs: 3, ino: 2, chunks: [] })
     expect(await s.catalog.getScanEntry('/src', 'zz')).toBeUndefined()
+    // the batched read gives the same answers, misses included, in the order asked
+    expect(await s.catalog.getScanEntries('/src', ['d/b', 'zz', 'a', 'e'])).toEqual([entry(2, false), undefined, entry(1), { size: 0, mtimeMs: 1, ctimeMs: 3, ino: 2, chunks: [] }])
+    expect(await s.catalog.getScanEntries('/src', [])).toEqual([])
 
     const asked: string[] = []
     await s.catalog.pruneScanCache('/src', p => { asked.push(p); return p !== 'd/b' && p !== 'e' })
