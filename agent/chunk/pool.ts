@@ -255,7 +255,8 @@ export class ChunkerPool {
       const job = this.queue.shift()!
       slot.jobs.set(job.request.id, job)
       slot.worker.ref()
-      this.post(slot, job.request)
+      // a verify job's chunk list moves to the worker instead of being copied (the job owns it: packChunks made it)
+      this.post(slot, job.request, job.request.type === 'verify' ? [job.request.sizes.buffer, job.request.ids.buffer] : [])
     }
     this.armIdle()
   }
@@ -273,8 +274,8 @@ export class ChunkerPool {
     this.idleTimer.unref()
   }
 
-  private post (slot: Slot, msg: WorkerRequest): void {
-    slot.worker.postMessage(msg)
+  private post (slot: Slot, msg: WorkerRequest, transfer: ArrayBuffer[] = []): void {
+    slot.worker.postMessage(msg, transfer)
   }
 
   private spawn (): Slot {

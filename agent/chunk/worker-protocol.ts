@@ -23,8 +23,8 @@ export interface VerifyJobRequest {
   id: number
   path: string
   start: number
-  sizes: Uint32Array
-  ids: Uint8Array
+  sizes: Uint32Array<ArrayBuffer>
+  ids: Uint8Array<ArrayBuffer>
   checkEnd: boolean
 }
 

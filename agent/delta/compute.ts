@@ -74,7 +74,8 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
       baseBytes = await readVerified(join(version.realPath, base.path), base.chunks)
       if (baseBytes !== undefined) stats.baseFromRealPath++
     }
-    const targetBytes = await readAll(o.index, target.chunks, o.signal)
+    // no base, no delta: the target is not read for nothing (a source edited in place has lost every base)
+    const targetBytes = baseBytes === undefined ? undefined : await readAll(o.index, target.chunks, o.signal)
     if (baseBytes === undefined || targetBytes === undefined) { stats.baseUnavailable++; continue }
     const inBase = new Set(base.chunks.map(c => toHex(c.id)))
     const lacking = target.chunks.filter(c => !inBase.has(toHex(c.id))).reduce((n, c) => n + c.size, 0)
