@@ -8,7 +8,7 @@ import { validateTreeName } from '../protocol/paths.js'
 import { chunkBytes } from './chunk/chunker.js'
 import { scanCacheKey } from './chunk/sizes.js'
 import { scanTree, type ChunkFileFn, type VerifyFileFn } from './scan/scanner.js'
-import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
+import type { Catalog, ChunkIndex, PlacedChunk, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
 import { computeDeltas, type DeltaStats } from './delta/compute.js'
 import type { ChunkRef } from '../protocol/manifest.js'
@@ -39,6 +39,9 @@ export interface PublishResult {
 }
 
 const SCAN_CACHE_BATCH = 1000
+/** Verified files whose index locations are checked in one read; bounded by chunks too (a verified ISO has 10,000s). */
+const VERIFIED_BATCH = 256
+const VERIFIED_BATCH_CHUNKS = 65_536
 
 /**
  * Records a new version of `tree` from the directory `source`: scan (reusing cached chunk lists of
@@ -66,6 +69,17 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   // changed files: candidates for a delta against the same path in the previous version (large ones per chunk)
   const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
 
+  let verified: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
+  let verifiedChunks = 0
+  const reindexVerified = async (): Promise<void> => {
+    const batch = verified
+    verified = []
+    verifiedChunks = 0
+    if (batch.length === 0) return
+    const intact = await o.index.hasFiles(root.id, batch)
+    for (const [i, f] of batch.entries()) if (intact[i] !== true) await o.index.indexFile(root.id, f.relPath, f.chunks)
+  }
+
   // cached chunk lists are only valid for the chunking that cut them
   const cacheKey = scanCacheKey(source, o.chunking)
   const cache = {
@@ -85,11 +99,13 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     if (file.cached) {
       stats.cachedFiles++
     } else if (file.verified) {
-      // Same bytes as when it was indexed: nothing new to count and no delta to compute. Indexed again all the
-      // same (one key scan when nothing differs): its content may have been different for a while, and a read
-      // in that window drops the locations it found wrong.
+      // Same bytes as when it was indexed: nothing new to count and no delta to compute. Its locations are
+      // checked all the same (in batches, one read each): its content may have been different for a while, and
+      // a read in that window drops the locations it found wrong; a file missing any is indexed again.
       stats.verifiedFiles++
-      await o.index.indexFile(root.id, file.entry.path, file.chunks)
+      verified.push({ relPath: file.entry.path, chunks: file.chunks })
+      verifiedChunks += file.chunks.length
+      if (verified.length >= VERIFIED_BATCH || verifiedChunks >= VERIFIED_BATCH_CHUNKS) await reindexVerified()
     } else {
       const unseen = file.chunks.filter(chunk => {
         const key = toHex(chunk.id)
@@ -112,6 +128,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     }
     if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
   }
+  await reindexVerified()
   if (cacheBatch.length > 0) await o.catalog.putScanEntries(cacheKey, cacheBatch)
 
   // Files gone from the source since the last scan: forget their cache entries and their chunk locations.

@@ -41,6 +41,11 @@ export interface ChunkIndex {
   /** Records the chunks of one file, replacing whatever was recorded for (rootId, relPath) before. */
   indexFile (rootId: number, relPath: string, chunks: PlacedChunk[]): Promise<void>
   /**
+   * For each file, whether every one of its chunks is still recorded at its offset (one read for them all).
+   * Cheaper than indexFile when the answer is nearly always yes: a publish checks the files it verified.
+   */
+  hasFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<boolean[]>
+  /**
    * Records the chunks of many files under a root created by the caller, for which nothing was recorded
    * yet (a fresh staging dir): one write, no read of old locations. Anything else must use indexFile.
    */

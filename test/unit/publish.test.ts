@@ -165,6 +165,34 @@ describe('publishVersion', () => {
     expect(third.stats.cachedFiles).toBe(files.length)
   })
 
+  it('indexes a verified file again when a read dropped its locations while its content was different', async () => {
+    await generateTree(src, SPEC)
+    const first = await publish()
+    const victim = 'images/disk-0.img'
+    const path = join(src, victim)
+    const entry = (await entriesOf(first)).find(e => e.path === victim)
+    if (entry?.type !== 'file') throw new Error('no image in the tree')
+    const chunk = entry.chunks[2]!
+    const before = await stat(path)
+    const original = await readFile(path)
+    const edited = Buffer.from(original)
+    const at = entry.chunks.slice(0, 2).reduce((n, c) => n + c.size, 0)
+    edited[at + 5] = (edited[at + 5] as number) ^ 0xff
+    await writeFile(path, edited)
+    expect(await store.index.readChunk(chunk.id)).toBeUndefined() // the edited bytes: location dropped
+    expect(await store.index.has(chunk.id)).toBe(false)
+    // put back, mtime too: only ctime tells, and the bytes are the published ones again
+    await new Promise(resolve => setTimeout(resolve, 20))
+    await writeFile(path, original)
+    await utimes(path, before.atime, before.mtime)
+
+    const second = await publish()
+    expect(second.stats.verifiedFiles).toBe(1)
+    expect(chunked).toEqual([])
+    expect((await store.index.locations(chunk.id)).map(l => l.relPath)).toEqual([victim])
+    expect(await store.index.readChunk(chunk.id)).toBeDefined()
+  })
+
   it('keeps the old cache entry of a verified file inside the racy window, so the next scan checks it again', async () => {
     await generateTree(src, SPEC)
     await publish()
