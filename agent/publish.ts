@@ -7,8 +7,8 @@ import { encodeRoot, ManifestWriter, type ChunkingParams } from '../protocol/man
 import { validateTreeName } from '../protocol/paths.js'
 import { chunkBytes } from './chunk/chunker.js'
 import { scanCacheKey } from './chunk/sizes.js'
-import { scanTree, type ChunkFileFn } from './scan/scanner.js'
-import type { Catalog, ChunkIndex, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
+import { scanTree, type ChunkFileFn, type VerifyFileFn } from './scan/scanner.js'
+import type { Catalog, ChunkIndex, PlacedChunk, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
 import { computeDeltas, type DeltaStats } from './delta/compute.js'
 import { storeSignatures } from './delta/signatures.js'
@@ -23,6 +23,8 @@ export interface PublishOptions {
   publisherKey: KeyObject
   chunking: ChunkingParams
   chunkFile: ChunkFileFn
+  /** Checks a file whose ctime alone changed against its cached chunks (ChunkerPool.verifyFile); default: in this thread. */
+  verifyFile?: VerifyFileFn
   log: Logger
   signal?: AbortSignal
   now?: () => number
@@ -31,12 +33,16 @@ export interface PublishOptions {
 export interface PublishResult {
   envelope: Envelope
   rootHex: string
-  stats: VersionStats & { manifestBytes: number, cachedFiles: number, warnings: number }
+  /** cachedFiles: reused from the scan cache unread; verifiedFiles: ctime alone changed, read and found to hold the cached chunks. */
+  stats: VersionStats & { manifestBytes: number, cachedFiles: number, verifiedFiles: number, warnings: number }
   /** Small-file deltas against the previous version (undefined: no previous version). */
   deltas?: DeltaStats
 }
 
 const SCAN_CACHE_BATCH = 1000
+/** Verified files whose index locations are checked in one read; bounded by chunks too (a verified ISO has 10,000s). */
+const VERIFIED_BATCH = 256
+const VERIFIED_BATCH_CHUNKS = 65_536
 
 /**
  * Records a new version of `tree` from the directory `source`: scan (reusing cached chunk lists of
@@ -59,17 +65,31 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const manifestParts: Uint8Array[] = [writer.start()]
   const seen = new Set<string>()
   const countedChunks = new Set<string>()
-  const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, warnings: 0 }
+  const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, verifiedFiles: 0, warnings: 0 }
   let cacheBatch: Array<[string, ScanCacheEntry]> = []
   // changed files: candidates for a delta against the same path in the previous version (large ones per chunk)
   const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
 
+  let verified: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
+  let verifiedChunks = 0
+  const reindexVerified = async (): Promise<void> => {
+    const batch = verified
+    verified = []
+    verifiedChunks = 0
+    if (batch.length === 0) return
+    const intact = await o.index.hasFiles(root.id, batch)
+    for (const [i, f] of batch.entries()) if (intact[i] !== true) await o.index.indexFile(root.id, f.relPath, f.chunks)
+  }
+
   // cached chunk lists are only valid for the chunking that cut them
   const cacheKey = scanCacheKey(source, o.chunking)
-  const cache = { get: async (relPath: string) => await o.catalog.getScanEntry(cacheKey, relPath) }
+  const cache = {
+    get: async (relPath: string) => await o.catalog.getScanEntry(cacheKey, relPath),
+    getMany: async (relPaths: string[]) => await o.catalog.getScanEntries(cacheKey, relPaths),
+  }
   const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
 
-  for await (const item of scanTree(source, { chunkFile: o.chunkFile, cache, signal: o.signal, onWarning, now: o.now })) {
+  for await (const item of scanTree(source, { chunkFile: o.chunkFile, verifyFile: o.verifyFile, cache, signal: o.signal, onWarning, now: o.now })) {
     manifestParts.push(writer.write(item.entry))
     const file = item.file
     if (file === undefined) continue
@@ -79,6 +99,14 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     stats.chunks += file.chunks.length
     if (file.cached) {
       stats.cachedFiles++
+    } else if (file.verified) {
+      // Same bytes as when it was indexed: nothing new to count and no delta to compute. Its locations are
+      // checked all the same (in batches, one read each): its content may have been different for a while, and
+      // a read in that window drops the locations it found wrong; a file missing any is indexed again.
+      stats.verifiedFiles++
+      verified.push({ relPath: file.entry.path, chunks: file.chunks })
+      verifiedChunks += file.chunks.length
+      if (verified.length >= VERIFIED_BATCH || verifiedChunks >= VERIFIED_BATCH_CHUNKS) await reindexVerified()
     } else {
       const unseen = file.chunks.filter(chunk => {
         const key = toHex(chunk.id)
@@ -93,9 +121,15 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     }
     // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
     // is how the next publish learns that a file is gone and drops its chunk locations from the index.
-    if (!file.cached) cacheBatch.push([file.entry.path, file.cacheEntry ?? uncacheable(file.entry.size)])
+    // A verified racy file keeps the entry the cache has (it matches the bytes; its old ctime makes the next scan check again).
+    if (file.verified) {
+      if (file.cacheEntry !== undefined) cacheBatch.push([file.entry.path, file.cacheEntry])
+    } else if (!file.cached) {
+      cacheBatch.push([file.entry.path, file.cacheEntry ?? uncacheable(file.entry.size)])
+    }
     if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
   }
+  await reindexVerified()
   if (cacheBatch.length > 0) await o.catalog.putScanEntries(cacheKey, cacheBatch)
 
   // Files gone from the source since the last scan: forget their cache entries and their chunk locations.
@@ -153,7 +187,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, ...(realSource === source ? {} : { realPath: realSource }), stats })
   const treeRecord = await o.catalog.getTree(tree)
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
-  log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')
+  log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, cachedFiles: stats.cachedFiles, verifiedFiles: stats.verifiedFiles, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')
   return { envelope, rootHex: toHex(rootHash), stats, deltas }
 }
 

@@ -22,7 +22,7 @@ import { openStore } from '../agent/store/index.js'
 interface Options { files: number, maxSize: number, perDir: number, keep: boolean }
 
 /** What a publish child reports. */
-interface PublishFigures { files: number, bytes: number, cachedFiles: number, filesRead: number, manifestBytes: number, seconds: number, maxRssMiB: number, root: string, seq: number }
+interface PublishFigures { files: number, bytes: number, cachedFiles: number, verifiedFiles: number, filesRead: number, manifestBytes: number, seconds: number, cpuSeconds: number, maxRssMiB: number, root: string, seq: number }
 
 /** ctime of a written file cannot be set back (utimes changes it too): the racy window must pass for real. */
 const RACY_WINDOW_MS = 2000
@@ -80,6 +80,7 @@ async function publishChild (src: string, db: string, keyPem: string): Promise<v
   let filesRead = 0
   try {
     const started = process.hrtime.bigint()
+    const cpu0 = process.cpuUsage()
     const r = await publishVersion({
       tree: 'bench/rescan',
       source: src,
@@ -88,12 +89,14 @@ async function publishChild (src: string, db: string, keyPem: string): Promise<v
       publisherKey: createPrivateKey(keyPem),
       chunking: DEFAULT_CHUNKING,
       chunkFile: async (path, signal, size) => { filesRead++; return await pool.chunkFile(path, DEFAULT_CHUNKING, signal, size) },
+      verifyFile: async (path, chunks, signal) => { filesRead++; return await pool.verifyFile(path, chunks, signal) },
       log: silentLogger(),
     })
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    const cpu = process.cpuUsage(cpu0)
     const figures: PublishFigures = {
-      files: r.stats.files, bytes: r.stats.bytes, cachedFiles: r.stats.cachedFiles, filesRead, manifestBytes: r.stats.manifestBytes,
-      seconds, maxRssMiB: peakRssMiB(), root: r.rootHex, seq: r.envelope.seq,
+      files: r.stats.files, bytes: r.stats.bytes, cachedFiles: r.stats.cachedFiles, verifiedFiles: r.stats.verifiedFiles, filesRead, manifestBytes: r.stats.manifestBytes,
+      seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, maxRssMiB: peakRssMiB(), root: r.rootHex, seq: r.envelope.seq,
     }
     process.stdout.write(JSON.stringify(figures) + '\n')
   } finally {
@@ -201,7 +204,7 @@ async function main (): Promise<void> {
     console.log(`  ${first.files} files read and chunked in ${f2(first.seconds)} s, peak RSS ${f1(first.maxRssMiB)} MiB`)
     console.log('rescan: publish unchanged (child process) …')
     const rescan = await runPublishChild(src, db, keyPem)
-    console.log(`  ${rescan.cachedFiles}/${rescan.files} from the scan cache, ${rescan.filesRead} files read, ${f2(rescan.seconds)} s, peak RSS ${f1(rescan.maxRssMiB)} MiB`)
+    console.log(`  ${rescan.cachedFiles}/${rescan.files} from the scan cache, ${rescan.verifiedFiles} verified, ${rescan.filesRead} files read, ${f2(rescan.seconds)} s (CPU ${f2(rescan.cpuSeconds)} s), peak RSS ${f1(rescan.maxRssMiB)} MiB`)
     if (rescan.root !== first.root || rescan.seq !== first.seq + 1) throw new Error(`rescan gave root ${rescan.root} seq ${rescan.seq}; expected ${first.root} seq ${first.seq + 1}`)
     if (rescan.filesRead !== 0) console.log(`  NOTE: ${rescan.filesRead} files were read again on the rescan (expected 0)`)
 

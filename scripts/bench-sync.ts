@@ -275,7 +275,7 @@ interface DeltameshRound {
   serveCpu: number
   publisherRssMiB: number
   subscriberCpu: number
-  publish: { seq: number, newBytes: number, newChunks: number, files: number, cachedFiles: number, manifestBytes: number, bytes: number }
+  publish: { seq: number, newBytes: number, newChunks: number, files: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, bytes: number }
   results: SyncResult[]
   subs: Array<{ framesDown: number, framesUp: number, chunkDown: number, tcpDown?: number, tcpUp?: number }>
   pub: { framesUp: number, framesDown: number, chunkUp: number, tcpUp?: number, tcpDown?: number }
@@ -395,7 +395,7 @@ function render (r: Report): { table: string, targets: string, lines: string } {
     `per subscriber (deltamesh): ${dm.subs.map((s, i) => `sub-${i + 1} frames down ${mb(s.framesDown)} MB (chunks ${mb(s.chunkDown)}), up ${mb(s.framesUp)} MB` + (s.tcpDown === undefined ? '' : `; TCP down ${mb(s.tcpDown)}, up ${mb(s.tcpUp ?? 0)}`) + `; plan ${mb(dm.results[i]?.bytesFetched ?? 0)} MB`).join('\n                             ')}`,
     `per client (rsync): ${rs.clients.map(c => `sent ${mb(c.sent)} MB, received ${mb(c.received)} MB, literal ${mb(c.literal)} MB, matched ${mb(c.matched)} MB, ${c.transferred} files, ${s2(c.seconds)} s`).join('\n                    ')}`,
     ...(rz === undefined ? [] : [`per client (rsync -z): ${rz.clients.map(c => `sent ${mb(c.sent)} MB, received ${mb(c.received)} MB, ${s2(c.seconds)} s`).join('; ')}`]),
-    `publish v2: ${dm.publish.files} files, ${mb(dm.publish.bytes)} MB, ${dm.publish.cachedFiles} unchanged (not re-read), new ${dm.publish.newChunks} chunks ${mb(dm.publish.newBytes)} MB, manifest ${mb(dm.publish.manifestBytes)} MB; publisher peak RSS ${dm.publisherRssMiB.toFixed(0)} MiB`,
+    `publish v2: ${dm.publish.files} files, ${mb(dm.publish.bytes)} MB, ${dm.publish.cachedFiles} unchanged (not re-read), ${dm.publish.verifiedFiles ?? 0} re-read and verified unchanged (ctime only), new ${dm.publish.newChunks} chunks ${mb(dm.publish.newBytes)} MB, manifest ${mb(dm.publish.manifestBytes)} MB; publisher peak RSS ${dm.publisherRssMiB.toFixed(0)} MiB`,
     `sync phases, seconds after publish start (first seen): ${dm.phases.map((p, i) => `sub-${i + 1} ` + Object.entries(p).map(([k, v]) => `${k} ${s2(v)}`).join(', ')).join('\n                                                     ')}`,
     `publisher frames down (WANTs, heads) ${mb(dm.pub.framesDown)} MB; frames received by all 5 agents ${mb(dm.framesAllDown)} MB` +
       (dm.tcp === undefined ? '' : `; TCP sockets opened during the round ${dm.tcp.opened}, closed ${dm.tcp.closed}`),

@@ -45,12 +45,13 @@ export const READ_BUFFER_BYTES = 1024 * 1024
 const spareBuffers: Buffer[] = []
 const MAX_SPARE_BUFFERS = 8
 
-function takeBuffer (size: number): Buffer {
+/** A read buffer of `size` bytes from the spares (or a new one); hand it back with giveBack when done. */
+export function takeBuffer (size: number): Buffer {
   const i = spareBuffers.findIndex(b => b.length === size)
   return i >= 0 ? spareBuffers.splice(i, 1)[0]! : Buffer.allocUnsafe(size)
 }
 
-function giveBack (buffer: Buffer): void {
+export function giveBack (buffer: Buffer): void {
   if (spareBuffers.length < MAX_SPARE_BUFFERS) spareBuffers.push(buffer)
 }
 

@@ -8,7 +8,8 @@ import type { ChunkingParams } from '../../protocol/manifest.js'
 import { validateChunkingParams } from '../../protocol/manifest.js'
 import type { PlacedChunk } from '../store/types.js'
 import { endOf, planSegments, stitch, type Segment } from './split.js'
-import { deserializeError, unpackChunks, type ChunkJobRequest, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
+import type { SizedChunkId } from './verify.js'
+import { deserializeError, packChunks, unpackChunks, type JobRequest, type JobResult, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
 
 /** A worker thread died (crash, out of memory, terminated) while it was chunking this job's file. */
 export class ChunkerWorkerError extends DeltameshError {
@@ -66,8 +67,8 @@ export const DEFAULT_SPLIT_THRESHOLD = 64 * 1024 * 1024
 export const DEFAULT_JOBS_PER_WORKER = 4
 
 interface Job {
-  request: ChunkJobRequest
-  resolve: (chunks: PlacedChunk[]) => void
+  request: JobRequest
+  resolve: (result: JobResult) => void
   reject: (err: unknown) => void
   signal?: AbortSignal
   onAbort?: () => void
@@ -126,7 +127,33 @@ export class ChunkerPool {
       const size = knownSize ?? (await stat(path)).size
       if (size >= this.splitThreshold) return await this.chunkSplit(path, params, size, signal)
     }
-    return await this.submit(path, params, { start: 0 }, signal)
+    return await this.submitChunk(path, params, { start: 0 }, signal)
+  }
+
+  /**
+   * True when the file still holds exactly `chunks` (each range hashes to its id, nothing follows the last):
+   * the check for a file whose ctime alone changed (verify.ts). A file of at least splitThreshold bytes is
+   * checked in contiguous runs of chunks by several workers at once (no stitching: the boundaries are given);
+   * the first run that does not match stops the others.
+   */
+  async verifyFile (path: string, chunks: readonly SizedChunkId[], signal?: AbortSignal): Promise<boolean> {
+    signal?.throwIfAborted()
+    if (this.closed) throw new ChunkerPoolClosedError()
+    const runs = this.size > 1 ? verifyRuns(chunks, this.size, this.splitThreshold) : [{ from: 0, to: chunks.length, start: 0 }]
+    if (runs.length === 1) return await this.submitVerify(path, chunks, 0, true, signal)
+    const controller = new AbortController()
+    const combined = signal === undefined ? controller.signal : AbortSignal.any([signal, controller.signal])
+    const parts = runs.map(async (r, k) => {
+      const match = await this.submitVerify(path, chunks.slice(r.from, r.to), r.start, k === runs.length - 1, combined)
+      if (!match) controller.abort(new VerifyMismatch())
+      return match
+    })
+    const settled = await Promise.allSettled(parts)
+    signal?.throwIfAborted()
+    if (settled.some(s => s.status === 'fulfilled' && !s.value)) return false
+    const failed = settled.find(s => s.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+    return true
   }
 
   /** Rejects queued and running jobs with ChunkerPoolClosedError and terminates the workers. */
@@ -147,7 +174,7 @@ export class ChunkerPool {
     // If one segment fails, abort the others instead of letting them run on.
     const controller = new AbortController()
     const combined = signal === undefined ? controller.signal : AbortSignal.any([signal, controller.signal])
-    const parts = segments.map(async s => await this.submit(path, params, s, combined))
+    const parts = segments.map(async s => await this.submitChunk(path, params, s, combined))
     for (const p of parts) p.catch(() => {}) // each is awaited (or settled) below; no unhandled rejection meanwhile
     try {
       let chain = await parts[0]!
@@ -157,7 +184,7 @@ export class ChunkerPool {
         if (stitched === undefined) {
           // The chains did not meet within the overlap: re-cut this segment from the last true cut.
           const redo: Segment = { start: endOf(chain), end: segments[k]!.end }
-          stitched = chain.concat(await this.submit(path, params, redo, combined))
+          stitched = chain.concat(await this.submitChunk(path, params, redo, combined))
         }
         chain = stitched
       }
@@ -169,12 +196,24 @@ export class ChunkerPool {
     }
   }
 
-  private async submit (path: string, params: ChunkingParams, segment: Segment, signal?: AbortSignal): Promise<PlacedChunk[]> {
+  private async submitChunk (path: string, params: ChunkingParams, segment: Segment, signal?: AbortSignal): Promise<PlacedChunk[]> {
+    const result = await this.submit({ type: 'chunk', id: this.nextId++, path, params, start: segment.start, end: segment.end }, signal)
+    if (result.type !== 'done') throw new ChunkerWorkerError(path, `answered a chunk job with '${result.type}'`)
+    return unpackChunks(result.start, result.sizes, result.ids)
+  }
+
+  private async submitVerify (path: string, chunks: readonly SizedChunkId[], start: number, checkEnd: boolean, signal?: AbortSignal): Promise<boolean> {
+    const { sizes, ids } = packChunks(chunks)
+    const result = await this.submit({ type: 'verify', id: this.nextId++, path, start, sizes, ids, checkEnd }, signal)
+    if (result.type !== 'verified') throw new ChunkerWorkerError(path, `answered a verify job with '${result.type}'`)
+    return result.match
+  }
+
+  private async submit (request: JobRequest, signal?: AbortSignal): Promise<JobResult> {
     if (this.closed) throw new ChunkerPoolClosedError()
     signal?.throwIfAborted()
     if (this.queue.length >= this.maxQueue) throw new ChunkerQueueFullError(this.maxQueue)
-    return await new Promise<PlacedChunk[]>((resolve, reject) => {
-      const request: ChunkJobRequest = { type: 'chunk', id: this.nextId++, path, params, start: segment.start, end: segment.end }
+    return await new Promise<JobResult>((resolve, reject) => {
       const job: Job = { request, resolve, reject, signal, settled: false }
       if (signal !== undefined) {
         job.onAbort = () => this.abortJob(job)
@@ -194,11 +233,11 @@ export class ChunkerPool {
     this.settle(job, job.signal?.reason ?? new DOMException('Aborted', 'AbortError'))
   }
 
-  private settle (job: Job, error: unknown, chunks?: PlacedChunk[]): void {
+  private settle (job: Job, error: unknown, result?: JobResult): void {
     if (job.settled) return
     job.settled = true
     if (job.onAbort !== undefined) job.signal?.removeEventListener('abort', job.onAbort)
-    if (chunks !== undefined) job.resolve(chunks)
+    if (result !== undefined) job.resolve(result)
     else job.reject(error)
   }
 
@@ -216,7 +255,8 @@ export class ChunkerPool {
       const job = this.queue.shift()!
       slot.jobs.set(job.request.id, job)
       slot.worker.ref()
-      this.post(slot, job.request)
+      // a verify job's chunk list moves to the worker instead of being copied (the job owns it: packChunks made it)
+      this.post(slot, job.request, job.request.type === 'verify' ? [job.request.sizes.buffer, job.request.ids.buffer] : [])
     }
     this.armIdle()
   }
@@ -234,8 +274,8 @@ export class ChunkerPool {
     this.idleTimer.unref()
   }
 
-  private post (slot: Slot, msg: WorkerRequest): void {
-    slot.worker.postMessage(msg)
+  private post (slot: Slot, msg: WorkerRequest, transfer: ArrayBuffer[] = []): void {
+    slot.worker.postMessage(msg, transfer)
   }
 
   private spawn (): Slot {
@@ -246,8 +286,8 @@ export class ChunkerPool {
       if (job === undefined) return
       slot.jobs.delete(msg.id)
       if (slot.jobs.size === 0) worker.unref()
-      if (msg.type === 'done') this.settle(job, undefined, unpackChunks(msg.start, msg.sizes, msg.ids))
-      else this.settle(job, deserializeError(msg.error))
+      if (msg.type === 'failed') this.settle(job, deserializeError(msg.error))
+      else this.settle(job, undefined, msg)
       this.dispatch()
     })
     let dead = false
@@ -270,4 +310,38 @@ export class ChunkerPool {
     worker.unref()
     return slot
   }
+}
+
+/** Why the other runs of a split verify were stopped: one run did not match (never surfaces to a caller). */
+class VerifyMismatch extends Error {
+  static override name = 'VerifyMismatch'
+  constructor () {
+    super('another run of the file did not match its chunks')
+    this.name = 'VerifyMismatch'
+  }
+}
+
+/**
+ * Contiguous runs of `chunks` of about equal bytes, one per worker, with the file offset each starts at; one
+ * run for a file below `threshold` (a small file is latency-bound: splitting it only adds round trips).
+ */
+export function verifyRuns (chunks: readonly SizedChunkId[], workers: number, threshold: number): Array<{ from: number, to: number, start: number }> {
+  let total = 0
+  for (const c of chunks) total += c.size
+  if (total < threshold || workers <= 1 || chunks.length < 2) return [{ from: 0, to: chunks.length, start: 0 }]
+  const runs: Array<{ from: number, to: number, start: number }> = []
+  let from = 0
+  let start = 0
+  let offset = 0
+  for (let i = 0; i < chunks.length; i++) {
+    offset += chunks[i]!.size
+    // cut after the chunk that reaches the next share of the bytes, leaving the rest to the last run
+    if (runs.length < workers - 1 && offset >= total * (runs.length + 1) / workers && i + 1 < chunks.length) {
+      runs.push({ from, to: i + 1, start })
+      from = i + 1
+      start = offset
+    }
+  }
+  runs.push({ from, to: chunks.length, start })
+  return runs
 }

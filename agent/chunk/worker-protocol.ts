@@ -14,12 +14,27 @@ export interface ChunkJobRequest {
   end?: number
 }
 
+/**
+ * Check that bytes [start, …) of a file hash to these chunks (the scan cache's list for a file whose ctime
+ * alone changed), instead of cutting it again. `checkEnd`: the file must end after the last chunk.
+ */
+export interface VerifyJobRequest {
+  type: 'verify'
+  id: number
+  path: string
+  start: number
+  sizes: Uint32Array<ArrayBuffer>
+  ids: Uint8Array<ArrayBuffer>
+  checkEnd: boolean
+}
+
 export interface AbortJobRequest {
   type: 'abort'
   id: number
 }
 
-export type WorkerRequest = ChunkJobRequest | AbortJobRequest
+export type JobRequest = ChunkJobRequest | VerifyJobRequest
+export type WorkerRequest = JobRequest | AbortJobRequest
 
 /** An error as it crosses the thread boundary: enough to rebuild `name`, `code` (ENOENT…) and the message. */
 export interface SerializedError {
@@ -33,9 +48,13 @@ export interface SerializedError {
 
 export type WorkerResponse =
   | { type: 'done', id: number, start: number, sizes: Uint32Array, ids: Uint8Array }
+  | { type: 'verified', id: number, match: boolean }
   | { type: 'failed', id: number, error: SerializedError }
 
-export function packChunks (chunks: PlacedChunk[]): { sizes: Uint32Array<ArrayBuffer>, ids: Uint8Array<ArrayBuffer> } {
+/** A job's successful answer. */
+export type JobResult = Exclude<WorkerResponse, { type: 'failed' }>
+
+export function packChunks (chunks: ReadonlyArray<{ id: Uint8Array, size: number }>): { sizes: Uint32Array<ArrayBuffer>, ids: Uint8Array<ArrayBuffer> } {
   const sizes = new Uint32Array(chunks.length)
   const ids = new Uint8Array(chunks.length * CHUNK_ID_BYTES)
   chunks.forEach((c, i) => { sizes[i] = c.size; ids.set(c.id, i * CHUNK_ID_BYTES) })

@@ -69,7 +69,8 @@ export function registerLocalCommands (program: Command): void {
         const result = await publishVersion({
           tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
           publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
-          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, chunking, signal, size), log: ctx.log,
+          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, chunking, signal, size),
+          verifyFile: async (path, chunks, signal) => await ctx.pool.verifyFile(path, chunks, signal), log: ctx.log,
         })
         printPublish(result, opts.json === true)
       })
@@ -148,7 +149,7 @@ export function registerLocalCommands (program: Command): void {
     })
 }
 
-export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, manifestBytes: number, durationMs: number } }, json: boolean): void {
+export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number } }, json: boolean): void {
   const { envelope, stats } = result
   if (json) {
     process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats }) + '\n')
@@ -157,6 +158,6 @@ export function printPublish (result: { envelope: { tree: string, seq: number, l
   const seconds = stats.durationMs / 1000
   process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
     `  ${stats.files} files, ${formatBytes(stats.bytes)}, ${stats.chunks} chunks; new: ${stats.newChunks} chunks, ${formatBytes(stats.newBytes)}; ` +
-    `${stats.cachedFiles} files unchanged (not re-read); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
+    `${stats.cachedFiles} files unchanged (not re-read), ${stats.verifiedFiles ?? 0} re-read and found unchanged (only their ctime moved); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
     `${seconds > 0 ? `, ${formatBytes((stats.bytes - 0) / seconds)}/s` : ''}\n`)
 }

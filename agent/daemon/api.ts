@@ -108,6 +108,8 @@ export interface PublishSummary {
   newChunks: number
   newBytes: number
   cachedFiles: number
+  /** Files whose ctime alone changed, read and found to hold their cached chunks (absent from an agent before this field). */
+  verifiedFiles?: number
   manifestBytes: number
   durationMs: number
 }

@@ -45,16 +45,22 @@ class TryRecord {
 
 export const isLarge = (size: number): boolean => size > MAX_DELTA_TARGET_BYTES
 
-/** Reads `chunks` (a contiguous run of the file's chunk list) from `path`, checking each hash; undefined on any mismatch. */
-async function readRun (path: string, all: ChunkRef[], run: SizedChunk[]): Promise<Buffer | undefined> {
+/** Where each chunk of a file's list first lies (hex id → offset), for reading runs of it by id. */
+function offsetsOf (all: ChunkRef[]): Map<string, number> {
   let offset = 0
   const at = new Map<string, number>()
-  for (const c of all) { if (!at.has(toHex(c.id))) at.set(toHex(c.id), offset); offset += c.size }
+  for (const c of all) { const hex = toHex(c.id); if (!at.has(hex)) at.set(hex, offset); offset += c.size }
+  return at
+}
+
+/** Reads `run` (a contiguous run of the file's chunk list, located by `at`) from `path`, checking each hash; undefined on any mismatch. */
+async function readRun (path: string, at: Map<string, number>, run: SizedChunk[], signal?: AbortSignal): Promise<Buffer | undefined> {
   let fh
   try { fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW) } catch { return undefined }
   try {
     const parts: Buffer[] = []
     for (const c of run) {
+      signal?.throwIfAborted()
       const b = Buffer.allocUnsafe(c.size)
       const { bytesRead } = await fh.read(b, 0, c.size, at.get(toHex(c.id)) ?? -1)
       if (bytesRead !== c.size || !idsEqual(chunkIdOf(b), c.id)) return undefined
@@ -62,7 +68,8 @@ async function readRun (path: string, all: ChunkRef[], run: SizedChunk[]): Promi
     }
     return Buffer.concat(parts)
   } catch {
-    return undefined
+    signal?.throwIfAborted()
+    return undefined // unreadable (gone, truncated, replaced): no base, plain chunks serve this file
   } finally {
     await fh.close()
   }
@@ -77,6 +84,8 @@ export interface ChunkDeltaStats { files: number, candidates: number, stored: nu
 export async function computeChunkDeltas (o: { base: FileEntry, target: { chunks: ChunkRef[] }, basePath?: string, index: Pick<ChunkIndex, 'readChunk'>, catalog: Pick<Catalog, 'putDelta'>, stats: ChunkDeltaStats, signal?: AbortSignal }): Promise<void> {
   o.stats.files++
   const inside = { compressible: new TryRecord(), random: new TryRecord() }
+  // built on the first read from basePath, once per file: it was rebuilt per try (11,000 ids hexed each time on an image)
+  let at: Map<string, number> | undefined
   for (const p of deltaPairs(o.base.chunks, o.target.chunks)) {
     o.signal?.throwIfAborted()
     const target = await o.index.readChunk(p.target.id, o.signal)
@@ -85,7 +94,7 @@ export async function computeChunkDeltas (o: { base: FileEntry, target: { chunks
     const record = p.atEdge ? undefined : incompressible ? inside.random : inside.compressible
     if (record?.exhausted === true) continue
     o.stats.candidates++
-    const base = await readAll(o.index, p.base, o.signal) ?? (o.basePath === undefined ? undefined : await readRun(o.basePath, o.base.chunks, p.base))
+    const base = await readAll(o.index, p.base, o.signal) ?? (o.basePath === undefined ? undefined : await readRun(o.basePath, at ??= offsetsOf(o.base.chunks), p.base, o.signal))
     if (base === undefined) { o.stats.baseUnavailable++; continue }
     if (record !== undefined) record.tried++
     const delta = encodeDeltaWithin(base, target, Math.floor(target.byteLength * KEEP_RATIO), incompressible)

@@ -90,6 +90,9 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
       baseBytes = await readVerified(join(version.realPath, base.path), base.chunks)
       if (baseBytes !== undefined) stats.baseFromRealPath++
     }
+    // without a base or its signatures there is no delta: the target is not read for nothing
+    const signatures = baseBytes === undefined ? await signaturesOf(o.catalog, base.chunks) : undefined
+    if (baseBytes === undefined && signatures === undefined) { stats.baseUnavailable++; continue }
     const targetBytes = await readAll(o.index, target.chunks, o.signal)
     if (targetBytes === undefined) { stats.baseUnavailable++; continue }
     const inBase = new Set(base.chunks.map(c => toHex(c.id)))
@@ -97,9 +100,7 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
     let delta: Uint8Array | undefined
     if (baseBytes !== undefined) {
       delta = encodeDelta(baseBytes, targetBytes)
-    } else {
-      const signatures = await signaturesOf(o.catalog, base.chunks)
-      if (signatures === undefined) { stats.baseUnavailable++; continue }
+    } else if (signatures !== undefined) {
       delta = encodeDeltaFromSignatures(signatures, targetBytes, Math.floor(lacking * KEEP_RATIO))
       if (delta !== undefined) stats.fromSignatures++
     }

@@ -135,6 +135,12 @@ export class LevelCatalog implements Catalog {
     return v === undefined ? undefined : decodeScanEntry(this.unpack('SCAN', v))
   }
 
+  async getScanEntries (sourcePath: string, relPaths: string[]): Promise<Array<ScanCacheEntry | undefined>> {
+    if (relPaths.length === 0) return []
+    const values = await this.db.getMany(relPaths.map(relPath => scanKey(sourcePath, relPath)))
+    return values.map(v => v === undefined ? undefined : decodeScanEntry(this.unpack('SCAN', v)))
+  }
+
   async putScanEntries (sourcePath: string, entries: Array<[relPath: string, entry: ScanCacheEntry]>): Promise<void> {
     if (entries.length === 0) return
     const batch = this.db.batch()

@@ -135,6 +135,22 @@ export class LevelChunkIndex implements ChunkIndex {
     this.evictFile(rootId, relPath)
   }
 
+  async hasFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<boolean[]> {
+    const keys: Buffer[] = []
+    for (const f of files) {
+      const path = this.checkFile(rootId, f.relPath)
+      for (const c of f.chunks) keys.push(fileKey(rootId, path, c.offset, c.id))
+    }
+    // A dropped location loses its FILE and LOC keys together (readChunk), so the FILE keys tell.
+    const found = keys.length === 0 ? [] : await this.db.getMany(keys)
+    let k = 0
+    return files.map(f => {
+      let all = true
+      for (let i = 0; i < f.chunks.length; i++) if (found[k++] === undefined) all = false
+      return all
+    })
+  }
+
   async indexNewFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<void> {
     // Check everything before the batch exists, so a bad entry leaves no half-built batch open.
     const checked = files.map(f => {

@@ -41,6 +41,11 @@ export interface ChunkIndex {
   /** Records the chunks of one file, replacing whatever was recorded for (rootId, relPath) before. */
   indexFile (rootId: number, relPath: string, chunks: PlacedChunk[]): Promise<void>
   /**
+   * For each file, whether every one of its chunks is still recorded at its offset (one read for them all).
+   * Cheaper than indexFile when the answer is nearly always yes: a publish checks the files it verified.
+   */
+  hasFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<boolean[]>
+  /**
    * Records the chunks of many files under a root created by the caller, for which nothing was recorded
    * yet (a fresh staging dir): one write, no read of old locations. Anything else must use indexFile.
    */
@@ -157,6 +162,8 @@ export interface Catalog {
   deleteVersion (tree: string, seq: number): Promise<void>
 
   getScanEntry (sourcePath: string, relPath: string): Promise<ScanCacheEntry | undefined>
+  /** getScanEntry for many paths in one read (a rescan of small files is mostly these lookups). */
+  getScanEntries (sourcePath: string, relPaths: string[]): Promise<Array<ScanCacheEntry | undefined>>
   putScanEntries (sourcePath: string, entries: Array<[relPath: string, entry: ScanCacheEntry]>): Promise<void>
   /** Drops cache entries of files no longer present (called after a full scan with the paths seen). */
   pruneScanCache (sourcePath: string, keep: (relPath: string) => boolean): Promise<void>

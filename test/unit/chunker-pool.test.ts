@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Worker } from 'node:worker_threads'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chunkFile } from '../../agent/chunk/chunker.js'
-import { ChunkerPool } from '../../agent/chunk/pool.js'
+import { ChunkerPool, verifyRuns } from '../../agent/chunk/pool.js'
 import type { PlacedChunk } from '../../agent/store/types.js'
 import type { ChunkingParams } from '../../protocol/manifest.js'
 
@@ -61,6 +61,33 @@ describe('ChunkerPool', () => {
     }
     expect(viaPool[0]).toEqual([])
     expect(viaPool[names.indexOf('large')]!.length).toBeGreaterThan(100)
+  })
+
+  it('verifies a file against its chunks, split across workers when large, and stops at a mismatch', async () => {
+    for (const name of ['empty', 'tiny', 'small', 'large']) {
+      const chunks = await chunkFile(files[name]!, GEAR)
+      expect(await pool.verifyFile(files[name]!, chunks), name).toBe(true)
+    }
+    const large = await chunkFile(files.large!, GEAR)
+    expect(verifyRuns(large, 2, 8 * 1024 * 1024)).toHaveLength(2) // both workers take a run
+    // one wrong id in the first run, one in the last: either makes the whole file a mismatch
+    for (const at of [3, large.length - 2]) {
+      const wrong = large.map((c, i) => i === at ? { ...c, id: Buffer.alloc(32, 7) } : c)
+      expect(await pool.verifyFile(files.large!, wrong), `wrong id at ${at}`).toBe(false)
+    }
+    // a chunk list one chunk short: the file has bytes after its last chunk
+    expect(await pool.verifyFile(files.large!, large.slice(0, -1))).toBe(false)
+    expect(await pool.verifyFile(files.small!, (await chunkFile(files.medium!, GEAR)))).toBe(false)
+    await expect(pool.verifyFile(join(dir, 'missing'), large)).rejects.toMatchObject({ code: 'ENOENT' })
+    await expect(pool.verifyFile(files.large!, large, AbortSignal.abort())).rejects.toHaveProperty('name', 'AbortError')
+  })
+
+  it('cuts verify runs at chunk boundaries into about equal bytes', () => {
+    const chunks = Array.from({ length: 10 }, (_, i) => ({ id: Buffer.alloc(32, i), size: 100 }))
+    expect(verifyRuns(chunks, 2, 500)).toEqual([{ from: 0, to: 5, start: 0 }, { from: 5, to: 10, start: 500 }])
+    expect(verifyRuns(chunks, 3, 500).map(r => r.to - r.from)).toEqual([4, 3, 3])
+    expect(verifyRuns(chunks, 2, 1001)).toEqual([{ from: 0, to: 10, start: 0 }]) // below the threshold
+    expect(verifyRuns(chunks.slice(0, 1), 2, 0)).toEqual([{ from: 0, to: 1, start: 0 }])
   })
 
   it('passes file errors through with their code', async () => {

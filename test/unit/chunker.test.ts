@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chunkBytes, chunkFile, createCutter, DEFAULT_CHUNKING } from '../../agent/chunk/chunker.js'
 import { GEAR_TABLE } from '../../agent/chunk/gear.js'
+import { verifyFileChunks } from '../../agent/chunk/verify.js'
 import { endOf, planSegments, stitch } from '../../agent/chunk/split.js'
 import type { PlacedChunk } from '../../agent/store/types.js'
 import type { ChunkingParams } from '../../protocol/manifest.js'
@@ -157,6 +158,31 @@ describe('chunker', () => {
       }
       expect(summary).toEqual(GOLDEN[params.algorithm])
     }
+  })
+
+  it('verifyFileChunks: true for the chunks the file holds, false at the first byte that differs', async () => {
+    const path = join(dir, 'verify')
+    const data = mixedData()
+    await writeFile(path, data)
+    const chunks = chunkBytes(data, GEAR)
+    for (const readBufferBytes of [undefined, 100_003, 4096]) expect(await verifyFileChunks(path, chunks, { readBufferBytes }), String(readBufferBytes)).toBe(true)
+    // a run of chunks in the middle (one thread's share of a split check)
+    const from = 5
+    const start = chunks.slice(0, from).reduce((n, c) => n + c.size, 0)
+    expect(await verifyFileChunks(path, chunks.slice(from, from + 7), { start, checkEnd: false })).toBe(true)
+    expect(await verifyFileChunks(path, chunks.slice(from, from + 7), { start })).toBe(false) // the file goes on
+    const edited = Uint8Array.from(data)
+    edited[data.length >> 1] = (edited[data.length >> 1] as number) ^ 1
+    await writeFile(path, edited)
+    expect(await verifyFileChunks(path, chunks)).toBe(false)
+    await writeFile(path, Buffer.concat([data, Buffer.of(0)]))
+    expect(await verifyFileChunks(path, chunks)).toBe(false)
+    await writeFile(path, data.subarray(0, data.length - 1))
+    expect(await verifyFileChunks(path, chunks)).toBe(false)
+    await writeFile(path, new Uint8Array(0))
+    expect(await verifyFileChunks(path, [])).toBe(true)
+    expect(await verifyFileChunks(path, chunks)).toBe(false)
+    await expect(verifyFileChunks(path, chunks, { signal: AbortSignal.abort() })).rejects.toHaveProperty('name', 'AbortError')
   })
 
   it('chunkFile honours its AbortSignal', async () => {

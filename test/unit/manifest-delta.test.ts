@@ -91,6 +91,32 @@ describe('manifest deltas', () => {
     expect(marks).toEqual([true, true, true, true, false, false, false, false, true, true, true, true])
   })
 
+  it('without shared chunks, finds the same proportional windows by binary search as the definition does by a scan', () => {
+    // the definition, as it was written first: every previous chunk overlapping the scaled range ± margin
+    const reference = (prev: SizedChunk[], next: SizedChunk[], index: number): SizedChunk[] => {
+      const prevTotal = BigInt(prev.reduce((n, c) => n + c.size, 0))
+      const nextTotal = BigInt(next.reduce((n, c) => n + c.size, 0))
+      if (prevTotal === 0n || nextTotal === 0n) return []
+      let start = 0
+      for (let i = 0; i < index; i++) start += next[i]!.size
+      const from = Number(BigInt(start) * prevTotal / nextTotal) - MANIFEST_DELTA_MARGIN
+      const to = Number(BigInt(start + next[index]!.size) * prevTotal / nextTotal) + MANIFEST_DELTA_MARGIN
+      const out: SizedChunk[] = []
+      let offset = 0
+      for (const c of prev) { if (offset + c.size > from && offset < to) out.push(c); offset += c.size }
+      return out
+    }
+    let seed = 7
+    const rand = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n }
+    for (let round = 0; round < 40; round++) {
+      const sized = (n: number, max: number): SizedChunk[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`r${round}-${i}-${n}`)), size: 1 + rand(max) }))
+      const prev = sized(rand(60), round % 2 === 0 ? 200 * KiB : 8 * KiB)
+      const next = sized(1 + rand(60), round % 3 === 0 ? 300 * KiB : 16 * KiB)
+      const bases = deltaBases(prev, next)
+      for (let i = 0; i < next.length; i++) expect(bases.get(i) ?? [], `round ${round} chunk ${i}`).toEqual(reference(prev, next, i))
+    }
+  })
+
   it('rebuilds every new chunk of the next manifest from the previous one, in a small fraction of its bytes', async () => {
     const publisher = memoryCatalog()
     const prev = store(publisher, manifest(4000, 1_700_000_000_000))

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises'
+import { chmod, link, mkdir, mkdtemp, readFile, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -9,6 +9,7 @@ import { applyDeltaVerified, deltaKeyOf } from '../../protocol/delta.js'
 import { openEnvelope } from '../../protocol/envelope.js'
 import { decodeRoot, type ManifestEntry } from '../../protocol/manifest.js'
 import { chunkFile, DEFAULT_CHUNKING } from '../../agent/chunk/chunker.js'
+import { verifyFileChunks } from '../../agent/chunk/verify.js'
 import { generateTree, listFiles, pseudoRandomBytes, type TreeSpec } from '../../agent/demo/tree-gen.js'
 import { silentLogger } from '../../agent/log.js'
 import { publishVersion, type PublishResult } from '../../agent/publish.js'
@@ -32,6 +33,8 @@ let store: Store
 let publisherKey: KeyObject
 /** Absolute paths given to chunkFile, per publish (reset by publish()). */
 let chunked: string[]
+/** Absolute paths given to verifyFile (ctime alone changed), per publish. */
+let verifying: string[]
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'deltamesh-publish-'))
@@ -47,6 +50,7 @@ afterEach(async () => {
 
 async function publish (now: (() => number) | undefined = LATER): Promise<PublishResult> {
   chunked = []
+  verifying = []
   return await publishVersion({
     tree: TREE,
     source: src,
@@ -55,6 +59,7 @@ async function publish (now: (() => number) | undefined = LATER): Promise<Publis
     publisherKey,
     chunking: DEFAULT_CHUNKING,
     chunkFile: async (path, signal) => { chunked.push(path); return await chunkFile(path, DEFAULT_CHUNKING, { signal }) },
+    verifyFile: async (path, chunks, signal) => { verifying.push(path); return await verifyFileChunks(path, chunks, { signal }) },
     log: silentLogger(),
     now,
   })
@@ -119,6 +124,9 @@ describe('publishVersion', () => {
     expect(after.ino).toBe(before.ino)
 
     const second = await publish()
+    // ctime alone differs from the cache: checked against the cached chunks first, found different, chunked
+    expect(verifying).toEqual([path])
+    expect(second.stats.verifiedFiles).toBe(0)
     expect(chunked).toEqual([path])
     expect(second.stats.cachedFiles).toBe(second.stats.files - 1)
     expect(second.stats.newChunks).toBeGreaterThanOrEqual(1)
@@ -127,6 +135,79 @@ describe('publishVersion', () => {
     expect(entry?.type).toBe('file')
     const fresh = await chunkFile(path, DEFAULT_CHUNKING)
     expect(entry?.type === 'file' ? entry.chunks.map(c => toHex(c.id)) : []).toEqual(fresh.map(c => toHex(c.id)))
+  })
+
+  it('reuses the chunks of files whose ctime alone changed (hardlinked, chmod) after reading them, without chunking', async () => {
+    await generateTree(src, SPEC)
+    const first = await publish()
+    const files = await listFiles(src)
+    const touched = [...files.filter(p => p.startsWith('Packages/')).slice(0, 4), 'images/disk-0.img']
+    const ctimes = await Promise.all(touched.map(async p => (await stat(join(src, p))).ctimeMs))
+    await new Promise(resolve => setTimeout(resolve, 20)) // let the clock move past the cached ctimes
+    await mkdir(join(dir, 'next-compose'))
+    for (const [i, p] of touched.entries()) {
+      // a compose tool hardlinking unchanged packages into the next tree; an operator's chmod to the same mode
+      if (i % 2 === 0) await link(join(src, p), join(dir, 'next-compose', String(i)))
+      else await chmod(join(src, p), (await stat(join(src, p))).mode & 0o7777)
+    }
+    for (const [i, p] of touched.entries()) expect((await stat(join(src, p))).ctimeMs, p).not.toBe(ctimes[i])
+
+    const second = await publish()
+    expect(verifying.sort()).toEqual(touched.map(p => join(src, p)).sort())
+    expect(chunked).toEqual([])
+    expect(second.stats.verifiedFiles).toBe(touched.length)
+    expect(second.stats.cachedFiles).toBe(files.length - touched.length)
+    expect(second.stats.newBytes).toBe(0)
+    expect(second.rootHex).toBe(first.rootHex)
+    // the cache entries now carry the new ctimes: the next rescan reads nothing
+    const third = await publish()
+    expect(verifying).toEqual([])
+    expect(chunked).toEqual([])
+    expect(third.stats.cachedFiles).toBe(files.length)
+  })
+
+  it('indexes a verified file again when a read dropped its locations while its content was different', async () => {
+    await generateTree(src, SPEC)
+    const first = await publish()
+    const victim = 'images/disk-0.img'
+    const path = join(src, victim)
+    const entry = (await entriesOf(first)).find(e => e.path === victim)
+    if (entry?.type !== 'file') throw new Error('no image in the tree')
+    const chunk = entry.chunks[2]!
+    const before = await stat(path)
+    const original = await readFile(path)
+    const edited = Buffer.from(original)
+    const at = entry.chunks.slice(0, 2).reduce((n, c) => n + c.size, 0)
+    edited[at + 5] = (edited[at + 5] as number) ^ 0xff
+    await writeFile(path, edited)
+    expect(await store.index.readChunk(chunk.id)).toBeUndefined() // the edited bytes: location dropped
+    expect(await store.index.has(chunk.id)).toBe(false)
+    // put back, mtime too: only ctime tells, and the bytes are the published ones again
+    await new Promise(resolve => setTimeout(resolve, 20))
+    await writeFile(path, original)
+    await utimes(path, before.atime, before.mtime)
+
+    const second = await publish()
+    expect(second.stats.verifiedFiles).toBe(1)
+    expect(chunked).toEqual([])
+    expect((await store.index.locations(chunk.id)).map(l => l.relPath)).toEqual([victim])
+    expect(await store.index.readChunk(chunk.id)).toBeDefined()
+  })
+
+  it('keeps the old cache entry of a verified file inside the racy window, so the next scan checks it again', async () => {
+    await generateTree(src, SPEC)
+    await publish()
+    const victim = join(src, 'images/disk-0.img')
+    await new Promise(resolve => setTimeout(resolve, 20))
+    await chmod(victim, (await stat(victim)).mode & 0o7777)
+    const racy = await publish((): number => Date.now()) // the chmod was a moment ago
+    expect(racy.stats.verifiedFiles).toBe(1)
+    expect(chunked).toEqual([])
+    const later = await publish()
+    expect(verifying).toEqual([victim])
+    expect(later.stats.verifiedFiles).toBe(1)
+    expect(chunked).toEqual([])
+    expect((await publish()).stats.cachedFiles).toBe(later.stats.files)
   })
 
   it.each([

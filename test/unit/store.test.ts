@@ -128,6 +128,10 @@ describe('chunk index', () => {
     expect(await s.index.readChunk(chunks[1]!.id)).toBeDefined()
     expect(await s.index.readChunk(gone[0]!.id)).toBeUndefined()
     expect(corrupt.map(e => e.reason)).toEqual(['short read: 500 of 1000 bytes', 'file gone (ENOENT)'])
+    // hasFiles: t lost one location, d lost one, an empty file has nothing to lose
+    expect(await s.index.hasFiles(root.id, [{ relPath: 't', chunks }, { relPath: 'd', chunks: gone }, { relPath: 'e', chunks: [] }])).toEqual([false, false, true])
+    await s.index.indexFile(root.id, 't', chunks.slice(0, 2))
+    expect(await s.index.hasFiles(root.id, [{ relPath: 't', chunks: chunks.slice(0, 2) }, { relPath: 'd', chunks: gone.slice(1) }])).toEqual([true, true])
     expect(await s.index.has(chunks[2]!.id)).toBe(false)
     expect(await s.index.has(gone[0]!.id)).toBe(false)
     expect(await s.index.has(gone[1]!.id)).toBe(true) // found when asked for, not before
@@ -326,6 +330,9 @@ describe('catalog', () => {
     expect(await s.catalog.getScanEntry('/src', 'd/b')).toEqual(entry(2, false))
     expect(await s.catalog.getScanEntry('/src', 'e')).toEqual({ size: 0, mtimeMs: 1, ctimeMs: 3, ino: 2, chunks: [] })
     expect(await s.catalog.getScanEntry('/src', 'zz')).toBeUndefined()
+    // the batched read gives the same answers, misses included, in the order asked
+    expect(await s.catalog.getScanEntries('/src', ['d/b', 'zz', 'a', 'e'])).toEqual([entry(2, false), undefined, entry(1), { size: 0, mtimeMs: 1, ctimeMs: 3, ino: 2, chunks: [] }])
+    expect(await s.catalog.getScanEntries('/src', [])).toEqual([])
 
     const asked: string[] = []
     await s.catalog.pruneScanCache('/src', p => { asked.push(p); return p !== 'd/b' && p !== 'e' })
