@@ -75,10 +75,12 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
   const replaced: ChunkId[] = []
   for await (const base of readManifestEntries(o.catalog, baseRoot, o.signal)) {
     if (base.type !== 'file') continue
-    if (o.gone?.has(base.path) === true) { for (const c of base.chunks) replaced.push(c.id); continue }
+    // only small files have signatures (signatures.ts)
+    const signed = !isLarge(base.size)
+    if (o.gone?.has(base.path) === true) { if (signed) for (const c of base.chunks) replaced.push(c.id); continue }
     const target = o.changed.get(base.path)
     if (target === undefined || sameChunks(base, target.chunks)) continue
-    for (const c of base.chunks) replaced.push(c.id)
+    if (signed) for (const c of base.chunks) replaced.push(c.id)
     if (isLarge(base.size) || isLarge(target.size)) {
       const basePath = version?.realPath === undefined ? undefined : join(version.realPath, base.path)
       await computeChunkDeltas({ base, target, basePath, index: o.index, catalog: o.catalog, stats: stats.chunks, signal: o.signal })
