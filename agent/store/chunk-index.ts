@@ -1,6 +1,7 @@
 // The chunk index on LevelDB: chunk id → where the chunk already lies on disk ("the tree is the store").
 // Reads re-hash what they find, so a file edited, truncated or deleted behind our back is detected, its
 // location dropped, and its bytes never returned. Key layout: db.ts and location-keys.ts.
+import { read } from 'node:fs'
 import { isAbsolute, join, relative, sep } from 'node:path'
 import { chunkIdOf, idsEqual, isChunkId, type ChunkId } from '../../protocol/chunk-id.js'
 import { LimitExceededError } from '../../protocol/errors.js'
@@ -380,7 +381,7 @@ export class LevelChunkIndex implements ChunkIndex {
       const buf = Buffer.allocUnsafe(loc.size)
       let filled = 0
       while (filled < loc.size) {
-        const { bytesRead } = await lease.handle.read(buf, filled, loc.size - filled, loc.offset + filled)
+        const bytesRead = await preadInto(lease.handle.fd, buf, filled, loc.size - filled, loc.offset + filled)
         if (bytesRead === 0) break
         filled += bytesRead
       }
@@ -411,6 +412,17 @@ export class LevelChunkIndex implements ChunkIndex {
     const abs = root === undefined ? undefined : safeJoin(root.path, relPath)
     if (abs !== undefined) this.files.evict(abs)
   }
+}
+
+/**
+ * pread through the callback API on the leased handle's fd (the lease keeps it open). FileHandle.read costs
+ * ~85 µs of CPU per 52 KiB read here against ~58 µs for fs.read (a promise request object with its own
+ * stats array per call, measured with 16 reads in flight as the server runs them); per served chunk.
+ */
+async function preadInto (fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    read(fd, buf, offset, length, position, (err, bytesRead) => { if (err !== null) reject(err); else resolve(bytesRead) })
+  })
 }
 
 function checkPlacement (relPath: string, id: unknown, offset: number, size: number): void {
