@@ -307,9 +307,10 @@ export class LevelChunkIndex implements ChunkIndex {
     } finally {
       await it?.close()
     }
-    // after the lookups are answered: a failed read-ahead costs only the hint, later lookups use the database
+    // After the lookups are answered. A read-ahead that fails loses only the hint: the reads it would have
+    // served look their chunks up in the database, and a database fault surfaces there, to their callers.
     if (found.length > 0) {
-      const ahead = this.nearby.remember(found, epoch).catch(() => {})
+      const ahead = this.nearby.remember(found, epoch).catch(() => undefined)
       this.readingAhead = ahead
       await ahead
       if (this.readingAhead === ahead) this.readingAhead = undefined
