@@ -207,7 +207,8 @@ export class ChunkServer {
           await wake.wait()
           continue
         }
-        const bytes = await raceAbort(next.bytes, signal)
+        // with reads running ahead most are done by now: no promise and abort listener for those
+        const bytes = next.settled ? next.value : await raceAbort(next.bytes, signal)
         startReads()
         if (violation !== undefined || signal.aborted) break
         if (bytes === undefined) {

@@ -2,6 +2,7 @@
 // Reading is event-driven: every 'message' event is fed to a LengthPrefixedDecoder synchronously, so a
 // frame costs no per-byte awaits (lpStream reads the varint one byte at a time). Frames a peer sends ahead
 // of our reading are queued up to maxBufferBytes; beyond that the peer broke its window and the stream ends.
+// Frame lengths are read by frameLength below, not by the decoder's default varint reader (see there why).
 import { LengthPrefixedDecoder } from '@libp2p/utils'
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { decodeMessage, encodeMessage, type ErrorCode, type Message } from '../../protocol/messages.js'
@@ -33,6 +34,50 @@ export type { EncodedFrame }
 /** A decoded frame payload as the decoder yields it (a Uint8ArrayList). */
 interface FramePayload { byteLength: number, subarray (): Uint8Array }
 
+/** What a LengthPrefixedDecoder hands its length decoder: bytes, or its buffer (a list of byte arrays). */
+type Buffered = Parameters<LengthPrefixedDecoder['decode']>[0]
+
+/** Longest uvarint length prefix: 8 bytes (56 bits) is far beyond any frame limit, and what uint8-varint reads. */
+const MAX_LENGTH_PREFIX_BYTES = 8
+
+/** Thrown, never built: the decoder takes any RangeError as "need more bytes" and stops until the next read. */
+const NEED_MORE_BYTES = new RangeError('frame length: prefix incomplete')
+
+/**
+ * The uvarint length prefix at the start of `data`. The decoder asks for the next length after every frame,
+ * so at the end of nearly every received batch its buffer is empty or holds part of a frame. uint8-varint's
+ * reader then fails inside Uint8ArrayList.get, which builds a RangeError with a stack trace: profiled on a
+ * publisher answering one WANT frame per delivered chunk, that was ~4 % of its CPU (the same fault as in
+ * noise, noise-frames.ts). This reader walks the list's arrays once and throws one preallocated RangeError;
+ * a prefix longer than any the decoder could use is the peer's fault, a plain error (→ InvalidMessageError).
+ */
+export function frameLength (data: Buffered): number {
+  let value = 0
+  let scale = 1
+  let read = 0
+  for (const buf of data instanceof Uint8Array ? [data] : data) {
+    for (let i = 0; i < buf.byteLength; i++) {
+      const b = buf[i] as number
+      value += (b & 0x7f) * scale
+      if (b < 0x80) {
+        // an overlong form would be framed at the wrong offset (the decoder skips encodingLength(value) bytes)
+        if (b === 0 && read > 0) throw new Error('overlong frame length prefix')
+        return value
+      }
+      if (++read === MAX_LENGTH_PREFIX_BYTES) throw new Error(`frame length prefix longer than ${MAX_LENGTH_PREFIX_BYTES} bytes`)
+      scale *= 0x80
+    }
+  }
+  throw NEED_MORE_BYTES
+}
+
+/** Bytes of the uvarint encoding of n (n ≥ 0), without building it. */
+function uvarintBytes (n: number): number {
+  let bytes = 1
+  while (n >= 0x80) { n = Math.floor(n / 0x80); bytes++ }
+  return bytes
+}
+
 function withLengthPrefix (payload: Uint8Array): Uint8Array {
   const len = encodeUvarint(payload.byteLength)
   const out = new Uint8Array(len.byteLength + payload.byteLength)
@@ -62,7 +107,12 @@ export class FrameStream {
     this.maxBufferBytes = Math.max(init.maxBufferBytes, init.maxFrameBytes)
     // one message event may carry many whole frames (a muxer batch): the decoder must take it all at once;
     // our own queue limit below is what bounds memory
-    this.decoder = new LengthPrefixedDecoder({ maxDataLength: init.maxFrameBytes, maxBufferSize: this.maxBufferBytes + init.maxFrameBytes + 16 })
+    this.decoder = new LengthPrefixedDecoder({
+      maxDataLength: init.maxFrameBytes,
+      maxBufferSize: this.maxBufferBytes + init.maxFrameBytes + 16,
+      lengthDecoder: frameLength,
+      encodingLength: uvarintBytes,
+    })
     stream.addEventListener('message', this.onMessage)
     stream.addEventListener('remoteCloseWrite', this.onEnd)
     stream.addEventListener('close', this.onClose)
@@ -75,7 +125,7 @@ export class FrameStream {
       for (const frame of this.decoder.decode(evt.data)) {
         this.frames.push(frame)
         this.queuedBytes += frame.byteLength
-        this.partial -= frame.byteLength + encodeUvarint(frame.byteLength).byteLength
+        this.partial -= frame.byteLength + uvarintBytes(frame.byteLength)
       }
       if (this.queuedBytes > this.maxBufferBytes) throw new LimitExceededError('unread frame bytes', this.queuedBytes, this.maxBufferBytes)
     } catch (err) {

@@ -10,6 +10,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
 import type { PeerBans } from './bans.js'
 import { cheapFrameNoise } from './noise-frames.js'
+import { coalescedWrites } from './socket-writes.js'
 
 /**
  * yamux per-stream receive window. STACK-NOTES §3: 4 MiB instead of the 256 KiB default takes one
@@ -123,7 +124,8 @@ export async function createNode (options: NodeOptions): Promise<DeltameshNode> 
     start: options.start ?? true,
     addresses: { listen: options.listen, announce: options.announce ?? [] },
     transports: [tcp()],
-    connectionEncrypters: [cheapFrameNoise()],
+    // coalescedWrites: one writev per send on the TCP socket underneath (socket-writes.ts)
+    connectionEncrypters: [coalescedWrites(cheapFrameNoise())],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: window, maxStreamWindowSize: Math.max(window, 16 * 1024 * 1024) } })],
     connectionGater: allowlistGater(options.allowlist, options.bans),
     connectionManager: inboundLimits(options.allowlist.size),

@@ -1,6 +1,7 @@
 // The chunk index on LevelDB: chunk id → where the chunk already lies on disk ("the tree is the store").
 // Reads re-hash what they find, so a file edited, truncated or deleted behind our back is detected, its
 // location dropped, and its bytes never returned. Key layout: db.ts and location-keys.ts.
+import { read } from 'node:fs'
 import { isAbsolute, join, relative, sep } from 'node:path'
 import { chunkIdOf, idsEqual, isChunkId, type ChunkId } from '../../protocol/chunk-id.js'
 import { LimitExceededError } from '../../protocol/errors.js'
@@ -10,6 +11,7 @@ import type { ChunkIndex, ChunkIndexEvents, ChunkLocation, PlacedChunk, StoreRoo
 import { PREFIX, deleteRange, key, range, u32, type StoreDb } from './db.js'
 import { InvalidLocationError, UnknownRootError } from './errors.js'
 import { FileHandleCache } from './file-cache.js'
+import { LocationCache } from './location-cache.js'
 import { KeyedMutex } from './mutex.js'
 import { decodeLocKey, decodeSize, fileKey, filePrefix, fileToLoc, locKey, locPrefix, locToFile, rootFilesPrefix, sizeValue } from './location-keys.js'
 import { decodeRoot, encodeRoot, validateRootFields } from './roots.js'
@@ -27,6 +29,8 @@ export interface LevelChunkIndexInit {
   maxOpenFiles?: number
   /** Re-stat a cached handle's path when its last check is older than this (default DEFAULT_REVALIDATE_MS). */
   revalidateMs?: number
+  /** Chunk locations kept in memory for reads (default DEFAULT_CACHED_LOCATIONS; 0: none). */
+  cachedLocations?: number
 }
 
 const NEXT_ROOT_ID = key(PREFIX.META, 'nextRootId')
@@ -38,6 +42,10 @@ type Attempt = { kind: 'ok', bytes: Buffer } | { kind: 'corrupt', reason: string
 
 export class LevelChunkIndex implements ChunkIndex {
   private readonly files: FileHandleCache
+  /** Locations of the chunks being read, and of those after them in their files (location-cache.ts). */
+  private readonly nearby: LocationCache
+  /** The read-ahead under way, if any: a read that misses the cache waits for it before looking up. */
+  private readingAhead?: Promise<void>
   private readonly fileLocks = new KeyedMutex()
   private readonly inFlight = new Set<Promise<unknown>>()
   /** Location puts waiting for the write under way to finish (see putLocations). */
@@ -54,6 +62,7 @@ export class LevelChunkIndex implements ChunkIndex {
     init: LevelChunkIndexInit,
   ) {
     this.files = new FileHandleCache({ maxOpen: init.maxOpenFiles, revalidateMs: init.revalidateMs })
+    this.nearby = new LocationCache(db, init.cachedLocations)
   }
 
   /** Loads the (few) roots into memory: every read and write needs its root, and only this object changes them. */
@@ -105,6 +114,7 @@ export class LevelChunkIndex implements ChunkIndex {
     // root that removeRoot can simply be called on again.
     this.roots.delete(id)
     this.files.evictGroup(id)
+    this.nearby.invalidate()
     await deleteRange(this.db, rootFilesPrefix(id), fileToLoc)
     await this.db.del(key(PREFIX.ROOT, u32(id)))
   }
@@ -125,6 +135,7 @@ export class LevelChunkIndex implements ChunkIndex {
       for (const k of old) {
         if (!fresh.delete(k.toString('latin1'))) batch.del(k).del(fileToLoc(k))
       }
+      if (batch.length > 0) this.nearby.invalidate()
       for (const c of fresh.values()) {
         const size = sizeValue(c.size)
         batch.put(locKey(c.id, rootId, path, c.offset), size).put(fileKey(rootId, path, c.offset, c.id), size)
@@ -215,6 +226,7 @@ export class LevelChunkIndex implements ChunkIndex {
     await this.fileLocks.run(`${rootId}/${relPath}`, async () => {
       const old = await this.db.keys(range(filePrefix(rootId, path))).all()
       if (old.length === 0) return
+      this.nearby.invalidate()
       const batch = this.db.batch()
       for (const k of old) batch.del(k).del(fileToLoc(k))
       await batch.write()
@@ -293,6 +305,8 @@ export class LevelChunkIndex implements ChunkIndex {
   private async lookupPending (): Promise<void> {
     const batch = this.pendingLookups.sort((a, b) => Buffer.compare(a.id, b.id))
     this.pendingLookups = []
+    const epoch = this.nearby.epoch
+    const found: Array<[Buffer, Buffer]> = []
     let it
     try {
       it = this.db.iterator({ gte: locPrefix((batch[0] as typeof batch[number]).id), lt: range(locPrefix((batch[batch.length - 1] as typeof batch[number]).id)).lt })
@@ -300,22 +314,37 @@ export class LevelChunkIndex implements ChunkIndex {
         const prefix = locPrefix(lookup.id)
         it.seek(prefix)
         const entry = await it.next()
-        lookup.resolve(entry !== undefined && entry[0].subarray(0, prefix.length).equals(prefix) ? entry : undefined)
+        const hit = entry !== undefined && entry[0].subarray(0, prefix.length).equals(prefix) ? entry : undefined
+        if (hit !== undefined) found.push(hit)
+        lookup.resolve(hit)
       }
     } catch (err) {
       for (const lookup of batch) lookup.reject(err)
     } finally {
       await it?.close()
     }
+    // After the lookups are answered. A read-ahead that fails loses only the hint: the reads it would have
+    // served look their chunks up in the database, and a database fault surfaces there, to their callers.
+    if (found.length > 0) {
+      const ahead = this.nearby.remember(found, epoch).catch(() => undefined)
+      this.readingAhead = ahead
+      await ahead
+      if (this.readingAhead === ahead) this.readingAhead = undefined
+    }
   }
 
   private async read (id: ChunkId, signal: AbortSignal | undefined): Promise<Buffer | undefined> {
-    // Most chunks lie in one place, and that place is good: try the first location alone.
-    const first = await this.firstLocation(id)
+    // Most chunks lie in one place, and that place is good: try the first location alone (a cached one is a
+    // location read ahead with its file's earlier chunks; the database decides if reading there fails).
+    let cached = this.nearby.get(id)
+    // the server reads ahead several chunks of a file at once: all but the first are in the read-ahead under way
+    if (cached === undefined && this.readingAhead !== undefined) { await this.readingAhead; cached = this.nearby.get(id) }
+    const first = cached ?? await this.firstLocation(id)
     if (first === undefined) return undefined
     signal?.throwIfAborted()
     const attempt = await this.readAt(id, decodeLocKey(first[0], decodeSize(first[1])).location, signal)
     if (attempt.kind === 'ok') return attempt.bytes
+    if (cached !== undefined) this.nearby.forget(id)
     return await this.readAny(id, signal)
   }
 
@@ -332,6 +361,7 @@ export class LevelChunkIndex implements ChunkIndex {
           const attempt = await this.readAt(id, location, signal)
           if (attempt.kind === 'ok') return attempt.bytes
           if (attempt.kind === 'error') { this.events.onReadError?.(id, location, attempt.error); continue }
+          this.nearby.invalidate()
           await this.db.batch().del(k).del(locToFile(k)).write()
           this.events.onCorrupt?.(id, location, attempt.reason)
         }
@@ -368,7 +398,7 @@ export class LevelChunkIndex implements ChunkIndex {
       const buf = Buffer.allocUnsafe(loc.size)
       let filled = 0
       while (filled < loc.size) {
-        const { bytesRead } = await lease.handle.read(buf, filled, loc.size - filled, loc.offset + filled)
+        const bytesRead = await preadInto(lease.handle.fd, buf, filled, loc.size - filled, loc.offset + filled)
         if (bytesRead === 0) break
         filled += bytesRead
       }
@@ -399,6 +429,17 @@ export class LevelChunkIndex implements ChunkIndex {
     const abs = root === undefined ? undefined : safeJoin(root.path, relPath)
     if (abs !== undefined) this.files.evict(abs)
   }
+}
+
+/**
+ * pread through the callback API on the leased handle's fd (the lease keeps it open). FileHandle.read costs
+ * ~85 µs of CPU per 52 KiB read here against ~58 µs for fs.read (a promise request object with its own
+ * stats array per call, measured with 16 reads in flight as the server runs them); per served chunk.
+ */
+async function preadInto (fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    read(fd, buf, offset, length, position, (err, bytesRead) => { if (err !== null) reject(err); else resolve(bytesRead) })
+  })
 }
 
 function checkPlacement (relPath: string, id: unknown, offset: number, size: number): void {

@@ -11,6 +11,7 @@ import { MAX_CHUNK_SIZE } from '../../protocol/limits.js'
 import { openStore, type Store } from '../../agent/store/index.js'
 import { PREFIX, range } from '../../agent/store/db.js'
 import { fileToLoc, locToFile } from '../../agent/store/location-keys.js'
+import { READ_AHEAD_CHUNKS } from '../../agent/store/location-cache.js'
 import type { ChunkLocation, PlacedChunk, ScanCacheEntry, VersionRecord } from '../../agent/store/types.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -111,6 +112,36 @@ describe('chunk index', () => {
     expect(await s.index.readChunk(c.id)).toBeUndefined()
     expect(corrupt.map(e => e.location.relPath)).toEqual(['x', 'y'])
     expect(await s.index.has(c.id)).toBe(false)
+    await checkMirrors(s)
+  })
+
+  it('reads a file\'s chunks in order with one location lookup per READ_AHEAD_CHUNKS, and a cached location is only a hint', async () => {
+    const s = await openTestStore()
+    const root = await s.index.addRoot({ path: join(dir, 'v'), kind: 'version' })
+    const bytes = randomBytes(150_000)
+    const chunks = await writeChunked(join(dir, 'v/big'), bytes)
+    await s.index.indexFile(root.id, 'big', chunks)
+    let iterators = 0
+    const iterator = s.db.iterator.bind(s.db)
+    s.db.iterator = ((...args: Parameters<typeof iterator>) => { iterators++; return iterator(...args) }) as typeof s.db.iterator
+    for (const c of chunks) {
+      const got = await s.index.readChunk(c.id)
+      expect(got && Buffer.from(got).equals(bytes.subarray(c.offset, c.offset + c.size))).toBe(true)
+    }
+    // 150 chunks: a lookup and a read-ahead of the 64 after it, three times (not 150 lookups)
+    expect(iterators).toBe(2 * Math.ceil(chunks.length / (READ_AHEAD_CHUNKS + 1)))
+
+    // the same bytes now lie in another file only: the cached location fails its hash, the index finds the other
+    const c = chunks[100]!
+    await writeChunked(join(dir, 'v/copy'), bytes)
+    await s.index.indexFile(root.id, 'copy', chunks)
+    await writeFile(join(dir, 'v/big'), randomBytes(150_000))
+    const got = await s.index.readChunk(c.id)
+    expect(got && Buffer.from(got).equals(bytes.subarray(c.offset, c.offset + c.size))).toBe(true)
+    expect(corrupt.map(e => [e.location.relPath, e.reason])).toEqual([['big', 'hash mismatch']])
+    // deleting locations clears the cache: a removed file is not read again
+    await s.index.removeFile(root.id, 'copy')
+    expect(await s.index.readChunk(chunks[101]!.id)).toBeUndefined()
     await checkMirrors(s)
   })
 
