@@ -80,7 +80,10 @@ describe('peer-to-peer sync (real agents)', () => {
     const payloadDown = delta(aAfter, aBefore, 'chunkBytesDown') + delta(bAfter, bBefore, 'chunkBytesDown')
     const payloadUp = delta(originAfter, originBefore, 'chunkBytesUp') + delta(aAfter, aBefore, 'chunkBytesUp') + delta(bAfter, bBefore, 'chunkBytesUp')
     expect(payloadUp).toBe(payloadDown)
-    expect(payloadDown).toBeGreaterThanOrEqual(2 * lacked)
+    // the source was edited in place, yet the edited files travelled as deltas (matched at publish against the
+    // signatures of v1): less chunk payload than the two subscribers lacked; new files still came as chunks
+    expect(payloadDown).toBeGreaterThan(0)
+    expect(payloadDown).toBeLessThan(2 * lacked)
   })
 
   it('an agent started after v2 was published catches up; with the publisher gone it pulls from a peer', async () => {
