@@ -4,22 +4,12 @@ import type { Stream } from '@libp2p/interface'
 import { FrameStream, frameLength } from '../../agent/net/frames.js'
 import { encodeUvarint } from '../../protocol/codec.js'
 import { encodeMessage, type Message } from '../../protocol/messages.js'
+import { FakeStream } from '../helpers/fake-stream.js'
 
 /** uint8arraylist is @libp2p/utils' own copy (another version than the top-level one): same shape, other type. */
 const asBuffered = (list: Uint8ArrayList): Parameters<typeof frameLength>[0] => list as unknown as Parameters<typeof frameLength>[0]
 const hex = (m: Message): string => Buffer.from(encodeMessage(m)).toString('hex')
 
-/** A stand-in for a libp2p stream: FrameStream only listens to events. */
-class FakeStream extends EventTarget {
-  readonly log = Object.assign(() => {}, { trace: () => {}, error: () => {}, newScope: () => this.log })
-  send (): boolean { return true }
-  async onDrain (): Promise<void> {}
-  async close (): Promise<void> {}
-  abort (): void {}
-  deliver (bytes: Uint8Array): void {
-    this.dispatchEvent(Object.assign(new Event('message'), { data: bytes }))
-  }
-}
 
 describe('frame length prefix', () => {
   it('reads a uvarint from bytes and from a list whose prefix spans its arrays', () => {

@@ -10,6 +10,7 @@ import { decodeMessage, encodeMessage, type Message } from '../../protocol/messa
 import { MAX_REQUEST_FRAME_BYTES, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { FrameStream } from '../../agent/net/frames.js'
 import { prng } from '../../agent/demo/tree-gen.js'
+import { FakeStream } from '../helpers/fake-stream.js'
 
 // A deterministic mutation fuzzer for every decoder that takes bytes from a peer or from a manifest: a
 // seeded PRNG, a corpus of valid encodings, classic mutations (bit flips, interesting bytes such as msgpack
@@ -113,17 +114,6 @@ const have = encodeMessage({ type: 'HAVE', have: { tree: 'fedora/rawhide', seq: 
 const docCorpus = [envelope.bytes, root, have, manifest]
 const corpus = [...messageCorpus, ...docCorpus]
 
-/** A stand-in for a libp2p stream: FrameStream only listens to events and (on error paths) sends/aborts. */
-class FakeStream extends EventTarget {
-  readonly log = Object.assign(() => {}, { trace: () => {}, error: () => {}, newScope: () => this.log })
-  send (): boolean { return true }
-  async onDrain (): Promise<void> {}
-  async close (): Promise<void> {}
-  abort (): void {}
-  deliver (bytes: Uint8Array): void {
-    this.dispatchEvent(Object.assign(new Event('message'), { data: bytes }))
-  }
-}
 
 describe('unknown versions', () => {
   it('a format version we do not speak is refused by every decoder, even when otherwise well-formed', () => {
