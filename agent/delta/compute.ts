@@ -7,13 +7,11 @@
 // previous version recorded where its bytes really were, and the file is read there (and re-hashed).
 // A source edited in place has lost them for good; then the delta is matched against the block signatures
 // this publisher recorded when it published the previous version (signatures.ts, protocol/signature-delta.ts).
-import { constants as fsConstants } from 'node:fs'
-import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { decodeRoot, type ChunkRef, type ManifestEntry } from '../../protocol/manifest.js'
 import { openEnvelope } from '../../protocol/envelope.js'
-import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeDeltaFromSignatures, SIG_BLOCK } from '../../protocol/signature-delta.js'
 import { forgetSignatures } from './signatures.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
@@ -21,7 +19,7 @@ import { computeManifestDeltas, type ManifestDeltaStats } from './manifest-delta
 import { computeChunkDeltas, isLarge, type ChunkDeltaStats } from './chunk-deltas.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
-import { readAll } from './read-chunks.js'
+import { readAll, readFileVerified } from './read-chunks.js'
 
 /** A delta is kept only if it is at most this share of the target bytes the base lacks. */
 const KEEP_RATIO = 0.5
@@ -89,7 +87,7 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
     stats.candidates++
     let baseBytes = await readAll(o.index, base.chunks, o.signal)
     if (baseBytes === undefined && version?.realPath !== undefined) {
-      baseBytes = await readVerified(join(version.realPath, base.path), base.chunks)
+      baseBytes = await readFileVerified(join(version.realPath, base.path), base.chunks)
       if (baseBytes !== undefined) stats.baseFromRealPath++
     }
     // without a base or its signatures there is no delta: the target is not read for nothing
@@ -131,40 +129,5 @@ async function signaturesOf (catalog: Pick<Catalog, 'getSignature'>, chunks: Chu
 
 function sameChunks (a: ManifestEntry & { type: 'file' }, b: ChunkRef[]): boolean {
   return a.chunks.length === b.length && a.chunks.every((c, i) => toHex(c.id) === toHex((b[i] as ChunkRef).id))
-}
-
-/**
- * A file read whole from `path` if it is exactly the content `chunks` describe (size and every chunk's
- * hash), else undefined. The path is our own record, but the directory is the operator's and may have
- * changed since: nothing is trusted without the hashes, and no more than the expected size is read.
- */
-async function readVerified (path: string, chunks: ChunkRef[]): Promise<Buffer | undefined> {
-  const size = chunks.reduce((n, c) => n + c.size, 0)
-  let fh
-  try {
-    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
-  } catch {
-    return undefined // gone or replaced by a symlink since: no base, plain chunks serve this file
-  }
-  try {
-    // one byte more than expected tells a longer file from the right one
-    const buf = Buffer.allocUnsafe(size + 1)
-    let got = 0
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, got, buf.length - got, got)
-      if (bytesRead === 0) break
-      got += bytesRead
-      if (got === buf.length) break
-    }
-    if (got !== size) return undefined
-    let offset = 0
-    for (const c of chunks) {
-      if (!idsEqual(chunkIdOf(buf.subarray(offset, offset + c.size)), c.id)) return undefined
-      offset += c.size
-    }
-    return buf.subarray(0, size)
-  } finally {
-    await fh.close()
-  }
 }
 

@@ -1,6 +1,9 @@
-// Reading content back through the chunk index, shared by the publisher's delta computation and the
+// Reading content back through the chunk index (or a file, checked against its chunks), shared by the publisher's delta computation and the
 // subscriber's delta phases: every chunk is re-hashed by the index, so a base edited behind our back is
 // never used.
+import { constants as fsConstants } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
 import type { ChunkIndex } from '../store/types.js'
 
@@ -13,4 +16,41 @@ export async function readAll (index: Pick<ChunkIndex, 'readChunk'>, chunks: Chu
     parts.push(bytes)
   }
   return Buffer.concat(parts)
+}
+
+/**
+ * A file read whole from `path` if it is exactly the content `chunks` describe (size and every chunk's
+ * hash), else undefined. The path is our own record, but the directory is the operator's and may have
+ * changed since: nothing is trusted without the hashes, and no more than the expected size is read.
+ */
+export async function readFileVerified (path: string, chunks: ChunkRef[]): Promise<Buffer | undefined> {
+  const size = chunks.reduce((n, c) => n + c.size, 0)
+  let fh
+  try {
+    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
+  } catch {
+    return undefined // gone or replaced by a symlink since: no base, plain chunks serve this file
+  }
+  try {
+    // one byte more than expected tells a longer file from the right one
+    const buf = Buffer.allocUnsafe(size + 1)
+    let got = 0
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got)
+      if (bytesRead === 0) break
+      got += bytesRead
+      if (got === buf.length) break
+    }
+    if (got !== size) return undefined
+    let offset = 0
+    for (const c of chunks) {
+      if (!idsEqual(chunkIdOf(buf.subarray(offset, offset + c.size)), c.id)) return undefined
+      offset += c.size
+    }
+    return buf.subarray(0, size)
+  } catch {
+    return undefined // unreadable now (truncated, replaced, I/O error): no base from this file
+  } finally {
+    await fh.close()
+  }
 }

@@ -3,14 +3,13 @@
 // get deltas against them even if the source is then edited in place (the bytes overwritten before that
 // publish reads them). Signatures live while their chunk may be a delta base: computeDeltas forgets those of
 // the files the next version replaced or removed (forgetSignatures).
-import { constants as fsConstants } from 'node:fs'
-import { open } from 'node:fs/promises'
 import { join } from 'node:path'
-import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
 import { SIG_BLOCK, signatureOf } from '../../protocol/signature-delta.js'
 import type { Catalog } from '../store/types.js'
 import { isLarge } from './chunk-deltas.js'
+import { readFileVerified } from './read-chunks.js'
 
 export interface SignatureStats { files: number, chunks: number, bytes: number, unreadable: number, ms: number }
 
@@ -25,14 +24,14 @@ const MIN_FILE_BYTES = 4 * SIG_BLOCK
 export async function storeSignatures (o: { source: string, files: Map<string, { size: number, chunks: ChunkRef[] }>, catalog: Pick<Catalog, 'getSignature' | 'putSignature'>, signal?: AbortSignal }): Promise<SignatureStats> {
   const started = Date.now()
   const stats: SignatureStats = { files: 0, chunks: 0, bytes: 0, unreadable: 0, ms: 0 }
-  const buffer = Buffer.allocUnsafe(1024 * 1024 + 1)
   for (const [path, file] of o.files) {
     o.signal?.throwIfAborted()
     if (isLarge(file.size) || file.size < MIN_FILE_BYTES) continue
     const todo: number[] = []
     for (const [i, c] of file.chunks.entries()) if (c.size >= SIG_BLOCK && await o.catalog.getSignature(c.id) === undefined) todo.push(i)
     if (todo.length === 0) continue
-    const bytes = await readExactly(join(o.source, path), file.size, buffer)
+    // the whole file must still hash to the chunks just published (read-chunks.ts)
+    const bytes = await readFileVerified(join(o.source, path), file.chunks)
     if (bytes === undefined) { stats.unreadable++; continue }
     let offset = 0
     const at: number[] = []
@@ -40,9 +39,7 @@ export async function storeSignatures (o: { source: string, files: Map<string, {
     stats.files++
     for (const i of todo) {
       const c = file.chunks[i] as ChunkRef
-      const chunk = bytes.subarray(at[i] as number, (at[i] as number) + c.size)
-      if (!idsEqual(chunkIdOf(chunk), c.id)) { stats.unreadable++; break }
-      await o.catalog.putSignature(c.id, signatureOf(chunk))
+      await o.catalog.putSignature(c.id, signatureOf(bytes.subarray(at[i] as number, (at[i] as number) + c.size)))
       stats.chunks++
       stats.bytes += c.size
     }
@@ -60,28 +57,4 @@ export async function forgetSignatures (catalog: Pick<Catalog, 'deleteSignature'
     n++
   }
   return n
-}
-
-/** The file's bytes if it is exactly `size` bytes long (one byte more is read to tell), else undefined. */
-async function readExactly (path: string, size: number, buffer: Buffer): Promise<Buffer | undefined> {
-  let fh
-  try {
-    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
-  } catch {
-    return undefined
-  }
-  try {
-    let got = 0
-    for (;;) {
-      const { bytesRead } = await fh.read(buffer, got, size + 1 - got, got)
-      if (bytesRead === 0) break
-      got += bytesRead
-      if (got === size + 1) break
-    }
-    return got === size ? buffer.subarray(0, size) : undefined
-  } catch {
-    return undefined
-  } finally {
-    await fh.close()
-  }
 }
