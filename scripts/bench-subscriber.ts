@@ -22,7 +22,7 @@ import { buildSmall, cacheDir } from './bench/corpus.js'
 import { api, pointSource, wireAll } from './bench/deltamesh.js'
 import { peakRssMiB } from './bench/proc.js'
 
-interface Options { files: number, repo: boolean, profile?: string, nodeArgs: string[], strace: boolean, keep: boolean }
+interface Options { files: number, repo: boolean, profile?: string, nodeArgs: string[], strace: boolean, keep: boolean, logLevel: string }
 
 interface Round { name: string, files: number, cpu: number, user: number, sys: number, wall: number, rssMiB: number, strace?: string }
 
@@ -42,7 +42,7 @@ const SYNC_TIMEOUT_MS = 3_600_000
 const AGENT_START_MS = 120_000
 
 function parseArgs (argv: string[]): Options {
-  const o: Options = { files: 5000, repo: true, nodeArgs: [], strace: false, keep: false }
+  const o: Options = { files: 5000, repo: true, nodeArgs: [], strace: false, keep: false, logLevel: 'warn' }
   for (let i = 0; i < argv.length; i++) {
     const value = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`${argv[i - 1]} needs a value`); return v }
     switch (argv[i]) {
@@ -52,8 +52,9 @@ function parseArgs (argv: string[]): Options {
       case '--strace': o.strace = true; break
       case '--node-arg': o.nodeArgs.push(value()); break
       case '--keep': o.keep = true; break
+      case '--log-level': o.logLevel = value(); break
       case '--help':
-        console.log('options: --files 5000 (small tree size; built and cached on first use) --no-repo --profile DIR (subscriber --cpu-prof) --node-arg ARG (to the subscriber node, repeatable) --strace (syscall counts per round) --keep')
+        console.log('options: --files 5000 (small tree size; built and cached on first use) --no-repo --profile DIR (subscriber --cpu-prof) --node-arg ARG (to the subscriber node, repeatable) --strace (syscall counts per round) --log-level LEVEL (the subscriber\'s, printed after the rounds) --keep')
         process.exit(0)
         break
       default: throw new Error(`unknown option ${argv[i]}`)
@@ -130,7 +131,7 @@ async function main (): Promise<void> {
     await cluster.cli(['trust', '--home', sub.home, REPO_TREE, pub.publisherKey])
     const nodeArgs = [...(o.profile !== undefined ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : []), ...o.nodeArgs]
     await cluster.start(pub, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS)
-    await cluster.start(sub, { DELTAMESH_LOG_LEVEL: 'warn' }, nodeArgs, AGENT_START_MS)
+    await cluster.start(sub, { DELTAMESH_LOG_LEVEL: o.logLevel }, nodeArgs, AGENT_START_MS)
     const subApi = await api(sub)
     const smallMirror = join(cluster.dir, 'small-mirror')
     const repoMirror = join(cluster.dir, 'repo-mirror')
@@ -150,6 +151,7 @@ async function main (): Promise<void> {
     await cluster.stop(sub, 'SIGTERM') // --cpu-prof writes its profile on a clean exit
     console.log(`\nsubscriber, ${new Date().toISOString()}, load ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')}`)
     for (const r of rounds) console.log(line(r))
+    if (o.logLevel !== 'warn') console.log(`\nsubscriber log (last 200 kB):\n${sub.log}`)
     if (o.profile !== undefined) console.log(`CPU profile of the subscriber in ${o.profile}`)
   } finally {
     await cleanup()
