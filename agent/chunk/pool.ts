@@ -1,15 +1,14 @@
 import { stat } from 'node:fs/promises'
-import { createRequire } from 'node:module'
 import { availableParallelism } from 'node:os'
-import { fileURLToPath } from 'node:url'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import { DeltameshError } from '../../protocol/errors.js'
+import { deserializeError, startModuleWorker } from '../workers.js'
 import type { ChunkingParams } from '../../protocol/manifest.js'
 import { validateChunkingParams } from '../../protocol/manifest.js'
 import type { PlacedChunk } from '../store/types.js'
 import { endOf, planSegments, stitch, type Segment } from './split.js'
 import type { SizedChunkId } from './verify.js'
-import { deserializeError, packChunks, unpackChunks, type JobRequest, type JobResult, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
+import { packChunks, unpackChunks, type JobRequest, type JobResult, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
 
 /** A worker thread died (crash, out of memory, terminated) while it was chunking this job's file. */
 export class ChunkerWorkerError extends DeltameshError {
@@ -81,15 +80,7 @@ interface Slot {
 }
 
 function startWorker (): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url))
-  // Under vitest or tsx this module is the .ts source. `execArgv: ['--import', 'tsx']` does NOT work on Node 20:
-  // ESM hooks registered in a worker apply only after its entry module was loaded ("Unknown file extension
-  // .ts"). tsx's CommonJS require hook is synchronous and per thread, and compiles the worker (and the modules
-  // it imports, import.meta.url included) to CJS on the fly.
-  const require = createRequire(import.meta.url)
-  const hook = require.resolve('tsx/cjs')
-  const entry = fileURLToPath(new URL('./worker.ts', import.meta.url))
-  return new Worker(`require(${JSON.stringify(hook)}); require(${JSON.stringify(entry)})`, { eval: true })
+  return startModuleWorker(import.meta.url, 'worker')
 }
 
 export class ChunkerPool {

@@ -1,4 +1,5 @@
 import type { ChunkingParams } from '../../protocol/manifest.js'
+import type { SerializedError } from '../workers.js'
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
 import type { PlacedChunk } from '../store/types.js'
 
@@ -36,16 +37,6 @@ export interface AbortJobRequest {
 export type JobRequest = ChunkJobRequest | VerifyJobRequest
 export type WorkerRequest = JobRequest | AbortJobRequest
 
-/** An error as it crosses the thread boundary: enough to rebuild `name`, `code` (ENOENT…) and the message. */
-export interface SerializedError {
-  name: string
-  message: string
-  code?: string
-  errno?: number
-  syscall?: string
-  path?: string
-}
-
 export type WorkerResponse =
   | { type: 'done', id: number, start: number, sizes: Uint32Array, ids: Uint8Array }
   | { type: 'verified', id: number, match: boolean }
@@ -71,20 +62,4 @@ export function unpackChunks (start: number, sizes: Uint32Array, ids: Uint8Array
     offset += size
   }
   return chunks
-}
-
-export function serializeError (err: unknown): SerializedError {
-  if (!(err instanceof Error)) return { name: 'Error', message: String(err) }
-  const e = err as NodeJS.ErrnoException
-  return { name: e.name, message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path }
-}
-
-export function deserializeError (s: SerializedError): Error {
-  const err = new Error(s.message) as NodeJS.ErrnoException
-  err.name = s.name
-  if (s.code !== undefined) err.code = s.code
-  if (s.errno !== undefined) err.errno = s.errno
-  if (s.syscall !== undefined) err.syscall = s.syscall
-  if (s.path !== undefined) err.path = s.path
-  return err
 }

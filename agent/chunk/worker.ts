@@ -1,7 +1,8 @@
 import { parentPort } from 'node:worker_threads'
 import { chunkFile } from './chunker.js'
 import { verifyFileChunks } from './verify.js'
-import { packChunks, serializeError, unpackChunks, type JobRequest, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
+import { serializeError } from '../workers.js'
+import { packChunks, unpackChunks, type JobRequest, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
 
 // Worker entry of ChunkerPool: chunks and hashes files, or checks one against a chunk list it should still
 // have, on request. Several jobs may be in flight (the pool sends up to jobsPerWorker, and an aborted job can

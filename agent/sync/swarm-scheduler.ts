@@ -12,6 +12,12 @@ import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 // progress — and falling back to any complete holder when the owner stalls, leaves, or never shows up.
 
 const DEFAULT_IDLE_WAIT_MS = 2_000
+/**
+ * A busy peer's window is topped up once this much of it is free (or a quarter of a smaller window), not at
+ * every chunk it delivers: each top-up is a WANT frame out and, at the peer, a BLOCKS frame back, so topping up
+ * per chunk made small files cost a frame pair, a compression call and a filesystem round trip each.
+ */
+const REFILL_BYTES = 256 * 1024
 
 export interface WantedChunk {
   id: ChunkId
@@ -210,7 +216,7 @@ export class SwarmScheduler {
    * WANTs and reports back with received/failed.
    */
   next (): Assignment[] {
-    const open = [...this.peers.entries()].filter(([, p]) => !p.banned && p.outstandingBytes < this.windowOf(p))
+    const open = [...this.peers.entries()].filter(([, p]) => !p.banned && this.wantsMore(p))
     if (open.length === 0 || this.needed.size === 0) return []
     const now = this.now()
     let out = this.assign(open, now, false)
@@ -225,6 +231,12 @@ export class SwarmScheduler {
       if (now - this.idleSinceMs >= (this.options.idleWaitMs ?? DEFAULT_IDLE_WAIT_MS)) out = this.assign(open, now, true)
     }
     return [...out.entries()].map(([peerId, chunks]) => ({ peerId, chunks }))
+  }
+
+  private wantsMore (peer: PeerState): boolean {
+    if (peer.outstandingBytes === 0) return true
+    const window = this.windowOf(peer)
+    return window - peer.outstandingBytes >= Math.min(REFILL_BYTES, window / 4)
   }
 
   private assign (open: Array<[string, PeerState]>, now: number, impatient: boolean): Map<string, WantedChunk[]> {

@@ -13,10 +13,18 @@ import { validateRelativePath } from '../../protocol/paths.js'
 export const STAGING_FILE_MODE = 0o600
 export const STAGING_DIR_MODE = 0o700
 
-const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW
+export const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOFOLLOW
 const REOPEN_FLAGS = constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW
-const DIR_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_DIRECTORY
+export const DIR_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_DIRECTORY
+
+/**
+ * Manifests hold whole milliseconds (floored). utimes() takes seconds as a double, whose rounding at today's
+ * epoch (about 240 ns) can land just below the millisecond and read back one less; aiming 0.1 ms past the
+ * millisecond keeps the floored value exact.
+ */
+const MTIME_NUDGE_MS = 0.1
+export function timeOf (mtimeMs: number): number { return (mtimeMs + MTIME_NUDGE_MS) / 1000 }
 
 /** Joins a manifest path under `base` after validating it (throws InvalidPathError on '..', absolute, …). */
 export function safeJoin (base: string, relPath: string): string {

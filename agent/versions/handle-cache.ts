@@ -36,6 +36,9 @@ export class HandleCache {
     }
   }
 
+  /** An entry for `key` exists (open, opening, or held). */
+  has (key: string): boolean { return this.entries.has(key) }
+
   /** Gives a handle back; `retire`: nothing more will be written to it, close it once no one holds it. */
   release (key: string, retire = false): void {
     const entry = this.entries.get(key)

@@ -1,4 +1,4 @@
-import { link, mkdir } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
 import { idsEqual, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
@@ -8,7 +8,8 @@ import type { HomeLayout } from '../home.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { Catalog, ChunkIndex, PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
 import { MaterializerStateError, StagingError } from './errors.js'
-import { createFile, ensureDir, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt } from './fs-safe.js'
+import { createFile, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt } from './fs-safe.js'
+import { sharedFsBatch, type FsBatch } from './fs-batch.js'
 import { finalizeVersion, finishOpenFile, wrapError, type BuildContext } from './install.js'
 import type { SyncFs } from './durability.js'
 import { ManifestCursor, walkSelected, type PathFilter } from './walk.js'
@@ -22,6 +23,17 @@ const MAX_OPEN_STAGING_FILES = 64
  * the next prepare finds those links in place and records them again.
  */
 const INDEX_BATCH_FILES = 256
+/**
+ * Directory and hardlink steps of prepare() requested without waiting for each (FsBatch runs them in order,
+ * a few hundred per message); past this many the walk waits for the oldest. Bounds memory, not order.
+ */
+const MAX_QUEUED_STEPS = 1024
+/**
+ * Files of prepare() that need chunks, assembled at once: their index lookups, made in the same turn, share one
+ * database iterator (one per file cost ~0.1 ms each, most of a first sync's prepare). Bounds the local chunk
+ * bytes held at once too.
+ */
+const MAX_ASSEMBLING = 32
 
 export interface MaterializerComponents {
   index: ChunkIndex
@@ -30,6 +42,8 @@ export interface MaterializerComponents {
   log?: Logger
   /** Flushes the staging filesystem at finalize (tests inject a failing one); default syncfs via `sync -f`. */
   syncFs?: SyncFs
+  /** Runs the per-file filesystem steps; default the process's shared one. */
+  fsBatch?: FsBatch
 }
 
 /** The previous complete version of the tree: unchanged files are hardlinked from it. */
@@ -49,7 +63,7 @@ export interface MaterializeInit {
   envelope?: Uint8Array
   signal?: AbortSignal
   onProgress?: (progress: MaterializeProgress) => void
-  /** Called after each file prepare() completes (tests inject crashes here). */
+  /** Called when prepare() is done with a file (tests inject crashes here); files are prepared several at once. */
   afterFile?: (relPath: string) => void | Promise<void>
 }
 
@@ -91,6 +105,34 @@ type State = 'new' | 'preparing' | 'prepared' | 'finalizing' | 'done'
 interface WaitingFile { mode: number, mtimeMs: number, pending: number, created: boolean }
 
 /**
+ * Steps of prepare() in flight (FsBatch): awaited in bulk — when too many are queued, before prepare() touches
+ * the filesystem itself (a step may be creating the directory it writes into), and at the end. A failure is
+ * kept and thrown by settle(); FsBatch finishes steps in the order they were queued, so waiting for the oldest
+ * first waits for none longer than needed.
+ */
+class QueuedSteps {
+  private readonly queue: Array<Promise<void>> = []
+  private failure: { err: unknown } | undefined
+
+  add (step: Promise<unknown>): void {
+    this.queue.push(step.then(() => {}, (err: unknown) => { this.failure ??= { err } }))
+  }
+
+  get size (): number { return this.queue.length }
+
+  /** Waits until at most `max` steps remain; throws the first failure. */
+  async settle (max = 0): Promise<void> {
+    while (this.queue.length > max) await this.queue.shift()
+    if (this.failure !== undefined) throw this.failure.err
+  }
+
+  /** Waits for every step, never throwing (on the way out of a failure: nothing may run behind it). */
+  async quiesce (): Promise<void> {
+    while (this.queue.length > 0) await this.queue.shift()
+  }
+}
+
+/**
  * Builds one version of a tree in its staging directory, in two phases so that the same code serves a
  * local build and a network sync:
  *
@@ -123,10 +165,18 @@ export class Materializer {
   private unindexed: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
   /** Files with placements in the plan, by path (bounded by the plan: each has at least one planned chunk). */
   private readonly waiting = new Map<string, WaitingFile>()
+  private readonly fs: FsBatch
+  private steps = new QueuedSteps()
+  private assembling = new QueuedSteps()
+  /** The last directory step queued: a file is only opened directly once it (and all before it) ran. */
+  private dirsReady: Promise<void> = Promise.resolve()
+  /** Unchanged files the previous version could not lend (changed since, or the link refused): built from chunks. */
+  private unlinked: Array<{ entry: FileEntry, placed: PlacedChunk[] }> = []
 
   constructor (private readonly components: MaterializerComponents, private readonly init: MaterializeInit) {
     this.log = (components.log ?? silentLogger()).child({ component: 'materializer', tree: init.tree, seq: init.seq })
     this.progressValue = { tree: init.tree, seq: init.seq, plannedChunks: 0, plannedBytes: 0, doneChunks: 0, doneBytes: 0 }
+    this.fs = components.fsBatch ?? sharedFsBatch()
   }
 
   get stagingDir (): string { return this.components.home.stagingDir(this.init.tree, this.init.seq) }
@@ -164,18 +214,37 @@ export class Materializer {
       this.root = found ?? await this.components.index.addRoot({ kind: 'staging', path: staging, tree: this.init.tree, seq: this.init.seq })
       this.log.debug({ resuming: this.resuming }, 'preparing')
       const previous = this.init.previous !== undefined ? new ManifestCursor(this.init.previous.entries(), comparePaths) : undefined
+      this.unlinked = []
+      this.steps = new QueuedSteps()
+      this.assembling = new QueuedSteps()
+      this.dirsReady = Promise.resolve()
       try {
         for await (const event of walkSelected(this.init.entries(), this.init.filter, signal)) {
           this.currentPath = event.entry.path
           if (event.kind === 'enter') {
-            await ensureDir(safeJoin(staging, event.entry.path))
+            const made = this.fs.run({ type: 'dir', path: safeJoin(staging, event.entry.path) })
+            this.steps.add(made)
+            this.dirsReady = made.then(() => {}, () => {})
           } else if (event.kind === 'file') {
             await this.prepareFile(event.entry, previous)
-            await this.init.afterFile?.(event.entry.path)
           }
+          if (this.steps.size > MAX_QUEUED_STEPS) await this.steps.settle(MAX_QUEUED_STEPS / 2)
         }
+        this.currentPath = undefined
+        await this.steps.settle()
+        await this.assembling.settle()
+        for (const { entry, placed } of this.unlinked) {
+          signal?.throwIfAborted()
+          this.currentPath = entry.path
+          await this.assembleFile(entry, safeJoin(staging, entry.path), placed)
+          await this.init.afterFile?.(entry.path)
+        }
+        this.unlinked = []
         await this.flushIndex()
+        signal?.throwIfAborted()
       } finally {
+        await this.steps.quiesce()
+        await this.assembling.quiesce()
         await previous?.close()
       }
       this.currentPath = undefined
@@ -212,6 +281,16 @@ export class Materializer {
         this.init.signal?.throwIfAborted()
         const absolute = safeJoin(this.stagingDir, path)
         const file = this.waiting.get(path)
+        if (file !== undefined && !file.created && file.pending === offsets.length && !this.handles.has(absolute)) {
+          // the whole file is this chunk (at one offset or several): created, written, finished and closed in one
+          // step; an exact copy of the bytes, since a view would carry its whole batch buffer to the worker
+          file.created = true
+          const copy = Uint8Array.prototype.slice.call(bytes)
+          await this.fs.run({ type: 'create', path: absolute, pieces: offsets.map(offset => ({ offset, bytes: copy })), mode: file.mode, mtimeMs: file.mtimeMs })
+          file.pending = 0
+          this.waiting.delete(path)
+          continue
+        }
         const handle = await this.handles.acquire(absolute, async () => {
           if (file === undefined || file.created) return await reopenPrivateFile(absolute)
           // nothing was there to write at prepare(): created now (O_EXCL, so nothing planted is reused)
@@ -284,6 +363,7 @@ export class Materializer {
       newBytes: this.progressValue.doneBytes,
       started: this.started,
       syncFs: this.components.syncFs,
+      fsBatch: this.fs,
     }
   }
 
@@ -332,12 +412,32 @@ export class Materializer {
     for (const c of entry.chunks) { placed.push({ id: c.id, offset, size: c.size }); offset += c.size }
     const target = safeJoin(this.stagingDir, entry.path)
     const before = await this.previousEntry(previous, entry.path)
-    if (before?.type === 'file' && sameFile(before, entry) && await this.tryLink(entry, target)) {
-      s.linkedFiles++
-      await this.recordFile(entry.path, placed, true)
+    if (before?.type === 'file' && sameFile(before, entry)) {
+      this.linkUnchanged(entry, target, placed)
       return
     }
-    await this.assembleFile(entry, target, placed)
+    const context = { ...this.context(), path: entry.path }
+    this.assembling.add(this.assembleFile(entry, target, placed).then(async () => { await this.init.afterFile?.(entry.path) }, (err: unknown) => { throw wrapError(context, err) }))
+    if (this.assembling.size >= MAX_ASSEMBLING) await this.assembling.settle(MAX_ASSEMBLING / 2)
+  }
+
+  /**
+   * Hardlinks the previous version's file if it still looks like what its manifest says (queued: the walk goes
+   * on; a file that cannot be linked is built from chunks after the walk).
+   */
+  private linkUnchanged (entry: FileEntry, target: string, placed: PlacedChunk[]): void {
+    const source = safeJoin((this.init.previous as PreviousVersion).dir, entry.path)
+    const expect = { size: entry.size, mode: entry.mode, mtimeMs: entry.mtimeMs }
+    this.steps.add(this.fs.run({ type: 'link', source, target, expect, replace: this.resuming }).then(async outcome => {
+      if (outcome === 'linked') {
+        this.prepareStats.linkedFiles++
+        await this.recordFile(entry.path, placed, true)
+        await this.init.afterFile?.(entry.path)
+        return
+      }
+      if (outcome === 'refused') this.log.debug({ path: entry.path }, 'hardlink refused; rebuilding the file from chunks')
+      this.unlinked.push({ entry, placed })
+    }))
   }
 
   /**
@@ -375,29 +475,6 @@ export class Materializer {
     }
   }
 
-  /** Hardlinks the previous version's file if it still looks like what its manifest says. */
-  private async tryLink (entry: FileEntry, target: string): Promise<boolean> {
-    const source = safeJoin((this.init.previous as PreviousVersion).dir, entry.path)
-    const st = await lstatOrUndefined(source)
-    if (st === undefined || !st.isFile() || st.size !== entry.size || (st.mode & 0o7777) !== entry.mode || Math.floor(st.mtimeMs) !== entry.mtimeMs) return false
-    const existing = await lstatOrUndefined(target)
-    if (existing !== undefined) {
-      if (existing.isFile() && existing.ino === st.ino && existing.dev === st.dev) return true
-      await removeAny(target)
-    }
-    try {
-      await link(source, target)
-      return true
-    } catch (err) {
-      const code = errnoOf(err)
-      if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK') {
-        this.log.debug({ path: entry.path, code }, 'hardlink refused; rebuilding the file from chunks')
-        return false
-      }
-      throw err
-    }
-  }
-
   /**
    * Writes every chunk of the file the index can supply and plans the rest. A fresh file is created only when
    * something is written into it here (a local chunk, or it is empty); one whose chunks all come from the
@@ -409,6 +486,8 @@ export class Materializer {
     let handle: FileHandle | undefined
     let fresh = !this.resuming
     if (this.resuming) {
+      // a queued step may be creating this file's directory
+      await this.dirsReady
       handle = await reopenPrivateFile(target)
       if (handle === undefined) {
         await removeAny(target)
@@ -419,7 +498,10 @@ export class Materializer {
       }
     }
     // a fresh file reaches its exact size when its last chunk is written (finalize checks the size)
-    const open = async (): Promise<FileHandle> => { handle ??= await createFile(target); return handle }
+    const open = async (): Promise<FileHandle> => {
+      if (handle === undefined) { await this.dirsReady; handle = await createFile(target) }
+      return handle
+    }
     try {
       const done: PlacedChunk[] = []
       let pending = 0
@@ -431,7 +513,10 @@ export class Materializer {
         if (planned !== undefined) { planned.placements.push({ relPath: entry.path, offset: c.offset }); pending++; continue }
         const bytes = await index.readChunk(c.id, this.init.signal)
         if (bytes === undefined) {
-          this.plan.set(hex, { id: c.id, size: c.size, placements: [{ relPath: entry.path, offset: c.offset }] })
+          // another file being assembled may have planned the same chunk while we looked
+          const meanwhile = this.plan.get(hex)
+          if (meanwhile !== undefined) meanwhile.placements.push({ relPath: entry.path, offset: c.offset })
+          else this.plan.set(hex, { id: c.id, size: c.size, placements: [{ relPath: entry.path, offset: c.offset }] })
           pending++
           continue
         }
