@@ -1,0 +1,133 @@
+import { lstat, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { FsBatch, FsWorkerError } from '../../agent/versions/fs-batch.js'
+import { timeOf } from '../../agent/versions/fs-safe.js'
+
+const dirs: string[] = []
+const batches: FsBatch[] = []
+afterEach(async () => {
+  for (const b of batches.splice(0)) await b.close()
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
+})
+
+async function scratch (): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'deltamesh-fsbatch-'))
+  dirs.push(dir)
+  return dir
+}
+
+function batch (): FsBatch {
+  const b = new FsBatch({ idleMs: 200 })
+  batches.push(b)
+  return b
+}
+
+const MTIME = 1_700_000_000_123
+
+/** A previous version's file: its bytes, mode and mtime as the manifest says. */
+async function previousFile (path: string, content: string, mode = 0o644): Promise<{ size: number, mode: number, mtimeMs: number }> {
+  await writeFile(path, content, { mode })
+  await utimes(path, timeOf(MTIME), timeOf(MTIME))
+  return { size: Buffer.byteLength(content), mode, mtimeMs: MTIME }
+}
+
+describe('FsBatch', () => {
+  it('runs steps in the order they were requested: a file goes into a directory whose creation was requested just before', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    const source = join(dir, 'old.txt')
+    const expect1 = await previousFile(source, 'unchanged\n')
+    const steps = [
+      fs.run({ type: 'dir', path: join(dir, 'a') }),
+      fs.run({ type: 'dir', path: join(dir, 'a', 'b') }),
+      fs.run({ type: 'link', source, target: join(dir, 'a', 'b', 'linked.txt'), expect: expect1, replace: false }),
+      fs.run({ type: 'create', path: join(dir, 'a', 'b', 'new.bin'), pieces: [{ offset: 0, bytes: Buffer.from('xy') }, { offset: 2, bytes: Buffer.from('z') }], mode: 0o640, mtimeMs: MTIME }),
+    ]
+    expect(await Promise.all(steps)).toEqual([null, null, 'linked', null])
+    const linked = await lstat(join(dir, 'a', 'b', 'linked.txt'))
+    expect(linked.ino).toBe((await lstat(source)).ino)
+    const created = await lstat(join(dir, 'a', 'b', 'new.bin'))
+    expect(await readFile(join(dir, 'a', 'b', 'new.bin'), 'utf8')).toBe('xyz')
+    expect(created.mode & 0o7777).toBe(0o640)
+    expect(Math.floor(created.mtimeMs)).toBe(MTIME)
+    expect((await lstat(join(dir, 'a'))).mode & 0o777).toBe(0o700)
+  })
+
+  it('links only a source that still matches its manifest entry, and reports refusals apart from changes', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    const source = join(dir, 'src.txt')
+    const entry = await previousFile(source, 'abc')
+    expect(await fs.run({ type: 'link', source, target: join(dir, 't1'), expect: { ...entry, size: 4 }, replace: false })).toBe('changed')
+    expect(await fs.run({ type: 'link', source, target: join(dir, 't2'), expect: { ...entry, mode: 0o600 }, replace: false })).toBe('changed')
+    expect(await fs.run({ type: 'link', source, target: join(dir, 't3'), expect: { ...entry, mtimeMs: MTIME + 1 }, replace: false })).toBe('changed')
+    expect(await fs.run({ type: 'link', source: join(dir, 'missing'), target: join(dir, 't4'), expect: entry, replace: false })).toBe('changed')
+    await expect(lstat(join(dir, 't1'))).rejects.toThrow()
+    // a symlink where the previous file was is never linked (nor followed)
+    await symlink(source, join(dir, 'via-link'))
+    expect(await fs.run({ type: 'link', source: join(dir, 'via-link'), target: join(dir, 't5'), expect: entry, replace: false })).toBe('changed')
+  })
+
+  it('replace: keeps a target that is already the same inode, removes anything else first; without it an existing target is an error', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    const source = join(dir, 'src.txt')
+    const entry = await previousFile(source, 'abc')
+    expect(await fs.run({ type: 'link', source, target: join(dir, 'same'), expect: entry, replace: false })).toBe('linked')
+    expect(await fs.run({ type: 'link', source, target: join(dir, 'same'), expect: entry, replace: true })).toBe('linked')
+    await mkdir(join(dir, 'planted', 'deep'), { recursive: true })
+    expect(await fs.run({ type: 'link', source, target: join(dir, 'planted'), expect: entry, replace: true })).toBe('linked')
+    expect((await lstat(join(dir, 'planted'))).ino).toBe((await lstat(source)).ino)
+    await writeFile(join(dir, 'other'), 'other')
+    await expect(fs.run({ type: 'link', source, target: join(dir, 'other'), expect: entry, replace: false })).rejects.toMatchObject({ code: 'EEXIST' })
+    expect(await readFile(join(dir, 'other'), 'utf8')).toBe('other')
+  })
+
+  it('never creates through a planted symlink, and a failed step does not stop the ones after it', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    const outside = join(dir, 'outside.txt')
+    await writeFile(outside, 'keep')
+    await symlink(outside, join(dir, 'trap'))
+    const results = await Promise.allSettled([
+      fs.run({ type: 'create', path: join(dir, 'trap'), pieces: [{ offset: 0, bytes: Buffer.from('evil') }], mode: 0o644, mtimeMs: MTIME }),
+      fs.run({ type: 'create', path: join(dir, 'fine'), pieces: [], mode: 0o644, mtimeMs: MTIME }),
+      fs.run({ type: 'lstat', path: join(dir, 'trap') }),
+      fs.run({ type: 'lstat', path: join(dir, 'nothing-here') }),
+    ])
+    expect(results[0]).toMatchObject({ status: 'rejected', reason: { code: 'EEXIST' } })
+    expect(results[1]).toEqual({ status: 'fulfilled', value: null })
+    expect(results[2]).toMatchObject({ status: 'fulfilled', value: { kind: 'symlink' } })
+    expect(results[3]).toEqual({ status: 'fulfilled', value: null })
+    expect(await readFile(outside, 'utf8')).toBe('keep')
+    expect((await lstat(join(dir, 'fine'))).size).toBe(0)
+  })
+
+  it('a directory step makes an existing directory writable again and replaces a file or symlink in its place', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    await mkdir(join(dir, 'ro'), { mode: 0o555 })
+    await writeFile(join(dir, 'was-file'), 'x')
+    await symlink(dir, join(dir, 'was-link'))
+    for (const name of ['ro', 'was-file', 'was-link']) await fs.run({ type: 'dir', path: join(dir, name) })
+    expect((await lstat(join(dir, 'ro'))).mode & 0o700).toBe(0o700)
+    expect((await lstat(join(dir, 'was-file'))).isDirectory()).toBe(true)
+    expect((await lstat(join(dir, 'was-link'))).isDirectory()).toBe(true)
+  })
+
+  it('steps in flight when the batch is closed fail with FsWorkerError; the next step starts a new worker', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    const many = Array.from({ length: 2000 }, (_, i) => fs.run({ type: 'lstat', path: join(dir, `n${i}`) }))
+    const settling = Promise.allSettled(many)
+    await new Promise(resolve => setImmediate(resolve))
+    await fs.close()
+    const settled = await settling
+    const failed = settled.filter(r => r.status === 'rejected')
+    expect(failed.length).toBeGreaterThan(0)
+    for (const r of failed) expect((r as PromiseRejectedResult).reason).toBeInstanceOf(FsWorkerError)
+    expect(await fs.run({ type: 'lstat', path: dir })).toMatchObject({ kind: 'dir' })
+  })
+})
