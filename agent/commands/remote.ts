@@ -91,9 +91,11 @@ export function registerRemoteCommands (program: Command): void {
     .requiredOption('--to <path>', 'where the tree appears (a symlink to the current version)')
     .option('--include <glob...>', 'only paths matching these globs')
     .option('--exclude <glob...>', 'skip paths matching these globs')
-    .action(async (tree: string, opts: { home?: string, to: string, include?: string[], exclude?: string[] }) => {
+    .option('--seed <dir>', 'an existing copy of the tree (an rsync mirror, a shipped disk): the first version takes every file there whose bytes match it instead of fetching it — hardlinked, so do not edit the seed in place afterwards')
+    .option('--seed-copy', 'copy the seed\'s files instead of hardlinking them')
+    .action(async (tree: string, opts: { home?: string, to: string, include?: string[], exclude?: string[], seed?: string, seedCopy?: boolean }) => {
       const api = await requireAgent(opts.home)
-      await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude })
+      await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy })
       process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync ${tree}\n`)
     })
 

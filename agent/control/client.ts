@@ -46,7 +46,7 @@ export class ControlClient implements AgentApi {
   }
 
   async subscribe (req: SubscribeRequest): Promise<void> {
-    await this.call('POST', '/v1/subscribe', { ...req, to: resolve(req.to) })
+    await this.call('POST', '/v1/subscribe', { ...req, to: resolve(req.to), seed: req.seed === undefined ? undefined : resolve(req.seed) })
   }
 
   async unsubscribe (tree: string): Promise<void> {

@@ -4,7 +4,7 @@
 //   GET  /v1/ping                          {pid}: who answers on this socket
 //   GET  /v1/status                        AgentStatus
 //   POST /v1/publish     {tree,source,label?}       PublishSummary (no timeout; aborted if the client goes)
-//   POST /v1/subscribe   {tree,to,include?,exclude?}
+//   POST /v1/subscribe   {tree,to,include?,exclude?,seed?,seedCopy?}
 //   POST /v1/unsubscribe {tree}
 //   POST /v1/peers       {addr,name?}
 //   POST /v1/trust       {tree,publisherKey}
@@ -156,7 +156,8 @@ async function handle (req: IncomingMessage, res: ServerResponse, options: Contr
       }
       case 'POST /v1/subscribe': {
         const body = await readJsonBody(req)
-        await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude') })
+        const seed = body.seed === undefined || body.seed === null ? undefined : absPath(body, 'seed')
+        await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude'), seed, seedCopy: optBool(body, 'seedCopy') })
         return sendJson(res, 200, { ok: true })
       }
       case 'POST /v1/unsubscribe': {
@@ -308,6 +309,13 @@ function optStr (body: Record<string, unknown>, key: string): string | undefined
 function absPath (body: Record<string, unknown>, key: string): string {
   const v = str(body, key)
   if (!v.startsWith('/')) throw new BadRequestError(`${key}: expected an absolute path (the agent does not share the client's working directory)`)
+  return v
+}
+
+function optBool (body: Record<string, unknown>, key: string): boolean | undefined {
+  const v = body[key]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'boolean') throw new BadRequestError(`${key}: expected true or false`)
   return v
 }
 

@@ -10,6 +10,8 @@ import { appendPeer, appendTrust, loadConfig } from '../config.js'
 import { loadPublisherKey } from '../identity.js'
 import { openStore } from '../store/index.js'
 import { ChunkerPool } from '../chunk/pool.js'
+import type { SizedChunkId } from '../chunk/verify.js'
+import type { ChunkingParams } from '../../protocol/manifest.js'
 import { chunkingFor } from '../chunk/sizes.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist } from '../net/node.js'
 import { BAD_CHUNK_STRIKES, PeerStats } from '../net/peer-stats.js'
@@ -177,6 +179,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     onReceived: (_peerId, bytes, tree) => { ops?.onChunkReceived(tree, bytes) },
     onRejected: (code, reason) => onRejected(code, reason),
     onSyncEnded: (tree, outcome) => { ops?.onSyncEnded(tree, outcome) },
+    verifyFile: async (path: string, chunks: readonly SizedChunkId[], signal?: AbortSignal) => await pool.verifyFile(path, chunks, signal),
+    chunkFile: async (path: string, params: ChunkingParams, signal?: AbortSignal) => await pool.chunkFile(path, params, signal),
   }, { windowBytes: config.sync.windowBytes })
   for (const tree of trust.keys()) watchTree(tree)
 

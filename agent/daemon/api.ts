@@ -114,7 +114,16 @@ export interface PublishSummary {
   durationMs: number
 }
 
-export interface SubscribeRequest { tree: string, to: string, include?: string[], exclude?: string[] }
+export interface SubscribeRequest {
+  tree: string
+  to: string
+  include?: string[]
+  exclude?: string[]
+  /** An existing copy of the tree (e.g. an rsync mirror): the first version takes the files that verify from it. */
+  seed?: string
+  /** Copy seed files instead of hardlinking them (the seed stays independent of the versions). */
+  seedCopy?: boolean
+}
 
 export interface SyncResult {
   tree: string

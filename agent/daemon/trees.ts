@@ -13,7 +13,7 @@ import type { Catalog, ChunkIndex, TreeRecord } from '../store/types.js'
 import { admitEnvelope, type Admission, type RejectReason } from '../sync/admission.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { ManifestBlobMissingError, ManifestError } from '../versions/errors.js'
-import { VersionSync } from '../sync/version-sync.js'
+import { VersionSync, type VersionSyncComponents } from '../sync/version-sync.js'
 import type { FetchFn } from '../sync/chunk-pump.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
 import { globFilter } from '../versions/walk.js'
@@ -49,6 +49,10 @@ export interface TreeManagerComponents {
   onRejected: (code: RejectReason, reason: string) => void
   /** A sync ended (metrics): complete with its result, or failed; an aborted sync (superseded, stopping) is not reported. */
   onSyncEnded?: (tree: string, outcome: { result: SyncResult } | { error: Error }) => void
+  /** Hashes a file against a chunk list (the chunker pool): a seed's files are taken only after it. */
+  verifyFile?: VersionSyncComponents['verifyFile']
+  /** Chunks a file (the chunker pool): a seed file that differs lends its unchanged chunks. */
+  chunkFile?: VersionSyncComponents['chunkFile']
 }
 
 export interface TreeManagerInit {
@@ -243,8 +247,10 @@ export class TreeManager {
     const to = resolve(request.to)
     const existing = await lstat(to).catch(() => undefined)
     if (existing !== undefined && !existing.isSymbolicLink()) throw new Error(`${to} exists and is not a symlink: deltamesh manages PATH as a symlink to the current version; pick a new path`)
+    const seed = request.seed === undefined ? undefined : resolve(request.seed)
+    if (seed !== undefined && (await lstat(seed).catch(() => undefined))?.isDirectory() !== true) throw new Error(`seed ${seed} is not a directory`)
     await mkdir(dirname(to), { recursive: true })
-    const record: TreeRecord = { ...((await this.c.catalog.getTree(tree)) ?? { name: tree }), subscribedTo: to, include: request.include, exclude: request.exclude }
+    const record: TreeRecord = { ...((await this.c.catalog.getTree(tree)) ?? { name: tree }), subscribedTo: to, include: request.include, exclude: request.exclude, seed, seedCopy: seed === undefined ? undefined : request.seedCopy === true }
     await this.c.catalog.putTree(record)
     if (record.currentSeq !== undefined) await this.pointAt(to, this.c.home.versionDir(tree, record.currentSeq))
     if (this.trusted(tree).size <= 1) this.log.warn({ tree }, 'subscribed, but no publisher key is trusted for this tree yet: run `deltamesh trust`')
@@ -311,10 +317,12 @@ export class TreeManager {
     setMaxListeners(0, controller.signal)
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
+      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, verifyFile: this.c.verifyFile, chunkFile: this.c.chunkFile, announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
       previous: this.previousVersion(state.name, record.currentSeq),
+      // a seed only stands in for a previous version: once one is held, it is what unchanged files come from
+      seed: record.currentSeq === undefined && record.seed !== undefined ? { dir: record.seed, copy: record.seedCopy === true } : undefined,
       previousManifest: async () => await this.previousManifest(state.name, record.currentSeq),
       filter: globFilter(record.include, record.exclude),
       windowBytes: this.init.windowBytes,

@@ -15,12 +15,14 @@ export function decodeTree (name: string, raw: unknown): TreeRecord {
   const bad = (why: string): StoreCorruptError => new StoreCorruptError('TREE', `tree ${name}: ${why}`)
   if (!isRecord(raw)) throw bad('not an object')
   const tree: TreeRecord = { name }
-  const { currentSeq, subscribedTo, include, exclude, retain } = raw
+  const { currentSeq, subscribedTo, include, exclude, retain, seed, seedCopy } = raw
   if (currentSeq !== undefined) { if (!isNonNegInt(currentSeq)) throw bad('currentSeq'); tree.currentSeq = currentSeq }
   if (subscribedTo !== undefined) { if (typeof subscribedTo !== 'string') throw bad('subscribedTo'); tree.subscribedTo = subscribedTo }
   if (include !== undefined) { if (!isStringArray(include)) throw bad('include'); tree.include = include }
   if (exclude !== undefined) { if (!isStringArray(exclude)) throw bad('exclude'); tree.exclude = exclude }
   if (retain !== undefined) { if (!isNonNegInt(retain)) throw bad('retain'); tree.retain = retain }
+  if (seed !== undefined) { if (typeof seed !== 'string') throw bad('seed'); tree.seed = seed }
+  if (seedCopy !== undefined) { if (typeof seedCopy !== 'boolean') throw bad('seedCopy'); tree.seedCopy = seedCopy }
   return tree
 }
 

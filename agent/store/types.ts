@@ -112,6 +112,10 @@ export interface TreeRecord {
   subscribedTo?: string
   include?: string[]
   exclude?: string[]
+  /** An existing copy of the tree the first version takes matching files from (subscribe --seed). */
+  seed?: string
+  /** Copy the seed's files instead of hardlinking them. */
+  seedCopy?: boolean
   /** How many complete versions to keep (default 3). */
   retain?: number
 }

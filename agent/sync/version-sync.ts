@@ -5,8 +5,8 @@ import { InvalidMessageError } from '../../protocol/errors.js'
 import type { HomeLayout } from '../home.js'
 import type { Logger } from '../log.js'
 import type { Catalog, ChunkIndex, VersionRecord } from '../store/types.js'
-import { Materializer, type PreviousVersion } from '../versions/materializer.js'
-import { readManifestEntries } from '../versions/manifest-io.js'
+import { Materializer, type MaterializerComponents, type PreviousVersion, type Seed } from '../versions/materializer.js'
+import { readManifestEntries, readManifestHeader } from '../versions/manifest-io.js'
 import type { PathFilter } from '../versions/walk.js'
 import type { SyncPhase, SyncProgress } from '../daemon/api.js'
 import { SwarmScheduler, type WantedChunk } from './swarm-scheduler.js'
@@ -33,11 +33,17 @@ export interface VersionSyncComponents {
   onBadDelta?: (peerId: string, reason: string) => void
   /** Bytes received from the network for this version (per peer), for counters. */
   onReceived?: (peerId: string, bytes: number) => void
+  /** Hashes a file against a chunk list (the chunker pool): files are only taken from a seed after it. */
+  verifyFile?: MaterializerComponents['verifyFile']
+  /** Chunks a file (the chunker pool): a seed file that differs lends its unchanged chunks. */
+  chunkFile?: MaterializerComponents['chunkFile']
 }
 
 export interface VersionSyncInit {
   envelope: Envelope
   previous?: PreviousVersion
+  /** An existing copy of the tree to take matching files from (a first version). */
+  seed?: Omit<Seed, 'chunking'>
   /** The chunks of the previous version's manifest (in the catalog): manifest deltas start from them. */
   previousManifest?: () => Promise<SizedChunk[] | undefined>
   filter?: PathFilter
@@ -119,13 +125,14 @@ export class VersionSync {
     const root = await this.fetchManifest()
     this.phase('planning')
     const materializer = new Materializer(
-      { index: this.components.index, catalog: this.components.catalog, home: this.components.home, log: this.components.log },
+      { index: this.components.index, catalog: this.components.catalog, home: this.components.home, log: this.components.log, verifyFile: this.components.verifyFile, chunkFile: this.components.chunkFile },
       {
         tree: envelope.tree,
         seq: envelope.seq,
         entries: (): AsyncIterable<ManifestEntry> => readManifestEntries(this.components.catalog, root, signal),
         filter: this.init.filter,
         previous: this.init.previous,
+        seed: this.init.seed === undefined ? undefined : { ...this.init.seed, chunking: (await readManifestHeader(this.components.catalog, root)).chunking },
         envelope: envelope.bytes,
         signal,
       })
@@ -135,7 +142,7 @@ export class VersionSync {
     this.progressValue.bytesLocal = stats.localBytes
     this.progressValue.chunksTotal = plan.length
     this.progressValue.bytesTotal = plan.reduce((n, c) => n + c.size, 0)
-    this.log.info({ files: stats.files, linked: stats.linkedFiles, localChunks: stats.localChunks, resumed: stats.resumedChunks, missingChunks: plan.length, missingBytes: this.progressValue.bytesTotal }, 'planned')
+    this.log.info({ files: stats.files, linked: stats.linkedFiles, seeded: stats.seededFiles, localChunks: stats.localChunks, resumed: stats.resumedChunks, missingChunks: plan.length, missingBytes: this.progressValue.bytesTotal }, 'planned')
 
     this.phase('fetching')
     this.scheduler = this.newScheduler()

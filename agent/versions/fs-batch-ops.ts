@@ -1,4 +1,4 @@
-import { closeSync, fchmodSync, futimesSync, linkSync, lstatSync, mkdirSync, openSync, rmSync, writeSync, type Stats } from 'node:fs'
+import { closeSync, constants, copyFileSync, fchmodSync, futimesSync, linkSync, lstatSync, mkdirSync, openSync, rmSync, writeSync, type Stats } from 'node:fs'
 import type { SerializedError } from '../workers.js'
 import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf, timeOf } from './fs-safe.js'
 
@@ -24,9 +24,20 @@ export type FsOp =
   | { type: 'create', path: string, pieces: Array<{ offset: number, bytes: Uint8Array }>, mode: number, mtimeMs: number }
   /** lstat, or null when nothing is there. */
   | { type: 'lstat', path: string }
+  /**
+   * Takes a file of an operator's existing copy of the tree (a seed) into staging if it is a regular file of
+   * the expected size: hardlinked, or copied when `copy` is set or the filesystem refuses the link. Its bytes
+   * are verified by the caller afterwards, in staging (where nobody can swap it for something else).
+   * `replace` as for 'link' (a resumed build: the same inode is kept, anything else removed first).
+   */
+  | { type: 'adopt', source: string, target: string, size: number, copy: boolean, replace: boolean }
+  /** A file's final mode and mtime, set through a descriptor opened without following a symlink. */
+  | { type: 'finish', path: string, mode: number, mtimeMs: number }
 
 /** 'changed': the source no longer looks like its manifest entry; 'refused': the filesystem will not link it. */
 export type LinkOutcome = 'linked' | 'changed' | 'refused'
+/** 'other-size': a regular file of another size (not taken); 'absent': no regular file at the source. */
+export type AdoptOutcome = 'linked' | 'copied' | 'other-size' | 'absent'
 
 export interface StatSummary {
   kind: 'file' | 'dir' | 'symlink' | 'other'
@@ -39,7 +50,7 @@ export interface StatSummary {
   dev: number
 }
 
-export interface FsOutcomes { dir: null, link: LinkOutcome, create: null, lstat: StatSummary | null }
+export interface FsOutcomes { dir: null, link: LinkOutcome, create: null, lstat: StatSummary | null, adopt: AdoptOutcome, finish: null }
 
 export type FsOpResult = { ok: true, value: FsOutcomes[FsOp['type']] } | { ok: false, error: SerializedError }
 
@@ -105,6 +116,40 @@ function createSync (op: Extract<FsOp, { type: 'create' }>): void {
   }
 }
 
+function adoptSync (op: Extract<FsOp, { type: 'adopt' }>): AdoptOutcome {
+  const source = lstatOrNull(op.source)
+  if (source?.kind !== 'file') return 'absent'
+  if (source.size !== op.size) return 'other-size'
+  if (op.replace) {
+    const existing = lstatOrNull(op.target)
+    if (existing !== null) {
+      if (!op.copy && existing.kind === 'file' && existing.ino === source.ino && existing.dev === source.dev) return 'linked'
+      rmSync(op.target, { recursive: true, force: true })
+    }
+  }
+  if (!op.copy) {
+    try {
+      linkSync(op.source, op.target)
+      return 'linked'
+    } catch (err) {
+      if (!LINK_REFUSALS.has(errnoOf(err) ?? '')) throw err
+    }
+  }
+  // a reflink where the filesystem has them, a plain copy elsewhere; COPYFILE_EXCL: never over anything there
+  copyFileSync(op.source, op.target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE)
+  return 'copied'
+}
+
+function finishSync (op: Extract<FsOp, { type: 'finish' }>): void {
+  const fd = openSync(op.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  try {
+    fchmodSync(fd, op.mode)
+    futimesSync(fd, timeOf(op.mtimeMs), timeOf(op.mtimeMs))
+  } finally {
+    closeSync(fd)
+  }
+}
+
 /** Runs one step; its failure is its own result (the steps after it still run). */
 export function runFsOp (op: FsOp, serialize: (err: unknown) => SerializedError): FsOpResult {
   try {
@@ -113,6 +158,8 @@ export function runFsOp (op: FsOp, serialize: (err: unknown) => SerializedError)
       case 'link': return { ok: true, value: linkSyncChecked(op) }
       case 'create': createSync(op); return { ok: true, value: null }
       case 'lstat': return { ok: true, value: lstatOrNull(op.path) }
+      case 'adopt': return { ok: true, value: adoptSync(op) }
+      case 'finish': finishSync(op); return { ok: true, value: null }
     }
   } catch (err) {
     return { ok: false, error: serialize(err) }

@@ -1,6 +1,6 @@
 import { chunkIdOf, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
-import { ManifestReader, decodeRoot, encodeRoot, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
+import { ManifestReader, decodeRoot, encodeRoot, type ManifestEntry, type ManifestHeader, type ManifestRoot } from '../../protocol/manifest.js'
 import type { Catalog } from '../store/types.js'
 import { ManifestBlobMissingError } from './errors.js'
 
@@ -32,6 +32,19 @@ export async function * readManifestEntries (catalog: Catalog, root: ManifestRoo
   reader.end()
   if (reader.entryCount !== root.entryCount) throw new InvalidMessageError(`manifest has ${reader.entryCount} entries, root says ${root.entryCount}`)
   if (fileBytes !== root.totalFileBytes) throw new InvalidMessageError(`manifest files add up to ${fileBytes} bytes, root says ${root.totalFileBytes}`)
+}
+
+/** The manifest's header (its chunking parameters): the first records of its first chunk. */
+export async function readManifestHeader (catalog: Catalog, root: ManifestRoot): Promise<ManifestHeader> {
+  const reader = new ManifestReader()
+  const first = root.chunks[0]
+  if (first === undefined) throw new InvalidMessageError('manifest has no chunks')
+  const bytes = await catalog.getBlob(first.id)
+  if (bytes === undefined) throw new ManifestBlobMissingError(toHex(first.id), 0)
+  verifyChunk(first.id, bytes, 'manifest chunk 0')
+  reader.push(bytes)
+  if (reader.header === undefined) throw new InvalidMessageError('manifest header does not fit its first chunk')
+  return reader.header
 }
 
 /** Loads and decodes the root blob `rootHash` from the catalog. */

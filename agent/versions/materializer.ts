@@ -3,7 +3,8 @@ import { dirname } from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
 import { idsEqual, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { comparePaths } from '../../protocol/paths.js'
-import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
+import type { ChunkingParams, FileEntry, ManifestEntry } from '../../protocol/manifest.js'
+import type { SizedChunkId } from '../chunk/verify.js'
 import type { HomeLayout } from '../home.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { Catalog, ChunkIndex, PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
@@ -44,6 +45,22 @@ export interface MaterializerComponents {
   syncFs?: SyncFs
   /** Runs the per-file filesystem steps; default the process's shared one. */
   fsBatch?: FsBatch
+  /** Hashes a file against a chunk list (the chunker pool's workers); needed to take files from a seed. */
+  verifyFile?: (path: string, chunks: readonly SizedChunkId[], signal?: AbortSignal) => Promise<boolean>
+  /** Chunks a file as the publisher did (the chunker pool); lets a seed file that differs lend its unchanged chunks. */
+  chunkFile?: (path: string, params: ChunkingParams, signal?: AbortSignal) => Promise<PlacedChunk[]>
+}
+
+/**
+ * An operator's existing copy of the tree (an rsync mirror, a shipped disk): for a first version, a file found
+ * there at the same path whose bytes hash to the manifest's chunks is taken instead of fetched — hardlinked
+ * (shared with the seed, so the seed must not be edited in place afterwards) or, with `copy`, copied.
+ */
+export interface Seed {
+  dir: string
+  copy: boolean
+  /** The version's chunking (its manifest header): a seed file that differs is cut the same way. */
+  chunking: ChunkingParams
 }
 
 /** The previous complete version of the tree: unchanged files are hardlinked from it. */
@@ -59,6 +76,8 @@ export interface MaterializeInit {
   entries: () => AsyncIterable<ManifestEntry>
   filter?: PathFilter
   previous?: PreviousVersion
+  /** Only used for files the previous version (if any) cannot lend. */
+  seed?: Seed
   /** The signed envelope, used when the catalog has no VersionRecord for (tree, seq) yet. */
   envelope?: Uint8Array
   signal?: AbortSignal
@@ -87,6 +106,8 @@ export interface PrepareStats {
   bytes: number
   chunks: number
   linkedFiles: number
+  /** Files taken from the seed after their bytes verified. */
+  seededFiles: number
   /** Chunks written from local copies (any tree, any version, a source). */
   localChunks: number
   localBytes: number
@@ -156,7 +177,7 @@ export class Materializer {
   private readonly inflight = new Set<string>()
   private readonly handles = new HandleCache(MAX_OPEN_STAGING_FILES)
   private readonly progressValue: MaterializeProgress
-  private readonly prepareStats: PrepareStats = { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 }
+  private readonly prepareStats: PrepareStats = { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, seededFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 }
   private started = 0
   private currentPath: string | undefined
   private previousBroken = false
@@ -168,18 +189,21 @@ export class Materializer {
   private readonly fs: FsBatch
   private steps = new QueuedSteps()
   private assembling = new QueuedSteps()
+  private seedRoot: Promise<StoreRoot> | undefined
   /** The last directory step queued: a file is only opened directly once it (and all before it) ran. */
   private dirsReady: Promise<void> = Promise.resolve()
-  /** Unchanged files the previous version could not lend (changed since, or the link refused): built from chunks. */
+  /** Files neither the previous version nor the seed could lend (changed since, link refused): built from chunks. */
   private unlinked: Array<{ entry: FileEntry, placed: PlacedChunk[] }> = []
 
   constructor (private readonly components: MaterializerComponents, private readonly init: MaterializeInit) {
     this.log = (components.log ?? silentLogger()).child({ component: 'materializer', tree: init.tree, seq: init.seq })
     this.progressValue = { tree: init.tree, seq: init.seq, plannedChunks: 0, plannedBytes: 0, doneChunks: 0, doneBytes: 0 }
     this.fs = components.fsBatch ?? sharedFsBatch()
+    this.stagingDir = components.home.stagingDir(init.tree, init.seq)
   }
 
-  get stagingDir (): string { return this.components.home.stagingDir(this.init.tree, this.init.seq) }
+  /** Computed once: the home layout validates the tree name on every call, and fill() needs it per chunk. */
+  readonly stagingDir: string
   get versionDir (): string { return this.components.home.versionDir(this.init.tree, this.init.seq) }
   get stats (): Readonly<PrepareStats> { return this.prepareStats }
   get progress (): Readonly<MaterializeProgress> { return { ...this.progressValue } }
@@ -193,7 +217,7 @@ export class Materializer {
     this.plan.clear()
     this.waiting.clear()
     this.previousBroken = false
-    Object.assign(this.prepareStats, { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 })
+    Object.assign(this.prepareStats, { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, seededFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 })
     const { signal } = this.init
     try {
       signal?.throwIfAborted()
@@ -236,10 +260,10 @@ export class Materializer {
         for (const { entry, placed } of this.unlinked) {
           signal?.throwIfAborted()
           this.currentPath = entry.path
-          await this.assembleFile(entry, safeJoin(staging, entry.path), placed)
-          await this.init.afterFile?.(entry.path)
+          await this.assembleNow(entry, safeJoin(staging, entry.path), placed)
         }
         this.unlinked = []
+        await this.assembling.settle()
         await this.flushIndex()
         signal?.throwIfAborted()
       } finally {
@@ -416,9 +440,63 @@ export class Materializer {
       this.linkUnchanged(entry, target, placed)
       return
     }
+    if (this.init.seed !== undefined && this.components.verifyFile !== undefined && entry.size > 0) {
+      this.takeFromSeed(this.init.seed, entry, target, placed)
+      return
+    }
+    await this.assembleNow(entry, target, placed)
+  }
+
+  /** Assembles a file (several at once: see MAX_ASSEMBLING). */
+  private async assembleNow (entry: FileEntry, target: string, placed: PlacedChunk[]): Promise<void> {
     const context = { ...this.context(), path: entry.path }
     this.assembling.add(this.assembleFile(entry, target, placed).then(async () => { await this.init.afterFile?.(entry.path) }, (err: unknown) => { throw wrapError(context, err) }))
     if (this.assembling.size >= MAX_ASSEMBLING) await this.assembling.settle(MAX_ASSEMBLING / 2)
+  }
+
+  /**
+   * A seed file of the right size is linked (or copied) into staging, then hashed there against the manifest:
+   * one that does not verify is removed and the file is assembled like any other (after the walk).
+   */
+  private takeFromSeed (seed: Seed, entry: FileEntry, target: string, placed: PlacedChunk[]): void {
+    const source = safeJoin(seed.dir, entry.path)
+    const verifyFile = this.components.verifyFile as NonNullable<MaterializerComponents['verifyFile']>
+    this.steps.add(this.fs.run({ type: 'adopt', source, target, size: entry.size, copy: seed.copy, replace: this.resuming }).then(async outcome => {
+      if (outcome === 'linked' || outcome === 'copied') {
+        if (await verifyFile(target, entry.chunks, this.init.signal)) {
+          // the manifest's mode and mtime (on a linked file they are the seed's too: the same inode)
+          await this.fs.run({ type: 'finish', path: target, mode: entry.mode, mtimeMs: entry.mtimeMs })
+          this.prepareStats.seededFiles++
+          await this.recordFile(entry.path, placed, true)
+          await this.init.afterFile?.(entry.path)
+          return
+        }
+        await removeAny(target)
+      }
+      if (outcome !== 'absent') await this.indexSeedFile(seed, entry.path)
+      this.unlinked.push({ entry, placed })
+    }))
+  }
+
+  /** A seed file that is not the version's: its chunks, as the publisher would cut them, become local sources. */
+  private async indexSeedFile (seed: Seed, relPath: string): Promise<void> {
+    const chunkFile = this.components.chunkFile
+    if (chunkFile === undefined) return
+    this.seedRoot ??= this.findOrAddSeedRoot(seed)
+    const root = await this.seedRoot
+    try {
+      const chunks = await chunkFile(safeJoin(seed.dir, relPath), seed.chunking, this.init.signal)
+      await this.components.index.indexFile(root.id, relPath, chunks)
+    } catch (err) {
+      this.init.signal?.throwIfAborted()
+      // a seed file that cannot be read lends nothing; the network has it
+      this.log.debug({ path: relPath, err }, 'seed file not chunked')
+    }
+  }
+
+  private async findOrAddSeedRoot (seed: Seed): Promise<StoreRoot> {
+    const roots = await this.components.index.listRoots()
+    return roots.find(r => r.kind === 'source' && r.path === seed.dir) ?? await this.components.index.addRoot({ kind: 'source', path: seed.dir, tree: this.init.tree })
   }
 
   /**

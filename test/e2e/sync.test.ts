@@ -196,4 +196,31 @@ describe('peer-to-peer sync (real agents)', () => {
     expect((await cluster.status(lab)).counters.chunkBytesDown).toBeLessThan(images) // the image never crossed
     expect(await cliOk(['verify', '--home', lab.home, TREE])).toMatch(/0 problem/)
   })
+
+  it('a site migrating from an rsync mirror subscribes with --seed: only what differs from its copy crosses the wire', async () => {
+    cluster = await Cluster.create()
+    const source = join(cluster.dir, 'source')
+    await generateTree(source, { seed: 'e2e-seed', files: 120, largeBytes: 8 * 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 })
+    // the site's old mirror: yesterday's tree (5 % of packages changed since, one large file grown in the middle)
+    const mirror = join(cluster.dir, 'old-rsync-mirror')
+    await cp(source, mirror, { recursive: true, preserveTimestamps: true })
+    await mutateTree(mirror, 'e2e-seed-yesterday')
+    const before = await describeTree(mirror)
+    const origin = await cluster.addSite('origin')
+    const lab = await cluster.addSite('lab')
+    await cluster.wire(TREE, origin)
+    for (const s of cluster.sites) await cluster.start(s)
+    const to = join(cluster.dir, 'lab-tree')
+    await cliOk(['subscribe', '--home', lab.home, TREE, '--to', to, '--seed', mirror])
+    await syncDone(lab, await publish(origin, source))
+    expect(await describeTree(to)).toEqual(await describeTree(source))
+    const lacked = await lackedBytes(mirror, source)
+    const fetched = (await cluster.status(lab)).counters.chunkBytesDown
+    expect(fetched).toBeLessThanOrEqual(1.2 * lacked)
+    expect(fetched).toBeLessThan(0.25 * Object.values(await describeTree(source)).filter(d => d.startsWith('file ')).reduce((n, d) => n + Number(d.split(' ')[2]), 0))
+    // the seed is read, never written: its files still hold yesterday's bytes
+    const after = await describeTree(mirror)
+    for (const [path, d] of Object.entries(before)) if (d.startsWith('file ')) expect(after[path]?.split(' ').slice(2).join(' ')).toBe(d.split(' ').slice(2).join(' '))
+    expect(await cliOk(['verify', '--home', lab.home, TREE])).toMatch(/0 problem/)
+  })
 })

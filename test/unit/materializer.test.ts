@@ -15,6 +15,7 @@ import { readManifestEntries, storeManifest } from '../../agent/versions/manifes
 import { globFilter } from '../../agent/versions/walk.js'
 import { wrapError } from '../../agent/versions/install.js'
 import { verifyVersion } from '../../agent/verify.js'
+import { verifyFileChunks, type SizedChunkId } from '../../agent/chunk/verify.js'
 
 // Fixed-size cutting keeps the test independent of the chunker and makes "change one block" exact.
 const BLOCK = 4096
@@ -307,6 +308,48 @@ describe('Materializer', () => {
       await expectSameTree(w.src, w.home.versionDir(TREE, 1))
     }
   })
+
+  for (const copy of [false, true]) {
+    it(`a first version takes the seed's files whose bytes match (${copy ? 'copied' : 'hardlinked'}), reuses the unchanged chunks of those that differ, fetches the rest`, async () => {
+      const w = await makeWorld()
+      const { big } = await fillSource(w.src)
+      // nothing indexed: every chunk must come from the seed or be planned for the network
+      const published = await w.publish(1, { skipIndex: () => true })
+      const seed = join(w.tmp, 'seed')
+      await copyTree(w.src, seed)
+      await makeWritable(seed)
+      await writeFile(join(seed, 'sub', 'x.sh'), '#!/bin/sh\necho HI\n') // same size, other bytes
+      await rm(join(seed, 'sub', 'deeper', 'y.txt'))
+      await rm(join(seed, 'a.txt'))
+      await symlink(join(w.src, 'a.txt'), join(seed, 'a.txt')) // the right bytes behind a symlink: never taken
+      const edited = Buffer.from(big)
+      edited.fill(7, 3 * BLOCK, 3 * BLOCK + 10) // one block of ten differs
+      await writeFile(join(seed, 'big.bin'), edited)
+      await utimes(join(seed, 'ro', 'r.txt'), when(T0 + 5000), when(T0 + 5000)) // metadata differs: set from the manifest
+      const verifyFile = async (path: string, chunks: readonly SizedChunkId[]): Promise<boolean> => await verifyFileChunks(path, chunks)
+      const chunkFile = async (path: string): Promise<PlacedChunk[]> => cut(await readFile(path))
+      const m = new Materializer({ index: w.store.index, catalog: w.store.catalog, home: w.home, verifyFile, chunkFile }, {
+        tree: TREE, seq: 1, entries: published.entries, envelope: published.envelope, seed: { dir: seed, copy, chunking: CHUNKING },
+      })
+      const plan = await m.prepare()
+      expect(m.stats.seededFiles).toBe(1) // ro/r.txt ('empty' needs no seed)
+      expect(m.stats.localChunks).toBe(10) // big.bin: all its blocks but the edited one
+      expect(plan.flatMap(c => c.placements.map(p => `${p.relPath}@${p.offset}`)).sort()).toEqual([`big.bin@${3 * BLOCK}`, 'a.txt@0', 'sub/deeper/y.txt@0', `sub/deeper/y.txt@${BLOCK}`, 'sub/x.sh@0'].sort())
+      for (const c of plan) {
+        const first = c.placements[0]!
+        const bytes = (await readFile(join(w.src, first.relPath))).subarray(first.offset, first.offset + c.size)
+        expect(await m.fill(c.id, bytes)).toBe(true)
+      }
+      await m.finalize()
+      await expectSameTree(w.src, w.home.versionDir(TREE, 1))
+      const sameInode = (await stat(join(seed, 'ro', 'r.txt'))).ino === (await stat(join(w.home.versionDir(TREE, 1), 'ro', 'r.txt'))).ino
+      expect(sameInode).toBe(!copy)
+      expect((await readlink(join(seed, 'a.txt')))).toBe(join(w.src, 'a.txt'))
+      expect(await readFile(join(seed, 'sub', 'x.sh'), 'utf8')).toBe('#!/bin/sh\necho HI\n')
+      expect((await readFile(join(seed, 'big.bin'))).equals(edited)).toBe(true)
+      expect((await verifyVersion(w.store.catalog, TREE, 1)).problems).toEqual([])
+    })
+  }
 
   it('a crash mid-materialize leaves v1 current and intact; the next run completes v2 reusing staging work', async () => {
     const w = await makeWorld()
