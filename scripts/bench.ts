@@ -21,7 +21,7 @@ import { killStarted, runOk, waitForQuiet, type Timed } from './bench/proc.js'
 import { scaleRounds, SCALE_SUBSCRIBERS, type ScaleFigures } from './bench/scale.js'
 import { DEFAULT_SIM, simRuns, simTable } from './bench/sim.js'
 import { corpusReference } from './bench/reference.js'
-import { removeCluster, removeTree } from './bench/scratch.js'
+import { hardlinkedCopies, removeCluster, removeTree } from './bench/scratch.js'
 import { Steps } from './bench/steps.js'
 import { checkTreeMatches } from './bench/tree-compare.js'
 import type { ChunkSizeName } from '../agent/chunk/sizes.js'
@@ -118,7 +118,7 @@ async function corpusRound (c: Corpus, log: (s: string) => void): Promise<Corpus
   // [0] plain, [1..4] the four limited clients, [5] -z
   const dests = Array.from({ length: 6 }, (_, i) => join(work, `rsync-${i}`))
   // hardlinked copies of v1 are safe: rsync writes a changed file to a temp file and renames it
-  await steps.bookkeeping(`${c.name}: rsync destinations: ${dests.length} copies of v1 (cp -al)`, async () => { for (const d of dests) await runOk('cp', ['-al', c.v1, d]) })
+  await steps.bookkeeping(`${c.name}: rsync destinations: ${dests.length} copies of v1 (cp -al)`, async () => { await hardlinkedCopies(c.v1, dests) })
   const daemon = await startRsyncDaemon(work, c.v2, await freePort())
   let rsync1: RsyncRound
   let rsyncZ: RsyncRound
