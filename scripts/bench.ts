@@ -9,20 +9,21 @@ import '../agent/polyfill.js'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { isDeepStrictEqual } from 'node:util'
 import { Cluster, freePort } from '../agent/demo/local-cluster.js'
-import { describeTree } from '../agent/demo/tree-gen.js'
 import { buildCorpora, cacheDir, type Corpus, type Scale } from './bench/corpus.js'
 import { deltameshRounds, type DeltameshFigures } from './bench/deltamesh.js'
 import { casyncRound, rsyncDryRun, rsyncRound, startRsyncDaemon, zsyncRound, type CasyncRun, type RsyncRound, type ZsyncRun } from './bench/incumbents.js'
 import { killStarted, runOk, waitForQuiet, type Timed } from './bench/proc.js'
-import { chunkPlaces, scaleRounds, SCALE_SUBSCRIBERS, type ScaleFigures } from './bench/scale.js'
+import { scaleRounds, SCALE_SUBSCRIBERS, type ScaleFigures } from './bench/scale.js'
 import { DEFAULT_SIM, simRuns, simTable } from './bench/sim.js'
-import { compressedBytes } from './bench/chunk-sizes.js'
+import { corpusReference } from './bench/reference.js'
+import { hardlinkedCopies, removeCluster, removeTree } from './bench/scratch.js'
+import { Steps } from './bench/steps.js'
+import { checkTreeMatches } from './bench/tree-compare.js'
 import type { ChunkSizeName } from '../agent/chunk/sizes.js'
 import { renderCorpusTable, renderScale, type CorpusFigures } from './bench/report.js'
 
@@ -89,82 +90,86 @@ async function sha256File (path: string): Promise<string> {
 }
 
 async function corpusRound (c: Corpus, log: (s: string) => void): Promise<CorpusFigures> {
+  const steps = new Steps(log)
+  const t0 = performance.now()
   const work = await mkdtemp(join(tmpdir(), `deltamesh-bench-${c.name}-`))
   let cluster: Cluster | undefined
-  cleanups.push(async keep => { await cluster?.cleanup({ keepFiles: keep }); if (!keep) await rm(work, { recursive: true, force: true }) })
+  cleanups.push(async keep => { if (cluster !== undefined) await removeCluster(cluster, keep); if (!keep) await removeTree(work) })
   const isIso = c.name === 'iso'
   // every corpus with the default: since chunk deltas take their bases from the gap between shared chunks, 16 KiB
   // no longer sends fewer bytes on the image (docs/design-notes.md, "Delta bases from the gap")
   const chunkSize: ChunkSizeName = '52KiB'
-  log(`${c.name}: describing v1 and v2, listing their chunks`)
-  const v2 = await describeTree(c.v2)
-  const check = async (what: string, dir: string): Promise<void> => {
-    const got = await describeTree(dir)
-    if (isDeepStrictEqual(got, v2)) return
-    const differing = [...new Set([...Object.keys(got), ...Object.keys(v2)])].filter(k => got[k] !== v2[k])
-    throw new Error(`${c.name}: ${what} (${dir}) differs from v2 in ${differing.length} entries, e.g. ${differing.slice(0, 5).join(', ')}`)
-  }
   // the bound at the chunk size the publisher uses for this corpus
-  const v1Chunks = new Set((await chunkPlaces(c.v1, chunkSize)).keys())
-  const v2Chunks = await chunkPlaces(c.v2, chunkSize)
-  const absent = [...v2Chunks].filter(([id]) => !v1Chunks.has(id)).map(([, place]) => place)
-  const delta = absent.reduce((n, p) => n + p.size, 0)
-  // the issue's bound: those bytes compressed (as the chunk server batches them: brotli-3, 256 KiB)
-  const deltaCompressed = await compressedBytes(absent)
-  const v2Bytes = [...v2Chunks.values()].reduce((a, b) => a + b.size, 0)
+  const { reference: ref, whence } = await steps.bookkeeping(`${c.name}: v2's description and the lower bound (${chunkSize} chunks)`,
+    async () => await corpusReference(c.v1, c.v2, chunkSize))
+  log(`${c.name}: … ${whence}`)
+  const v2 = ref.v2
+  const check = async (what: string, dir: string): Promise<void> => {
+    await steps.bookkeeping(`${c.name}: ${what} checked against v2`, async () => { await checkTreeMatches(`${c.name}: ${what}`, dir, v2, 'v2') }, false)
+  }
+  /** The image's SHA-256 from v2's description (the iso corpus: one file, repo.iso). */
+  const imageSha256 = (v2['repo.iso'] ?? '').split(' ')[3]
+  const checkImage = async (what: string, file: string): Promise<void> => {
+    await steps.bookkeeping(`${c.name}: ${what} checked against v2`, async () => {
+      if (imageSha256 === undefined || await sha256File(file) !== imageSha256) throw new Error(`iso: ${what} produced another image`)
+    }, false)
+  }
 
-  log(`${c.name}: rsync — 1 client, 1 client with -z, then 4 clients at ${DOWN_LIMIT} (--bwlimit=${RSYNC_BWLIMIT})`)
   // [0] plain, [1..4] the four limited clients, [5] -z
   const dests = Array.from({ length: 6 }, (_, i) => join(work, `rsync-${i}`))
   // hardlinked copies of v1 are safe: rsync writes a changed file to a temp file and renames it
-  for (const d of dests) await runOk('cp', ['-al', c.v1, d])
+  await steps.bookkeeping(`${c.name}: rsync destinations: ${dests.length} copies of v1 (cp -al)`, async () => { await hardlinkedCopies(c.v1, dests) })
   const daemon = await startRsyncDaemon(work, c.v2, await freePort())
   let rsync1: RsyncRound
   let rsyncZ: RsyncRound
   let rsync4: RsyncRound
   let dry: Timed
   try {
-    rsync1 = await rsyncRound(daemon, dests.slice(0, 1), [])
-    // what users compare with: the same single client with compression (rsync negotiates its best codec)
-    rsyncZ = await rsyncRound(daemon, dests.slice(5, 6), ['-z'])
-    rsync4 = await rsyncRound(daemon, dests.slice(1, 5), [`--bwlimit=${RSYNC_BWLIMIT}`])
-    for (const d of dests) await check('rsync destination', d)
-    log(`${c.name}: rsync dry run of the unchanged v2`)
-    dry = await rsyncDryRun(c.v2, dests[0] as string)
+    [rsync1, rsyncZ, rsync4] = await steps.measured(`${c.name}: rsync — 1 client, 1 client with -z, then 4 clients at ${DOWN_LIMIT} (--bwlimit=${RSYNC_BWLIMIT})`, async (): Promise<[RsyncRound, RsyncRound, RsyncRound]> => [
+      await rsyncRound(daemon, dests.slice(0, 1), []),
+      // what users compare with: the same single client with compression (rsync negotiates its best codec)
+      await rsyncRound(daemon, dests.slice(5, 6), ['-z']),
+      await rsyncRound(daemon, dests.slice(1, 5), [`--bwlimit=${RSYNC_BWLIMIT}`]),
+    ])
+    for (const [i, d] of dests.entries()) await check(`rsync destination ${i}`, d)
+    dry = await steps.measured(`${c.name}: rsync dry run of the unchanged v2`, async () => await rsyncDryRun(c.v2, dests[0] as string))
   } finally {
     daemon.child.kill('SIGTERM')
   }
 
-  log(`${c.name}: casync make, then extract over HTTP with v1 as seed`)
   let casync: CasyncRun
+  await mkdir(join(work, 'casync-w'))
   if (isIso) {
     const out = join(work, 'casync-out.iso')
-    await mkdir(join(work, 'casync-w'))
-    casync = await casyncRound(join(work, 'casync-w'), join(c.v1, 'repo.iso'), join(c.v2, 'repo.iso'), out, true)
-    if (await sha256File(out) !== await sha256File(join(c.v2, 'repo.iso'))) throw new Error('iso: casync extract produced another image')
+    casync = await steps.measured(`${c.name}: casync make, then extract over HTTP with v1 as seed`,
+      async () => await casyncRound(join(work, 'casync-w'), join(c.v1, 'repo.iso'), join(c.v2, 'repo.iso'), out, true))
+    await checkImage('casync extract', out)
   } else {
-    await mkdir(join(work, 'casync-w'))
     const out = join(work, 'casync-out')
-    casync = await casyncRound(join(work, 'casync-w'), c.v1, c.v2, out, false)
+    casync = await steps.measured(`${c.name}: casync make, then extract over HTTP with v1 as seed`,
+      async () => await casyncRound(join(work, 'casync-w'), c.v1, c.v2, out, false))
     await check('casync extract', out)
   }
-  await rm(join(work, 'casync-w'), { recursive: true, force: true })
+  await steps.bookkeeping(`${c.name}: casync store removed`, async () => { await removeTree(join(work, 'casync-w')) }, false)
 
   let zsync: ZsyncRun | undefined
   if (isIso) {
-    log('iso: zsyncmake, then zsync over HTTP with v1 as input')
     await mkdir(join(work, 'zsync-w'))
     const out = join(work, 'zsync-out.iso')
-    zsync = await zsyncRound(join(work, 'zsync-w'), join(c.v1, 'repo.iso'), join(c.v2, 'repo.iso'), out)
-    if (await sha256File(out) !== await sha256File(join(c.v2, 'repo.iso'))) throw new Error('iso: zsync produced another image')
+    zsync = await steps.measured('iso: zsyncmake, then zsync over HTTP with v1 as input',
+      async () => await zsyncRound(join(work, 'zsync-w'), join(c.v1, 'repo.iso'), join(c.v2, 'repo.iso'), out))
+    await checkImage('zsync', out)
   }
 
-  cluster = await Cluster.create(`deltamesh-bench-${c.name}-cluster-`)
-  const dm: DeltameshFigures = await deltameshRounds(cluster, work, c.v1, c.v2, DOWN_LIMIT, 3_600_000, log, check, chunkSize)
+  const agents = await Cluster.create(`deltamesh-bench-${c.name}-cluster-`)
+  cluster = agents
+  const dm: DeltameshFigures = await steps.measured(`${c.name}: deltamesh rounds (their setup and mirror checks included)`,
+    async () => await deltameshRounds(agents, work, c.v1, c.v2, DOWN_LIMIT, 3_600_000, log, check, chunkSize))
   for (const n of dm.notes) log(`${c.name}: ${n}`)
   // this corpus's agents and files go now (17 agents and other corpora come later), unless --keep
-  await (cleanups.pop() as (keep: boolean) => Promise<void>)(keepFiles)
-  return { corpus: c, chunkSize, delta, deltaCompressed, v2Bytes, v2Files: Object.values(v2).filter(v => v.startsWith('file')).length, rsync1, rsyncZ, rsync4, dry, casync, zsync, dm }
+  await steps.bookkeeping(`${c.name}: agents stopped, temp dirs removed`, async () => { await (cleanups.pop() as (keep: boolean) => Promise<void>)(keepFiles) })
+  log(`${c.name}: round took ${((performance.now() - t0) / 1000).toFixed(0)} s, of which the bench's own steps (reference, copies, checks, removal) ${steps.bookkeepingSeconds.toFixed(0)} s`)
+  return { corpus: c, chunkSize, delta: ref.delta, deltaCompressed: ref.deltaCompressed, v2Bytes: ref.v2Bytes, v2Files: Object.values(v2).filter(v => v.startsWith('file')).length, rsync1, rsyncZ, rsync4, dry, casync, zsync, dm }
 }
 
 /** Each stops what a part started; `keep` leaves its files (agents and daemons are stopped all the same). */
@@ -205,7 +210,7 @@ async function main (): Promise<void> {
     if (o.runScale) {
       const work = await mkdtemp(join(tmpdir(), 'deltamesh-bench-scale-'))
       const cluster = await Cluster.create('deltamesh-bench-scale-cluster-')
-      cleanups.push(async keep => { await cluster.cleanup({ keepFiles: keep }); if (!keep) await rm(work, { recursive: true, force: true }) })
+      cleanups.push(async keep => { await removeCluster(cluster, keep); if (!keep) await removeTree(work) })
       scale = await scaleRounds(cluster, work, o.scale === 'full' ? 60 : 20, '2MB/s', 1_800_000, log)
     }
     log('simulation: 1 … 200 sites')

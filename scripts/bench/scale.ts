@@ -2,12 +2,13 @@
 // uplink and downlink limited, so that the time for all to hold a version can be set against what the links
 // allow. Two rounds: v1 from nothing (the whole tree; this is where the swarm matters), then v2 (a delta).
 import { join } from 'node:path'
-import { isDeepStrictEqual } from 'node:util'
 import { Cluster, cliOk, type Site } from '../../agent/demo/local-cluster.js'
-import { describeTree, generateTree, mutateTree } from '../../agent/demo/tree-gen.js'
+import { generateTree, mutateTree } from '../../agent/demo/tree-gen.js'
 import { parseRate } from '../../agent/bandwidth/rate.js'
 import { AGENT_START_MS, api, setLimits, TREE, waitSeq, wireAll } from './deltamesh.js'
+import { describeTreeInParallel } from './describe-tree.js'
 import { cpuOf } from './proc.js'
+import { checkTreeMatches } from './tree-compare.js'
 
 export const SCALE_SUBSCRIBERS = 16
 
@@ -54,7 +55,7 @@ export async function scaleRounds (cluster: Cluster, work: string, sizeMB: numbe
   const source = join(work, 'scale-source')
   // generateTree's package-repository shape: 60 % in small files, 40 % in 2 images
   await generateTree(source, { seed: 'deltamesh-bench-scale', files: Math.max(50, Math.round(0.6 * sizeMB * 1e6 / 65536)), largeBytes: Math.round(0.4 * sizeMB * 1e6), largeFiles: 2, smallMax: 256 * 1024 })
-  const v1 = await describeTree(source)
+  const v1 = await describeTreeInParallel(source)
   const v1Chunks = await chunkSet(source)
   const pub = await cluster.addSite('publisher')
   const subs: Site[] = []
@@ -79,9 +80,7 @@ export async function scaleRounds (cluster: Cluster, work: string, sizeMB: numbe
     const seconds = (performance.now() - t0) / 1000
     const pubUp = (await pubApi.status()).counters.bytesUp - up0
     const pubCpu = cpuOf(pubPid).self - c0
-    for (const [i, m] of mirrors.entries()) {
-      if (!isDeepStrictEqual(await describeTree(m), expected)) throw new Error(`scale: subscriber ${i + 1} does not hold ${label} exactly (${m})`)
-    }
+    for (const [i, m] of mirrors.entries()) await checkTreeMatches(`scale: subscriber ${i + 1}`, m, expected, label)
     // waitSeq times count from its own start, after the publish returned
     const publishSeconds = seconds - Math.max(...times)
     return { bytes, seconds, slowest: publishSeconds + Math.max(...times), fastest: publishSeconds + Math.min(...times), pubUp, pubCpu, ...bounds(bytes, SCALE_SUBSCRIBERS, r) }
@@ -91,7 +90,7 @@ export async function scaleRounds (cluster: Cluster, work: string, sizeMB: numbe
   const treeBytes = [...v1Chunks.values()].reduce((a, b) => a + b, 0)
   const first = await round('v1', treeBytes, v1)
   await mutateTree(source, 'bench-scale-v2')
-  const v2 = await describeTree(source)
+  const v2 = await describeTreeInParallel(source)
   const v2Chunks = await chunkSet(source)
   let delta = 0
   for (const [id, size] of v2Chunks) if (!v1Chunks.has(id)) delta += size
