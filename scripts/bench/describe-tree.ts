@@ -5,11 +5,10 @@
 // equal (isDeepStrictEqual) to describeTree's for the same tree; test/unit/bench-describe-tree.test.ts holds
 // the two side by side.
 import { readdir } from 'node:fs/promises'
-import { createRequire } from 'node:module'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { startModuleWorker } from '../../agent/workers.js'
 import type { DescribeRequest, DescribeResponse } from './describe-worker.js'
 
 /** Entries per message: large enough that messaging costs nothing, small enough that both workers stay busy to the end. */
@@ -26,13 +25,7 @@ async function listEntries (root: string, dir = '', out: string[] = []): Promise
 }
 
 function startWorker (): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./describe-worker.js', import.meta.url))
-  // under vitest or tsx this module is the .ts source: as agent/chunk/pool.ts does, load tsx's CommonJS hook in
-  // the worker first (ESM hooks apply in a worker only after its entry module loaded, on Node 20)
-  const require = createRequire(import.meta.url)
-  const hook = require.resolve('tsx/cjs')
-  const entry = fileURLToPath(new URL('./describe-worker.ts', import.meta.url))
-  return new Worker(`require(${JSON.stringify(hook)}); require(${JSON.stringify(entry)})`, { eval: true })
+  return startModuleWorker(import.meta.url, 'describe-worker')
 }
 
 /** Feeds batches to one worker until none are left; rejects on the first batch that fails. */
