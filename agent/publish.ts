@@ -43,6 +43,8 @@ const SCAN_CACHE_BATCH = 1000
 /** Verified files whose index locations are checked in one read; bounded by chunks too (a verified ISO has 10,000s). */
 const VERIFIED_BATCH = 256
 const VERIFIED_BATCH_CHUNKS = 65_536
+/** New or changed files indexed together (also bounded by VERIFIED_BATCH_CHUNKS). */
+const NEW_FILES_BATCH = 256
 
 /**
  * Records a new version of `tree` from the directory `source`: scan (reusing cached chunk lists of
@@ -60,7 +62,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const realSource = await realpath(source)
   const log = o.log.child({ tree })
 
-  const root = await sourceRoot(o.index, source, tree)
+  const { root, created: freshRoot } = await sourceRoot(o.index, source, tree)
   const writer = new ManifestWriter({ chunking: o.chunking })
   const manifestParts: Uint8Array[] = [writer.start()]
   const seen = new Set<string>()
@@ -69,6 +71,25 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   let cacheBatch: Array<[string, ScanCacheEntry]> = []
   // changed files: candidates for a delta against the same path in the previous version (large ones per chunk)
   const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
+
+  // New and changed files, counted and indexed in batches: per file, the index check of its chunks and the read
+  // of its old locations were each a database iterator (~0.1 ms), most of a first publish of small files.
+  let pendingNew: Array<{ relPath: string, chunks: PlacedChunk[], unseen: PlacedChunk[] }> = []
+  let pendingNewChunks = 0
+  const flushNew = async (): Promise<void> => {
+    const batch = pendingNew
+    pendingNew = []
+    pendingNewChunks = 0
+    if (batch.length === 0) return
+    // counted before this batch is indexed (its own chunks must not count as present)
+    const present = await o.index.hasMany(batch.flatMap(f => f.unseen.map(c => c.id)))
+    let k = 0
+    for (const f of batch) for (const chunk of f.unseen) if (present[k++] !== true) { stats.newChunks++; stats.newBytes += chunk.size }
+    // a root created by this publish has no old locations to read and replace (a crash leaves it existing:
+    // the next publish takes the per-file path)
+    if (freshRoot) await o.index.indexNewFiles(root.id, batch.map(f => ({ relPath: f.relPath, chunks: f.chunks })))
+    else for (const f of batch) await o.index.indexFile(root.id, f.relPath, f.chunks)
+  }
 
   let verified: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
   let verifiedChunks = 0
@@ -114,9 +135,9 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
         countedChunks.add(key)
         return true
       })
-      const present = await o.index.hasMany(unseen.map(c => c.id))
-      unseen.forEach((chunk, i) => { if (present[i] !== true) { stats.newChunks++; stats.newBytes += chunk.size } })
-      await o.index.indexFile(root.id, file.entry.path, file.chunks)
+      pendingNew.push({ relPath: file.entry.path, chunks: file.chunks, unseen })
+      pendingNewChunks += file.chunks.length
+      if (pendingNew.length >= NEW_FILES_BATCH || pendingNewChunks >= VERIFIED_BATCH_CHUNKS) await flushNew()
       changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
     }
     // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
@@ -127,8 +148,10 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     } else if (!file.cached) {
       cacheBatch.push([file.entry.path, file.cacheEntry ?? uncacheable(file.entry.size)])
     }
-    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
+    // a path is cached only once its locations are in the index (a crash between must not leave it cached)
+    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await flushNew(); await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
   }
+  await flushNew()
   await reindexVerified()
   if (cacheBatch.length > 0) await o.catalog.putScanEntries(cacheKey, cacheBatch)
 
@@ -196,9 +219,10 @@ function uncacheable (size: number): ScanCacheEntry {
   return { size, mtimeMs: -1, ctimeMs: -1, ino: -1, chunks: [] }
 }
 
-async function sourceRoot (index: ChunkIndex, source: string, tree: string): Promise<StoreRoot> {
+async function sourceRoot (index: ChunkIndex, source: string, tree: string): Promise<{ root: StoreRoot, created: boolean }> {
   const existing = (await index.listRoots()).find(r => r.kind === 'source' && r.path === source)
-  return existing ?? await index.addRoot({ kind: 'source', path: source, tree })
+  if (existing !== undefined) return { root: existing, created: false }
+  return { root: await index.addRoot({ kind: 'source', path: source, tree }), created: true }
 }
 
 async function nextSeq (catalog: Catalog, tree: string): Promise<number> {
