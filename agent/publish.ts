@@ -40,11 +40,33 @@ export interface PublishResult {
 }
 
 const SCAN_CACHE_BATCH = 1000
-/** Verified files whose index locations are checked in one read; bounded by chunks too (a verified ISO has 10,000s). */
+/** Verified files whose index locations are checked in one read. */
 const VERIFIED_BATCH = 256
-const VERIFIED_BATCH_CHUNKS = 65_536
-/** New or changed files indexed together (also bounded by VERIFIED_BATCH_CHUNKS). */
+/** New or changed files counted and indexed together. */
 const NEW_FILES_BATCH = 256
+/** Chunks of one batch of files at most (a verified or new ISO has 10,000s). */
+const BATCH_CHUNKS = 65_536
+
+/** Files gathered and handled together, up to `maxFiles` of them or BATCH_CHUNKS of their chunks. */
+class FileBatch<T extends { chunks: readonly unknown[] }> {
+  private items: T[] = []
+  private chunks = 0
+
+  constructor (private readonly maxFiles: number, private readonly handle: (items: T[]) => Promise<void>) {}
+
+  async add (item: T): Promise<void> {
+    this.items.push(item)
+    this.chunks += item.chunks.length
+    if (this.items.length >= this.maxFiles || this.chunks >= BATCH_CHUNKS) await this.flush()
+  }
+
+  async flush (): Promise<void> {
+    const items = this.items
+    this.items = []
+    this.chunks = 0
+    if (items.length > 0) await this.handle(items)
+  }
+}
 
 /**
  * Records a new version of `tree` from the directory `source`: scan (reusing cached chunk lists of
@@ -74,13 +96,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
 
   // New and changed files, counted and indexed in batches: per file, the index check of its chunks and the read
   // of its old locations were each a database iterator (~0.1 ms), most of a first publish of small files.
-  let pendingNew: Array<{ relPath: string, chunks: PlacedChunk[], unseen: PlacedChunk[] }> = []
-  let pendingNewChunks = 0
-  const flushNew = async (): Promise<void> => {
-    const batch = pendingNew
-    pendingNew = []
-    pendingNewChunks = 0
-    if (batch.length === 0) return
+  const newFiles = new FileBatch<{ relPath: string, chunks: PlacedChunk[], unseen: PlacedChunk[] }>(NEW_FILES_BATCH, async batch => {
     // counted before this batch is indexed (its own chunks must not count as present)
     const present = await o.index.hasMany(batch.flatMap(f => f.unseen.map(c => c.id)))
     let k = 0
@@ -89,18 +105,12 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     // the next publish takes the per-file path)
     if (freshRoot) await o.index.indexNewFiles(root.id, batch.map(f => ({ relPath: f.relPath, chunks: f.chunks })))
     else for (const f of batch) await o.index.indexFile(root.id, f.relPath, f.chunks)
-  }
+  })
 
-  let verified: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
-  let verifiedChunks = 0
-  const reindexVerified = async (): Promise<void> => {
-    const batch = verified
-    verified = []
-    verifiedChunks = 0
-    if (batch.length === 0) return
+  const verifiedFiles = new FileBatch<{ relPath: string, chunks: PlacedChunk[] }>(VERIFIED_BATCH, async batch => {
     const intact = await o.index.hasFiles(root.id, batch)
     for (const [i, f] of batch.entries()) if (intact[i] !== true) await o.index.indexFile(root.id, f.relPath, f.chunks)
-  }
+  })
 
   // cached chunk lists are only valid for the chunking that cut them
   const cacheKey = scanCacheKey(source, o.chunking)
@@ -125,9 +135,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       // checked all the same (in batches, one read each): its content may have been different for a while, and
       // a read in that window drops the locations it found wrong; a file missing any is indexed again.
       stats.verifiedFiles++
-      verified.push({ relPath: file.entry.path, chunks: file.chunks })
-      verifiedChunks += file.chunks.length
-      if (verified.length >= VERIFIED_BATCH || verifiedChunks >= VERIFIED_BATCH_CHUNKS) await reindexVerified()
+      await verifiedFiles.add({ relPath: file.entry.path, chunks: file.chunks })
     } else {
       const unseen = file.chunks.filter(chunk => {
         const key = toHex(chunk.id)
@@ -135,9 +143,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
         countedChunks.add(key)
         return true
       })
-      pendingNew.push({ relPath: file.entry.path, chunks: file.chunks, unseen })
-      pendingNewChunks += file.chunks.length
-      if (pendingNew.length >= NEW_FILES_BATCH || pendingNewChunks >= VERIFIED_BATCH_CHUNKS) await flushNew()
+      await newFiles.add({ relPath: file.entry.path, chunks: file.chunks, unseen })
       changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
     }
     // A racy file (modified just now) is not cached, but its path must still be remembered: the scan cache
@@ -149,10 +155,10 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       cacheBatch.push([file.entry.path, file.cacheEntry ?? uncacheable(file.entry.size)])
     }
     // a path is cached only once its locations are in the index (a crash between must not leave it cached)
-    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await flushNew(); await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
+    if (cacheBatch.length >= SCAN_CACHE_BATCH) { await newFiles.flush(); await o.catalog.putScanEntries(cacheKey, cacheBatch); cacheBatch = [] }
   }
-  await flushNew()
-  await reindexVerified()
+  await newFiles.flush()
+  await verifiedFiles.flush()
   if (cacheBatch.length > 0) await o.catalog.putScanEntries(cacheKey, cacheBatch)
 
   // Files gone from the source since the last scan: forget their cache entries and their chunk locations.
