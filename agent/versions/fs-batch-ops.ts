@@ -12,7 +12,7 @@ import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf, 
 export interface ExpectedFile { size: number, mode: number, mtimeMs: number }
 
 export type FsOp =
-  /** ensureDir(): a directory we own and can write into; anything else at the path is removed first. */
+  /** A directory we own and can write into (made writable again if it exists); anything else at the path is removed first. */
   | { type: 'dir', path: string }
   /**
    * Hardlinks `source` (a previous version's file) to `target` if the source still matches `expect`.
@@ -83,16 +83,22 @@ function ensureDirSync (path: string): void {
   mkdirSync(path, { mode: STAGING_DIR_MODE })
 }
 
+/**
+ * A resumed build's target: kept when it already is `source`'s inode (a hardlink made before the crash),
+ * otherwise removed (whatever it is) so the step can make it again.
+ */
+function clearTarget (target: string, source: StatSummary | undefined): 'same' | 'cleared' {
+  const existing = lstatOrNull(target)
+  if (existing === null) return 'cleared'
+  if (source !== undefined && existing.kind === 'file' && existing.ino === source.ino && existing.dev === source.dev) return 'same'
+  rmSync(target, { recursive: true, force: true })
+  return 'cleared'
+}
+
 function linkSyncChecked (op: Extract<FsOp, { type: 'link' }>): LinkOutcome {
   const source = lstatOrNull(op.source)
   if (source === null || !matches(source, op.expect)) return 'changed'
-  if (op.replace) {
-    const existing = lstatOrNull(op.target)
-    if (existing !== null) {
-      if (existing.kind === 'file' && existing.ino === source.ino && existing.dev === source.dev) return 'linked'
-      rmSync(op.target, { recursive: true, force: true })
-    }
-  }
+  if (op.replace && clearTarget(op.target, source) === 'same') return 'linked'
   try {
     linkSync(op.source, op.target)
     return 'linked'
@@ -120,13 +126,7 @@ function adoptSync (op: Extract<FsOp, { type: 'adopt' }>): AdoptOutcome {
   const source = lstatOrNull(op.source)
   if (source?.kind !== 'file') return 'absent'
   if (source.size !== op.size) return 'other-size'
-  if (op.replace) {
-    const existing = lstatOrNull(op.target)
-    if (existing !== null) {
-      if (!op.copy && existing.kind === 'file' && existing.ino === source.ino && existing.dev === source.dev) return 'linked'
-      rmSync(op.target, { recursive: true, force: true })
-    }
-  }
+  if (op.replace && clearTarget(op.target, op.copy ? undefined : source) === 'same') return 'linked'
   if (!op.copy) {
     try {
       linkSync(op.source, op.target)

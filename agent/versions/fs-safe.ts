@@ -1,5 +1,5 @@
 import { constants } from 'node:fs'
-import { lstat, mkdir, open, readdir, rename, rm, symlink, unlink, type FileHandle } from 'node:fs/promises'
+import { lstat, open, readdir, rename, rm, symlink, unlink, type FileHandle } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { basename, dirname, join } from 'node:path'
 import type { Stats } from 'node:fs'
@@ -42,23 +42,6 @@ export async function lstatOrUndefined (path: string): Promise<Stats | undefined
 
 export function errnoOf (err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code
-}
-
-/**
- * Makes `path` a directory we own and can write into. An existing directory (from an interrupted run)
- * is reused and made writable again; anything else in its place (a file, a planted symlink) is removed.
- */
-export async function ensureDir (path: string): Promise<void> {
-  const st = await lstatOrUndefined(path)
-  if (st?.isDirectory() === true) {
-    if ((st.mode & STAGING_DIR_MODE) !== STAGING_DIR_MODE) {
-      const handle = await open(path, DIR_FLAGS)
-      try { await handle.chmod((st.mode & 0o7777) | STAGING_DIR_MODE) } finally { await handle.close() }
-    }
-    return
-  }
-  if (st !== undefined) await rm(path, { recursive: true, force: true })
-  await mkdir(path, { mode: STAGING_DIR_MODE })
 }
 
 /** A fresh regular file (never follows or reuses anything already there; the caller removed it first). */

@@ -32,7 +32,6 @@ import { DurabilityPlan, fsyncPath, syncFsViaCommand, type SyncFs } from './dura
 /** The root directory of a version is traversable by readers (httpd, dnf); the manifest has no entry for it. */
 const VERSION_ROOT_MODE = 0o755
 
-
 /**
  * Files and directories finalized at once. A file is usually one lstat, and the lstats of the steps running
  * together go to the FsBatch worker in one message; the rarer slow steps (open, fstat, chmod) run on libuv's

@@ -19,12 +19,7 @@ export async function * readManifestEntries (catalog: Catalog, root: ManifestRoo
   let fileBytes = 0
   for (let i = 0; i < root.chunks.length; i++) {
     signal?.throwIfAborted()
-    const chunk = root.chunks[i] as ManifestRoot['chunks'][number]
-    const bytes = await catalog.getBlob(chunk.id)
-    if (bytes === undefined) throw new ManifestBlobMissingError(toHex(chunk.id), i)
-    if (bytes.byteLength !== chunk.size) throw new InvalidMessageError(`manifest chunk ${i}: ${bytes.byteLength} bytes, root says ${chunk.size}`)
-    verifyChunk(chunk.id, bytes, `manifest chunk ${i}`)
-    for (const entry of reader.push(bytes)) {
+    for (const entry of reader.push(await manifestChunk(catalog, root, i))) {
       if (entry.type === 'file') fileBytes += entry.size
       yield entry
     }
@@ -36,15 +31,21 @@ export async function * readManifestEntries (catalog: Catalog, root: ManifestRoo
 
 /** The manifest's header (its chunking parameters): the first records of its first chunk. */
 export async function readManifestHeader (catalog: Catalog, root: ManifestRoot): Promise<ManifestHeader> {
+  if (root.chunks.length === 0) throw new InvalidMessageError('manifest has no chunks')
   const reader = new ManifestReader()
-  const first = root.chunks[0]
-  if (first === undefined) throw new InvalidMessageError('manifest has no chunks')
-  const bytes = await catalog.getBlob(first.id)
-  if (bytes === undefined) throw new ManifestBlobMissingError(toHex(first.id), 0)
-  verifyChunk(first.id, bytes, 'manifest chunk 0')
-  reader.push(bytes)
+  reader.push(await manifestChunk(catalog, root, 0))
   if (reader.header === undefined) throw new InvalidMessageError('manifest header does not fit its first chunk')
   return reader.header
+}
+
+/** Chunk `i` of the manifest, from the catalog, checked against the root's size and id. */
+async function manifestChunk (catalog: Catalog, root: ManifestRoot, i: number): Promise<Uint8Array> {
+  const chunk = root.chunks[i] as ManifestRoot['chunks'][number]
+  const bytes = await catalog.getBlob(chunk.id)
+  if (bytes === undefined) throw new ManifestBlobMissingError(toHex(chunk.id), i)
+  if (bytes.byteLength !== chunk.size) throw new InvalidMessageError(`manifest chunk ${i}: ${bytes.byteLength} bytes, root says ${chunk.size}`)
+  verifyChunk(chunk.id, bytes, `manifest chunk ${i}`)
+  return bytes
 }
 
 /** Loads and decodes the root blob `rootHash` from the catalog. */
