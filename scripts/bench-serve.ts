@@ -7,13 +7,17 @@
 // everything: frames, gossip, noise, yamux) and its own chunk counter. Every mirror is compared with the
 // source afterwards (size and SHA-256 of every file); a difference fails the run.
 //
-// Run: npm run build && npm run bench:serve -- [--corpus repo|iso|small] [--mb 48] [--idle 60] [--profile DIR] [--keep] [--json]
-// (--profile: the publisher runs under node --cpu-prof; the profile is written to DIR when it stops)
+// Run: npm run build && npm run bench:serve -- [--corpus repo|iso|small] [--mb 48] [--idle 60] [--profile DIR] [--perf DIR] [--keep] [--json]
+// (--profile: the publisher runs under node --cpu-prof; the profile is written to DIR when it stops.
+//  --perf: Linux perf samples the publisher during each phase, kernel included, JS frames named through
+//  node --perf-basic-prof; V8's own profiler charged time spent preempted on this shared machine to whatever
+//  JS frame was on the stack, perf's cpu-clock samples only time on a CPU. Needs `perf` (Debian linux-perf).)
 // Corpora come from `npm run bench -- --quick` (~/.cache/deltamesh-bench/quick, or $DELTAMESH_BENCH_CACHE).
 import '../agent/polyfill.js'
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { createReadStream, existsSync } from 'node:fs'
-import { link, lstat, mkdir, open, readdir, realpath, stat } from 'node:fs/promises'
+import { link, lstat, mkdir, open, readdir, realpath, stat, writeFile } from 'node:fs/promises'
 import { homedir, loadavg } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import type { AgentStatus } from '../agent/daemon/api.js'
@@ -24,10 +28,10 @@ import { TcpMeter } from './bench/tcp.js'
 
 const SYNC_TIMEOUT_MS = 20 * 60_000
 
-interface Options { corpus: 'repo' | 'iso' | 'small', mb: number, idleSeconds: number, subscribers: number, profileDir?: string, keep: boolean, json: boolean }
+interface Options { corpus: 'repo' | 'iso' | 'small', mb: number, idleSeconds: number, subscribers: number, profileDir?: string, perfDir?: string, nodeArgs: string[], publisherLog?: string, keep: boolean, json: boolean }
 
 function parseArgs (argv: string[]): Options {
-  const o: Options = { corpus: 'repo', mb: 48, idleSeconds: 60, subscribers: 4, keep: false, json: false }
+  const o: Options = { corpus: 'repo', mb: 48, idleSeconds: 60, subscribers: 4, nodeArgs: [], keep: false, json: false }
   for (let i = 0; i < argv.length; i++) {
     const value = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`${argv[i - 1]} needs a value`); return v }
     switch (argv[i]) {
@@ -41,6 +45,9 @@ function parseArgs (argv: string[]): Options {
       case '--idle': o.idleSeconds = Number(value()); break
       case '--subscribers': o.subscribers = Number(value()); break
       case '--profile': o.profileDir = resolve(value()); break
+      case '--perf': o.perfDir = resolve(value()); break
+      case '--node-args': o.nodeArgs = value().split(/\s+/).filter(a => a !== ''); break
+      case '--publisher-log': o.publisherLog = resolve(value()); break
       case '--keep': o.keep = true; break
       case '--json': o.json = true; break
       case '--help':
@@ -51,6 +58,9 @@ function parseArgs (argv: string[]): Options {
           '  --idle S        seconds of idle measurement with the subscribers connected (default 60; 0 skips)',
           '  --subscribers N the concurrent round (default 4)',
           '  --profile DIR   run the publisher under node --cpu-prof --cpu-prof-dir DIR',
+          '  --perf DIR      perf record the publisher during each phase (DIR/<phase>.data; perf report -i …)',
+          '  --node-args "A B"  extra node options for the publisher (e.g. "--trace-gc", V8 heap sizes)',
+          '  --publisher-log FILE  write the publisher\'s output (its log, node\'s traces) to FILE at the end',
           '  --keep          keep the temp dir',
           '  --json          print the figures as one JSON line too',
         ].join('\n'))
@@ -140,19 +150,33 @@ async function checkMirror (source: string, mirror: string): Promise<void> {
 
 interface Phase { cpu: number, tcpSentMB: number, chunkMB: number, wall: number }
 
+/** `perf record` of pid (all threads, call graphs) until stop(); resolves once perf is sampling. */
+async function startPerf (pid: number, out: string): Promise<{ stop: () => Promise<void> }> {
+  const child = spawn('perf', ['record', '-F', '997', '-g', '-p', String(pid), '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const exited = new Promise<void>((resolve, reject) => {
+    child.once('error', reject)
+    child.once('exit', () => { resolve() })
+  })
+  await sleep(300) // perf attaches to every thread before the phase starts
+  if (child.exitCode !== null) throw new Error(`perf record exited with ${child.exitCode} (is linux-perf installed?)`)
+  return { stop: async () => { child.kill('SIGINT'); await exited } }
+}
+
 const counters = (s: AgentStatus): AgentStatus['counters'] => s.counters
 
 /** Publisher CPU, TCP bytes sent and chunk bytes served while `work` runs. */
-async function measure (pub: Site, work: () => Promise<void>): Promise<Phase> {
+async function measure (pub: Site, perfDir: string | undefined, name: string, work: () => Promise<void>): Promise<Phase> {
   const pid = pub.process?.pid as number
   const pubApi = await api(pub)
   const before = counters(await pubApi.status())
   const meter = new TcpMeter(new Set([pid]))
+  const perf = perfDir === undefined ? undefined : await startPerf(pid, join(perfDir, `${name}.data`))
   const c0 = cpuOf(pid).self
   const t0 = performance.now()
   await work()
   const wall = (performance.now() - t0) / 1000
   const cpu = cpuOf(pid).self - c0
+  await perf?.stop()
   const tcp = meter.stop()
   const after = counters(await pubApi.status())
   return { cpu, wall, tcpSentMB: (tcp.perPid.get(pid)?.sent ?? NaN) / 1e6, chunkMB: (after.chunkBytesUp - before.chunkBytesUp) / 1e6 }
@@ -174,14 +198,19 @@ async function main (): Promise<void> {
     for (let i = 1; i <= o.subscribers; i++) many.push(await cluster.addSite(`sub-${i}`))
     await wireAll([pub, solo, ...many], pub)
     const env = { DELTAMESH_LOG_LEVEL: 'warn' }
-    const pubArgs = o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir]
+    const pubArgs = [
+      ...(o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir]),
+      ...(o.perfDir === undefined ? [] : ['--perf-basic-prof']),
+      ...o.nodeArgs,
+    ]
+    if (o.perfDir !== undefined) await mkdir(o.perfDir, { recursive: true })
     await cluster.start(pub, env, pubArgs, AGENT_START_MS)
     await cluster.start(solo, env, [], AGENT_START_MS)
     const pubApi = await api(pub)
     const summary = await pubApi.publish({ tree: TREE, source, label: 'serve' })
     log(`published seq ${summary.seq}`)
 
-    const one = await measure(pub, async () => {
+    const one = await measure(pub, o.perfDir, 'one', async () => {
       await (await api(solo)).subscribe({ tree: TREE, to: join(cluster.dir, 'solo-mirror') })
       await waitSeq([solo], summary.seq, SYNC_TIMEOUT_MS)
     })
@@ -190,7 +219,7 @@ async function main (): Promise<void> {
     await checkMirror(source, join(cluster.dir, 'solo-mirror'))
 
     // the subscribers connect and exchange heads inside the measurement: that is part of what serving costs
-    const four = await measure(pub, async () => {
+    const four = await measure(pub, o.perfDir, 'four', async () => {
       await Promise.all(many.map(async s => { await cluster.start(s, env, [], AGENT_START_MS) }))
       await Promise.all(many.map(async s => { await (await api(s)).subscribe({ tree: TREE, to: join(cluster.dir, `${s.name}-mirror`) }) }))
       await waitSeq(many, summary.seq, SYNC_TIMEOUT_MS)
@@ -201,11 +230,12 @@ async function main (): Promise<void> {
     let idle: Phase | undefined
     if (o.idleSeconds > 0) {
       await sleep(5_000) // let the last HAVEs and status gossip of the sync settle
-      idle = await measure(pub, async () => { await sleep(o.idleSeconds * 1000) })
+      idle = await measure(pub, o.perfDir, 'idle', async () => { await sleep(o.idleSeconds * 1000) })
       log(`idle with ${o.subscribers} peers: publisher ${(idle.cpu * 60 / idle.wall).toFixed(2)} CPU s per minute, ${(idle.tcpSentMB * 1e3 * 60 / idle.wall).toFixed(1)} kB/min sent`)
     }
     const rss = peakRssMiB(pub.process?.pid as number)
     for (const s of cluster.sites) await cluster.stop(s, 'SIGTERM')
+    if (o.publisherLog !== undefined) await writeFile(o.publisherLog, pub.log)
 
     const perMB = (p: Phase): string => (p.cpu / p.tcpSentMB * 1000).toFixed(1)
     const row = (name: string, p: Phase): string => `| ${name} | ${p.tcpSentMB.toFixed(1)} | ${p.chunkMB.toFixed(1)} | ${p.cpu.toFixed(2)} | ${perMB(p)} | ${p.wall.toFixed(1)} |`

@@ -145,6 +145,35 @@ describe('chunk index', () => {
     await checkMirrors(s)
   })
 
+  it('reads ahead past the end of a file into the next files of its root: small files cost no lookup each', async () => {
+    const s = await openTestStore()
+    const root = await s.index.addRoot({ path: join(dir, 'v'), kind: 'version' })
+    const other = await s.index.addRoot({ path: join(dir, 'w'), kind: 'version' })
+    const files: Array<{ name: string, bytes: Buffer, chunk: PlacedChunk }> = []
+    for (let i = 0; i < 200; i++) {
+      const name = `d${Math.floor(i / 50)}/f${String(i).padStart(3, '0')}`
+      const bytes = randomBytes(300)
+      const [chunk] = await writeChunked(join(dir, 'v', name), bytes)
+      await s.index.indexFile(root.id, name, [chunk!])
+      files.push({ name, bytes, chunk: chunk! })
+    }
+    // the next root's files must not be taken for this root's
+    const lone = await writeChunked(join(dir, 'w/a'), randomBytes(300))
+    await s.index.indexFile(other.id, 'a', lone)
+    let iterators = 0
+    const iterator = s.db.iterator.bind(s.db)
+    s.db.iterator = ((...args: Parameters<typeof iterator>) => { iterators++; return iterator(...args) }) as typeof s.db.iterator
+    for (const f of files) {
+      const got = await s.index.readChunk(f.chunk.id)
+      expect(got && Buffer.from(got).equals(f.bytes)).toBe(true)
+    }
+    // 200 one-chunk files in path order: a lookup and a read-ahead of the 64 after it, four times
+    expect(iterators).toBe(2 * Math.ceil(files.length / (READ_AHEAD_CHUNKS + 1)))
+    iterators = 0
+    expect(await s.index.readChunk(lone[0]!.id)).toBeDefined()
+    expect(iterators).toBe(2) // looked up: the last read-ahead stopped at its root's end
+  })
+
   it('drops locations of truncated and deleted files', async () => {
     const s = await openTestStore()
     const root = await s.index.addRoot({ path: join(dir, 'v'), kind: 'version' })
