@@ -49,8 +49,10 @@ export class CompressionPolicy {
     if (known !== undefined) return known
     const start = Math.max(0, Math.floor((bytes.byteLength - SAMPLE_BYTES) / 2))
     const sample = bytes.subarray(start, start + SAMPLE_BYTES)
-    const verdict = !looksIncompressible(sample) &&
-      brotliCompressSync(sample, { params: { [constants.BROTLI_PARAM_QUALITY]: 1, [constants.BROTLI_PARAM_LGWIN]: 16 } }).byteLength < sample.byteLength * SAMPLE_RATIO
+    // A chunk no larger than a sample is not compressed on trial: its batch is, and a batch that does not
+    // shrink marks its chunks incompressible (pack) — the trial would only have compressed the chunk twice.
+    const verdict = !looksIncompressible(sample) && (sample.byteLength === bytes.byteLength ||
+      brotliCompressSync(sample, { params: { [constants.BROTLI_PARAM_QUALITY]: 1, [constants.BROTLI_PARAM_LGWIN]: 16 } }).byteLength < sample.byteLength * SAMPLE_RATIO)
     this.remember(key, verdict)
     if (!verdict) this.stats.incompressibleChunks++
     return verdict

@@ -41,4 +41,18 @@ describe('order-0 entropy pre-check', () => {
     expect(policy.worthTrying(chunkIdOf(noise), noise)).toBe(false)
     expect(policy.stats.incompressibleChunks).toBe(1)
   })
+
+  it('judges a chunk no larger than a sample by its batch: one that does not shrink goes plain and is remembered', () => {
+    const policy = new CompressionPolicy({ batchBytes: 256 * 1024 })
+    // 2 KiB of random bytes: too few to show a random-level histogram, so only compressing tells
+    const small = randomBytes(2048)
+    const id = chunkIdOf(small)
+    expect(looksIncompressible(small)).toBe(false)
+    expect(policy.worthTrying(id, small)).toBe(true)
+    expect(policy.pack([{ id, bytes: small }])).toEqual([{ type: 'BLOCK', id, bytes: small }])
+    expect(policy.worthTrying(id, small)).toBe(false)
+    const words = text(4096)
+    expect(policy.worthTrying(chunkIdOf(words), words)).toBe(true)
+    expect(policy.pack([{ id: chunkIdOf(words), bytes: words }])).toMatchObject([{ type: 'BLOCKS' }])
+  })
 })
