@@ -14,7 +14,6 @@
 //  JS frame was on the stack, perf's cpu-clock samples only time on a CPU. Needs `perf` (Debian linux-perf).)
 // Corpora come from `npm run bench -- --quick` (~/.cache/deltamesh-bench/quick, or $DELTAMESH_BENCH_CACHE).
 import '../agent/polyfill.js'
-import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { createReadStream, existsSync } from 'node:fs'
 import { link, lstat, mkdir, open, readdir, realpath, stat, writeFile } from 'node:fs/promises'
@@ -23,7 +22,7 @@ import { dirname, join, relative, resolve } from 'node:path'
 import type { AgentStatus } from '../agent/daemon/api.js'
 import { Cluster, type Site } from '../agent/demo/local-cluster.js'
 import { AGENT_START_MS, TREE, api, waitSeq, wireAll } from './bench/deltamesh.js'
-import { cpuOf, killStarted, peakRssMiB, sleep } from './bench/proc.js'
+import { cpuOf, killStarted, peakRssMiB, sleep, startPerf } from './bench/proc.js'
 import { TcpMeter } from './bench/tcp.js'
 
 const SYNC_TIMEOUT_MS = 20 * 60_000
@@ -46,7 +45,7 @@ function parseArgs (argv: string[]): Options {
       case '--subscribers': o.subscribers = Number(value()); break
       case '--profile': o.profileDir = resolve(value()); break
       case '--perf': o.perfDir = resolve(value()); break
-      case '--node-args': o.nodeArgs = value().split(/\s+/).filter(a => a !== ''); break
+      case '--node-arg': o.nodeArgs.push(value()); break
       case '--publisher-log': o.publisherLog = resolve(value()); break
       case '--keep': o.keep = true; break
       case '--json': o.json = true; break
@@ -59,7 +58,7 @@ function parseArgs (argv: string[]): Options {
           '  --subscribers N the concurrent round (default 4)',
           '  --profile DIR   run the publisher under node --cpu-prof --cpu-prof-dir DIR',
           '  --perf DIR      perf record the publisher during each phase (DIR/<phase>.data; perf report -i …)',
-          '  --node-args "A B"  extra node options for the publisher (e.g. "--trace-gc", V8 heap sizes)',
+          '  --node-arg A    an extra node option for the publisher, repeatable (e.g. --trace-gc, V8 heap sizes)',
           '  --publisher-log FILE  write the publisher\'s output (its log, node\'s traces) to FILE at the end',
           '  --keep          keep the temp dir',
           '  --json          print the figures as one JSON line too',
@@ -149,18 +148,6 @@ async function checkMirror (source: string, mirror: string): Promise<void> {
 }
 
 interface Phase { cpu: number, tcpSentMB: number, chunkMB: number, wall: number }
-
-/** `perf record` of pid (all threads, call graphs) until stop(); resolves once perf is sampling. */
-async function startPerf (pid: number, out: string): Promise<{ stop: () => Promise<void> }> {
-  const child = spawn('perf', ['record', '-F', '997', '-g', '-p', String(pid), '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] })
-  const exited = new Promise<void>((resolve, reject) => {
-    child.once('error', reject)
-    child.once('exit', () => { resolve() })
-  })
-  await sleep(300) // perf attaches to every thread before the phase starts
-  if (child.exitCode !== null) throw new Error(`perf record exited with ${child.exitCode} (is linux-perf installed?)`)
-  return { stop: async () => { child.kill('SIGINT'); await exited } }
-}
 
 const counters = (s: AgentStatus): AgentStatus['counters'] => s.counters
 

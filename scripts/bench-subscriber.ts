@@ -1,6 +1,6 @@
 // What a subscriber costs: CPU seconds, wall time, peak RSS and files per second of one subscribing agent
 // for (1) the first sync of N small files, (2) a 1 % update of them, (3) the repo corpus's delta (v1 → v2).
-// Run: npm run build && npm run bench:subscriber -- [--files 5000] [--no-repo] [--profile DIR] [--strace] [--keep]
+// Run: npm run build && npm run bench:subscriber -- [--files 5000] [--no-repo] [--profile DIR] [--perf DIR] [--strace] [--keep]
 // Two real agents (Cluster: separate processes, libp2p on 127.0.0.1, LevelDB): a publisher and the subscriber
 // measured. Corpora are the cached ones of `npm run bench` (scripts/bench/corpus.ts; a small tree of another
 // size is built into the same cache on first use; the repo corpus must have been built by `npm run bench`).
@@ -12,17 +12,17 @@
 import '../agent/polyfill.js'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import { Cluster, type Site } from '../agent/demo/local-cluster.js'
 import { describeTree } from '../agent/demo/tree-gen.js'
 import { buildSmall, cacheDir } from './bench/corpus.js'
 import { api, pointSource, wireAll } from './bench/deltamesh.js'
-import { peakRssMiB } from './bench/proc.js'
+import { peakRssMiB, startPerf } from './bench/proc.js'
 
-interface Options { files: number, repo: boolean, profile?: string, nodeArgs: string[], strace: boolean, keep: boolean, logLevel: string }
+interface Options { files: number, repo: boolean, profile?: string, perfDir?: string, nodeArgs: string[], strace: boolean, keep: boolean, logLevel: string }
 
 interface Round { name: string, files: number, cpu: number, user: number, sys: number, wall: number, rssMiB: number, strace?: string }
 
@@ -49,12 +49,13 @@ function parseArgs (argv: string[]): Options {
       case '--files': o.files = Number(value()); break
       case '--no-repo': o.repo = false; break
       case '--profile': o.profile = value(); break
+      case '--perf': o.perfDir = resolve(value()); break
       case '--strace': o.strace = true; break
       case '--node-arg': o.nodeArgs.push(value()); break
       case '--keep': o.keep = true; break
       case '--log-level': o.logLevel = value(); break
       case '--help':
-        console.log('options: --files 5000 (small tree size; built and cached on first use) --no-repo --profile DIR (subscriber --cpu-prof) --node-arg ARG (to the subscriber node, repeatable) --strace (syscall counts per round) --log-level LEVEL (the subscriber\'s, printed after the rounds) --keep')
+        console.log('options: --files 5000 (small tree size; built and cached on first use) --no-repo --profile DIR (subscriber --cpu-prof) --perf DIR (perf record of the subscriber per round, DIR/<round>.data) --node-arg ARG (to the subscriber node, repeatable) --strace (syscall counts per round) --log-level LEVEL (the subscriber\'s, printed after the rounds) --keep')
         process.exit(0)
         break
       default: throw new Error(`unknown option ${argv[i]}`)
@@ -90,11 +91,13 @@ async function round (name: string, o: Options, pub: Site, sub: Site, tree: stri
   await new Promise(resolve => setTimeout(resolve, 200))
   const trace = o.strace ? attachStrace(pid, join(work, `strace-${name}.txt`)) : undefined
   if (trace !== undefined) await new Promise(resolve => setTimeout(resolve, 500))
+  const perf = o.perfDir === undefined ? undefined : await startPerf(pid, join(o.perfDir, `${name.replace(/[^a-z0-9]+/gi, '-')}.data`))
   resetPeakRss(pid)
   const c0 = cpuSplit(pid)
   const t0 = performance.now()
   await (await api(sub)).waitForSync(tree, { minSeq: summary.seq, signal: AbortSignal.timeout(SYNC_TIMEOUT_MS) })
   const c1 = cpuSplit(pid)
+  await perf?.stop()
   const [user, sys] = [c1.user - c0.user, c1.sys - c0.sys]
   const r: Round = { name, files, cpu: user + sys, user, sys, wall: (performance.now() - t0) / 1000, rssMiB: peakRssMiB(pid) }
   if (trace !== undefined) r.strace = await trace.stop()
@@ -129,7 +132,8 @@ async function main (): Promise<void> {
     await wireAll([pub, sub], pub)
     await cluster.cli(['trust', '--home', sub.home, SMALL_TREE, pub.publisherKey])
     await cluster.cli(['trust', '--home', sub.home, REPO_TREE, pub.publisherKey])
-    const nodeArgs = [...(o.profile !== undefined ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : []), ...o.nodeArgs]
+    const nodeArgs = [...(o.profile !== undefined ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : []), ...(o.perfDir !== undefined ? ['--perf-basic-prof'] : []), ...o.nodeArgs]
+    if (o.perfDir !== undefined) await mkdir(o.perfDir, { recursive: true })
     await cluster.start(pub, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS)
     await cluster.start(sub, { DELTAMESH_LOG_LEVEL: o.logLevel }, nodeArgs, AGENT_START_MS)
     const subApi = await api(sub)

@@ -120,3 +120,20 @@ export async function waitForQuiet (below: number, maxMinutes: number, log: (s: 
     await sleep(30_000)
   }
 }
+
+/**
+ * `perf record` of pid (all threads, call graphs) until stop(); resolves once perf is sampling. For the
+ * benchmarks' --perf: with node's --perf-basic-prof, JS frames get their names. V8's own profiler charged time
+ * spent preempted on a shared machine to whatever JS frame was on the stack; perf's cpu-clock samples only
+ * time on a CPU, kernel included.
+ */
+export async function startPerf (pid: number, out: string): Promise<{ stop: () => Promise<void> }> {
+  const child = spawn('perf', ['record', '-F', '997', '-g', '-p', String(pid), '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const exited = new Promise<void>((resolve, reject) => {
+    child.once('error', reject)
+    child.once('exit', () => { resolve() })
+  })
+  await sleep(300) // perf attaches to every thread before the phase starts
+  if (child.exitCode !== null) throw new Error(`perf record exited with ${child.exitCode} (is linux-perf installed?)`)
+  return { stop: async () => { child.kill('SIGINT'); await exited } }
+}
