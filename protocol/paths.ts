@@ -16,16 +16,26 @@ const LONE_SURROGATE = /[\uD800-\uDFFF]/u
 export function validateRelativePath (path: unknown): string {
   if (typeof path !== 'string') throw new InvalidPathError(String(path), 'not a string')
   if (path.length === 0) throw new InvalidPathError(path, 'empty')
-  if (Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) throw new InvalidPathError(path, `longer than ${MAX_PATH_BYTES} bytes`)
+  // a UTF-16 code unit is at most 3 UTF-8 bytes: only a long string needs its bytes counted
+  if (path.length * 3 > MAX_PATH_BYTES && Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) throw new InvalidPathError(path, `longer than ${MAX_PATH_BYTES} bytes`)
   if (LONE_SURROGATE.test(path)) throw new InvalidPathError(path, 'not valid Unicode')
   if (path.startsWith('/')) throw new InvalidPathError(path, 'absolute')
   // control characters (incl. NUL, newline) and backslashes have no business in a mirrored tree name
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f\\]/.test(path)) throw new InvalidPathError(path, 'contains a control character or backslash')
-  for (const segment of path.split('/')) {
-    if (segment === '') throw new InvalidPathError(path, 'empty segment')
-    if (segment === '.' || segment === '..') throw new InvalidPathError(path, `'${segment}' segment`)
-    if (Buffer.byteLength(segment, 'utf8') > MAX_NAME_BYTES) throw new InvalidPathError(path, `a segment is longer than ${MAX_NAME_BYTES} bytes`)
+  // segments walked in place (no split: this runs for every entry of every manifest read)
+  for (let start = 0; start <= path.length;) {
+    let end = path.indexOf('/', start)
+    if (end === -1) end = path.length
+    const length = end - start
+    if (length === 0) throw new InvalidPathError(path, 'empty segment')
+    if (length <= 2 && path.charCodeAt(start) === 0x2e && (length === 1 || path.charCodeAt(start + 1) === 0x2e)) {
+      throw new InvalidPathError(path, `'${path.slice(start, end)}' segment`)
+    }
+    if (length * 3 > MAX_NAME_BYTES && Buffer.byteLength(path.slice(start, end), 'utf8') > MAX_NAME_BYTES) {
+      throw new InvalidPathError(path, `a segment is longer than ${MAX_NAME_BYTES} bytes`)
+    }
+    start = end + 1
   }
   return path
 }
@@ -43,7 +53,25 @@ export function parentOf (path: string): string {
  * always sorts before everything under it.
  */
 export function comparePaths (a: string, b: string): number {
-  return Buffer.compare(sortKey(a), sortKey(b))
+  // Below U+D800 a UTF-16 code unit is its code point, and UTF-8 keeps code point order: the first differing
+  // unit decides, with '/' as NUL. A surrogate or a unit above them (whose UTF-16 order differs from
+  // UTF-8's) leaves it to the bytes. Most paths never get there, and no buffer is made for them.
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i)
+    let y = b.charCodeAt(i)
+    if (x === y) continue
+    if (x >= 0xd800 || y >= 0xd800) return Buffer.compare(sortKey(a), sortKey(b))
+    if (x === 0x2f) x = 0
+    if (y === 0x2f) y = 0
+    if (x !== y) return x < y ? -1 : 1
+  }
+  if (a.length === b.length) return 0
+  // one is a prefix of the other, so are its bytes — unless it ends in half a surrogate pair (the bytes of a
+  // lone surrogate are U+FFFD's, not a prefix of the pair's)
+  const last = Math.min(a.length, b.length) - 1
+  if (last >= 0 && a.charCodeAt(last) >= 0xd800) return Buffer.compare(sortKey(a), sortKey(b))
+  return a.length < b.length ? -1 : 1
 }
 
 /** '/' → NUL makes plain byte order equal component-wise order (NUL never occurs in a valid path). */

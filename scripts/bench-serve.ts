@@ -231,7 +231,7 @@ async function main (): Promise<void> {
     console.log('| --- | ---: | ---: | ---: | ---: | ---: |')
     console.log(row('1 subscriber', one))
     console.log(row(`${o.subscribers} subscribers at once`, four))
-    if (idle !== undefined) console.log(`| idle ${o.idleSeconds} s, ${o.subscribers} peers connected | ${idle.tcpSentMB.toFixed(3)} | — | ${idle.cpu.toFixed(2)} (${(idle.cpu * 60 / idle.wall).toFixed(2)} per min) | — | ${idle.wall.toFixed(1)} |`)
+    if (idle !== undefined) console.log(`| idle ${o.idleSeconds} s, ${o.subscribers} peers connected | ${idle.tcpSentMB.toFixed(3)} | ${idle.chunkMB.toFixed(3)} | ${idle.cpu.toFixed(2)} (${(idle.cpu * 60 / idle.wall).toFixed(2)} per min) | — | ${idle.wall.toFixed(1)} |`)
     if (o.json) console.log(JSON.stringify({ corpus: o.corpus, mb: built.bytes / 1e6, one, four, idle, rssMiB: rss }))
     if (o.profileDir !== undefined) log(`publisher profile in ${o.profileDir}`)
   } finally {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { decodeManifest, decodeRoot, encodeEntry, encodeHeader, encodeRoot, ManifestReader, ManifestWriter, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
-import { comparePaths, validateRelativePath, validateTreeName } from '../../protocol/paths.js'
+import { comparePaths, sortKey, validateRelativePath, validateTreeName } from '../../protocol/paths.js'
 import { encodeCanonical, encodeUvarint } from '../../protocol/codec.js'
 
 const chunking: ChunkingParams = { algorithm: 'rabin', avgBits: 16, minSize: 16384, maxSize: 262144 }
@@ -52,6 +52,21 @@ describe('manifest encoding', () => {
     expect(comparePaths('b', 'a/b')).toBeGreaterThan(0)
   })
 
+  it('orders any two strings exactly as their UTF-8 bytes with / as NUL (the fast path agrees with the bytes)', () => {
+    const byBytes = (a: string, b: string): number => Buffer.compare(sortKey(a), sortKey(b))
+    // units around every boundary the fast path cares about: '/', NUL, ASCII, 2- and 3-byte BMP, surrogates, above them
+    const alphabet = ['/', '\0', 'a', 'b', '.', '-', '\u00e9', '\u07ff', '\u0800', '\ud7ff', '\ud83d', '\ude00', '\ud83d\ude00', '\ue000', '\uffff']
+    let seed = 7
+    const random = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n }
+    const word = (): string => Array.from({ length: random(6) }, () => alphabet[random(alphabet.length)]).join('')
+    for (let i = 0; i < 20_000; i++) {
+      const a = word()
+      const b = random(3) === 0 ? a + word() : random(2) === 0 ? a.slice(0, random(a.length + 1)) + word() : word()
+      expect(comparePaths(a, b), JSON.stringify([a, b])).toBe(byBytes(a, b))
+      expect(comparePaths(b, a), JSON.stringify([b, a])).toBe(byBytes(b, a))
+    }
+  })
+
   it('rejects unsorted, duplicate and orphan entries', () => {
     const [dir, file, link] = sampleEntries() as [ManifestEntry, ManifestEntry, ManifestEntry]
     const bad = (entries: ManifestEntry[]): Uint8Array => Buffer.concat([encodeHeader({ chunking }), ...entries.map(encodeEntry)])
@@ -95,6 +110,15 @@ describe('names', () => {
   it('accepts clean relative paths and tree names', () => {
     expect(validateRelativePath('Packages/x86_64/foo-1.0.rpm')).toBe('Packages/x86_64/foo-1.0.rpm')
     expect(validateTreeName('rhel-10/compose/BaseOS')).toBe('rhel-10/compose/BaseOS')
+    for (const p of ['a', '.a', 'a.', '...', '..a/b', 'a/.b', 'a/b..', 'é'.repeat(127), `${'x'.repeat(255)}/y`, '\ud83d\ude00', `${'a/'.repeat(2047)}a`]) {
+      expect(validateRelativePath(p), p).toBe(p)
+    }
+  })
+  it('rejects paths that are not clean, relative and bounded', () => {
+    const bad = ['', '/a', 'a/', 'a//b', '.', '..', 'a/./b', 'a/..', '../a', './a', 'a\\b', 'a\nb', 'a\0b', '\ud83d',
+      'x'.repeat(256), 'é'.repeat(128), `a/${'é'.repeat(128)}/b`, `${'a/'.repeat(2048)}a`, `${'é/'.repeat(1366)}`]
+    for (const p of bad) expect(() => validateRelativePath(p), JSON.stringify(p.slice(0, 20))).toThrow(expect.objectContaining({ name: 'InvalidPathError' }))
+    expect(() => validateRelativePath(7)).toThrow(expect.objectContaining({ name: 'InvalidPathError' }))
   })
   it('rejects bad tree names', () => {
     for (const t of ['', '../x', 'a//b', 'a b', 'a/./b', '/a', 'x'.repeat(201)]) {
