@@ -45,6 +45,14 @@ export interface ChunkServerInit {
 }
 
 export const DEFAULT_READ_AHEAD = 16
+/**
+ * Small chunks get more reads ahead, up to this many bytes' worth (by the sizes read so far on the stream)
+ * and MAX_READ_AHEAD of them: a batch only takes chunks already read, so with 16 reads of 4 KiB files in
+ * flight a BLOCKS frame carried 16 chunks, and every chunk of a small-file tree paid a sixteenth of a
+ * frame's sending (msgpack, yamux, Noise, a socket write) and of a brotli call.
+ */
+export const READ_AHEAD_BYTES = 1024 * 1024
+export const MAX_READ_AHEAD = 64
 /** A batch large enough for brotli to find repeats across chunks, small enough not to delay the first chunk. */
 export const DEFAULT_BATCH_BYTES = 256 * 1024
 /**
@@ -185,14 +193,22 @@ export class ChunkServer {
       }
     })()
 
+    // a moving average of the sizes read, starting at a large chunk's (so a stream starts at readAhead)
+    let averageSize = 64 * 1024
     const startReads = (): void => {
-      while (inFlight.length < this.readAhead && head < queue.length) {
+      const limit = Math.min(MAX_READ_AHEAD, Math.max(this.readAhead, Math.floor(READ_AHEAD_BYTES / averageSize)))
+      while (inFlight.length < limit && head < queue.length) {
         const id = queue[head++] as ChunkId
         const pending: Pending = { id, bytes: Promise.resolve(undefined), settled: false }
         pending.bytes = this.components.provider.read(id, signal).catch((err: unknown) => {
           this.log.error('provider failed to read %s - %e', toHex(id), err)
           return undefined
-        }).then(value => { pending.settled = true; pending.value = value; return value })
+        }).then(value => {
+          pending.settled = true
+          pending.value = value
+          if (value !== undefined) averageSize += (value.byteLength - averageSize) / 8
+          return value
+        })
         inFlight.push(pending)
       }
       if (head > 1024 && head * 2 > queue.length) { queue.splice(0, head); head = 0 }

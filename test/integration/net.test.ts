@@ -14,7 +14,7 @@ import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1, HAVES_PROTOCOL, STATUS_TOPIC, tre
 import { decodeMessage, encodeMessage, type HeadEntry } from '../../protocol/messages.js'
 import { MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist, type DeltameshNode } from '../../agent/net/node.js'
-import { ChunkClient, ChunkServer, type ChunkProvider, type ChunkClientInit, type ChunkServerInit } from '../../agent/net/chunk-protocol.js'
+import { ChunkClient, ChunkServer, DEFAULT_READ_AHEAD, type ChunkProvider, type ChunkClientInit, type ChunkServerInit } from '../../agent/net/chunk-protocol.js'
 import { HeadsProtocol, type ReceivedHead } from '../../agent/net/heads-protocol.js'
 import { Announcer } from '../../agent/net/announcer.js'
 import { HaveService } from '../../agent/net/have-protocol.js'
@@ -307,6 +307,16 @@ describe('chunk protocol', () => {
     const pacedTotal = paced.reduce((a, b) => a + b, 0)
     expect(pacedTotal).toBeLessThan(200 * 20_000 / 20)
     expect(pacedTotal).toBeGreaterThanOrEqual(counters.bytesDown)
+  })
+
+  it('1.1.0: small chunks are read further ahead, so a batch carries more than DEFAULT_READ_AHEAD of them', async () => {
+    const { chunks, wants } = makeChunks(512, 1000)
+    const { server, chunkClient, chunkServer } = await servePair(mapProvider(chunks), { maxOutstandingBytes: 1024 * 1024, maxOutstandingChunks: 512 })
+    const result = await chunkClient.fetch(server.node.peerId, wants, { onBlock: () => {} })
+    expect(result).toMatchObject({ delivered: 512, failed: [] })
+    // with DEFAULT_READ_AHEAD reads in flight a batch held at most 16 chunks: ≥ 32 batches for 512
+    expect(chunkServer.compressionStats.batches).toBeGreaterThan(0)
+    expect(chunkServer.compressionStats.batches).toBeLessThan(512 / DEFAULT_READ_AHEAD)
   })
 
   it('1.1.0: incompressible chunks are judged by their bytes and sent as plain BLOCKs', async () => {
