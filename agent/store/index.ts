@@ -11,7 +11,7 @@ export interface Store {
   db: StoreDb
   index: LevelChunkIndex
   catalog: LevelCatalog
-  /** Waits for chunk reads under way, closes cached file handles, then the database. Idempotent. */
+  /** Waits for chunk reads under way, stops the reader thread, then the database. Idempotent. */
   close: () => Promise<void>
 }
 

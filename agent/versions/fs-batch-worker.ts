@@ -1,6 +1,6 @@
 import { parentPort } from 'node:worker_threads'
 import { serializeError } from '../workers.js'
-import { runFsOp, type FsOp, type FsOpResult } from './fs-batch-ops.js'
+import { ReadFiles, runFsOp, type FsOp, type FsOpResult } from './fs-batch-ops.js'
 
 // Worker entry of FsBatch: runs each batch's steps in order, synchronously, and answers with their results.
 
@@ -11,6 +11,18 @@ if (parentPort === null) throw new Error('agent/versions/fs-batch-worker must ru
 const port = parentPort
 
 port.on('message', (msg: FsBatchRequest) => {
-  const reply: FsBatchResponse = { id: msg.id, results: msg.ops.map(op => runFsOp(op, serializeError)) }
-  port.postMessage(reply)
+  const files = new ReadFiles()
+  let results: FsOpResult[]
+  try {
+    results = msg.ops.map(op => runFsOp(op, serializeError, files))
+  } finally {
+    files.closeAll()
+  }
+  // the bytes read go over by transfer, not by copy
+  const transfer: ArrayBuffer[] = []
+  for (const r of results) {
+    if (r.ok && r.value !== null && typeof r.value === 'object' && 'kind' in r.value && r.value.kind === 'ok') transfer.push(r.value.bytes.buffer as ArrayBuffer)
+  }
+  const reply: FsBatchResponse = { id: msg.id, results }
+  port.postMessage(reply, transfer)
 })

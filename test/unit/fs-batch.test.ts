@@ -1,9 +1,11 @@
 import { lstat, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { FsBatch, FsWorkerError } from '../../agent/versions/fs-batch.js'
 import { timeOf } from '../../agent/versions/fs-safe.js'
+import { chunkIdOf } from '../../protocol/chunk-id.js'
 
 const dirs: string[] = []
 const batches: FsBatch[] = []
@@ -129,5 +131,23 @@ describe('FsBatch', () => {
     expect(failed.length).toBeGreaterThan(0)
     for (const r of failed) expect((r as PromiseRejectedResult).reason).toBeInstanceOf(FsWorkerError)
     expect(await fs.run({ type: 'lstat', path: dir })).toMatchObject({ kind: 'dir' })
+  })
+
+  it('reads chunks checked against their ids: several of one file in a batch, short reads, mismatches, no symlinks', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    const bytes = randomBytes(10_000)
+    const path = join(dir, 'f')
+    await writeFile(path, bytes)
+    const piece = (offset: number, size: number): { type: 'read', path: string, offset: number, size: number, id: Uint8Array } =>
+      ({ type: 'read', path, offset, size, id: chunkIdOf(bytes.subarray(offset, offset + size)) })
+    const [a, b, c] = await Promise.all([fs.run(piece(0, 4000)), fs.run(piece(4000, 4000)), fs.run(piece(8000, 2000))])
+    expect([a, b, c].map(r => r.kind)).toEqual(['ok', 'ok', 'ok'])
+    expect(Buffer.concat([a, b, c].map(r => (r as { bytes: Uint8Array }).bytes))).toEqual(bytes)
+    expect(await fs.run({ ...piece(8000, 2000), size: 3000 })).toEqual({ kind: 'short', bytesRead: 2000 })
+    expect(await fs.run({ ...piece(0, 4000), offset: 1 })).toEqual({ kind: 'mismatch' })
+    await symlink(path, join(dir, 'link'))
+    await expect(fs.run({ ...piece(0, 4000), path: join(dir, 'link') })).rejects.toHaveProperty('code', 'ELOOP')
+    await expect(fs.run({ ...piece(0, 4000), path: join(dir, 'gone') })).rejects.toHaveProperty('code', 'ENOENT')
   })
 })

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, readdirSync } from 'node:fs'
-import { mkdtemp, open, rename, rm, truncate, unlink, writeFile, mkdir } from 'node:fs/promises'
+import { mkdtemp, open, rename, rm, symlink, truncate, unlink, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -20,10 +20,8 @@ let dir: string
 let store: Store | undefined
 let corrupt: Array<{ id: string, location: ChunkLocation, reason: string }>
 
-async function openTestStore (revalidateMs?: number): Promise<Store> {
+async function openTestStore (): Promise<Store> {
   store = await openStore(join(dir, 'db'), {
-    maxOpenFiles: 4,
-    revalidateMs,
     events: { onCorrupt: (id, location, reason) => corrupt.push({ id: toHex(id), location, reason }) },
   })
   return store
@@ -198,8 +196,8 @@ describe('chunk index', () => {
     await checkMirrors(s)
   })
 
-  it('looks at the file now at the path when a cached handle points at a replaced one', async () => {
-    const s = await openTestStore(0)
+  it('looks at the file now at the path after it was replaced, and never reads through a symlink', async () => {
+    const s = await openTestStore()
     const root = await s.index.addRoot({ path: join(dir, 'v'), kind: 'version' })
     const bytes = randomBytes(2000)
     const chunks = await writeChunked(join(dir, 'v/f'), bytes)
@@ -212,6 +210,13 @@ describe('chunk index', () => {
     expect(await s.index.readChunk(chunks[1]!.id)).toBeUndefined()
     expect(await s.index.readChunk(chunks[0]!.id)).toBeDefined()
     expect(corrupt.map(e => [e.location.offset, e.reason])).toEqual([[1000, 'hash mismatch']])
+
+    // the same bytes behind a symlink planted at the path: not read, the location dropped
+    await writeFile(join(dir, 'elsewhere'), next)
+    await rm(join(dir, 'v/f'))
+    await symlink(join(dir, 'elsewhere'), join(dir, 'v/f'))
+    expect(await s.index.readChunk(chunks[0]!.id)).toBeUndefined()
+    expect(corrupt.map(e => e.reason)).toEqual(['hash mismatch', 'file gone (ELOOP)'])
   })
 
   it('indexNewFiles and concurrent addLocations (one grouped write) record every location with its mirror', async () => {
