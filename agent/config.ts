@@ -171,7 +171,8 @@ banSeconds = 600
 # (reach it with an SSH tunnel or a reverse proxy); port 0 picks a free port (\`deltamesh status\` shows it).
 enabled = true
 listen = "${DEFAULT_DASHBOARD_LISTEN}"
-# How often this site tells the others its status (versions, sync progress, rates), in milliseconds.
+# How often this site looks for news in its status (versions, sync progress, peers, rates), in milliseconds:
+# sent at the next tick after it changes, and at least every 6 ticks.
 statusIntervalMs = 5000
 
 [limits]

@@ -184,6 +184,7 @@ async function main (): Promise<void> {
     const many: Site[] = []
     for (let i = 1; i <= o.subscribers; i++) many.push(await cluster.addSite(`sub-${i}`))
     await wireAll([pub, solo, ...many], pub)
+    if (process.env.BENCH_STATUS_MS !== undefined) for (const s of cluster.sites) await cluster.setConfig(s, 'statusIntervalMs', process.env.BENCH_STATUS_MS)
     const env = { DELTAMESH_LOG_LEVEL: 'warn' }
     const pubArgs = [
       ...(o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir]),

@@ -8,16 +8,17 @@ import { buildSnapshot, type DashboardSnapshot } from '../dashboard/snapshot.js'
 import { startDashboardServer, type DashboardServer } from '../dashboard/server.js'
 import { linksOf, localSiteStatus, type LinkView } from './local-status.js'
 import { NetworkView, type SiteView } from './network-view.js'
-import { StatusGossip } from './status-gossip.js'
+import { HEARTBEAT_INTERVALS, StatusGossip } from './status-gossip.js'
 import { TrafficSampler } from './traffic.js'
 
 /** Counters are sampled this often for rates and the throughput plot. */
 export const SAMPLE_INTERVAL_MS = 1_000
 /**
- * A site is stale after this many missed status intervals, plus a grace for a busy sender (its status()
- * reads the database) and for gossip relayed over one more hop.
+ * A site is stale when neither news nor its heartbeat came for a heartbeat (status-gossip.ts) and this many
+ * intervals more, plus a grace for a busy sender (its status() reads the database) and for gossip relayed
+ * over one more hop.
  */
-export const STALE_AFTER_INTERVALS = 3
+export const STALE_AFTER_INTERVALS = 2
 export const STALE_GRACE_MS = 2_000
 
 export interface OperationsComponents {
@@ -53,7 +54,7 @@ export interface Operations {
 
 export async function startOperations (c: OperationsComponents, init: OperationsInit): Promise<Operations> {
   const name = init.siteName ?? hostname()
-  const staleAfterMs = init.statusIntervalMs * STALE_AFTER_INTERVALS + STALE_GRACE_MS
+  const staleAfterMs = init.statusIntervalMs * (HEARTBEAT_INTERVALS + STALE_AFTER_INTERVALS) + STALE_GRACE_MS
   const sampler = new TrafficSampler()
   const metrics = new AgentMetrics()
   const view = new NetworkView({ selfId: c.selfId, configuredPeers: c.configuredPeers, connectedPeers: c.connectedPeers }, { staleAfterMs })

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { InvalidMessageError } from '../../protocol/errors.js'
-import { encodeSiteStatus, type SiteStatus } from '../../protocol/site-status.js'
+import { decodeSiteStatus, encodeSiteStatus, type SiteStatus } from '../../protocol/site-status.js'
 import { NetworkView } from '../../agent/netview/network-view.js'
 import { TrafficSampler } from '../../agent/netview/traffic.js'
+import { QUIET_RATE, StatusGossip } from '../../agent/netview/status-gossip.js'
 
 const SELF = '12D3KooWSe1fSe1fSe1fSe1fSe1fSe1fSe1fSe1fSe1fSe1fSe1f'
 const A = '12D3KooWAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
@@ -103,3 +104,42 @@ describe('TrafficSampler', () => {
     expect(t.history()).toEqual([[1000, 0, 0]])
   })
 })
+
+describe('StatusGossip', () => {
+  it('sends a status when it says something new or a heartbeat after the last, not every interval', async () => {
+    const clock = { now: 1_000_000 }
+    let current = status(clock.now, { peers: [{ peerId: A, connected: true, rateUp: 100, rateDown: 100 }] })
+    const sent: SiteStatus[] = []
+    const view = new NetworkView({ selfId: SELF, configuredPeers: () => new Map(), connectedPeers: () => new Set() }, { staleAfterMs: 10_000 })
+    const log = { debug: () => {} } as unknown as ConstructorParameters<typeof StatusGossip>[0]['log']
+    const gossip = new StatusGossip({
+      view,
+      log,
+      localStatus: async () => ({ ...current, sentAtMs: clock.now }),
+      publish: async (bytes) => { sent.push(decodeSiteStatus(bytes)); return 1 },
+    }, { intervalMs: 5_000, heartbeatMs: 30_000 }, () => clock.now)
+    const tick = async (ms: number, change?: Partial<SiteStatus>): Promise<number> => {
+      clock.now += ms
+      if (change !== undefined) current = { ...current, ...change }
+      gossip.sendIfNews()
+      await new Promise(resolve => setImmediate(resolve))
+      return sent.length
+    }
+    gossip.sendNow()
+    await new Promise(resolve => setImmediate(resolve))
+    expect(sent.length).toBe(1)
+    // the clock, byte totals and small rates (pings, gossip) are not news
+    expect(await tick(5_000, { totals: { bytesUp: 1234, bytesDown: 99, rateUp: 800, rateDown: 10 } })).toBe(1)
+    expect(await tick(5_000, { peers: [{ peerId: A, connected: true, rateUp: QUIET_RATE - 1, rateDown: 0 }] })).toBe(1)
+    // a peer gone, a version held, a transfer starting: news, sent at the next interval
+    expect(await tick(5_000, { peers: [{ peerId: A, connected: false, rateUp: 0, rateDown: 0 }] })).toBe(2)
+    expect(await tick(5_000, { trees: [{ name: 't', currentSeq: 2, newestSeq: 2, held: [1, 2] }] })).toBe(3)
+    expect(await tick(5_000, { totals: { bytesUp: 0, bytesDown: 0, rateUp: 0, rateDown: 5_000_000 } })).toBe(4)
+    expect(await tick(5_000, { totals: { bytesUp: 0, bytesDown: 0, rateUp: 0, rateDown: 5_100_000 } })).toBe(4)
+    // nothing new: the heartbeat, 30 s after the last status sent
+    for (let i = 0; i < 4; i++) expect(await tick(5_000)).toBe(4)
+    expect(await tick(5_000)).toBe(5)
+    expect(gossip.counts).toEqual({ sent: 5, skipped: 7 })
+  })
+})
+
