@@ -27,7 +27,7 @@ import { TcpMeter } from './bench/tcp.js'
 
 const SYNC_TIMEOUT_MS = 20 * 60_000
 
-interface Options { corpus: 'repo' | 'iso' | 'small', mb: number, idleSeconds: number, subscribers: number, profileDir?: string, perfDir?: string, nodeArgs: string[], publisherLog?: string, keep: boolean, json: boolean }
+interface Options { corpus: 'repo' | 'iso' | 'small', mb: number, idleSeconds: number, subscribers: number, profileDir?: string, perfDir?: string, nodeArgs: string[], publisherLog?: string, statusMs?: number, keep: boolean, json: boolean }
 
 function parseArgs (argv: string[]): Options {
   const o: Options = { corpus: 'repo', mb: 48, idleSeconds: 60, subscribers: 4, nodeArgs: [], keep: false, json: false }
@@ -47,6 +47,7 @@ function parseArgs (argv: string[]): Options {
       case '--perf': o.perfDir = resolve(value()); break
       case '--node-arg': o.nodeArgs.push(value()); break
       case '--publisher-log': o.publisherLog = resolve(value()); break
+      case '--status-ms': o.statusMs = Number(value()); break
       case '--keep': o.keep = true; break
       case '--json': o.json = true; break
       case '--help':
@@ -60,6 +61,7 @@ function parseArgs (argv: string[]): Options {
           '  --perf DIR      perf record the publisher during each phase (DIR/<phase>.data; perf report -i …)',
           '  --node-arg A    an extra node option for the publisher, repeatable (e.g. --trace-gc, V8 heap sizes)',
           '  --publisher-log FILE  write the publisher\'s output (its log, node\'s traces) to FILE at the end',
+          '  --status-ms MS  every agent\'s [dashboard] statusIntervalMs (what the status gossip costs)',
           '  --keep          keep the temp dir',
           '  --json          print the figures as one JSON line too',
         ].join('\n'))
@@ -184,7 +186,7 @@ async function main (): Promise<void> {
     const many: Site[] = []
     for (let i = 1; i <= o.subscribers; i++) many.push(await cluster.addSite(`sub-${i}`))
     await wireAll([pub, solo, ...many], pub)
-    if (process.env.BENCH_STATUS_MS !== undefined) for (const s of cluster.sites) await cluster.setConfig(s, 'statusIntervalMs', process.env.BENCH_STATUS_MS)
+    if (o.statusMs !== undefined) for (const s of cluster.sites) await cluster.setConfig(s, 'statusIntervalMs', String(o.statusMs))
     const env = { DELTAMESH_LOG_LEVEL: 'warn' }
     const pubArgs = [
       ...(o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir]),
