@@ -19,6 +19,11 @@ export interface DeltaPhaseOptions {
   /** Hex ids of the chunks still missing after planning. */
   missing: Set<string>
   entries: () => AsyncIterable<ManifestEntry>
+  /**
+   * Every file of the new manifest that lacks a chunk, as the pass over it finds one: the caller's own
+   * selection (large files, for chunk deltas) without another pass over a manifest of maybe millions of entries.
+   */
+  onLacking?: (e: FileEntry) => void
   previousEntries: () => AsyncIterable<ManifestEntry>
   index: Pick<ChunkIndex, 'readChunk'>
   catalog: Pick<Catalog, 'putDelta'>
@@ -35,7 +40,9 @@ export async function runDeltaPhase (o: DeltaPhaseOptions): Promise<DeltaPhaseRe
   const result: DeltaPhaseResult = { asked: 0, received: 0, applied: 0, rejected: 0, deltaBytes: 0, chunks: 0, chunkBytes: 0 }
   const targets = new Map<string, FileEntry>()
   for await (const e of o.entries()) {
-    if (e.type === 'file' && e.size <= MAX_DELTA_TARGET_BYTES && e.chunks.some(c => o.missing.has(toHex(c.id)))) targets.set(e.path, e)
+    if (e.type !== 'file' || !e.chunks.some(c => o.missing.has(toHex(c.id)))) continue
+    o.onLacking?.(e)
+    if (e.size <= MAX_DELTA_TARGET_BYTES) targets.set(e.path, e)
   }
   if (targets.size === 0) return result
   const pairs = new Map<string, { base: FileEntry, target: FileEntry, key: Uint8Array }>()

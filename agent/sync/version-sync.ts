@@ -201,9 +201,12 @@ export class VersionSync {
     const holder = [...this.peers].find(([, complete]) => complete)?.[0]
     if (previous === undefined || fetchDeltas === undefined || holder === undefined || plan.length === 0) return plan
     const missing = new Set(plan.map(c => toHex(c.id)))
+    // large files lacking chunks, for chunk deltas below (no small-file delta touches their chunks)
+    const large: FileEntry[] = []
     const r = await runDeltaPhase({
       missing,
       entries: () => readManifestEntries(this.components.catalog, root, signal),
+      onLacking: e => { if (isLarge(e.size)) large.push(e) },
       previousEntries: previous.entries,
       index: this.components.index,
       catalog: this.components.catalog,
@@ -217,10 +220,6 @@ export class VersionSync {
     this.progressValue.bytesLocal += r.chunkBytes
     this.deltaStats = r
     // large files: a delta per new chunk, against the same path's previous content around it
-    const large: FileEntry[] = []
-    for await (const e of readManifestEntries(this.components.catalog, root, signal)) {
-      if (e.type === 'file' && isLarge(e.size) && e.chunks.some(c => missing.has(toHex(c.id)))) large.push(e)
-    }
     if (large.length > 0) {
       const wanted = new Set(large.map(e => e.path))
       const previousLarge = new Map<string, FileEntry>()

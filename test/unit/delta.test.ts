@@ -116,11 +116,13 @@ describe('delta phase', () => {
     const filled: string[] = []
     const struck: string[] = []
     const stored: string[] = []
+    const lacking: string[] = []
     const held = new Map(baseChunks.map(c => [toHex(c.id), c.bytes]))
     const key = deltaKeyOf(baseChunks.map(c => c.id), targetChunks.map(c => c.id))
     const result = await runDeltaPhase({
       missing,
       entries: () => iter(entry(targetChunks, target.byteLength)),
+      onLacking: e => lacking.push(e.path),
       previousEntries: () => iter(entry(baseChunks, base.byteLength)),
       index: { readChunk: async (id: ChunkId) => held.get(toHex(id)) },
       catalog: { putDelta: async (k: Uint8Array) => { stored.push(toHex(k)) } },
@@ -133,12 +135,13 @@ describe('delta phase', () => {
       log: createLogger({ level: 'error' }),
       signal: AbortSignal.timeout(10_000),
     })
-    return { result, missing, filled, struck, stored }
+    return { result, missing, filled, struck, stored, lacking }
   }
 
   it('a good delta fills the changed chunks and takes them out of the plan', async () => {
-    const { result, missing, filled, stored } = await run(encodeDelta(base, target))
+    const { result, missing, filled, stored, lacking } = await run(encodeDelta(base, target))
     expect(result).toMatchObject({ asked: 1, applied: 1, rejected: 0, chunks: 2 })
+    expect(lacking).toEqual(['src/a.c']) // told to the caller in the same pass (its large-file selection)
     expect(missing.size).toBe(0)
     expect(filled.length).toBe(2)
     expect(stored.length).toBe(1)
