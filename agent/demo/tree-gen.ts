@@ -126,9 +126,17 @@ export async function mutateTree (root: string, seed: string, fraction = 0.05, i
   return report
 }
 
-/** Fixed mtimes make two generated trees comparable and the manifest reproducible. */
+/**
+ * Fixed mtimes make two generated trees comparable and the manifest reproducible. Only files without it
+ * (new or rewritten ones) are stamped: utimes changes a file's ctime, and a tree whose producer touched every
+ * file — which no compose or package repository does — makes a publisher re-read all of them to see that
+ * nothing changed (a ctime change is verified, not trusted), while rsync's quick check ignores ctime.
+ */
 async function setMtimes (root: string): Promise<void> {
-  for (const rel of await listFiles(root)) await utimes(join(root, rel), FIXED_MTIME, FIXED_MTIME)
+  for (const rel of await listFiles(root)) {
+    const path = join(root, rel)
+    if ((await lstat(path)).mtimeMs !== FIXED_MTIME.getTime()) await utimes(path, FIXED_MTIME, FIXED_MTIME)
+  }
 }
 
 /** Regular files under root (relative paths, sorted). Symlinks are not followed. */

@@ -3,8 +3,8 @@
 // Every interval the status is built, but sent only when it says something new — a sync's progress, a
 // version held, a peer come or gone, a rate that moved — or when the last one is a heartbeat old. Each
 // status is signed, relayed by every site and verified by every site, so a network of N quiet sites paid
-// N messages per interval everywhere (~40 % of an idle agent's CPU with 4 peers: 1.58 → 0.93 s per
-// minute when only heartbeats went out). Receivers call a site stale after a heartbeat and two intervals
+// N messages per interval everywhere (~45 % of an idle agent's CPU with 4 peers: 1.58 → 0.87–0.89 s per
+// minute, bench:serve --idle 60). Receivers call a site stale after a heartbeat and two intervals
 // without news (operations.ts).
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { encodeSiteStatus, type SiteStatus } from '../../protocol/site-status.js'
