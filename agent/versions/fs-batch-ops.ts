@@ -3,8 +3,8 @@ import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import type { SerializedError } from '../workers.js'
 import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf, timeOf } from './fs-safe.js'
 
-// The filesystem steps of building a version that cost a file or two syscalls each, done synchronously in
-// the FsBatch worker: through fs/promises each syscall is a thread-pool round trip and a promise (~40 µs of
+// The filesystem steps of building a version that cost a file or two syscalls each — and the chunk index's
+// reads of the chunks it serves (`read`) — done synchronously in an FsBatch worker: through fs/promises each syscall is a thread-pool round trip and a promise (~40 µs of
 // CPU each on this VM, five per small file), which made a first sync of 5,000 small files cost more CPU in
 // dispatching than in the kernel. Same rules as fs-safe.ts: nothing is written through a symlink (O_NOFOLLOW,
 // O_EXCL, lstat before anything else), and every path was validated and joined by the caller.
