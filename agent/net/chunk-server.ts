@@ -1,6 +1,7 @@
 // Serving side of /deltamesh/chunks/1.0.0 and 1.1.0: reads WANT frames, answers every id with BLOCK or
 // DONT_HAVE, and on 1.1.0 sends compressible chunks that are ready together as one compressed BLOCKS frame.
 // Storage is behind ChunkProvider; per-stream queues and per-peer stream counts are bounded.
+import { setMaxListeners } from 'node:events'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1 } from '../../protocol/ids.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
@@ -133,6 +134,9 @@ export class ChunkServer {
     const count = (this.streamsPerPeer.get(peer) ?? 0) + 1
     this.streamsPerPeer.set(peer, count)
     const entry = { stream, controller: new AbortController() }
+    // every read in flight on the stream gets this signal, and a provider may listen on it for each (a relay
+    // does): up to MAX_READ_AHEAD at once, plus the writer's own wait, is expected, not a leak
+    setMaxListeners(MAX_READ_AHEAD + 4, entry.controller.signal)
     this.active.add(entry)
     // a reset or closed stream cancels the provider reads still running for it
     stream.addEventListener('close', () => entry.controller.abort(), { once: true })
