@@ -3,13 +3,13 @@
 // Figures: wire bytes per subscriber, publisher (daemon) upload in total against one delta, publisher (daemon)
 // CPU seconds, wall time. Every destination is compared with the source afterwards; a wrong tree fails the run.
 //
-// Run: npm run build && npm run bench:sync -- [--size 500] [--no-z] [--profile DIR] [--keep] [--write-docs|--no-docs]
+// Run: npm run build && npm run bench:sync -- [--size 500] [--no-z] [--profile DIR] [--perf DIR] [--keep] [--write-docs|--no-docs]
 // (--profile: the 5 agents are restarted under --cpu-prof after v1, so the profiles cover the v2 round)
 // Everything (agents, rsync daemon and clients, temp dirs) is stopped and removed at the end, also on Ctrl-C.
 import '../agent/polyfill.js'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { availableParallelism, cpus, release, tmpdir, totalmem } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
@@ -20,6 +20,7 @@ import type { AgentStatus, SyncPhase, SyncProgress, SyncResult } from '../agent/
 import { HomeLayout } from '../agent/home.js'
 import { Cluster, cliOk, freePort, sleep, type Site } from '../agent/demo/local-cluster.js'
 import { describeTree, generateTree, mutateTree, type TreeSpec } from '../agent/demo/tree-gen.js'
+import { startPerf } from './bench/proc.js'
 import { TcpMeter } from './bench/tcp.js'
 
 const TREE = 'bench/compose/BaseOS'
@@ -35,7 +36,7 @@ const here = dirname(fileURLToPath(import.meta.url))
 /** Repository root, whether this runs from dist/scripts or (tsx) from scripts/. */
 const REPO = basename(dirname(here)) === 'dist' ? resolve(here, '..', '..') : resolve(here, '..')
 
-interface Options { sizeMB: number, z: boolean, keep: boolean, profileDir?: string, docs: 'auto' | 'yes' | 'no' }
+interface Options { sizeMB: number, z: boolean, keep: boolean, profileDir?: string, perfDir?: string, docs: 'auto' | 'yes' | 'no' }
 
 function parseArgs (argv: string[]): Options {
   const o: Options = { sizeMB: DEFAULT_SIZE_MB, z: true, keep: false, docs: 'auto' }
@@ -46,6 +47,7 @@ function parseArgs (argv: string[]): Options {
       case '--no-z': o.z = false; break
       case '--keep': o.keep = true; break
       case '--profile': o.profileDir = resolve(value()); break
+      case '--perf': o.perfDir = resolve(value()); break
       case '--write-docs': o.docs = 'yes'; break
       case '--no-docs': o.docs = 'no'; break
       case '--help':
@@ -54,6 +56,7 @@ function parseArgs (argv: string[]): Options {
           `  --size MB       tree size (default ${DEFAULT_SIZE_MB}): 60 % small files of 0..256 KiB, 40 % in 4 disk images`,
           '  --no-z          skip the rsync -z round',
           '  --profile DIR   restart the 5 agents under --cpu-prof before the v2 round (DIR/<site>/, written when they stop)',
+          '  --perf DIR      restart the publisher with --perf-basic-prof before the v2 round; perf records its publish and its serving (DIR/publish.data, DIR/serve.data)',
           '  --keep          keep the temp dirs (agents and daemon are stopped all the same)',
           `  --write-docs    write the results into docs/benchmarks.md (default: only at --size ${DEFAULT_SIZE_MB}); --no-docs never`,
         ].join('\n'))
@@ -284,7 +287,7 @@ interface DeltameshRound {
   tcp: { closed: number, opened: number } | undefined
 }
 
-async function deltameshRound (publisher: Site, subs: Site[], source: string, timeoutMs: number): Promise<DeltameshRound> {
+async function deltameshRound (publisher: Site, subs: Site[], source: string, timeoutMs: number, perfDir?: string): Promise<DeltameshRound> {
   const all = [publisher, ...subs]
   const pids = all.map(s => s.process?.pid as number)
   const statusBefore: AgentStatus[] = await Promise.all(all.map(async s => await (await api(s)).status()))
@@ -296,10 +299,14 @@ async function deltameshRound (publisher: Site, subs: Site[], source: string, ti
   const phases: PhaseTimes = []
   const syncs = syncAll(subs, 2, timeoutMs, { t0: () => t0, times: phases })
   syncs.catch(() => {}) // observed below
+  const perfPublish = perfDir === undefined ? undefined : await startPerf(pids[0] as number, join(perfDir, 'publish.data'))
   const published = await pubApi.publish({ tree: TREE, source, label: 'v2' })
   const tPublished = performance.now()
   const cpuPublished = cpuOf(pids[0] as number)
+  await perfPublish?.stop()
+  const perfServe = perfDir === undefined ? undefined : await startPerf(pids[0] as number, join(perfDir, 'serve.data'))
   const results = await syncs
+  await perfServe?.stop()
   const t1 = performance.now()
   const cpuAfter = pids.map(cpuOf)
   const tcp = meter?.stop()
@@ -546,6 +553,20 @@ async function main (): Promise<void> {
     for (const [i, m] of mirrors.entries()) await expectSame(`subscriber ${i + 1} at v1`, m, v1)
     done()
 
+    if (o.perfDir !== undefined) {
+      // JS frames named for perf: the publisher restarted with --perf-basic-prof, then connected again
+      done = step('--perf: restarting the publisher with --perf-basic-prof')
+      await mkdir(o.perfDir, { recursive: true })
+      await cluster.stop(publisher, 'SIGTERM')
+      await cluster.start(publisher, { DELTAMESH_LOG_LEVEL: 'warn' }, ['--perf-basic-prof'])
+      const deadline = Date.now() + 60_000
+      while ((await (await api(publisher)).status()).peers.filter(p => p.connected).length < SUBSCRIBERS) {
+        if (Date.now() > deadline) throw new Error('the publisher did not reconnect to its peers')
+        await sleep(200)
+      }
+      done()
+    }
+
     if (o.profileDir !== undefined) {
       // profiles of the v2 round only: restart every agent under --cpu-prof, wait until they are all connected again
       done = step('--profile: restarting the 5 agents with --cpu-prof')
@@ -595,7 +616,7 @@ async function main (): Promise<void> {
     done()
 
     done = step('deltamesh: publisher publishes v2, 4 subscribers sync it')
-    const dm = await deltameshRound(publisher, subs, source, timeoutMs)
+    const dm = await deltameshRound(publisher, subs, source, timeoutMs, o.perfDir)
     done()
     if (dm.results.some(r => r.seq !== dm.publish.seq)) throw new Error(`subscribers synced seq ${dm.results.map(r => r.seq).join(',')}, expected ${dm.publish.seq}`)
     done = step('checking the 4 subscribers hold v2 exactly')
