@@ -287,6 +287,17 @@ interface DeltameshRound {
   tcp: { closed: number, opened: number } | undefined
 }
 
+/** Waits (up to 60 s) until each restarted site is connected to SUBSCRIBERS peers again. */
+async function waitReconnected (sites: Site[]): Promise<void> {
+  const deadline = Date.now() + 60_000
+  for (const s of sites) {
+    while ((await (await api(s)).status()).peers.filter(p => p.connected).length < SUBSCRIBERS) {
+      if (Date.now() > deadline) throw new Error(`${s.name} did not reconnect to its peers`)
+      await sleep(200)
+    }
+  }
+}
+
 async function deltameshRound (publisher: Site, subs: Site[], source: string, timeoutMs: number, perfDir?: string): Promise<DeltameshRound> {
   const all = [publisher, ...subs]
   const pids = all.map(s => s.process?.pid as number)
@@ -559,11 +570,7 @@ async function main (): Promise<void> {
       await mkdir(o.perfDir, { recursive: true })
       await cluster.stop(publisher, 'SIGTERM')
       await cluster.start(publisher, { DELTAMESH_LOG_LEVEL: 'warn' }, ['--perf-basic-prof'])
-      const deadline = Date.now() + 60_000
-      while ((await (await api(publisher)).status()).peers.filter(p => p.connected).length < SUBSCRIBERS) {
-        if (Date.now() > deadline) throw new Error('the publisher did not reconnect to its peers')
-        await sleep(200)
-      }
+      await waitReconnected([publisher])
       done()
     }
 
@@ -573,13 +580,7 @@ async function main (): Promise<void> {
       const profileDir = o.profileDir
       for (const s of [publisher, ...subs]) await cluster.stop(s, 'SIGTERM')
       for (const s of [publisher, ...subs]) await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, s.name)}`])
-      const deadline = Date.now() + 60_000
-      for (const s of [publisher, ...subs]) {
-        while ((await (await api(s)).status()).peers.filter(p => p.connected).length < SUBSCRIBERS) {
-          if (Date.now() > deadline) throw new Error(`${s.name} did not reconnect to its peers`)
-          await sleep(200)
-        }
-      }
+      await waitReconnected([publisher, ...subs])
       done()
     }
 

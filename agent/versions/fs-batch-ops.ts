@@ -211,7 +211,7 @@ function readSyncChecked (op: Extract<FsOp, { type: 'read' }>, files: ReadFiles)
 }
 
 /** Runs one step; its failure is its own result (the steps after it still run). `files`: the batch's read descriptors. */
-export function runFsOp (op: FsOp, serialize: (err: unknown) => SerializedError, files?: ReadFiles): FsOpResult {
+export function runFsOp (op: FsOp, serialize: (err: unknown) => SerializedError, files: ReadFiles): FsOpResult {
   try {
     switch (op.type) {
       case 'dir': ensureDirSync(op.path); return { ok: true, value: null }
@@ -220,10 +220,7 @@ export function runFsOp (op: FsOp, serialize: (err: unknown) => SerializedError,
       case 'lstat': return { ok: true, value: lstatOrNull(op.path) }
       case 'adopt': return { ok: true, value: adoptSync(op) }
       case 'finish': finishSync(op); return { ok: true, value: null }
-      case 'read': {
-        const own = files ?? new ReadFiles()
-        try { return { ok: true, value: readSyncChecked(op, own) } } finally { if (files === undefined) own.closeAll() }
-      }
+      case 'read': return { ok: true, value: readSyncChecked(op, files) }
     }
   } catch (err) {
     return { ok: false, error: serialize(err) }

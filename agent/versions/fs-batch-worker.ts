@@ -1,6 +1,6 @@
 import { parentPort } from 'node:worker_threads'
 import { serializeError } from '../workers.js'
-import { ReadFiles, runFsOp, type FsOp, type FsOpResult } from './fs-batch-ops.js'
+import { ReadFiles, runFsOp, type FsOp, type FsOpResult, type FsOutcomes } from './fs-batch-ops.js'
 
 // Worker entry of FsBatch: runs each batch's steps in order, synchronously, and answers with their results.
 
@@ -20,9 +20,11 @@ port.on('message', (msg: FsBatchRequest) => {
   }
   // the bytes read go over by transfer, not by copy
   const transfer: ArrayBuffer[] = []
-  for (const r of results) {
-    if (r.ok && r.value !== null && typeof r.value === 'object' && 'kind' in r.value && r.value.kind === 'ok') transfer.push(r.value.bytes.buffer as ArrayBuffer)
-  }
+  results.forEach((r, i) => {
+    if (msg.ops[i]?.type !== 'read' || !r.ok) return
+    const outcome = r.value as FsOutcomes['read']
+    if (outcome.kind === 'ok') transfer.push(outcome.bytes.buffer as ArrayBuffer)
+  })
   const reply: FsBatchResponse = { id: msg.id, results }
   port.postMessage(reply, transfer)
 })
