@@ -20,7 +20,6 @@ import { MAX_DELTA_TARGET_BYTES } from './wire-limits.js'
 export const SIG_BLOCK = 1024
 /** Weak checksum (4 bytes) and a 64-bit strong hash (8 bytes) per block. */
 const ENTRY_BYTES = 12
-const STRONG_BYTES = 8
 
 /** Bytes of the signature of a `size`-byte chunk (full blocks only: a chunk's tail block is never matched). */
 export function signatureBytes (size: number): number {
@@ -37,24 +36,6 @@ function weakAt (bytes: Uint8Array, from: number): { a: number, b: number } {
     b += (SIG_BLOCK - i) * x
   }
   return { a: a & 0xffff, b: b & 0xffff }
-}
-
-/**
- * A 64-bit hash of bytes[from, from + SIG_BLOCK) in two 32-bit lanes (FNV-1a with two primes and bases, each
- * finished by murmur3's fmix32). Not SHA-256: a createHash per 1 KiB block ran at 68 MB/s here, slower than
- * chunking, and signatures of every published small file are computed on the publish path; this runs at
- * several hundred MB/s. A false match needs the weak checksum and both lanes to collide (~2^-64 per weak
- * hit), and even then costs only a delta the subscribers reject (the chunk is fetched plainly).
- */
-function strongInto (bytes: Uint8Array, from: number, out: Uint8Array, at: number): void {
-  let h1 = 0x811c9dc5
-  let h2 = 0x1b873593
-  for (let i = from, end = from + SIG_BLOCK; i < end; i++) {
-    const x = bytes[i] as number
-    h1 = Math.imul(h1 ^ x, 0x01000193)
-    h2 = Math.imul(h2 ^ x, 0x5bd1e995)
-  }
-  writeStrong(h1, h2, out, at)
 }
 
 function writeStrong (h1: number, h2: number, out: Uint8Array, at: number): void {
@@ -76,7 +57,8 @@ function fmix32 (h: number): number {
 /** The signature of one chunk's bytes: an entry per full block, in order (weak and strong in one pass). */
 export function signatureOf (bytes: Uint8Array): Uint8Array {
   const out = Buffer.allocUnsafe(signatureBytes(bytes.byteLength))
-  for (let block = 0, at = 0; at < out.byteLength; block += SIG_BLOCK, at += ENTRY_BYTES) {
+  const outSize = out.byteLength
+  for (let block = 0, at = 0; at < outSize; block += SIG_BLOCK, at += ENTRY_BYTES) {
     let a = 0
     let b = 0
     let h1 = 0x811c9dc5
@@ -104,6 +86,140 @@ export class SignatureError extends Error {
 }
 
 /**
+ * The base's blocks, found by weak checksum. Typed arrays and open addressing rather than a `Map` of arrays:
+ * the target is probed at every byte offset, and weak checksums are uint32s above V8's small-integer range
+ * (a boxed number per `Map` lookup).
+ */
+class SignatureIndex {
+  readonly blocks: number
+  /** Per block, in base order: its offset in the base, weak checksum and strong hash (two 32-bit lanes). */
+  private readonly offsets: Int32Array
+  private readonly weaks: Uint32Array
+  private readonly strong1: Uint32Array
+  private readonly strong2: Uint32Array
+  /** The next block with the same weak checksum, in base order (−1: none). */
+  private readonly sameWeak: Int32Array
+  /** Slot → first block (in base order) of a weak checksum, + 1 (0: empty). */
+  private readonly slots: Int32Array
+  private readonly mask: number
+  /** One bit per FILTER_BITS-bit fold of the weak checksums present: most target offsets stop here. */
+  private readonly filter = new Uint8Array(FILTER_BYTES)
+
+  constructor (base: ReadonlyArray<{ size: number, signature: Uint8Array }>) {
+    let blocks = 0
+    for (const c of base) {
+      if (c.signature.byteLength !== signatureBytes(c.size)) throw new SignatureError(`a ${c.size}-byte chunk has a ${c.signature.byteLength}-byte signature`)
+      blocks += c.signature.byteLength / ENTRY_BYTES
+    }
+    this.blocks = blocks
+    this.offsets = new Int32Array(blocks)
+    this.weaks = new Uint32Array(blocks)
+    this.strong1 = new Uint32Array(blocks)
+    this.strong2 = new Uint32Array(blocks)
+    this.sameWeak = new Int32Array(blocks).fill(-1)
+    let size = 16
+    while (size < blocks * 2) size *= 2
+    this.slots = new Int32Array(size)
+    this.mask = size - 1
+    let i = 0
+    let chunkStart = 0
+    for (const c of base) {
+      const sig = c.signature
+      for (let at = 0; at < sig.byteLength; at += ENTRY_BYTES, i++) {
+        this.offsets[i] = chunkStart + (at / ENTRY_BYTES) * SIG_BLOCK
+        this.weaks[i] = readUint32(sig, at)
+        this.strong1[i] = readUint32(sig, at + 4)
+        this.strong2[i] = readUint32(sig, at + 8)
+      }
+      chunkStart += c.size
+    }
+    // chains in base order: insert from the last block, each in front of the ones after it
+    for (let b = blocks - 1; b >= 0; b--) {
+      const fold = foldWeak(this.weaks[b] as number)
+      this.filter[fold >>> 3] = (this.filter[fold >>> 3] as number) | (1 << (fold & 7))
+      const slot = this.slotOf(this.weaks[b] as number)
+      const head = (this.slots[slot] as number) - 1
+      if (head >= 0) this.sameWeak[b] = head
+      this.slots[slot] = b + 1
+    }
+  }
+
+  /** The slot holding `weak`'s chain, or the empty slot where it would go. */
+  private slotOf (weak: number): number {
+    let slot = fmix32(weak) & this.mask
+    for (;;) {
+      const head = (this.slots[slot] as number) - 1
+      if (head < 0 || this.weaks[head] === weak) return slot
+      slot = (slot + 1) & this.mask
+    }
+  }
+
+  /** The first block (in base order) with this weak checksum and strong hash, or −1. */
+  find (weak: number, h1: number, h2: number): number {
+    for (let b = (this.slots[this.slotOf(weak)] as number) - 1; b >= 0; b = this.sameWeak[b] as number) {
+      if (this.strongIs(b, h1, h2)) return b
+    }
+    return -1
+  }
+
+  /** Whether the weak checksum occurs in the base at all (most offsets of a changed target: no). */
+  has (weak: number): boolean {
+    const fold = foldWeak(weak)
+    if (((this.filter[fold >>> 3] as number) & (1 << (fold & 7))) === 0) return false
+    return (this.slots[this.slotOf(weak)] as number) !== 0
+  }
+
+  offset (block: number): number { return this.offsets[block] as number }
+
+  /** Whether a block starts right where `block` ends (it is then block + 1). */
+  adjacent (block: number): boolean {
+    const next = block + 1
+    return next < this.blocks && this.offsets[next] === (this.offsets[block] as number) + SIG_BLOCK
+  }
+
+  strongIs (block: number, h1: number, h2: number): boolean {
+    return this.strong1[block] === h1 && this.strong2[block] === h2
+  }
+}
+
+const FILTER_BITS = 20
+const FILTER_BYTES = (1 << FILTER_BITS) / 8
+
+/** The weak checksum folded to FILTER_BITS bits. Its low half (a byte sum) varies little, its high half well. */
+function foldWeak (weak: number): number {
+  return ((weak >>> 12) ^ weak) & ((1 << FILTER_BITS) - 1)
+}
+
+function readUint32 (b: Uint8Array, at: number): number {
+  return ((b[at] as number) << 24 | (b[at + 1] as number) << 16 | (b[at + 2] as number) << 8 | (b[at + 3] as number)) >>> 0
+}
+
+/** Strong hash lanes of the last strongLanes() call (two numbers without an allocation per probe). */
+let lane1 = 0
+let lane2 = 0
+
+/**
+ * A 64-bit hash of bytes[from, from + SIG_BLOCK) in two 32-bit lanes (FNV-1a with two primes and bases, each
+ * finished by murmur3's fmix32). Not SHA-256: a createHash per 1 KiB block ran at 68 MB/s here, slower than
+ * chunking, and signatures of every published small file are computed on the publish path; this runs at
+ * several hundred MB/s. A false match needs the weak checksum and both lanes to collide (~2^-64 per weak
+ * hit), and even then costs only a delta the subscribers reject (the chunk is fetched plainly).
+ Left in lane1 and lane2, as signatureOf writes them.
+ */
+function strongLanes (bytes: Uint8Array, from: number): void {
+  let h1 = 0x811c9dc5
+  let h2 = 0x1b873593
+  for (let i = from, end = from + SIG_BLOCK; i < end; i++) {
+    const x = bytes[i] as number
+    h1 = Math.imul(h1 ^ x, 0x01000193)
+    h2 = Math.imul(h2 ^ x, 0x5bd1e995)
+  }
+  h1 = fmix32(h1)
+  lane1 = h1
+  lane2 = fmix32(h2 ^ h1)
+}
+
+/**
  * A delta rebuilding `target` from a base known only by its chunks' signatures (`base`: each chunk's size and
  * signature, in the base's order), or undefined when it would exceed `maxBytes` (or there is nothing to match).
  * Blocks are matched at every offset of the target, as rsync's sender does; a match is extended block by block
@@ -111,24 +227,8 @@ export class SignatureError extends Error {
  */
 export function encodeDeltaFromSignatures (base: ReadonlyArray<{ size: number, signature: Uint8Array }>, target: Uint8Array, maxBytes: number): Uint8Array | undefined {
   if (target.byteLength > MAX_DELTA_TARGET_BYTES) throw new RangeError(`delta target ${target.byteLength} bytes, limit ${MAX_DELTA_TARGET_BYTES}`)
-  // weak → offsets in the base of blocks with that weak checksum (with their strong hash)
-  const index = new Map<number, Array<{ offset: number, strong: Uint8Array }>>()
-  const strongOf = new Map<number, Uint8Array>()
-  let chunkStart = 0
-  for (const c of base) {
-    if (c.signature.byteLength !== signatureBytes(c.size)) throw new SignatureError(`a ${c.size}-byte chunk has a ${c.signature.byteLength}-byte signature`)
-    for (let at = 0; at < c.signature.byteLength; at += ENTRY_BYTES) {
-      const weak = ((c.signature[at] as number) << 24 | (c.signature[at + 1] as number) << 16 | (c.signature[at + 2] as number) << 8 | (c.signature[at + 3] as number)) >>> 0
-      const offset = chunkStart + (at / ENTRY_BYTES) * SIG_BLOCK
-      const strong = c.signature.subarray(at + 4, at + ENTRY_BYTES)
-      const list = index.get(weak)
-      if (list === undefined) index.set(weak, [{ offset, strong }])
-      else list.push({ offset, strong })
-      strongOf.set(offset, strong)
-    }
-    chunkStart += c.size
-  }
-  if (index.size === 0 || target.byteLength < SIG_BLOCK) return undefined
+  const index = new SignatureIndex(base)
+  if (index.blocks === 0 || target.byteLength < SIG_BLOCK) return undefined
 
   const ops: Uint8Array[] = []
   let opsBytes = 0
@@ -138,39 +238,37 @@ export function encodeDeltaFromSignatures (base: ReadonlyArray<{ size: number, s
   const flushLiteral = (to: number): void => {
     if (to > literalFrom) push(encodeUvarint((to - literalFrom) * 2), target.subarray(literalFrom, to))
   }
-  const sameStrong = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0
-  const strong = new Uint8Array(STRONG_BYTES)
+  // the size in a local: a typed array's byteLength read in a loop condition costs ~14 × an index on Node 20's V8
+  const targetSize = target.byteLength
   let p = 0
   let { a, b } = weakAt(target, 0)
-  while (p + SIG_BLOCK <= target.byteLength) {
-    const candidates = index.get(((b << 16) | a) >>> 0)
-    let matched: number | undefined
-    if (candidates !== undefined) {
-      strongInto(target, p, strong, 0)
-      matched = candidates.find(c => sameStrong(c.strong, strong))?.offset
+  while (p + SIG_BLOCK <= targetSize) {
+    const weak = ((b << 16) | a) >>> 0
+    let matched = -1
+    if (index.has(weak)) {
+      strongLanes(target, p)
+      matched = index.find(weak, lane1, lane2)
     }
-    if (matched !== undefined) {
+    if (matched >= 0) {
       let end = p + SIG_BLOCK
-      let next = matched + SIG_BLOCK
+      let last = matched
       // the following blocks usually follow in the base too: check them by strong hash alone
-      for (;;) {
-        const expected = strongOf.get(next)
-        if (expected === undefined || end + SIG_BLOCK > target.byteLength) break
-        strongInto(target, end, strong, 0)
-        if (!sameStrong(expected, strong)) break
+      while (end + SIG_BLOCK <= targetSize && index.adjacent(last)) {
+        strongLanes(target, end)
+        if (!index.strongIs(last + 1, lane1, lane2)) break
         end += SIG_BLOCK
-        next += SIG_BLOCK
+        last++
       }
       flushLiteral(p)
-      push(encodeUvarint((end - p) * 2 + 1), encodeUvarint(matched))
+      push(encodeUvarint((end - p) * 2 + 1), encodeUvarint(index.offset(matched)))
       copies++
       literalFrom = end
       p = end
       if (opsBytes > 2 * maxBytes + 64) return undefined
-      if (p + SIG_BLOCK <= target.byteLength) ({ a, b } = weakAt(target, p))
+      if (p + SIG_BLOCK <= targetSize) ({ a, b } = weakAt(target, p))
       continue
     }
-    if (p + SIG_BLOCK >= target.byteLength) break
+    if (p + SIG_BLOCK >= targetSize) break
     // roll one byte: drop x_out, take x_in
     const out = target[p] as number
     const inn = target[p + SIG_BLOCK] as number

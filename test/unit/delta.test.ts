@@ -44,6 +44,19 @@ describe('deltas against block signatures (the base bytes are gone)', () => {
     }), { numRuns: 150 })
   })
 
+  it('extends a run across chunks that end on a block boundary, and matches blocks that repeat in the base', () => {
+    // chunks of whole blocks: the blocks of one chunk run straight on into the next chunk's
+    const random = pseudoRandomBytes('aligned', 6 * SIG_BLOCK)
+    const repeated = Buffer.alloc(4 * SIG_BLOCK, 'abcdefgh') // four blocks with one weak and strong hash
+    const base = Buffer.concat([random, repeated])
+    const target = Buffer.concat([pseudoRandomBytes('head', 100), base])
+    const delta = encodeDeltaFromSignatures(cut(base, [2 * SIG_BLOCK, 4 * SIG_BLOCK, 4 * SIG_BLOCK]), target, target.byteLength)
+    expect(delta).toBeDefined()
+    expect(Buffer.compare(applyDelta(base, delta!, target.byteLength), target)).toBe(0)
+    // one copy of all ten blocks after the 100 literal bytes, not a copy per chunk or per block
+    expect(delta!.byteLength).toBeLessThan(160)
+  })
+
   it('gives up over the limit or without a single match, and refuses a signature of the wrong length', () => {
     const base = pseudoRandomBytes('sig base 2', 50_000)
     const other = pseudoRandomBytes('unrelated', 50_000)
