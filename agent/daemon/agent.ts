@@ -124,7 +124,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const deltas = new DeltaService({
     libp2p: node,
     provider: {
-      get: async (key) => await store.catalog.getDelta(key),
+      getMany: async (keys) => await store.catalog.getDeltas(keys),
       pace: async (peer, bytes, signal) => await bandwidth.paceUpload(peer, bytes, signal),
     },
     allowlist,

@@ -67,7 +67,7 @@ export class RoguePeer {
     })
     const announcer = new Announcer({ libp2p: node, pubsub: node.services.pubsub, onEnvelope: remember })
     for (const t of trees) announcer.subscribe(t)
-    const deltas = new DeltaService({ libp2p: node, allowlist, provider: { get: async (key, signal) => { if (self === undefined) return undefined; self.deltasServed++; return await self.deltaProvider(key, signal) } } })
+    const deltas = new DeltaService({ libp2p: node, allowlist, provider: { getMany: async (keys, signal) => await Promise.all(keys.map(async key => { if (self === undefined) return undefined; self.deltasServed++; return await self.deltaProvider(key, signal) })) } })
     self = new RoguePeer(node, allowlist, server, headsProtocol, announcer, deltas)
     await server.start()
     await headsProtocol.start()

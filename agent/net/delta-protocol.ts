@@ -9,12 +9,13 @@ import { toHex } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import type { Message } from '../../protocol/messages.js'
 import { MAX_DELTA_FRAME_BYTES, MAX_DELTA_WANTS, MAX_REQUEST_FRAME_BYTES } from '../../protocol/wire-limits.js'
-import { FrameStream } from './frames.js'
+import { FrameStream, type EncodedFrame } from './frames.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
 
 export interface DeltaProvider {
-  get (key: Uint8Array, signal: AbortSignal): Promise<Uint8Array | undefined>
+  /** The deltas held for `keys`, in order (undefined: none). Called with at most LOOKUP_BATCH keys. */
+  getMany (keys: Uint8Array[], signal: AbortSignal): Promise<Array<Uint8Array | undefined>>
   /** Upload pacing per frame, as for chunks. */
   pace? (peer: string, bytes: number, signal: AbortSignal): Promise<void>
 }
@@ -35,6 +36,16 @@ export interface DeltaServiceInit {
 export const DEFAULT_DELTA_TIMEOUT_MS = 30_000
 /** Concurrent delta streams per connection: a subscriber asks once per version. */
 const MAX_INBOUND_DELTA_STREAMS = 2
+/**
+ * Keys looked up in one database read. Bounds what one request holds in memory (a kept delta is at most half
+ * of a 1 MiB target: 8 MiB at worst, a few KB typically), where a read per key cost a thread-pool round trip.
+ */
+const LOOKUP_BATCH = 16
+/**
+ * Answers are sent together up to this many bytes: each send is a yamux frame, a Noise frame and a socket
+ * write, and a DELTA of a small file is a few hundred bytes.
+ */
+const COALESCE_BYTES = 64 * 1024
 
 export class DeltaService {
   private readonly log
@@ -74,19 +85,36 @@ export class DeltaService {
       if (msg?.type !== 'DELTA_WANT') throw new InvalidMessageError(`expected DELTA_WANT, got ${msg?.type ?? 'end of stream'}`)
       const runs = stream.protocol === DELTAS_PROTOCOL_2
       let misses = 0
-      const send = async (reply: Message): Promise<void> => {
-        const encoded = frames.encode(reply)
-        await this.components.provider.pace?.(peer, encoded.frame.byteLength, signal)
-        const n = await frames.writeEncoded(encoded, signal) // not inside stats?.(…): without stats it would never run
+      let pending: EncodedFrame[] = []
+      let pendingBytes = 0
+      const flush = async (): Promise<void> => {
+        if (pending.length === 0) return
+        const together = pending.length === 1 ? pending[0] as EncodedFrame : { frame: Buffer.concat(pending.map(e => e.frame), pendingBytes), payloadBytes: pending.reduce((n, e) => n + e.payloadBytes, 0) }
+        pending = []
+        pendingBytes = 0
+        await this.components.provider.pace?.(peer, together.frame.byteLength, signal)
+        const n = await frames.writeEncoded(together, signal) // not inside stats?.(…): without stats it would never run
         this.components.stats?.bytesUp(peer, n)
       }
-      for (const key of msg.keys) {
-        const bytes = await this.components.provider.get(key, signal)
-        if (bytes === undefined && runs) { misses++; continue }
-        if (misses > 0) { await send({ type: 'DELTA_NONE', count: misses }); misses = 0 }
-        await send(bytes === undefined ? { type: 'DONT_HAVE', id: key } : { type: 'DELTA', key, bytes })
+      const send = async (reply: Message): Promise<void> => {
+        const encoded = frames.encode(reply)
+        pending.push(encoded)
+        pendingBytes += encoded.frame.byteLength
+        if (pendingBytes >= COALESCE_BYTES) await flush()
+      }
+      for (let i = 0; i < msg.keys.length; i += LOOKUP_BATCH) {
+        const keys = msg.keys.slice(i, i + LOOKUP_BATCH)
+        const found = await this.components.provider.getMany(keys, signal)
+        signal.throwIfAborted()
+        for (const [k, key] of keys.entries()) {
+          const bytes = found[k]
+          if (bytes === undefined && runs) { misses++; continue }
+          if (misses > 0) { await send({ type: 'DELTA_NONE', count: misses }); misses = 0 }
+          await send(bytes === undefined ? { type: 'DONT_HAVE', id: key } : { type: 'DELTA', key, bytes })
+        }
       }
       if (misses > 0) await send({ type: 'DELTA_NONE', count: misses })
+      await flush()
       await stream.close({ signal })
     } catch (err) {
       if (err instanceof InvalidMessageError) {

@@ -68,6 +68,14 @@ export class LevelCatalog implements Catalog {
     return await this.db.get(key(PREFIX.DELTA, deltaKey))
   }
 
+  async getDeltas (deltaKeys: Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
+    const valid = deltaKeys.filter(isChunkId)
+    if (valid.length === 0) return deltaKeys.map(() => undefined)
+    const values = await this.db.getMany(valid.map(k => key(PREFIX.DELTA, k)))
+    let v = 0
+    return deltaKeys.map(k => isChunkId(k) ? values[v++] : undefined)
+  }
+
   async deleteDelta (deltaKey: Uint8Array): Promise<void> {
     if (isChunkId(deltaKey)) await this.db.del(key(PREFIX.DELTA, deltaKey))
   }

@@ -145,6 +145,8 @@ export interface Catalog {
    */
   putDelta (key: Uint8Array, bytes: Uint8Array): Promise<void>
   getDelta (key: Uint8Array): Promise<Uint8Array | undefined>
+  /** Several deltas in one read, in the order of `keys` (undefined: none). */
+  getDeltas (keys: Uint8Array[]): Promise<Array<Uint8Array | undefined>>
   /** Forgets a delta (retention: the version it starts from is pruned). Absent keys are fine. */
   deleteDelta (key: Uint8Array): Promise<void>
   /**

@@ -148,7 +148,7 @@ describe('deltas protocol', () => {
   }
   const keys = Array.from({ length: 9 }, (_, i) => chunkIdOf(Buffer.from(`delta key ${i}`)))
   const held = new Map([[toHex(keys[2]!), Buffer.from('delta two')], [toHex(keys[3]!), Buffer.from('delta three')], [toHex(keys[7]!), Buffer.from('delta seven')]])
-  const provider = { get: async (key: Uint8Array) => held.get(toHex(key)) }
+  const provider = { getMany: async (asked: Uint8Array[]) => asked.map(key => held.get(toHex(key))) }
 
   it('2.0.0 answers a run of misses with one DELTA_NONE; a 1.0.0 client still gets a DONT_HAVE per key', async () => {
     const { server, client } = await pair()
@@ -170,9 +170,39 @@ describe('deltas protocol', () => {
     }
     expect(await replies(DELTAS_PROTOCOL_2)).toEqual(['none 2', 'DELTA', 'DELTA', 'none 3', 'DELTA', 'none 1'])
     expect(await replies(DELTAS_PROTOCOL)).toEqual(['DONT_HAVE', 'DONT_HAVE', 'DELTA', 'DELTA', 'DONT_HAVE', 'DONT_HAVE', 'DONT_HAVE', 'DELTA', 'DONT_HAVE'])
-    const fetcher = new DeltaService({ libp2p: client.node, provider: { get: async () => undefined }, allowlist: client.allowlist })
+    const fetcher = new DeltaService({ libp2p: client.node, provider: { getMany: async (asked: Uint8Array[]) => asked.map(() => undefined) }, allowlist: client.allowlist })
     const got = await fetcher.fetch(server.node.peerId, keys)
     expect([...got.keys()].sort()).toEqual([...held.keys()].sort())
+  })
+
+  it('answers hundreds of keys in order, with runs of misses across lookup batches as one DELTA_NONE each', async () => {
+    const { server, client } = await pair()
+    const many = Array.from({ length: 300 }, (_, i) => chunkIdOf(Buffer.from(`many ${i}`)))
+    const holds = (i: number): boolean => i % 7 === 3 || (i >= 40 && i < 70) || i === 299
+    const stored = new Map(many.flatMap((k, i) => holds(i) ? [[toHex(k), Buffer.alloc(100 + i, i)] as const] : []))
+    const lookups: number[] = []
+    const service = new DeltaService({ libp2p: server.node, provider: { getMany: async (asked: Uint8Array[]) => { lookups.push(asked.length); return asked.map(key => stored.get(toHex(key))) } }, allowlist: server.allowlist })
+    await service.start()
+    stops.push(async () => { await service.stop() })
+
+    const lp = lpStream(await client.node.dialProtocol(server.node.peerId, DELTAS_PROTOCOL_2))
+    await lp.write(encodeMessage({ type: 'DELTA_WANT', keys: many }))
+    const got: string[] = []
+    for (let answered = 0; answered < many.length;) {
+      const msg = decodeMessage((await lp.read({ signal: AbortSignal.timeout(3000) })).subarray())
+      got.push(msg.type === 'DELTA_NONE' ? `none ${msg.count}` : msg.type === 'DELTA' ? `delta ${toHex(msg.key) === toHex(many[answered]!) ? 'in order' : 'OUT OF ORDER'} ${msg.bytes.byteLength}` : msg.type)
+      answered += msg.type === 'DELTA_NONE' ? msg.count : 1
+    }
+    const expected: string[] = []
+    let run = 0
+    for (let i = 0; i < many.length; i++) {
+      if (!holds(i)) { run++; continue }
+      if (run > 0) { expected.push(`none ${run}`); run = 0 }
+      expected.push(`delta in order ${100 + i}`)
+    }
+    expect(got).toEqual(expected)
+    expect(Math.max(...lookups)).toBeLessThanOrEqual(16)
+    expect(lookups.reduce((a, b) => a + b, 0)).toBe(300)
   })
 
   it('a DELTA_NONE covering more keys than were asked is a violation: the fetch fails and the sender is struck', async () => {
@@ -183,7 +213,7 @@ describe('deltas protocol', () => {
       if (want.type !== 'DELTA_WANT') throw new Error('expected DELTA_WANT')
       await lp.write(encodeMessage({ type: 'DELTA_NONE', count: want.keys.length + 1 }))
     })
-    const fetcher = new DeltaService({ libp2p: client.node, provider: { get: async () => undefined }, allowlist: client.allowlist, stats: client.stats, onMisbehaviour: client.stats.misbehaviourHandler() })
+    const fetcher = new DeltaService({ libp2p: client.node, provider: { getMany: async (asked: Uint8Array[]) => asked.map(() => undefined) }, allowlist: client.allowlist, stats: client.stats, onMisbehaviour: client.stats.misbehaviourHandler() })
     await expect(fetcher.fetch(server.node.peerId, keys)).rejects.toThrow(/DELTA_NONE for 10 keys, 9 unanswered/)
     expect(client.stats.get(server.node.peerId.toString()).strikes).toBe(1)
   })

@@ -348,6 +348,16 @@ describe('catalog', () => {
     expect(await s.catalog.getBlob(id)).toBeUndefined()
   })
 
+  it('reads several deltas at once, in the order asked, a malformed key answered as absent', async () => {
+    const s = await openTestStore()
+    const k = (n: number): Uint8Array => chunkIdOf(Buffer.from(`delta key ${n}`))
+    await s.catalog.putDelta(k(1), Buffer.from('one'))
+    await s.catalog.putDelta(k(3), Buffer.from('three'))
+    const got = await s.catalog.getDeltas([k(3), k(2), Buffer.from('short'), k(1)])
+    expect(got.map(v => v === undefined ? undefined : Buffer.from(v).toString())).toEqual(['three', undefined, undefined, 'one'])
+    expect(await s.catalog.getDeltas([Buffer.from('short')])).toEqual([undefined])
+  })
+
   it('lists versions in numeric seq order, one tree at a time', async () => {
     const s = await openTestStore()
     const v = (tree: string, seq: number): VersionRecord => ({ tree, seq, envelope: Buffer.from(`env-${tree}-${seq}`), state: 'complete' })
