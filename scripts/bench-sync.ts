@@ -57,7 +57,7 @@ function parseArgs (argv: string[]): Options {
           `  --size MB       tree size (default ${DEFAULT_SIZE_MB}): 60 % small files of 0..256 KiB, 40 % in 4 disk images`,
           '  --no-z          skip the rsync -z round',
           '  --profile DIR   restart the 5 agents under --cpu-prof before the v2 round (DIR/<site>/, written when they stop)',
-          '  --perf DIR      restart the publisher with --perf-basic-prof before the v2 round; perf records its publish and its serving (DIR/publish.data, DIR/serve.data)',
+          '  --perf DIR      restart the publisher and sub-1 with --perf-basic-prof before the v2 round; perf records the publish, the serving and the sync of sub-1 (DIR/publish.data, DIR/serve.data, DIR/sub-1.data; sub-1 from the end of the publish)',
           '  --keep          keep the temp dirs (agents and daemon are stopped all the same)',
           `  --write-docs    write the results into docs/benchmarks.md (default: only at --size ${DEFAULT_SIZE_MB}); --no-docs never`,
         ].join('\n'))
@@ -336,8 +336,10 @@ async function deltameshRound (publisher: Site, subs: Site[], source: string, ti
   const cpuPublished = cpuOf(pids[0] as number)
   await perfPublish?.stop()
   const perfServe = perfDir === undefined ? undefined : await startPerf(pids[0] as number, join(perfDir, 'serve.data'))
+  const perfSubscriber = perfDir === undefined ? undefined : await startPerf(pids[1] as number, join(perfDir, 'sub-1.data'))
   const results = await syncs
   await perfServe?.stop()
+  await perfSubscriber?.stop()
   const t1 = performance.now()
   const cpuAfter = pids.map(cpuOf)
   const tcp = meter?.stop()
@@ -587,12 +589,13 @@ async function main (): Promise<void> {
     done()
 
     if (o.perfDir !== undefined) {
-      // JS frames named for perf: the publisher restarted with --perf-basic-prof, then connected again
-      done = step('--perf: restarting the publisher with --perf-basic-prof')
+      // JS frames named for perf: the publisher and sub-1 restarted with --perf-basic-prof, then connected again
+      done = step('--perf: restarting the publisher and sub-1 with --perf-basic-prof')
       await mkdir(o.perfDir, { recursive: true })
-      await cluster.stop(publisher, 'SIGTERM')
-      await cluster.start(publisher, { DELTAMESH_LOG_LEVEL: 'warn' }, ['--perf-basic-prof'])
-      await waitReconnected([publisher])
+      const profiled = [publisher, subs[0] as Site]
+      for (const s of profiled) await cluster.stop(s, 'SIGTERM')
+      for (const s of profiled) await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, ['--perf-basic-prof'])
+      await waitReconnected(profiled)
       done()
     }
 
