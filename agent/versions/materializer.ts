@@ -35,6 +35,13 @@ const MAX_QUEUED_STEPS = 1024
  * bytes held at once too.
  */
 const MAX_ASSEMBLING = 32
+/**
+ * Local chunks of one file read ahead of its writes (by count and bytes): reads asked in one turn go to the
+ * index's reader worker in one message, where a large file rebuilt from the previous version's chunks (an
+ * image with bytes inserted) waited for each read, one message and one promise per chunk.
+ */
+const READ_AHEAD_CHUNKS = 16
+const READ_AHEAD_BYTES = 1024 * 1024
 
 export interface MaterializerComponents {
   index: ChunkIndex
@@ -580,16 +587,34 @@ export class Materializer {
       if (handle === undefined) { await this.dirsReady; handle = await createFile(target) }
       return handle
     }
+    // reads started ahead, by placement index (a chunk planned meanwhile wastes its read: it is dropped)
+    const reads = new Map<number, Promise<Uint8Array | undefined>>()
+    let readsUpTo = 0
+    const readAhead = (from: number): void => {
+      let bytes = 0
+      for (const r of reads.keys()) bytes += (placed[r] as PlacedChunk).size
+      for (readsUpTo = Math.max(readsUpTo, from); readsUpTo < placed.length && reads.size < READ_AHEAD_CHUNKS && bytes < READ_AHEAD_BYTES; readsUpTo++) {
+        const c = placed[readsUpTo] as PlacedChunk
+        if (this.plan.has(toHex(c.id))) continue
+        const read = index.readChunk(c.id, this.init.signal)
+        read.catch(() => {}) // one never awaited (the file failed first) must not be an unhandled rejection
+        reads.set(readsUpTo, read)
+        bytes += c.size
+      }
+    }
     try {
       const done: PlacedChunk[] = []
       let pending = 0
-      for (const c of placed) {
+      for (const [i, c] of placed.entries()) {
         this.init.signal?.throwIfAborted()
         const hex = toHex(c.id)
         if (!fresh && handle !== undefined && await this.placementDone(handle, entry.path, c)) { done.push(c); s.resumedChunks++; continue }
         const planned = this.plan.get(hex)
-        if (planned !== undefined) { planned.placements.push({ relPath: entry.path, offset: c.offset }); pending++; continue }
-        const bytes = await index.readChunk(c.id, this.init.signal)
+        if (planned !== undefined) { reads.delete(i); planned.placements.push({ relPath: entry.path, offset: c.offset }); pending++; continue }
+        if (fresh) readAhead(i)
+        const ahead = reads.get(i)
+        reads.delete(i)
+        const bytes = await (ahead ?? index.readChunk(c.id, this.init.signal))
         if (bytes === undefined) {
           // another file being assembled may have planned the same chunk while we looked
           const meanwhile = this.plan.get(hex)
@@ -608,6 +633,8 @@ export class Materializer {
       else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, pending, created: handle !== undefined })
       if (done.length > 0 || !fresh) await this.recordFile(entry.path, done, false)
     } finally {
+      // reads still ahead land before the file is given up (their bytes are dropped)
+      await Promise.allSettled(reads.values())
       await handle?.close()
     }
   }

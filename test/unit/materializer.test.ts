@@ -269,6 +269,39 @@ describe('Materializer', () => {
     expect((await verifyVersion(w.store.catalog, TREE, 1)).problems).toEqual([])
   })
 
+  it('a large file rebuilt from local chunks read ahead, with missing and repeated chunks among them, plans exactly the missing ones', async () => {
+    const w = await makeWorld()
+    const blocks = Array.from({ length: 60 }, () => randomBytes(BLOCK))
+    await put(join(w.src, 'image.bin'), Buffer.concat(blocks), 0o644, T0)
+    await setDirTimes(w.src)
+    await materializeLocal({ index: w.store.index, catalog: w.store.catalog, home: w.home }, await buildInit(w, 1))
+
+    // v2: four blocks new (nobody here has them: the source file is not indexed), one new block twice, an old one twice
+    const next = [...blocks]
+    for (const i of [5, 20, 21, 40]) next[i] = randomBytes(BLOCK)
+    next[55] = next[20] as Buffer
+    next[50] = blocks[2] as Buffer
+    const image = Buffer.concat(next)
+    await put(join(w.src, 'image.bin'), image, 0o644, T0 + 1)
+    await setDirTimes(w.src)
+    await w.store.index.removeFile(w.sourceRoot.id, 'image.bin')
+    const published = await w.publish(2, { skipIndex: path => path === 'image.bin' })
+    const m = new Materializer({ index: w.store.index, catalog: w.store.catalog, home: w.home }, {
+      tree: TREE, seq: 2, entries: published.entries, envelope: published.envelope, previous: await previousOf(w, 1),
+    })
+    const plan = await m.prepare()
+    expect(plan.map(c => c.placements.map(p => p.offset / BLOCK))).toEqual(expect.arrayContaining([[5], [20, 55], [21], [40]]))
+    expect(plan).toHaveLength(4)
+    expect(m.stats.localChunks).toBe(60 - 5)
+    for (const c of plan) {
+      const at = (c.placements[0] as { offset: number }).offset
+      expect(await m.fill(c.id, image.subarray(at, at + c.size))).toBe(true)
+    }
+    await m.finalize()
+    expect((await readFile(join(w.home.versionDir(TREE, 2), 'image.bin'))).equals(image)).toBe(true)
+    expect((await readFile(join(w.home.versionDir(TREE, 1), 'image.bin'))).equals(Buffer.concat(blocks))).toBe(true)
+  })
+
   it('a file made only of fetched chunks is created by the fill() that brings one, and finished (mode, mtime) by its last', async () => {
     const w = await makeWorld()
     const two = randomBytes(2 * BLOCK)
