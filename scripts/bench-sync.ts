@@ -37,16 +37,17 @@ const here = dirname(fileURLToPath(import.meta.url))
 /** Repository root, whether this runs from dist/scripts or (tsx) from scripts/. */
 const REPO = basename(dirname(here)) === 'dist' ? resolve(here, '..', '..') : resolve(here, '..')
 
-interface Options { sizeMB: number, z: boolean, keep: boolean, profileDir?: string, perfDir?: string, docs: 'auto' | 'yes' | 'no' }
+interface Options { sizeMB: number, z: boolean, keep: boolean, logs: boolean, profileDir?: string, perfDir?: string, docs: 'auto' | 'yes' | 'no' }
 
 function parseArgs (argv: string[]): Options {
-  const o: Options = { sizeMB: DEFAULT_SIZE_MB, z: true, keep: false, docs: 'auto' }
+  const o: Options = { sizeMB: DEFAULT_SIZE_MB, z: true, keep: false, logs: false, docs: 'auto' }
   for (let i = 0; i < argv.length; i++) {
     const value = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`${argv[i - 1]} needs a value`); return v }
     switch (argv[i]) {
       case '--size': o.sizeMB = Number(value()); break
       case '--no-z': o.z = false; break
       case '--keep': o.keep = true; break
+      case '--logs': o.logs = true; break
       case '--profile': o.profileDir = resolve(value()); break
       case '--perf': o.perfDir = resolve(value()); break
       case '--write-docs': o.docs = 'yes'; break
@@ -59,6 +60,7 @@ function parseArgs (argv: string[]): Options {
           '  --profile DIR   restart the 5 agents under --cpu-prof before the v2 round (DIR/<site>/, written when they stop)',
           '  --perf DIR      restart the publisher and sub-1 with --perf-basic-prof before the v2 round; perf records the publish, the serving and the sync of sub-1 (DIR/publish.data, DIR/serve.data, DIR/sub-1.data; sub-1 from the end of the publish)',
           '  --keep          keep the temp dirs (agents and daemon are stopped all the same)',
+          '  --logs          print the info log lines of the publisher and sub-1 for the v2 round',
           `  --write-docs    write the results into docs/benchmarks.md (default: only at --size ${DEFAULT_SIZE_MB}); --no-docs never`,
         ].join('\n'))
         process.exit(0)
@@ -644,8 +646,12 @@ async function main (): Promise<void> {
     done()
 
     done = step('deltamesh: publisher publishes v2, 4 subscribers sync it')
+    // the agents log at info unless restarted for --perf or --profile; keep only this round's lines
+    const logged = [publisher, subs[0] as Site]
+    if (o.logs) for (const s of logged) s.log = ''
     const dm = await deltameshRound(publisher, subs, source, timeoutMs, o.perfDir)
     done()
+    if (o.logs) for (const s of logged) console.log(`\n${s.name} log of the v2 round:\n${s.log.trimEnd()}\n`)
     if (dm.results.some(r => r.seq !== dm.publish.seq)) throw new Error(`subscribers synced seq ${dm.results.map(r => r.seq).join(',')}, expected ${dm.publish.seq}`)
     done = step('checking the 4 subscribers hold v2 exactly')
     for (const [i, m] of mirrors.entries()) await expectSame(`subscriber ${i + 1} at v2`, m, v2)

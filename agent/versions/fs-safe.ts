@@ -109,6 +109,21 @@ export async function writeAt (handle: FileHandle, bytes: Uint8Array, offset: nu
   }
 }
 
+/** Writes `buffers` back to back from `offset`: one writev for a run of chunks (a short write is finished by writeAt). */
+export async function writevAt (handle: FileHandle, buffers: Uint8Array[], offset: number): Promise<void> {
+  let total = 0
+  for (const b of buffers) total += b.byteLength
+  const { bytesWritten } = await handle.writev(buffers, offset)
+  if (bytesWritten === total) return
+  let skip = bytesWritten
+  let at = offset
+  for (const b of buffers) {
+    if (skip < b.byteLength) await writeAt(handle, b.subarray(skip), at + skip)
+    skip = Math.max(0, skip - b.byteLength)
+    at += b.byteLength
+  }
+}
+
 export async function fsyncDir (path: string): Promise<void> {
   const handle = await openDir(path)
   try { await handle.sync() } finally { await handle.close() }

@@ -9,7 +9,7 @@ import type { HomeLayout } from '../home.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { Catalog, ChunkIndex, PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
 import { MaterializerStateError, StagingError } from './errors.js'
-import { createFile, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt } from './fs-safe.js'
+import { createFile, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt, writevAt } from './fs-safe.js'
 import { sharedFsBatch, type FsBatch } from './fs-batch.js'
 import { finalizeVersion, finishOpenFile, wrapError, type BuildContext } from './install.js'
 import type { SyncFs } from './durability.js'
@@ -602,6 +602,14 @@ export class Materializer {
         bytes += c.size
       }
     }
+    // local chunks that follow each other in the file, written together (one writev per run, up to 1 MiB)
+    let run: { offset: number, end: number, buffers: Uint8Array[] } | undefined
+    const writeRun = async (): Promise<void> => {
+      if (run === undefined) return
+      const { offset, buffers } = run
+      run = undefined
+      await writevAt(await open(), buffers, offset)
+    }
     try {
       const done: PlacedChunk[] = []
       let pending = 0
@@ -624,11 +632,15 @@ export class Materializer {
           continue
         }
         if (bytes.byteLength !== c.size) throw new StagingError({ ...this.context(), path: entry.path }, `index returned ${bytes.byteLength} bytes for a ${c.size}-byte chunk`)
-        await writeAt(await open(), bytes, c.offset)
+        if (run !== undefined && (run.end !== c.offset || run.end - run.offset >= READ_AHEAD_BYTES)) await writeRun()
+        if (run === undefined) run = { offset: c.offset, end: c.offset, buffers: [] }
+        run.buffers.push(bytes)
+        run.end += c.size
         done.push(c)
         s.localChunks++
         s.localBytes += c.size
       }
+      await writeRun()
       if (pending === 0) await finishOpenFile(await open(), entry)
       else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, pending, created: handle !== undefined })
       if (done.length > 0 || !fresh) await this.recordFile(entry.path, done, false)

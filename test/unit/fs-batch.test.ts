@@ -1,10 +1,10 @@
-import { lstat, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, open, readFile, rm, symlink, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { FsBatch, FsWorkerError } from '../../agent/versions/fs-batch.js'
-import { timeOf } from '../../agent/versions/fs-safe.js'
+import { timeOf, writevAt } from '../../agent/versions/fs-safe.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 
 const dirs: string[] = []
@@ -149,5 +149,29 @@ describe('FsBatch', () => {
     await symlink(path, join(dir, 'link'))
     await expect(fs.run({ ...piece(0, 4000), path: join(dir, 'link') })).rejects.toHaveProperty('code', 'ELOOP')
     await expect(fs.run({ ...piece(0, 4000), path: join(dir, 'gone') })).rejects.toHaveProperty('code', 'ENOENT')
+  })
+})
+
+describe('writevAt', () => {
+  it('writes a run of buffers back to back, and finishes a short writev buffer by buffer', async () => {
+    const file = Buffer.alloc(40)
+    const parts = [Buffer.alloc(10, 'a'), Buffer.alloc(10, 'b'), Buffer.alloc(10, 'c')]
+    let writevs = 0
+    const handle = {
+      // the kernel took 14 bytes of the 30: the rest must follow, each byte at its own offset
+      writev: async (buffers: Uint8Array[], position: number) => { writevs++; Buffer.concat(buffers).copy(file, position, 0, 14); return { bytesWritten: 14, buffers } },
+      write: async (b: Uint8Array, offset: number, length: number, position: number) => { Buffer.from(b.buffer, b.byteOffset + offset, length).copy(file, position); return { bytesWritten: length, buffer: b } },
+    } as unknown as FileHandle
+    await writevAt(handle, parts, 5)
+    expect(writevs).toBe(1)
+    expect(file.toString('latin1')).toBe(`${'\0'.repeat(5)}${'a'.repeat(10)}${'b'.repeat(10)}${'c'.repeat(10)}${'\0'.repeat(5)}`)
+
+    const dir = await mkdtemp(join(tmpdir(), 'deltamesh-writev-'))
+    try {
+      const real = await open(join(dir, 'f'), 'w+')
+      await writevAt(real, parts, 3)
+      await real.close()
+      expect((await readFile(join(dir, 'f'))).toString('latin1')).toBe(`${'\0'.repeat(3)}${'a'.repeat(10)}${'b'.repeat(10)}${'c'.repeat(10)}`)
+    } finally { await rm(dir, { recursive: true, force: true }) }
   })
 })

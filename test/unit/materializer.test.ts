@@ -277,10 +277,10 @@ describe('Materializer', () => {
     await materializeLocal({ index: w.store.index, catalog: w.store.catalog, home: w.home }, await buildInit(w, 1))
 
     // v2: four blocks new (nobody here has them: the source file is not indexed), one new block twice, an old one twice
-    const next = [...blocks]
+    const next: Buffer[] = [...blocks]
     for (const i of [5, 20, 21, 40]) next[i] = randomBytes(BLOCK)
-    next[55] = next[20] as Buffer
-    next[50] = blocks[2] as Buffer
+    next[55] = next[20]!
+    next[50] = blocks[2]!
     const image = Buffer.concat(next)
     await put(join(w.src, 'image.bin'), image, 0o644, T0 + 1)
     await setDirTimes(w.src)
