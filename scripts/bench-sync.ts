@@ -60,7 +60,7 @@ function parseArgs (argv: string[]): Options {
           '  --profile DIR   restart the 5 agents under --cpu-prof before the v2 round (DIR/<site>/, written when they stop)',
           '  --perf DIR      restart the publisher and sub-1 with --perf-basic-prof before the v2 round; perf records the publish, the serving and the sync of sub-1 (DIR/publish.data, DIR/serve.data, DIR/sub-1.data; sub-1 from the end of the publish)',
           '  --keep          keep the temp dirs (agents and daemon are stopped all the same)',
-          '  --logs          print the info log lines of the publisher and sub-1 for the v2 round',
+          '  --logs          publisher and sub-1 log at info; their lines of the v2 round are printed',
           `  --write-docs    write the results into docs/benchmarks.md (default: only at --size ${DEFAULT_SIZE_MB}); --no-docs never`,
         ].join('\n'))
         process.exit(0)
@@ -580,7 +580,9 @@ async function main (): Promise<void> {
     const subs: Site[] = []
     for (let i = 1; i <= SUBSCRIBERS; i++) subs.push(await cluster.addSite(`sub-${i}`))
     await cluster.wire(TREE, publisher)
-    for (const s of [publisher, ...subs]) await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' })
+    // info lines only for --logs (publisher and sub-1): writing them costs CPU the figures would include
+    const logLevel = (s: Site): string => o.logs && (s === publisher || s === subs[0]) ? 'info' : 'warn'
+    for (const s of [publisher, ...subs]) await cluster.start(s, { DELTAMESH_LOG_LEVEL: logLevel(s) })
     const mirrors = subs.map(s => join(cluster!.dir, `${s.name}-mirror`))
     for (const [i, s] of subs.entries()) await (await api(s)).subscribe({ tree: TREE, to: mirrors[i] as string })
     const v1Published = await (await api(publisher)).publish({ tree: TREE, source, label: 'v1' })
@@ -596,7 +598,7 @@ async function main (): Promise<void> {
       await mkdir(o.perfDir, { recursive: true })
       const profiled = [publisher, subs[0] as Site]
       for (const s of profiled) await cluster.stop(s, 'SIGTERM')
-      for (const s of profiled) await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, ['--perf-basic-prof'])
+      for (const s of profiled) await cluster.start(s, { DELTAMESH_LOG_LEVEL: logLevel(s) }, ['--perf-basic-prof'])
       await waitReconnected(profiled)
       done()
     }
@@ -606,7 +608,7 @@ async function main (): Promise<void> {
       done = step('--profile: restarting the 5 agents with --cpu-prof')
       const profileDir = o.profileDir
       for (const s of [publisher, ...subs]) await cluster.stop(s, 'SIGTERM')
-      for (const s of [publisher, ...subs]) await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, s.name)}`])
+      for (const s of [publisher, ...subs]) await cluster.start(s, { DELTAMESH_LOG_LEVEL: logLevel(s) }, ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, s.name)}`])
       await waitReconnected([publisher, ...subs])
       done()
     }
@@ -646,7 +648,7 @@ async function main (): Promise<void> {
     done()
 
     done = step('deltamesh: publisher publishes v2, 4 subscribers sync it')
-    // the agents log at info unless restarted for --perf or --profile; keep only this round's lines
+    // keep only this round's lines
     const logged = [publisher, subs[0] as Site]
     if (o.logs) for (const s of logged) s.log = ''
     const dm = await deltameshRound(publisher, subs, source, timeoutMs, o.perfDir)
