@@ -86,7 +86,8 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
 
   const { root, created: freshRoot } = await sourceRoot(o.index, source, tree)
   const writer = new ManifestWriter({ chunking: o.chunking })
-  const manifestParts: Uint8Array[] = [writer.start()]
+  const manifestBytes = new GrowingBytes()
+  manifestBytes.append(writer.start())
   const seen = new Set<string>()
   const countedChunks = new Set<string>()
   const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, verifiedFiles: 0, warnings: 0 }
@@ -121,7 +122,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
 
   for await (const item of scanTree(source, { chunkFile: o.chunkFile, verifyFile: o.verifyFile, cache, signal: o.signal, onWarning, now: o.now })) {
-    manifestParts.push(writer.write(item.entry))
+    manifestBytes.append(writer.write(item.entry))
     const file = item.file
     if (file === undefined) continue
     seen.add(file.entry.path)
@@ -166,7 +167,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   await o.catalog.pruneScanCache(cacheKey, relPath => { if (seen.has(relPath)) return true; gone.push(relPath); return false })
   for (const relPath of gone) await o.index.removeFile(root.id, relPath)
 
-  const manifest = Buffer.concat(manifestParts)
+  const manifest = manifestBytes.take()
   stats.manifestBytes = manifest.byteLength
   const manifestChunks = chunkBytes(manifest, o.chunking)
   for (const c of manifestChunks) await o.catalog.putBlob(c.id, manifest.subarray(c.offset, c.offset + c.size))
@@ -218,6 +219,30 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
   log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, cachedFiles: stats.cachedFiles, verifiedFiles: stats.verifiedFiles, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')
   return { envelope, rootHex: toHex(rootHash), stats, deltas }
+}
+
+/**
+ * The manifest as it is written: one buffer, doubled when full. A Uint8Array per entry (each with its own
+ * ArrayBuffer) held ~250 bytes per file until the end of the scan — 50 MB for 200,000 files.
+ */
+class GrowingBytes {
+  private buffer = Buffer.allocUnsafe(64 * 1024)
+  private length = 0
+
+  append (bytes: Uint8Array): void {
+    if (this.length + bytes.byteLength > this.buffer.byteLength) {
+      const bigger = Buffer.allocUnsafe(Math.max(2 * this.buffer.byteLength, this.length + bytes.byteLength))
+      this.buffer.copy(bigger, 0, 0, this.length)
+      this.buffer = bigger
+    }
+    this.buffer.set(bytes, this.length)
+    this.length += bytes.byteLength
+  }
+
+  /** The bytes appended (a view: append no more). */
+  take (): Buffer {
+    return this.buffer.subarray(0, this.length)
+  }
 }
 
 /** A scan cache entry that never matches a file (no inode is -1): it only records that the path was published. */
