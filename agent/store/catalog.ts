@@ -91,6 +91,25 @@ export class LevelCatalog implements Catalog {
     return await this.db.get(key(PREFIX.SIG, id))
   }
 
+  async getSignatures (ids: ChunkId[]): Promise<Array<Uint8Array | undefined>> {
+    const valid = ids.filter(isChunkId)
+    if (valid.length === 0) return ids.map(() => undefined)
+    const values = await this.db.getMany(valid.map(id => key(PREFIX.SIG, id)))
+    let v = 0
+    return ids.map(id => isChunkId(id) ? values[v++] : undefined)
+  }
+
+  async putSignatures (entries: Array<[ChunkId, Uint8Array]>): Promise<void> {
+    if (entries.length === 0) return
+    const batch = this.db.batch()
+    for (const [id, signature] of entries) {
+      if (!isChunkId(id)) throw new TypeError(`Chunk id must be ${CHUNK_ID_BYTES} bytes`)
+      if (signature.byteLength > MAX_SIGNATURE_BYTES) throw new LimitExceededError('signature size', signature.byteLength, MAX_SIGNATURE_BYTES)
+      batch.put(key(PREFIX.SIG, id), Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength))
+    }
+    await batch.write()
+  }
+
   async deleteSignature (id: ChunkId): Promise<void> {
     if (isChunkId(id)) await this.db.del(key(PREFIX.SIG, id))
   }

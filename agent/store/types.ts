@@ -155,6 +155,10 @@ export interface Catalog {
    */
   putSignature (id: ChunkId, signature: Uint8Array): Promise<void>
   getSignature (id: ChunkId): Promise<Uint8Array | undefined>
+  /** Several in one read, in the order of `ids` (undefined: none). */
+  getSignatures (ids: ChunkId[]): Promise<Array<Uint8Array | undefined>>
+  /** Several in one write. */
+  putSignatures (entries: Array<[ChunkId, Uint8Array]>): Promise<void>
   deleteSignature (id: ChunkId): Promise<void>
 
   putTree (tree: TreeRecord): Promise<void>

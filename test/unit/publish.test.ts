@@ -17,6 +17,8 @@ import { PREFIX, key } from '../../agent/store/db.js'
 import { openStore, type Store } from '../../agent/store/index.js'
 import { verifyVersion } from '../../agent/verify.js'
 import { readManifestEntries } from '../../agent/versions/manifest-io.js'
+import { storeSignatures } from '../../agent/delta/signatures.js'
+import { signatureOf } from '../../protocol/signature-delta.js'
 
 // publishVersion against a real LevelDB and real files: the rescan is stat-only, changes are seen (even
 // with mtime and size restored), deletions leave the index, symlinks are recorded and never followed,
@@ -368,6 +370,30 @@ describe('publishVersion: small-file deltas', () => {
     await writeFile(join(v1, 'a.c'), text('a', 400).replace('line 7 ', 'line seven '))
     const result = await publish()
     expect(result.deltas).toMatchObject({ candidates: 1, stored: 0, baseUnavailable: 1, baseFromRealPath: 0, fromSignatures: 0 })
+  })
+
+  it('signs files in batches: each chunk once, a file changed since it was chunked skipped, nothing signed twice', async () => {
+    await mkdir(src)
+    const files = new Map<string, { size: number, chunks: Array<{ id: Uint8Array, size: number }> }>()
+    // 150 files (more than one batch); f-9 holds f-8's bytes (same batch), f-70 f-7's (the next batch); f-100
+    // changes after it was chunked
+    const twin: Record<number, number> = { 9: 8, 70: 7 }
+    for (let i = 0; i < 150; i++) {
+      const path = `f-${i}`
+      const seed = twin[i] ?? i
+      await writeFile(join(src, path), pseudoRandomBytes(`sig ${seed}`, 6000 + seed))
+      const chunks = await chunkFile(join(src, path), DEFAULT_CHUNKING)
+      files.set(path, { size: chunks.reduce((n, c) => n + c.size, 0), chunks })
+    }
+    await writeFile(join(src, 'f-100'), pseudoRandomBytes('changed', 6100))
+    const first = await storeSignatures({ source: src, files, catalog: store.catalog })
+    expect(first).toMatchObject({ files: 147, chunks: 147, unreadable: 1 })
+    for (const [path, f] of files) {
+      const signature = await store.catalog.getSignature(f.chunks[0]!.id)
+      if (path === 'f-100') { expect(signature).toBeUndefined(); continue }
+      expect(Buffer.from(signature!).equals(Buffer.from(signatureOf(await readFile(join(src, path)))))).toBe(true)
+    }
+    expect(await storeSignatures({ source: src, files, catalog: store.catalog })).toMatchObject({ files: 0, chunks: 0, unreadable: 1 })
   })
 })
 
