@@ -116,15 +116,12 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
 }
 
 /** Each chunk's size and stored signature (empty below a block), or undefined if one is missing. */
-async function signaturesOf (catalog: Pick<Catalog, 'getSignature'>, chunks: ChunkRef[]): Promise<Array<{ size: number, signature: Uint8Array }> | undefined> {
-  const out: Array<{ size: number, signature: Uint8Array }> = []
-  for (const c of chunks) {
-    if (c.size < SIG_BLOCK) { out.push({ size: c.size, signature: new Uint8Array(0) }); continue }
-    const signature = await catalog.getSignature(c.id)
-    if (signature === undefined) return undefined
-    out.push({ size: c.size, signature })
-  }
-  return out
+async function signaturesOf (catalog: Pick<Catalog, 'getSignatures'>, chunks: ChunkRef[]): Promise<Array<{ size: number, signature: Uint8Array }> | undefined> {
+  const signed = chunks.filter(c => c.size >= SIG_BLOCK)
+  const stored = await catalog.getSignatures(signed.map(c => c.id))
+  if (stored.some(s => s === undefined)) return undefined
+  let k = 0
+  return chunks.map(c => ({ size: c.size, signature: c.size < SIG_BLOCK ? new Uint8Array(0) : stored[k++] as Uint8Array }))
 }
 
 function sameChunks (a: ManifestEntry & { type: 'file' }, b: ChunkRef[]): boolean {

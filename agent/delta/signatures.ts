@@ -16,6 +16,8 @@ export interface SignatureStats { files: number, chunks: number, bytes: number, 
 /** Files under this size get no signatures: a delta could save at most a block or two of them. */
 const MIN_FILE_BYTES = 4 * SIG_BLOCK
 
+/** Signatures deleted in one write. */
+const FORGET_BATCH = 1024
 /** Files whose chunks are looked up in one database read and whose signatures are stored in one write. */
 const SIGN_BATCH = 64
 /** Files of a batch read at once (each at most MAX_DELTA_TARGET_BYTES: bounds the memory). */
@@ -87,12 +89,15 @@ async function signBatch (batch: SignedFile[], o: { source: string, catalog: Pic
 }
 
 /** Forgets the signatures of `chunks` except those in `keep` (hex ids): they can no longer be a delta base. */
-export async function forgetSignatures (catalog: Pick<Catalog, 'deleteSignature'>, chunks: Iterable<ChunkId>, keep: Set<string>): Promise<number> {
+export async function forgetSignatures (catalog: Pick<Catalog, 'deleteSignatures'>, chunks: Iterable<ChunkId>, keep: Set<string>): Promise<number> {
+  let batch: ChunkId[] = []
   let n = 0
   for (const id of chunks) {
     if (keep.has(toHex(id))) continue
-    await catalog.deleteSignature(id)
+    batch.push(id)
     n++
+    if (batch.length >= FORGET_BATCH) { await catalog.deleteSignatures(batch); batch = [] }
   }
+  await catalog.deleteSignatures(batch)
   return n
 }

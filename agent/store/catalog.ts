@@ -114,6 +114,14 @@ export class LevelCatalog implements Catalog {
     if (isChunkId(id)) await this.db.del(key(PREFIX.SIG, id))
   }
 
+  async deleteSignatures (ids: ChunkId[]): Promise<void> {
+    const valid = ids.filter(isChunkId)
+    if (valid.length === 0) return
+    const batch = this.db.batch()
+    for (const id of valid) batch.del(key(PREFIX.SIG, id))
+    await batch.write()
+  }
+
   async putTree (tree: TreeRecord): Promise<void> {
     await this.db.put(key(PREFIX.TREE, validateTreeName(tree.name)), encodeJson(tree))
   }

@@ -160,6 +160,8 @@ export interface Catalog {
   /** Several in one write. */
   putSignatures (entries: Array<[ChunkId, Uint8Array]>): Promise<void>
   deleteSignature (id: ChunkId): Promise<void>
+  /** Several in one write; absent ids are fine. */
+  deleteSignatures (ids: ChunkId[]): Promise<void>
 
   putTree (tree: TreeRecord): Promise<void>
   getTree (name: string): Promise<TreeRecord | undefined>
