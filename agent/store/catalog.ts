@@ -69,11 +69,7 @@ export class LevelCatalog implements Catalog {
   }
 
   async getDeltas (deltaKeys: Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
-    const valid = deltaKeys.filter(isChunkId)
-    if (valid.length === 0) return deltaKeys.map(() => undefined)
-    const values = await this.db.getMany(valid.map(k => key(PREFIX.DELTA, k)))
-    let v = 0
-    return deltaKeys.map(k => isChunkId(k) ? values[v++] : undefined)
+    return await this.getManyById(PREFIX.DELTA, deltaKeys)
   }
 
   async deleteDelta (deltaKey: Uint8Array): Promise<void> {
@@ -92,9 +88,14 @@ export class LevelCatalog implements Catalog {
   }
 
   async getSignatures (ids: ChunkId[]): Promise<Array<Uint8Array | undefined>> {
+    return await this.getManyById(PREFIX.SIG, ids)
+  }
+
+  /** Values under `prefix` for 32-byte ids, in one read and in their order; a malformed id reads as absent. */
+  private async getManyById (prefix: number, ids: Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
     const valid = ids.filter(isChunkId)
     if (valid.length === 0) return ids.map(() => undefined)
-    const values = await this.db.getMany(valid.map(id => key(PREFIX.SIG, id)))
+    const values = await this.db.getMany(valid.map(id => key(prefix, id)))
     let v = 0
     return ids.map(id => isChunkId(id) ? values[v++] : undefined)
   }
