@@ -47,6 +47,15 @@ function prefixed (parts: Uint8Array[], payloadBytes: number): EncodedFrame {
   return { frame, payloadBytes }
 }
 
+/** Several frames as one piece of the stream (one write: one yamux and one Noise frame on the way out). */
+export function joinFrames (frames: EncodedFrame[]): EncodedFrame {
+  if (frames.length === 1) return frames[0] as EncodedFrame
+  let wire = 0
+  let payloadBytes = 0
+  for (const f of frames) { wire += f.frame.byteLength; payloadBytes += f.payloadBytes }
+  return { frame: Buffer.concat(frames.map(f => f.frame), wire), payloadBytes }
+}
+
 export function encodeFrame (msg: Message): EncodedFrame {
   const split = splitTrailingBytes(msg)
   if (split !== undefined && split.tail.byteLength >= MIN_SPLICED_BYTES) {

@@ -10,6 +10,7 @@ import {
   MAX_INBOUND_CHUNK_STREAMS_PER_PEER, MAX_OUTSTANDING_WANTS, MAX_REQUEST_FRAME_BYTES,
 } from '../../protocol/wire-limits.js'
 import { FrameStream, Notifier, type EncodedFrame } from './frames.js'
+import { joinFrames } from '../../protocol/frame-encode.js'
 import { CompressionPolicy } from './compression-policy.js'
 import type { BlockMessage, BlocksMessage, Message } from '../../protocol/messages.js'
 import { ProtocolViolationError } from './errors.js'
@@ -278,9 +279,8 @@ export class ChunkServer {
    */
   private async sendAll (peer: string, frames: FrameStream, msgs: Array<BlockMessage | BlocksMessage>, signal: AbortSignal): Promise<void> {
     const encoded = msgs.map(m => frames.encode(m))
-    const wire = encoded.reduce((n, e) => n + e.frame.byteLength, 0)
-    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, wire, signal)
-    const one = encoded.length === 1 ? encoded[0] as EncodedFrame : { frame: Buffer.concat(encoded.map(e => e.frame), wire), payloadBytes: encoded.reduce((n, e) => n + e.payloadBytes, 0) }
+    const one = joinFrames(encoded)
+    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, one.frame.byteLength, signal)
     await frames.writeEncoded(one, signal)
     msgs.forEach((m, i) => {
       this.components.stats?.served(peer, (encoded[i] as EncodedFrame).payloadBytes, m.type === 'BLOCKS' ? m.entries.reduce((t, e) => t + e.size, 0) : m.bytes.byteLength)

@@ -10,6 +10,7 @@ import { InvalidMessageError } from '../../protocol/errors.js'
 import type { Message } from '../../protocol/messages.js'
 import { MAX_DELTA_FRAME_BYTES, MAX_DELTA_WANTS, MAX_REQUEST_FRAME_BYTES } from '../../protocol/wire-limits.js'
 import { FrameStream, type EncodedFrame } from './frames.js'
+import { joinFrames } from '../../protocol/frame-encode.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
 
@@ -89,7 +90,7 @@ export class DeltaService {
       let pendingBytes = 0
       const flush = async (): Promise<void> => {
         if (pending.length === 0) return
-        const together = pending.length === 1 ? pending[0] as EncodedFrame : { frame: Buffer.concat(pending.map(e => e.frame), pendingBytes), payloadBytes: pending.reduce((n, e) => n + e.payloadBytes, 0) }
+        const together = joinFrames(pending)
         pending = []
         pendingBytes = 0
         await this.components.provider.pace?.(peer, together.frame.byteLength, signal)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { encodeUvarint } from '../../protocol/codec.js'
-import { encodeFrame } from '../../protocol/frame-encode.js'
+import { encodeFrame, joinFrames } from '../../protocol/frame-encode.js'
 import { MAX_CHUNK_SIZE } from '../../protocol/limits.js'
 import { decodeMessage, encodeMessage, type Message } from '../../protocol/messages.js'
 import { MAX_BATCH_RAW_BYTES, MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
@@ -43,5 +43,16 @@ describe('encodeFrame', () => {
     const decoded = decodeMessage(frame.subarray(frame.byteLength - payloadBytes))
     expect(decoded.type).toBe('BLOCK')
     expect(decoded.type === 'BLOCK' && Buffer.from(decoded.bytes).equals(Buffer.from(block.bytes))).toBe(true)
+  })
+})
+
+describe('joinFrames', () => {
+  it('puts frames back to back as one piece, payloads counted together; one frame is returned as it is', () => {
+    const msgs: Message[] = [{ type: 'DELTA_NONE', count: 3 }, { type: 'DELTA', key: chunkIdOf(bytesOf(5)), bytes: bytesOf(2000) }, { type: 'DONT_HAVE', id: chunkIdOf(bytesOf(6)) }]
+    const frames = msgs.map(encodeFrame)
+    const joined = joinFrames(frames)
+    expect(Buffer.from(joined.frame).equals(Buffer.concat(msgs.map(plainFrame)))).toBe(true)
+    expect(joined.payloadBytes).toBe(frames.reduce((n, f) => n + f.payloadBytes, 0))
+    expect(joinFrames([frames[0]!])).toBe(frames[0])
   })
 })
