@@ -77,9 +77,7 @@ export class LevelCatalog implements Catalog {
   }
 
   async putSignature (id: ChunkId, signature: Uint8Array): Promise<void> {
-    if (!isChunkId(id)) throw new TypeError(`Chunk id must be ${CHUNK_ID_BYTES} bytes`)
-    if (signature.byteLength > MAX_SIGNATURE_BYTES) throw new LimitExceededError('signature size', signature.byteLength, MAX_SIGNATURE_BYTES)
-    await this.db.put(key(PREFIX.SIG, id), Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength))
+    await this.db.put(...signatureRecord(id, signature))
   }
 
   async getSignature (id: ChunkId): Promise<Uint8Array | undefined> {
@@ -103,11 +101,7 @@ export class LevelCatalog implements Catalog {
   async putSignatures (entries: Array<[ChunkId, Uint8Array]>): Promise<void> {
     if (entries.length === 0) return
     const batch = this.db.batch()
-    for (const [id, signature] of entries) {
-      if (!isChunkId(id)) throw new TypeError(`Chunk id must be ${CHUNK_ID_BYTES} bytes`)
-      if (signature.byteLength > MAX_SIGNATURE_BYTES) throw new LimitExceededError('signature size', signature.byteLength, MAX_SIGNATURE_BYTES)
-      batch.put(key(PREFIX.SIG, id), Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength))
-    }
+    for (const [id, signature] of entries) batch.put(...signatureRecord(id, signature))
     await batch.write()
   }
 
@@ -225,6 +219,13 @@ function versionKey (tree: string, seq: number): Buffer {
 
 function scanPrefix (sourcePath: string): Buffer {
   return key(PREFIX.SCAN, noNul('source path', sourcePath), NUL)
+}
+
+/** The database key and value of a chunk's signature, checked (a malformed id or an oversize signature throws). */
+function signatureRecord (id: ChunkId, signature: Uint8Array): [Buffer, Buffer] {
+  if (!isChunkId(id)) throw new TypeError(`Chunk id must be ${CHUNK_ID_BYTES} bytes`)
+  if (signature.byteLength > MAX_SIGNATURE_BYTES) throw new LimitExceededError('signature size', signature.byteLength, MAX_SIGNATURE_BYTES)
+  return [key(PREFIX.SIG, id), Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength)]
 }
 
 function scanKey (sourcePath: string, relPath: string): Buffer {

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { MAX_CHUNK_SIZE } from '../../protocol/limits.js'
+import { signatureBytes } from '../../protocol/signature-delta.js'
 import { openStore, type Store } from '../../agent/store/index.js'
 import { PREFIX, range } from '../../agent/store/db.js'
 import { fileToLoc, locToFile } from '../../agent/store/location-keys.js'
@@ -356,6 +357,21 @@ describe('catalog', () => {
     const got = await s.catalog.getDeltas([k(3), k(2), Buffer.from('short'), k(1)])
     expect(got.map(v => v === undefined ? undefined : Buffer.from(v).toString())).toEqual(['three', undefined, undefined, 'one'])
     expect(await s.catalog.getDeltas([Buffer.from('short')])).toEqual([undefined])
+  })
+
+  it('signatures: one or many stored alike; a malformed id or an oversize signature is refused and a batch holding one writes nothing', async () => {
+    const s = await openTestStore()
+    const id = (n: number): Uint8Array => chunkIdOf(Buffer.from(`signed ${n}`))
+    const limit = signatureBytes(MAX_CHUNK_SIZE)
+    await s.catalog.putSignature(id(1), Buffer.from('one'))
+    await s.catalog.putSignatures([[id(2), Buffer.from('two')], [id(3), Buffer.from('three')]])
+    expect((await s.catalog.getSignatures([id(3), id(1), id(2)])).map(v => Buffer.from(v!).toString())).toEqual(['three', 'one', 'two'])
+    await expect(s.catalog.putSignature(Buffer.from('short'), Buffer.from('x'))).rejects.toThrow(TypeError)
+    await expect(s.catalog.putSignature(id(4), Buffer.alloc(limit + 1))).rejects.toHaveProperty('name', 'LimitExceededError')
+    await expect(s.catalog.putSignatures([[id(5), Buffer.from('five')], [id(6), Buffer.alloc(limit + 1)]])).rejects.toHaveProperty('name', 'LimitExceededError')
+    expect(await s.catalog.getSignatures([id(4), id(5), id(6)])).toEqual([undefined, undefined, undefined])
+    await s.catalog.deleteSignatures([id(1), id(3), Buffer.from('short')])
+    expect((await s.catalog.getSignatures([id(1), id(2), id(3)])).map(v => v === undefined ? undefined : Buffer.from(v).toString())).toEqual([undefined, 'two', undefined])
   })
 
   it('lists versions in numeric seq order, one tree at a time', async () => {
