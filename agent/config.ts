@@ -90,11 +90,19 @@ const configSchema = z.object({
     /** Per tree, e.g. "32KiB". Set before a tree's first publish. */
     trees: z.record(treeName, z.enum(CHUNK_SIZE_NAMES)).default({}),
   }).strict().default({ average: '52KiB', trees: {} }),
+  mirror: z.object({
+    /** Who may read the materialized versions (agent/mirror-access.ts): everyone, one group, or the agent's user only. */
+    mode: z.enum(['world', 'group', 'private']).default('world'),
+    /** With mode = "group": the group that may read them (a name or a numeric gid), e.g. the web server's. */
+    group: z.string().regex(/^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d{1,10})$/, 'a group name such as "www-data" or a numeric gid').optional(),
+  }).strict().default({ mode: 'world' }),
   sync: z.object({
     /** Chunks requested per WANT batch and outstanding bytes per peer. */
     windowBytes: z.number().int().min(65536).max(1 << 30).default(8 * 1024 * 1024),
   }).strict().default({ windowBytes: 8 * 1024 * 1024 }),
 }).strict().superRefine((config, ctx) => {
+  if (config.mirror.mode === 'group' && config.mirror.group === undefined) ctx.addIssue({ code: 'custom', path: ['mirror', 'group'], message: 'a group name such as "www-data" (mode = "group" needs one)' })
+  if (config.mirror.mode !== 'group' && config.mirror.group !== undefined) ctx.addIssue({ code: 'custom', path: ['mirror', 'group'], message: `no group with mode = "${config.mirror.mode}" (a group applies only to mode = "group")` })
   const names = new Set(config.peers.flatMap(p => p.name === undefined ? [] : [p.name]))
   const seenLinks = new Set<string>()
   const linkOfPeer = new Map<string, string>()
@@ -212,6 +220,13 @@ down = "unlimited"
 # [chunking.trees]
 # "isos/nightly" = "32KiB"
 
+[mirror]
+# Who may read the versions this agent materializes (the subscription paths, for httpd or nginx):
+# "world" (like an rsync mirror: files keep the modes they were published with), "group" (only the
+# members of \`group\`, e.g. group = "www-data"; the agent's user must be in it), or "private" (this user only).
+# Keys, database, config and control socket are never readable by others. Applied at every agent start.
+mode = "world"
+
 [sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).
 windowBytes = 8388608
@@ -230,7 +245,7 @@ windowBytes = 8388608
 }
 
 export async function writeDefaultConfig (file: string, listen: string[]): Promise<void> {
-  await writeFile(file, defaultConfigText(listen), { flag: 'wx', mode: 0o644 })
+  await writeFile(file, defaultConfigText(listen), { flag: 'wx', mode: 0o600 })
 }
 
 /** Appends a [[peers]] table (validated first), preserving the operator's comments. */

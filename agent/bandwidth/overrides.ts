@@ -50,6 +50,6 @@ export async function loadOverrides (file: string): Promise<LimitOverrides> {
 /** Written to a temporary file and renamed, so a crash leaves the old or the new file, never half of one. */
 export async function saveOverrides (file: string, overrides: LimitOverrides): Promise<void> {
   const temp = `${file}.tmp-${process.pid}`
-  await writeFile(temp, JSON.stringify(overrides, null, 2) + '\n', { mode: 0o644 })
+  await writeFile(temp, JSON.stringify(overrides, null, 2) + '\n', { mode: 0o600 })
   await rename(temp, file)
 }

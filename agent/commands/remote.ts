@@ -250,7 +250,7 @@ async function runAgent (homeArg: string | undefined): Promise<void> {
   try {
     agent = await startAgent({ home, log })
     server = await startControlServer({ socketPath: home.controlSocket, api: agent.api, log, onShutdown: () => { stop('shutdown requested') } })
-    await writeFile(home.pidFile, `${process.pid}\n`, { mode: 0o644 })
+    await writeFile(home.pidFile, `${process.pid}\n`, { mode: 0o600 })
   } catch (err) {
     process.removeListener('SIGTERM', onSignal)
     process.removeListener('SIGINT', onSignal)

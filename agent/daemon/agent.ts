@@ -8,6 +8,7 @@ import type { HomeLayout } from '../home.js'
 import type { Logger } from '../log.js'
 import { appendPeer, appendTrust, loadConfig } from '../config.js'
 import { loadPublisherKey } from '../identity.js'
+import { applyMirrorAccess } from '../mirror-access.js'
 import { openStore } from '../store/index.js'
 import { ChunkerPool } from '../chunk/pool.js'
 import type { SizedChunkId } from '../chunk/verify.js'
@@ -65,6 +66,8 @@ export interface RunningAgent {
  */
 export async function startAgent ({ home, log }: StartAgentOptions): Promise<RunningAgent> {
   const config = await loadConfig(home.config)
+  // [mirror]: versions readable by the web server, everything else in HOME the agent's own (fixes older homes too)
+  await applyMirrorAccess(home, config.mirror, log)
   const publisherKey = await loadPublisherKey(home.publisherKey)
   const selfPublisherKey = formatPublisherKey(rawPublicKeyOf(publisherKey))
   const privateKey = await loadOrCreatePeerKey(home.peerKey)

@@ -6,13 +6,14 @@ import type { Logger } from '../log.js'
 import type { HomeLayout } from '../home.js'
 import type { Catalog, ChunkIndex, StoreRoot, VersionRecord, VersionStats } from '../store/types.js'
 import { DiskFullError, LinkFlipError, ManifestBlobMissingError, ManifestError, MissingChunksError, StagingError, type VersionContext } from './errors.js'
-import { errnoOf, flipSymlink, timeOf, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin } from './fs-safe.js'
+import { errnoOf, flipSymlink, timeOf, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin, STAGING_DIR_MODE } from './fs-safe.js'
 import type { MaterializeInit } from './materializer.js'
 import { walkSelected } from './walk.js'
 import { sharedFsBatch, type FsBatch } from './fs-batch.js'
 import { matches } from './fs-batch-ops.js'
 import { PostOrderRunner } from './post-order.js'
 import { DurabilityPlan, fsyncPath, syncFsViaCommand, type SyncFs } from './durability.js'
+import { openTreePath } from '../mirror-access.js'
 
 // The second half of building a version: everything after the last chunk is written. Order matters:
 //   1. files: mode, mtime (usually set already, when the file's last chunk was written: then one lstat);
@@ -106,6 +107,10 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
     context.path = undefined
     if (!ctx.installed) {
       signal?.throwIfAborted()
+      // staging/ itself is private: the root opened here is unreachable until the rename below exposes it
+      // complete (a crash in between leaves it behind a closed door too)
+      const parent = await openDir(dirname(stagingDir))
+      try { await parent.chmod(STAGING_DIR_MODE) } finally { await parent.close() }
       const handle = await openDir(stagingDir)
       try { await handle.chmod(VERSION_ROOT_MODE) } finally { await handle.close() }
       durability.add(stagingDir, true)
@@ -113,6 +118,8 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
       if (flushed.syncFsError !== undefined) ctx.log.warn({ err: flushed.syncFsError, entries: durability.entries }, 'syncfs failed; fsynced every entry instead')
       else ctx.log.debug({ how: flushed.how, entries: durability.entries }, 'staging durable')
       await mkdir(ctx.home.versionsDir(tree), { recursive: true })
+      // the tree's dir and versions/ traversable whatever the umask: [mirror] decides at HOME/trees who gets in
+      await openTreePath(ctx.home, tree)
       if (await lstatOrUndefined(versionDir) !== undefined) throw new StagingError(context, `${versionDir} already exists; refusing to replace it`)
       // past this point there is no abort: the install steps are short and each is idempotent
       await rename(stagingDir, versionDir)
