@@ -6,6 +6,7 @@ import { decodeRoot } from '../protocol/manifest.js'
 import type { Catalog } from './store/types.js'
 import { readManifestEntries } from './versions/manifest-io.js'
 import { globFilter } from './versions/walk.js'
+import { bytesToPath, fsPath } from '../protocol/paths.js'
 
 export interface VerifyProblem { path: string, reason: string }
 export interface VerifyResult {
@@ -44,7 +45,7 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
     const absolute = join(version.path, entry.path)
     let st
     try {
-      st = await lstat(absolute)
+      st = await lstat(fsPath(absolute))
     } catch {
       // directories are materialized only where something selected lies under them
       if (!(filter !== undefined && entry.type === 'dir')) problem(entry.path, 'missing')
@@ -54,13 +55,13 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
       if (!st.isDirectory()) problem(entry.path, 'not a directory')
     } else if (entry.type === 'symlink') {
       if (!st.isSymbolicLink()) problem(entry.path, 'not a symlink')
-      else if (await readlink(absolute) !== entry.target) problem(entry.path, 'symlink target differs')
+      else if (bytesToPath(await readlink(fsPath(absolute), { encoding: 'buffer' })) !== entry.target) problem(entry.path, 'symlink target differs')
     } else {
       result.files++
       if (!st.isFile()) { problem(entry.path, 'not a regular file'); continue }
       if (st.size !== entry.size) { problem(entry.path, `size ${st.size}, manifest says ${entry.size}`); continue }
       if ((st.mode & 0o7777) !== entry.mode) problem(entry.path, `mode ${(st.mode & 0o7777).toString(8)}, manifest says ${entry.mode.toString(8)}`)
-      const handle = await open(absolute, 'r')
+      const handle = await open(fsPath(absolute), 'r')
       try {
         let offset = 0
         for (const chunk of entry.chunks) {

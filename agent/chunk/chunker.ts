@@ -6,6 +6,7 @@ import type { PlacedChunk } from '../store/types.js'
 import type { Cutter } from './cutter.js'
 import { GearCutter } from './gear.js'
 import { RabinCutter } from './rabin.js'
+import { fsPath } from '../../protocol/paths.js'
 
 export type { Cutter } from './cutter.js'
 
@@ -137,7 +138,7 @@ export async function chunkFile (path: string, params: ChunkingParams, options: 
   const end = options.end ?? Number.POSITIVE_INFINITY
   const size = options.readBufferBytes ?? READ_BUFFER_BYTES
   const hasher = new ChunkHasher(params, start)
-  const handle = await open(path, 'r')
+  const handle = await open(fsPath(path), 'r')
   const buffers = [takeBuffer(size), takeBuffer(size)] as const
   let pending: Promise<number> | undefined
   let reachedEof = false

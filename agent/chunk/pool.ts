@@ -9,6 +9,7 @@ import type { PlacedChunk } from '../store/types.js'
 import { endOf, planSegments, stitch, type Segment } from './split.js'
 import type { SizedChunkId } from './verify.js'
 import { packChunks, unpackChunks, type JobRequest, type JobResult, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
+import { fsPath } from '../../protocol/paths.js'
 
 /** A worker thread died (crash, out of memory, terminated) while it was chunking this job's file. */
 export class ChunkerWorkerError extends DeltameshError {
@@ -115,7 +116,7 @@ export class ChunkerPool {
     signal?.throwIfAborted()
     if (this.closed) throw new ChunkerPoolClosedError()
     if (this.size > 1 && Number.isFinite(this.splitThreshold)) {
-      const size = knownSize ?? (await stat(path)).size
+      const size = knownSize ?? (await stat(fsPath(path))).size
       if (size >= this.splitThreshold) return await this.chunkSplit(path, params, size, signal)
     }
     return await this.submitChunk(path, params, { start: 0 }, signal)

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import { idsEqual, type ChunkId } from '../../protocol/chunk-id.js'
 import { giveBack, READ_BUFFER_BYTES, takeBuffer } from './chunker.js'
+import { fsPath } from '../../protocol/paths.js'
 
 // Checking a file against a chunk list it is believed to still have, instead of cutting it again. The scan
 // cache keys on (size, mtime, ctime, inode); a file whose ctime alone changed (hardlinked into a new compose,
@@ -40,7 +41,7 @@ export async function verifyFileChunks (path: string, chunks: readonly SizedChun
   // one byte past the last chunk tells a longer file from the right one
   const limit = start + total + (checkEnd ? 1 : 0)
   const size = options.readBufferBytes ?? READ_BUFFER_BYTES
-  const handle = await open(path, 'r')
+  const handle = await open(fsPath(path), 'r')
   const buffers = [takeBuffer(size), takeBuffer(size)] as const
   let pending: Promise<number> | undefined
   try {

@@ -18,6 +18,7 @@ import type { Logger } from '../log.js'
 import { looksIncompressible } from '../net/entropy.js'
 import { deltaPairs, type Pair } from './manifest-delta.js'
 import { readAll } from './read-chunks.js'
+import { fsPath } from '../../protocol/paths.js'
 
 /**
  * Kept only if at most this share of the target chunk: a delta costs the subscriber a base read and the
@@ -56,7 +57,7 @@ function offsetsOf (all: ChunkRef[]): Map<string, number> {
 /** Reads `run` (a contiguous run of the file's chunk list, located by `at`) from `path`, checking each hash; undefined on any mismatch. */
 async function readRun (path: string, at: Map<string, number>, run: SizedChunk[], signal?: AbortSignal): Promise<Buffer | undefined> {
   let fh
-  try { fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW) } catch { return undefined }
+  try { fh = await open(fsPath(path), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW) } catch { return undefined }
   try {
     const parts: Buffer[] = []
     for (const c of run) {

@@ -6,6 +6,7 @@ import { open } from 'node:fs/promises'
 import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
 import type { ChunkIndex } from '../store/types.js'
+import { fsPath } from '../../protocol/paths.js'
 
 /** A file's bytes from its chunks (each re-hashed by the index), or undefined if any is not readable. */
 export async function readAll (index: Pick<ChunkIndex, 'readChunk'>, chunks: ChunkRef[], signal?: AbortSignal): Promise<Buffer | undefined> {
@@ -27,7 +28,7 @@ export async function readFileVerified (path: string, chunks: ChunkRef[]): Promi
   const size = chunks.reduce((n, c) => n + c.size, 0)
   let fh
   try {
-    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
+    fh = await open(fsPath(path), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
   } catch {
     return undefined // gone or replaced by a symlink since: no base, plain chunks serve this file
   }

@@ -6,7 +6,7 @@ import { Packr } from 'msgpackr'
 import { chunkIdOf, idsEqual, isChunkId, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { LimitExceededError } from '../../protocol/errors.js'
 import { CHUNK_ID_BYTES, MAX_CHUNK_SIZE, MAX_ROOT_BYTES } from '../../protocol/limits.js'
-import { validateTreeName } from '../../protocol/paths.js'
+import { bytesToPath, validateTreeName } from '../../protocol/paths.js'
 import type { Catalog, ScanCacheEntry, TreeRecord, VersionRecord } from './types.js'
 import { decodeJson, deleteRange, encodeJson, key, NUL, PREFIX, range, readU64, u64, type StoreDb } from './db.js'
 import { StoreCorruptError } from './errors.js'
@@ -180,7 +180,7 @@ export class LevelCatalog implements Catalog {
 
   async pruneScanCache (sourcePath: string, keep: (relPath: string) => boolean): Promise<void> {
     const prefix = scanPrefix(sourcePath)
-    await deleteRange(this.db, prefix, undefined, k => keep(k.toString('utf8', prefix.length)))
+    await deleteRange(this.db, prefix, undefined, k => keep(bytesToPath(k.subarray(prefix.length))))
   }
 
   async getState<T> (stateKey: string): Promise<T | undefined> {

@@ -5,7 +5,7 @@ import { isAbsolute, join, relative, sep } from 'node:path'
 import { isChunkId, type ChunkId } from '../../protocol/chunk-id.js'
 import { LimitExceededError } from '../../protocol/errors.js'
 import { MAX_CHUNK_SIZE, MAX_CHUNKS_PER_FILE } from '../../protocol/limits.js'
-import { validateRelativePath } from '../../protocol/paths.js'
+import { pathToBytes, validateRelativePath } from '../../protocol/paths.js'
 import type { ChunkIndex, ChunkIndexEvents, ChunkLocation, PlacedChunk, StoreRoot } from './types.js'
 import { PREFIX, deleteRange, key, range, u32, type StoreDb } from './db.js'
 import { InvalidLocationError, UnknownRootError } from './errors.js'
@@ -216,7 +216,7 @@ export class LevelChunkIndex implements ChunkIndex {
   }
 
   async removeFile (rootId: number, relPath: string): Promise<void> {
-    const path = Buffer.from(validateRelativePath(relPath), 'utf8')
+    const path = pathToBytes(validateRelativePath(relPath))
     await this.fileLocks.run(`${rootId}/${relPath}`, async () => {
       const old = await this.db.keys(range(filePrefix(rootId, path))).all()
       if (old.length === 0) return
@@ -386,7 +386,7 @@ export class LevelChunkIndex implements ChunkIndex {
 
   private checkFile (rootId: number, relPath: string): Buffer {
     if (!this.roots.has(rootId)) throw new UnknownRootError(rootId)
-    return Buffer.from(validateRelativePath(relPath), 'utf8')
+    return pathToBytes(validateRelativePath(relPath))
   }
 }
 

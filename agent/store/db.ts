@@ -21,6 +21,7 @@
 // Every write keeps the two in step (each LOC key has exactly one FILE key and vice versa).
 import { Level } from 'level'
 import { StoreLockedError, StoreOpenError } from './errors.js'
+import { pathToBytes } from '../../protocol/paths.js'
 
 export type StoreDb = Level<Buffer, Buffer>
 
@@ -59,7 +60,8 @@ export async function openDb (dbPath: string): Promise<StoreDb> {
 
 /** Concatenates a one-byte table prefix and key parts. */
 export function key (prefix: number, ...parts: Array<Uint8Array | string>): Buffer {
-  const bufs = parts.map(p => typeof p === 'string' ? Buffer.from(p, 'utf8') : p)
+  // strings as their bytes: a path may hold escaped bytes (protocol/paths.ts), which UTF-8 would mangle
+  const bufs = parts.map(p => typeof p === 'string' ? pathToBytes(p) : p)
   let length = 1
   for (const b of bufs) length += b.byteLength
   const out = Buffer.allocUnsafe(length)

@@ -4,6 +4,7 @@
 // Both hold the same tuple, so each key converts to its mirror by moving bytes, without decoding the path.
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
 import type { ChunkId } from '../../protocol/chunk-id.js'
+import { bytesToPath } from '../../protocol/paths.js'
 import type { ChunkLocation } from './types.js'
 import { PREFIX, readU64, u32, u64 } from './db.js'
 import { StoreCorruptError } from './errors.js'
@@ -55,7 +56,7 @@ export function decodeLocKey (k: Buffer, size: number): DecodedLoc {
   if (k[0] !== PREFIX.LOC || nul < 0 || k.length !== nul + 9) throw new StoreCorruptError('LOC', `malformed key ${k.toString('hex').slice(0, 120)}`)
   return {
     id: k.subarray(1, 1 + ID),
-    location: { rootId: k.readUInt32BE(1 + ID), relPath: k.toString('utf8', LOC_PATH_AT, nul), offset: readU64(k, nul + 1), size },
+    location: { rootId: k.readUInt32BE(1 + ID), relPath: bytesToPath(k.subarray(LOC_PATH_AT, nul)), offset: readU64(k, nul + 1), size },
   }
 }
 

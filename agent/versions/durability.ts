@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process'
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
+import { fsPath } from '../../protocol/paths.js'
 
 // How finalize makes a staging tree durable before the rename that publishes it (docs/design-notes.md,
 // "Durability of a new version"). fsync per file costs open + fsync + close on libuv's threadpool for every
@@ -36,7 +37,7 @@ export const syncFsViaCommand: SyncFs = async (path, signal) => {
 }
 
 export async function fsyncPath (path: string, dir: boolean): Promise<void> {
-  const handle = await open(path, dir ? DIR_FLAGS : FILE_FLAGS)
+  const handle = await open(fsPath(path), dir ? DIR_FLAGS : FILE_FLAGS)
   try { await handle.sync() } finally { await handle.close() }
 }
 

@@ -1,5 +1,6 @@
 import { closeSync, constants, copyFileSync, fchmodSync, futimesSync, linkSync, lstatSync, mkdirSync, openSync, readSync, rmSync, writeSync, type Stats } from 'node:fs'
 import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
+import { fsPath } from '../../protocol/paths.js'
 import type { SerializedError } from '../workers.js'
 import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf, timeOf } from './fs-safe.js'
 
@@ -7,7 +8,8 @@ import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf, 
 // reads of the chunks it serves (`read`) — done synchronously in an FsBatch worker: through fs/promises each syscall is a thread-pool round trip and a promise (~40 µs of
 // CPU each on this VM, five per small file), which made a first sync of 5,000 small files cost more CPU in
 // dispatching than in the kernel. Same rules as fs-safe.ts: nothing is written through a symlink (O_NOFOLLOW,
-// O_EXCL, lstat before anything else), and every path was validated and joined by the caller.
+// O_EXCL, lstat before anything else), and every path was validated and joined by the caller. Paths may hold
+// escaped bytes (names that are not UTF-8): each goes to node:fs through fsPath.
 
 /** What the manifest says a file is; a previous version's file is only reused when it still says so. */
 export interface ExpectedFile { size: number, mode: number, mtimeMs: number }
@@ -76,7 +78,7 @@ export function matches (st: StatSummary | undefined, expect: ExpectedFile): boo
 }
 
 function lstatOrNull (path: string): StatSummary | null {
-  const st = lstatSync(path, { throwIfNoEntry: false })
+  const st = lstatSync(fsPath(path), { throwIfNoEntry: false })
   return st === undefined ? null : summarize(st)
 }
 
@@ -84,13 +86,13 @@ function ensureDirSync (path: string): void {
   const st = lstatOrNull(path)
   if (st?.kind === 'dir') {
     if ((st.mode & STAGING_DIR_MODE) !== STAGING_DIR_MODE) {
-      const fd = openSync(path, DIR_FLAGS)
+      const fd = openSync(fsPath(path), DIR_FLAGS)
       try { fchmodSync(fd, st.mode | STAGING_DIR_MODE) } finally { closeSync(fd) }
     }
     return
   }
-  if (st !== null) rmSync(path, { recursive: true, force: true })
-  mkdirSync(path, { mode: STAGING_DIR_MODE })
+  if (st !== null) rmSync(fsPath(path), { recursive: true, force: true })
+  mkdirSync(fsPath(path), { mode: STAGING_DIR_MODE })
 }
 
 /**
@@ -101,7 +103,7 @@ function clearTarget (target: string, source: StatSummary | undefined): 'same' |
   const existing = lstatOrNull(target)
   if (existing === null) return 'cleared'
   if (source !== undefined && existing.kind === 'file' && existing.ino === source.ino && existing.dev === source.dev) return 'same'
-  rmSync(target, { recursive: true, force: true })
+  rmSync(fsPath(target), { recursive: true, force: true })
   return 'cleared'
 }
 
@@ -110,7 +112,7 @@ function linkSyncChecked (op: Extract<FsOp, { type: 'link' }>): LinkOutcome {
   if (source === null || !matches(source, op.expect)) return 'changed'
   if (op.replace && clearTarget(op.target, source) === 'same') return 'linked'
   try {
-    linkSync(op.source, op.target)
+    linkSync(fsPath(op.source), fsPath(op.target))
     return 'linked'
   } catch (err) {
     if (LINK_REFUSALS.has(errnoOf(err) ?? '')) return 'refused'
@@ -119,7 +121,7 @@ function linkSyncChecked (op: Extract<FsOp, { type: 'link' }>): LinkOutcome {
 }
 
 function createSync (op: Extract<FsOp, { type: 'create' }>): void {
-  const fd = openSync(op.path, CREATE_FLAGS, STAGING_FILE_MODE)
+  const fd = openSync(fsPath(op.path), CREATE_FLAGS, STAGING_FILE_MODE)
   try {
     for (const { offset, bytes } of op.pieces) {
       let done = 0
@@ -139,19 +141,19 @@ function adoptSync (op: Extract<FsOp, { type: 'adopt' }>): AdoptOutcome {
   if (op.replace && clearTarget(op.target, op.copy ? undefined : source) === 'same') return 'linked'
   if (!op.copy) {
     try {
-      linkSync(op.source, op.target)
+      linkSync(fsPath(op.source), fsPath(op.target))
       return 'linked'
     } catch (err) {
       if (!LINK_REFUSALS.has(errnoOf(err) ?? '')) throw err
     }
   }
   // a reflink where the filesystem has them, a plain copy elsewhere; COPYFILE_EXCL: never over anything there
-  copyFileSync(op.source, op.target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE)
+  copyFileSync(fsPath(op.source), fsPath(op.target), constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE)
   return 'copied'
 }
 
 function finishSync (op: Extract<FsOp, { type: 'finish' }>): void {
-  const fd = openSync(op.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  const fd = openSync(fsPath(op.path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
   try {
     fchmodSync(fd, op.mode)
     futimesSync(fd, timeOf(op.mtimeMs), timeOf(op.mtimeMs))
@@ -171,7 +173,7 @@ export class ReadFiles {
   fd (path: string): number {
     let fd = this.fds.get(path)
     if (fd === undefined) {
-      fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+      fd = openSync(fsPath(path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
       this.fds.set(path, fd)
     }
     return fd

@@ -3,7 +3,7 @@ import { lstat, open, readdir, rename, rm, symlink, unlink, type FileHandle } fr
 import { randomBytes } from 'node:crypto'
 import { basename, dirname, join } from 'node:path'
 import type { Stats } from 'node:fs'
-import { validateRelativePath } from '../../protocol/paths.js'
+import { fsPath, nameFromFs, validateRelativePath } from '../../protocol/paths.js'
 
 // Filesystem steps of building a version, each written so that nothing is ever written through a
 // symlink: files are created with O_CREAT|O_EXCL|O_NOFOLLOW, reopened with O_NOFOLLOW, directories are
@@ -33,7 +33,7 @@ export function safeJoin (base: string, relPath: string): string {
 
 export async function lstatOrUndefined (path: string): Promise<Stats | undefined> {
   try {
-    return await lstat(path)
+    return await lstat(fsPath(path))
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw err
@@ -46,7 +46,7 @@ export function errnoOf (err: unknown): string | undefined {
 
 /** A fresh regular file (never follows or reuses anything already there; the caller removed it first). */
 export async function createFile (path: string): Promise<FileHandle> {
-  return await open(path, CREATE_FLAGS, STAGING_FILE_MODE)
+  return await open(fsPath(path), CREATE_FLAGS, STAGING_FILE_MODE)
 }
 
 /**
@@ -58,7 +58,7 @@ export async function createFile (path: string): Promise<FileHandle> {
 export async function reopenPrivateFile (path: string): Promise<FileHandle | undefined> {
   let handle: FileHandle
   try {
-    handle = await open(path, REOPEN_FLAGS)
+    handle = await open(fsPath(path), REOPEN_FLAGS)
   } catch (err) {
     const code = errnoOf(err)
     if (code === 'ENOENT' || code === 'ELOOP' || code === 'EISDIR' || code === 'ENXIO') return undefined
@@ -66,9 +66,9 @@ export async function reopenPrivateFile (path: string): Promise<FileHandle | und
     // a finalize that was interrupted may already have set a read-only mode
     const st = await lstatOrUndefined(path)
     if (st === undefined || !st.isFile() || st.nlink !== 1) return undefined
-    const ro = await open(path, READ_FLAGS)
+    const ro = await open(fsPath(path), READ_FLAGS)
     try { await ro.chmod(STAGING_FILE_MODE) } finally { await ro.close() }
-    handle = await open(path, REOPEN_FLAGS)
+    handle = await open(fsPath(path), REOPEN_FLAGS)
   }
   const st = await handle.stat()
   if (!st.isFile() || st.nlink !== 1) { await handle.close(); return undefined }
@@ -77,16 +77,16 @@ export async function reopenPrivateFile (path: string): Promise<FileHandle | und
 }
 
 export async function openForRead (path: string): Promise<FileHandle> {
-  return await open(path, READ_FLAGS)
+  return await open(fsPath(path), READ_FLAGS)
 }
 
 export async function openDir (path: string): Promise<FileHandle> {
-  return await open(path, DIR_FLAGS)
+  return await open(fsPath(path), DIR_FLAGS)
 }
 
 /** Removes whatever is at `path` (file, link or directory tree). */
 export async function removeAny (path: string): Promise<void> {
-  await rm(path, { recursive: true, force: true })
+  await rm(fsPath(path), { recursive: true, force: true })
 }
 
 /** Reads exactly `size` bytes at `offset`, or fewer when the file is shorter. */
@@ -153,13 +153,13 @@ export async function flipSymlink (linkPath: string, target: string): Promise<vo
  */
 export async function removeTree (path: string): Promise<void> {
   try {
-    await rm(path, { recursive: true, force: true })
+    await rm(fsPath(path), { recursive: true, force: true })
     return
   } catch (err) {
     if (errnoOf(err) !== 'EACCES' && errnoOf(err) !== 'EPERM') throw err
   }
   await makeDirsWritable(path)
-  await rm(path, { recursive: true, force: true })
+  await rm(fsPath(path), { recursive: true, force: true })
 }
 
 async function makeDirsWritable (path: string): Promise<void> {
@@ -169,5 +169,5 @@ async function makeDirsWritable (path: string): Promise<void> {
     const handle = await openDir(path)
     try { await handle.chmod((st.mode & 0o7777) | STAGING_DIR_MODE) } finally { await handle.close() }
   }
-  for (const name of await readdir(path)) await makeDirsWritable(join(path, name))
+  for (const name of await readdir(fsPath(path), { encoding: 'buffer' })) await makeDirsWritable(join(path, nameFromFs(name)))
 }

@@ -2,6 +2,7 @@ import { lutimes, mkdir, readlink, rename, symlink, type FileHandle } from 'node
 import { dirname } from 'node:path'
 import { InvalidMessageError, InvalidPathError } from '../../protocol/errors.js'
 import type { FileEntry, SymlinkEntry, DirEntry } from '../../protocol/manifest.js'
+import { bytesToPath, fsPath } from '../../protocol/paths.js'
 import type { Logger } from '../log.js'
 import type { HomeLayout } from '../home.js'
 import type { Catalog, ChunkIndex, StoreRoot, VersionRecord, VersionStats } from '../store/types.js'
@@ -212,9 +213,9 @@ async function finishSymlink (absolute: string, entry: SymlinkEntry, context: Ve
   if (st !== undefined && !st.isSymbolicLink()) {
     throw new StagingError(context, `a ${st.isDirectory() ? 'directory' : 'file'} is where the manifest wants a symlink (names that collide on this filesystem, or tampering); left in place`)
   }
-  if (st === undefined || await readlink(absolute) !== entry.target) {
+  if (st === undefined || bytesToPath(await readlink(fsPath(absolute), { encoding: 'buffer' })) !== entry.target) {
     if (st !== undefined) await removeAny(absolute)
-    await symlink(entry.target, absolute)
+    await symlink(fsPath(entry.target), fsPath(absolute))
   }
   await lutimes(absolute, timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
 }
