@@ -4,11 +4,12 @@ import type { KeyObject } from 'node:crypto'
 import { chunkIdOf, toHex, type ChunkId } from '../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { encodeRoot, ManifestWriter, type ChunkingParams } from '../protocol/manifest.js'
-import { validateTreeName } from '../protocol/paths.js'
+import { displayPath, validateTreeName } from '../protocol/paths.js'
+import { DeltameshError } from '../protocol/errors.js'
 import { chunkBytes } from './chunk/chunker.js'
 import { scanCacheKey } from './chunk/sizes.js'
-import { scanTree, type ChunkFileFn, type VerifyFileFn } from './scan/scanner.js'
-import type { Catalog, ChunkIndex, PlacedChunk, ScanCacheEntry, StoreRoot, VersionStats } from './store/types.js'
+import { lstatSource, scanTree, type ChunkFileFn, type SkipKind, type VerifyFileFn } from './scan/scanner.js'
+import type { Catalog, ChunkIndex, PlacedChunk, ScanCacheEntry, SkippedEntries, StoreRoot, VersionStats } from './store/types.js'
 import type { Logger } from './log.js'
 import { computeDeltas, type DeltaStats } from './delta/compute.js'
 import { storeSignatures } from './delta/signatures.js'
@@ -28,18 +29,35 @@ export interface PublishOptions {
   log: Logger
   signal?: AbortSignal
   now?: () => number
+  /** Fail instead of publishing a version that leaves out any entry of the source (--strict). */
+  strict?: boolean
 }
 
 export interface PublishResult {
   envelope: Envelope
   rootHex: string
   /** cachedFiles: reused from the scan cache unread; verifiedFiles: ctime alone changed, read and found to hold the cached chunks. */
-  stats: VersionStats & { manifestBytes: number, cachedFiles: number, verifiedFiles: number, warnings: number }
+  stats: VersionStats & { manifestBytes: number, cachedFiles: number, verifiedFiles: number, warnings: number, hardlinks: number }
+  /** Entries of the source not in the version (special files, unreadable files and directories): never silent. */
+  skipped: SkippedEntries
   /** Small-file deltas against the previous version (undefined: no previous version). */
   deltas?: DeltaStats
 }
 
 const SCAN_CACHE_BATCH = 1000
+/** Skipped entries named in the result, the version record and the log; the rest are counted. */
+export const MAX_SKIPPED_SAMPLE = 20
+
+/** A --strict publish of a source holding entries a version cannot carry; nothing was published. */
+export class SkippedEntriesError extends DeltameshError {
+  static override name = 'SkippedEntriesError'
+  constructor (readonly source: string, readonly skipped: SkippedEntries) {
+    const list = skipped.sample.map(s => `  ${s.path}: ${s.reason}`).join('\n')
+    const more = skipped.count > skipped.sample.length ? `\n  … and ${skipped.count - skipped.sample.length} more` : ''
+    super(`${source}: ${skipped.count} entr${skipped.count === 1 ? 'y' : 'ies'} cannot be published (--strict):\n${list}${more}`)
+    this.name = 'SkippedEntriesError'
+  }
+}
 /** Verified files whose index locations are checked in one read. */
 const VERIFIED_BATCH = 256
 /** New or changed files counted and indexed together. */
@@ -85,12 +103,15 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const log = o.log.child({ tree })
 
   const { root, created: freshRoot } = await sourceRoot(o.index, source, tree)
-  const writer = new ManifestWriter({ chunking: o.chunking })
+  // the top directory's own mode and times travel in the header (rsync -a keeps them for the destination)
+  const top = await lstatSource(realSource)
+  const writer = new ManifestWriter({ chunking: o.chunking, ...(top === undefined ? {} : { root: { mode: top.mode, mtimeMs: top.mtimeMsFloor, ...(top.mtimeNs === 0 ? {} : { mtimeNs: top.mtimeNs }) } }) })
   const manifestBytes = new GrowingBytes()
   manifestBytes.append(writer.start())
   const seen = new Set<string>()
   const countedChunks = new Set<string>()
-  const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, verifiedFiles: 0, warnings: 0 }
+  const stats = { files: 0, bytes: 0, chunks: 0, newBytes: 0, newChunks: 0, durationMs: 0, manifestBytes: 0, cachedFiles: 0, verifiedFiles: 0, warnings: 0, hardlinks: 0 }
+  const skipped: SkippedEntries = { count: 0, sample: [] }
   let cacheBatch: Array<[string, ScanCacheEntry]> = []
   // changed files: candidates for a delta against the same path in the previous version (large ones per chunk)
   const changed = new Map<string, { size: number, chunks: ChunkRef[] }>()
@@ -119,12 +140,21 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     get: async (relPath: string) => await o.catalog.getScanEntry(cacheKey, relPath),
     getMany: async (relPaths: string[]) => await o.catalog.getScanEntries(cacheKey, relPaths),
   }
-  const onWarning = (relPath: string, reason: string): void => { stats.warnings++; log.warn({ path: relPath }, reason) }
+  const onSkip = (relPath: string, kind: SkipKind, reason: string): void => {
+    skipped.count++
+    stats.warnings++
+    const path = displayPath(relPath)
+    if (skipped.sample.length < MAX_SKIPPED_SAMPLE) skipped.sample.push({ path, kind, reason })
+    log.warn({ path, kind }, `not published: ${reason}`)
+  }
 
-  for await (const item of scanTree(source, { chunkFile: o.chunkFile, verifyFile: o.verifyFile, cache, signal: o.signal, onWarning, now: o.now })) {
+  for await (const item of scanTree(source, { chunkFile: o.chunkFile, verifyFile: o.verifyFile, cache, signal: o.signal, onSkip, now: o.now })) {
     manifestBytes.append(writer.write(item.entry))
     const file = item.file
-    if (file === undefined) continue
+    if (file === undefined) {
+      if (item.entry.type === 'file') stats.hardlinks++
+      continue
+    }
     seen.add(file.entry.path)
     stats.files++
     stats.bytes += file.entry.size
@@ -161,6 +191,8 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   await newFiles.flush()
   await verifiedFiles.flush()
   if (cacheBatch.length > 0) await o.catalog.putScanEntries(cacheKey, cacheBatch)
+  // the scan cache and index are kept (the next publish reuses them); only the version is refused
+  if (o.strict === true && skipped.count > 0) throw new SkippedEntriesError(source, skipped)
 
   // Files gone from the source since the last scan: forget their cache entries and their chunk locations.
   const gone: string[] = []
@@ -214,11 +246,12 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   }, o.publisherKey)
 
   stats.durationMs = Date.now() - started
-  await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, ...(realSource === source ? {} : { realPath: realSource }), stats })
+  await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, ...(realSource === source ? {} : { realPath: realSource }), stats, ...(skipped.count > 0 ? { skipped } : {}) })
   const treeRecord = await o.catalog.getTree(tree)
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })
-  log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, cachedFiles: stats.cachedFiles, verifiedFiles: stats.verifiedFiles, newBytes: stats.newBytes, ms: stats.durationMs }, 'published')
-  return { envelope, rootHex: toHex(rootHash), stats, deltas }
+  log.info({ seq, root: toHex(rootHash), files: stats.files, bytes: stats.bytes, cachedFiles: stats.cachedFiles, verifiedFiles: stats.verifiedFiles, newBytes: stats.newBytes, skipped: skipped.count, ms: stats.durationMs }, 'published')
+  if (skipped.count > 0) log.warn({ seq, skipped: skipped.count, first: skipped.sample.slice(0, 5) }, `${skipped.count} entries of the source are not in this version`)
+  return { envelope, rootHex: toHex(rootHash), stats, skipped, deltas }
 }
 
 /**

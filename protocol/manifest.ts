@@ -58,6 +58,8 @@ export type ManifestEntry = DirEntry | FileEntry | SymlinkEntry
 
 export interface ManifestHeader {
   chunking: ChunkingParams
+  /** The tree's top directory's own mode and times (format 2; rsync -a keeps them for the destination too). */
+  root?: { mode: number, mtimeMs: number, mtimeNs?: number }
 }
 
 const MANIFEST_TAG = 'deltamesh/manifest'
@@ -105,7 +107,8 @@ function frame (value: unknown[]): Uint8Array {
 
 export function encodeHeader (header: ManifestHeader): Uint8Array {
   const c = validateChunkingParams(header.chunking)
-  return frame([MANIFEST_TAG, FORMAT_VERSION, [c.algorithm, c.avgBits, c.minSize, c.maxSize]])
+  const r = header.root
+  return frame([MANIFEST_TAG, FORMAT_VERSION, [c.algorithm, c.avgBits, c.minSize, c.maxSize], r === undefined ? [] : [r.mode, r.mtimeMs, r.mtimeNs ?? 0]])
 }
 
 const NO_LINK = new Uint8Array(0)
@@ -131,10 +134,17 @@ interface DecodedHeader extends ManifestHeader { format: number }
 
 function decodeHeaderValue (value: unknown): DecodedHeader {
   const format = Array.isArray(value) && value[1] === FORMAT_V1 ? FORMAT_V1 : FORMAT_VERSION
-  const t = expectTuple(value, 'manifest header', MANIFEST_TAG, format, 3)
+  const t = expectTuple(value, 'manifest header', MANIFEST_TAG, format, format === FORMAT_V1 ? 3 : 4)
   const c = t[2]
   if (!Array.isArray(c) || c.length !== 4) throw new InvalidMessageError('manifest header: bad chunking parameters')
-  return { format, chunking: validateChunkingParams({ algorithm: c[0] as ChunkingAlgorithm, avgBits: c[1] as number, minSize: c[2] as number, maxSize: c[3] as number }) }
+  const header: DecodedHeader = { format, chunking: validateChunkingParams({ algorithm: c[0] as ChunkingAlgorithm, avgBits: c[1] as number, minSize: c[2] as number, maxSize: c[3] as number }) }
+  if (format === FORMAT_V1) return header
+  const r = t[3]
+  if (!Array.isArray(r) || (r.length !== 0 && r.length !== 3)) throw new InvalidMessageError('manifest header: bad root times')
+  if (r.length === 3) {
+    header.root = withNs<{ mode: number, mtimeMs: number, mtimeNs?: number }>({ mode: expectInt(r[0], 'manifest root mode', 0, 0o7777), mtimeMs: expectInt(r[1], 'manifest root mtime', -MAX_MTIME_MS, MAX_MTIME_MS) }, r[2], 'manifest root')
+  }
+  return header
 }
 
 function decodeEntryValue (value: unknown, header: DecodedHeader): ManifestEntry {
@@ -170,12 +180,12 @@ function decodeEntryV2 (value: unknown, chunking: ChunkingParams): ManifestEntry
   switch (kind) {
     case ENTRY_DIR:
       if (value.length !== 5) throw new InvalidMessageError(`${at}: dir has ${value.length} fields`)
-      return withNs({ type: 'dir', path, mode: expectInt(value[2], `${at} mode`, 0, 0o7777), mtimeMs: expectInt(value[3], `${at} mtime`, -MAX_MTIME_MS, MAX_MTIME_MS) }, value[4], at)
+      return withNs<DirEntry>({ type: 'dir', path, mode: expectInt(value[2], `${at} mode`, 0, 0o7777), mtimeMs: expectInt(value[3], `${at} mtime`, -MAX_MTIME_MS, MAX_MTIME_MS) }, value[4], at)
     case ENTRY_SYMLINK: {
       if (value.length !== 5) throw new InvalidMessageError(`${at}: symlink has ${value.length} fields`)
       const target = pathFromBytes(value[4], `${at} target`, MAX_SYMLINK_TARGET_BYTES)
       if (target === '' || target.includes('\0')) throw new InvalidMessageError(`${at}: empty symlink target or NUL in it`)
-      return withNs({ type: 'symlink', path, mtimeMs: expectInt(value[2], `${at} mtime`, -MAX_MTIME_MS, MAX_MTIME_MS), target }, value[3], at)
+      return withNs<SymlinkEntry>({ type: 'symlink', path, mtimeMs: expectInt(value[2], `${at} mtime`, -MAX_MTIME_MS, MAX_MTIME_MS), target }, value[3], at)
     }
     case ENTRY_FILE: {
       if (value.length !== 10) throw new InvalidMessageError(`${at}: file has ${value.length} fields`)
@@ -185,7 +195,7 @@ function decodeEntryV2 (value: unknown, chunking: ChunkingParams): ManifestEntry
       const chunks = decodeChunks(at, size, value[6], value[7], chunking)
       const linkable = expectInt(value[8], `${at} link flag`, 0, 1) === 1
       const linkBytes = expectBytes(value[9], `${at} link target`, undefined, MAX_SYMLINK_TARGET_BYTES)
-      const entry: FileEntry = withNs({ type: 'file', path, mode, mtimeMs, size, chunks }, value[4], at)
+      const entry = withNs<FileEntry>({ type: 'file', path, mode, mtimeMs, size, chunks }, value[4], at)
       if (linkable) entry.linkable = true
       if (linkBytes.byteLength > 0) entry.linkTo = validateRelativePath(bytesToPath(linkBytes))
       return entry
@@ -195,7 +205,7 @@ function decodeEntryV2 (value: unknown, chunking: ChunkingParams): ManifestEntry
   }
 }
 
-function withNs<E extends ManifestEntry> (entry: E, ns: unknown, at: string): E {
+function withNs<E extends { mtimeMs: number, mtimeNs?: number }> (entry: E, ns: unknown, at: string): E {
   const value = expectInt(ns, `${at} mtime nanoseconds`, 0, MAX_NS_IN_MS)
   if (value !== 0) entry.mtimeNs = value
   return entry
@@ -311,7 +321,11 @@ export class ManifestReader {
   private headerValue: DecodedHeader | undefined
   private readonly checker = new ManifestOrderChecker()
 
-  get header (): ManifestHeader | undefined { return this.headerValue === undefined ? undefined : { chunking: this.headerValue.chunking } }
+  get header (): ManifestHeader | undefined {
+    if (this.headerValue === undefined) return undefined
+    const { format: _format, ...header } = this.headerValue
+    return header
+  }
   /** The format the manifest was written in (1 or 2), once the header is read. */
   get format (): number | undefined { return this.headerValue?.format }
   get entryCount (): number { return this.checker.entries }

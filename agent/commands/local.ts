@@ -6,6 +6,8 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { toHex } from '../../protocol/chunk-id.js'
 import { ManifestWriter, encodeRoot } from '../../protocol/manifest.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
+import { displayPath } from '../../protocol/paths.js'
+import type { SkippedEntries } from '../store/types.js'
 import { resolveHome } from '../home.js'
 import { loadConfig, writeDefaultConfig } from '../config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../identity.js'
@@ -57,17 +59,18 @@ export function registerLocalCommands (program: Command): void {
     .argument('<tree>', 'tree name, e.g. rhel-10/compose/BaseOS')
     .argument('<src>', 'directory to publish')
     .option('--label <label>', 'version label, e.g. a compose id')
+    .option('--strict', 'fail, publishing nothing, if any entry of SRC cannot be published (FIFOs, sockets, devices, unreadable files)')
     .option('--json', 'print the result as JSON')
-    .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean }) => {
+    .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean, strict?: boolean }) => {
       // a running agent holds the database: publish through it (it also announces the version)
-      const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label }))
-      if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote }, opts.json === true); return }
+      const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label, strict: opts.strict === true }))
+      if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote, skipped: remote.skipped }, opts.json === true); return }
       const { publishVersion } = await import('../publish.js')
       const { chunkingFor } = await import('../chunk/sizes.js')
       await withLocalContext(opts.home, async ctx => {
         const chunking = chunkingFor(ctx.config.chunking, tree)
         const result = await publishVersion({
-          tree, source: src, label: opts.label, index: ctx.store.index, catalog: ctx.store.catalog,
+          tree, source: src, label: opts.label, strict: opts.strict === true, index: ctx.store.index, catalog: ctx.store.catalog,
           publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
           chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, chunking, signal, size),
           verifyFile: async (path, chunks, signal) => await ctx.pool.verifyFile(path, chunks, signal), log: ctx.log,
@@ -97,7 +100,9 @@ export function registerLocalCommands (program: Command): void {
         const parts = [writer.start()]
         const unique = new Map<string, number>()
         const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
-        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size) => await pool.chunkFile(p, chunking, s, size), onWarning: (p, r) => process.stderr.write(`warning: ${p}: ${r}\n`) })) {
+        let skipped = 0
+        const onSkip = (p: string, _kind: string, reason: string): void => { skipped++; process.stderr.write(`not in the manifest: ${displayPath(p)}: ${reason}\n`) }
+        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size) => await pool.chunkFile(p, chunking, s, size), onSkip })) {
           parts.push(writer.write(entry))
           if (entry.type === 'dir') counts.dirs++
           else if (entry.type === 'symlink') counts.symlinks++
@@ -106,7 +111,10 @@ export function registerLocalCommands (program: Command): void {
             for (const c of entry.chunks) unique.set(toHex(c.id), c.size)
           }
           if (opts.entries === true) {
-            const printable = entry.type === 'file' ? { ...entry, chunks: entry.chunks.map(c => [toHex(c.id), c.size]) } : entry
+            // names in their display form (backslash, control characters and non-UTF-8 bytes escaped)
+            const shown = { ...entry, path: displayPath(entry.path) }
+            if (shown.type === 'symlink') shown.target = displayPath(shown.target)
+            const printable = shown.type === 'file' ? { ...shown, ...(shown.linkTo === undefined ? {} : { linkTo: displayPath(shown.linkTo) }), chunks: shown.chunks.map(c => [toHex(c.id), c.size]) } : shown
             process.stdout.write(JSON.stringify(printable) + '\n')
           }
         }
@@ -114,14 +122,15 @@ export function registerLocalCommands (program: Command): void {
         const chunks = chunkBytes(manifest, chunking)
         const root = encodeRoot({ manifestSize: manifest.byteLength, entryCount: writer.entryCount, totalFileBytes: writer.totalFileBytes, chunks: chunks.map(c => ({ id: c.id, size: c.size })) })
         const uniqueBytes = [...unique.values()].reduce((a, b) => a + b, 0)
-        const stats = { ...counts, uniqueChunks: unique.size, uniqueBytes, manifestBytes: manifest.byteLength, manifestChunks: chunks.length, root: toHex(chunkIdOf(root)), chunking: chunking, ms: Date.now() - started }
+        const stats = { ...counts, skipped, uniqueChunks: unique.size, uniqueBytes, manifestBytes: manifest.byteLength, manifestChunks: chunks.length, root: toHex(chunkIdOf(root)), chunking: chunking, ms: Date.now() - started }
         if (opts.entries === true) return
         if (opts.json === true) process.stdout.write(JSON.stringify(stats) + '\n')
         else {
           process.stdout.write(`${src}: ${stats.files} files, ${stats.dirs} dirs, ${stats.symlinks} symlinks, ${formatBytes(stats.bytes)}\n` +
             `chunks: ${stats.chunks} (${stats.uniqueChunks} unique, ${formatBytes(uniqueBytes)}), average ${formatBytes(stats.chunks === 0 ? 0 : Math.round(stats.bytes / stats.chunks))}\n` +
             `manifest: ${formatBytes(stats.manifestBytes)} in ${stats.manifestChunks} chunks, root ${stats.root}\n` +
-            `chunking: ${chunking.algorithm} avgBits=${chunking.avgBits} min=${chunking.minSize} max=${chunking.maxSize}; ${stats.ms} ms\n`)
+            `chunking: ${chunking.algorithm} avgBits=${chunking.avgBits} min=${chunking.minSize} max=${chunking.maxSize}; ${stats.ms} ms\n` +
+            (skipped > 0 ? `NOT in the manifest: ${skipped} entr${skipped === 1 ? 'y' : 'ies'} (listed above)\n` : ''))
         }
       } finally {
         await pool.close()
@@ -149,15 +158,22 @@ export function registerLocalCommands (program: Command): void {
     })
 }
 
-export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number } }, json: boolean): void {
+export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number, hardlinks?: number }, skipped?: SkippedEntries }, json: boolean): void {
   const { envelope, stats } = result
+  const skipped = result.skipped ?? { count: 0, sample: [] }
   if (json) {
-    process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats }) + '\n')
+    process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats, skipped }) + '\n')
     return
+  }
+  // never silent: what the version does not hold goes to stderr, whatever else is printed
+  if (skipped.count > 0) {
+    process.stderr.write(`WARNING: ${skipped.count} entr${skipped.count === 1 ? 'y' : 'ies'} of the source ${skipped.count === 1 ? 'is' : 'are'} NOT in ${envelope.tree}@${envelope.seq} (use --strict to refuse to publish instead):\n` +
+      skipped.sample.map(s => `  ${s.path}: ${s.reason}\n`).join('') +
+      (skipped.count > skipped.sample.length ? `  … and ${skipped.count - skipped.sample.length} more (see the agent's log)\n` : ''))
   }
   const seconds = stats.durationMs / 1000
   process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
     `  ${stats.files} files, ${formatBytes(stats.bytes)}, ${stats.chunks} chunks; new: ${stats.newChunks} chunks, ${formatBytes(stats.newBytes)}; ` +
-    `${stats.cachedFiles} files unchanged (not re-read), ${stats.verifiedFiles ?? 0} re-read and found unchanged (only their ctime moved); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
+    `${stats.hardlinks !== undefined && stats.hardlinks > 0 ? `${stats.hardlinks} hardlinks; ` : ''}${stats.cachedFiles} files unchanged (not re-read), ${stats.verifiedFiles ?? 0} re-read and found unchanged (only their ctime moved); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
     `${seconds > 0 ? `, ${formatBytes((stats.bytes - 0) / seconds)}/s` : ''}\n`)
 }

@@ -4,7 +4,7 @@
 //   GET  /v1/ping                          {pid}: who answers on this socket
 //   GET  /v1/status                        AgentStatus
 //   POST /v1/publish     {tree,source,label?}       PublishSummary (no timeout; aborted if the client goes)
-//   POST /v1/subscribe   {tree,to,include?,exclude?,seed?,seedCopy?}
+//   POST /v1/subscribe   {tree,to,include?,exclude?,seed?,seedCopy?,allowEmpty?,maxDropPercent?}
 //   POST /v1/unsubscribe {tree}
 //   POST /v1/peers       {addr,name?}
 //   POST /v1/trust       {tree,publisherKey}
@@ -151,13 +151,16 @@ async function handle (req: IncomingMessage, res: ServerResponse, options: Contr
       case 'GET /v1/sync': return await streamSync(res, api, requiredParam(url, 'tree'), optSeqParam(url, 'minSeq'), gone.signal, log)
       case 'POST /v1/publish': {
         const body = await readJsonBody(req)
-        const request = { tree: str(body, 'tree'), source: absPath(body, 'source'), label: optStr(body, 'label') }
+        const request = { tree: str(body, 'tree'), source: absPath(body, 'source'), label: optStr(body, 'label'), strict: body.strict === true }
         return sendJson(res, 200, await api.publish(request, gone.signal))
       }
       case 'POST /v1/subscribe': {
         const body = await readJsonBody(req)
         const seed = body.seed === undefined || body.seed === null ? undefined : absPath(body, 'seed')
-        await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude'), seed, seedCopy: optBool(body, 'seedCopy') })
+        const maxDropPercent = body.maxDropPercent
+        if (maxDropPercent !== undefined && maxDropPercent !== null && (typeof maxDropPercent !== 'number' || !(maxDropPercent >= 0 && maxDropPercent <= 100))) throw new BadRequestError('maxDropPercent: expected a number from 0 to 100')
+        // the patterns themselves are checked by the agent (FilterPatternError, 400)
+        await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude'), seed, seedCopy: optBool(body, 'seedCopy'), allowEmpty: optBool(body, 'allowEmpty'), maxDropPercent: maxDropPercent ?? undefined })
         return sendJson(res, 200, { ok: true })
       }
       case 'POST /v1/unsubscribe': {

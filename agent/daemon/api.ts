@@ -37,6 +37,8 @@ export interface VersionSummary {
   files?: number
   bytes?: number
   newBytes?: number
+  /** At the publisher: entries of the source left out of this version (special or unreadable files), with the first few. */
+  skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
 }
 
 export interface TreeStatus {
@@ -47,9 +49,27 @@ export interface TreeStatus {
   subscribedTo?: string
   include?: string[]
   exclude?: string[]
+  /** subscribe --allow-empty / --max-drop (absent: refuse an empty selection / 50). */
+  allowEmpty?: boolean
+  maxDropPercent?: number
   trustedKeys: string[]
   versions: VersionSummary[]
   sync?: SyncProgress
+  /** The newest version (or the current one rebuilt for a changed filter) refused for what the filter selects; the served version stays. */
+  refused?: SelectionRefusal
+}
+
+/** Why a version was not installed: its selection would empty the mirror or drop too many of its files. */
+export interface SelectionRefusal {
+  seq: number
+  reason: 'empty' | 'drop'
+  /** Regular files the filter selects, of the version's; the served version's files. */
+  selected: number
+  total: number
+  previousSeq?: number
+  previousFiles?: number
+  maxDropPercent: number
+  message: string
 }
 
 export interface PeerStatus {
@@ -96,7 +116,7 @@ export interface AgentStatus {
   }
 }
 
-export interface PublishRequest { tree: string, source: string, label?: string }
+export interface PublishRequest { tree: string, source: string, label?: string, strict?: boolean }
 export interface PublishSummary {
   tree: string
   seq: number
@@ -112,6 +132,10 @@ export interface PublishSummary {
   verifiedFiles?: number
   manifestBytes: number
   durationMs: number
+  /** Other names of files in the version (hardlinks at the source). */
+  hardlinks?: number
+  /** Entries of the source left out of the version (special or unreadable files), with the first few. */
+  skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
 }
 
 export interface SubscribeRequest {
@@ -123,6 +147,10 @@ export interface SubscribeRequest {
   seed?: string
   /** Copy seed files instead of hardlinking them (the seed stays independent of the versions). */
   seedCopy?: boolean
+  /** Install a version even when the filter selects none of its files (default: refused, the previous one stays). */
+  allowEmpty?: boolean
+  /** Refuse a version that selects more than this share (%, 0–100) fewer files than the served one; default 50, 100: never. */
+  maxDropPercent?: number
 }
 
 export interface SyncResult {

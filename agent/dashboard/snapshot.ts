@@ -1,6 +1,6 @@
 // The JSON the dashboard page renders: every site (from the network view), this site's trees with their
 // version history, its links and peers, and the throughput series. Built per request from the live state.
-import type { AgentStatus } from '../daemon/api.js'
+import type { AgentStatus, SelectionRefusal } from '../daemon/api.js'
 import type { LinkView } from '../netview/local-status.js'
 import type { SiteView } from '../netview/network-view.js'
 import type { Rates, RatePoint } from '../netview/traffic.js'
@@ -18,6 +18,8 @@ export interface VersionRow {
   bytes?: number
   /** Bytes that crossed the network for this version here (at the publisher: new chunk bytes). */
   newBytes?: number
+  /** At the publisher: entries of the source not in this version, with the first few (display form). */
+  skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
   /** Sites whose last status lists this version as complete. */
   heldBy: string[]
 }
@@ -30,6 +32,10 @@ export interface TreeRow {
   currentSeq?: number
   newestSeq?: number
   versions: VersionRow[]
+  /** A version not installed because of what the filter selects (the served one stays), with the reason. */
+  refused?: SelectionRefusal
+  /** The last sync of the tree here failed (and is retried, or waits for a change): why. */
+  syncError?: string
 }
 
 export interface PeerRow {
@@ -86,9 +92,10 @@ export function buildSnapshot (input: SnapshotInput): DashboardSnapshot {
     treeNames,
     trees: status.trees.map(t => ({
       name: t.name, subscribedTo: t.subscribedTo, include: t.include, exclude: t.exclude, currentSeq: t.currentSeq, newestSeq: t.newestSeq,
+      refused: t.refused, syncError: t.sync?.phase === 'failed' ? t.sync.error : undefined,
       versions: t.versions.map(v => ({
         seq: v.seq, label: v.label, state: v.state, createdAtMs: v.createdAtMs, publisherKey: v.publisherKey,
-        publishedHere: v.publisherKey === status.publisherKey, files: v.files, bytes: v.bytes, newBytes: v.newBytes, heldBy: heldBy(t.name, v.seq),
+        publishedHere: v.publisherKey === status.publisherKey, files: v.files, bytes: v.bytes, newBytes: v.newBytes, skipped: v.skipped, heldBy: heldBy(t.name, v.seq),
       })).reverse(),
     })),
     links: input.links.map(l => ({ ...l, peerNames: (l.peerIds ?? []).map(id => nameOf.get(id) ?? id.slice(-8)) })),

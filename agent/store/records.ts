@@ -1,6 +1,6 @@
 // Decoders of the catalog's records: `unknown` from JSON or msgpack in, a checked domain type out.
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
-import type { PlacedChunk, ScanCacheEntry, TreeRecord, VersionRecord, VersionState, VersionStats } from './types.js'
+import type { PlacedChunk, ScanCacheEntry, TreeRecord, SkippedEntries, VersionRecord, VersionState, VersionStats } from './types.js'
 import { isNonNegInt, isRecord } from './db.js'
 import { StoreCorruptError } from './errors.js'
 
@@ -23,6 +23,9 @@ export function decodeTree (name: string, raw: unknown): TreeRecord {
   if (retain !== undefined) { if (!isNonNegInt(retain)) throw bad('retain'); tree.retain = retain }
   if (seed !== undefined) { if (typeof seed !== 'string') throw bad('seed'); tree.seed = seed }
   if (seedCopy !== undefined) { if (typeof seedCopy !== 'boolean') throw bad('seedCopy'); tree.seedCopy = seedCopy }
+  const { allowEmpty, maxDropPercent } = raw
+  if (allowEmpty !== undefined) { if (typeof allowEmpty !== 'boolean') throw bad('allowEmpty'); tree.allowEmpty = allowEmpty }
+  if (maxDropPercent !== undefined) { if (typeof maxDropPercent !== 'number' || !(maxDropPercent >= 0 && maxDropPercent <= 100)) throw bad('maxDropPercent'); tree.maxDropPercent = maxDropPercent }
   return tree
 }
 
@@ -38,7 +41,23 @@ export function decodeVersion (tree: string, seq: number, raw: unknown): Version
   if (realPath !== undefined) { if (typeof realPath !== 'string') throw bad('realPath'); version.realPath = realPath }
   if (error !== undefined) { if (typeof error !== 'string') throw bad('error'); version.error = error }
   if (stats !== undefined) version.stats = decodeStats(stats, bad)
+  const { selection, generation } = raw
+  if (selection !== undefined) {
+    if (!isRecord(selection) || (selection.include !== undefined && !isStringArray(selection.include)) || (selection.exclude !== undefined && !isStringArray(selection.exclude))) throw bad('selection')
+    version.selection = { include: selection.include as string[] | undefined, exclude: selection.exclude as string[] | undefined }
+  }
+  if (generation !== undefined) { if (!isNonNegInt(generation)) throw bad('generation'); version.generation = generation }
+  if (raw.skipped !== undefined) version.skipped = decodeSkipped(raw.skipped, bad)
   return version
+}
+
+function decodeSkipped (raw: unknown, bad: (why: string) => Error): SkippedEntries {
+  if (!isRecord(raw) || !isNonNegInt(raw.count) || !Array.isArray(raw.sample)) throw bad('skipped')
+  const sample = raw.sample.map(s => {
+    if (!isRecord(s) || typeof s.path !== 'string' || typeof s.kind !== 'string' || typeof s.reason !== 'string') throw bad('skipped.sample')
+    return { path: s.path, kind: s.kind, reason: s.reason }
+  })
+  return { count: raw.count, sample }
 }
 
 function decodeStats (raw: unknown, bad: (why: string) => Error): VersionStats {

@@ -91,7 +91,23 @@ export interface VersionRecord {
   realPath?: string
   /** Totals for status and benchmarks. */
   stats?: VersionStats
+  /** Entries of the source the publisher left out of this version (special or unreadable files), with the first few. */
+  skipped?: SkippedEntries
   error?: string
+  /**
+   * The subscription filter its directory was built with (or its staging is being built with); absent on
+   * records made before filters were recorded, and at a publisher. A subscription whose filter differs has
+   * the version rebuilt (`generation` + 1) and flipped to.
+   */
+  selection?: { include?: string[], exclude?: string[] }
+  /** 0 (absent): the directory is versions/<seq>; n: versions/<seq>.<n>, the n-th rebuild for a changed filter. */
+  generation?: number
+}
+
+export interface SkippedEntries {
+  count: number
+  /** The first MAX_SKIPPED_SAMPLE of them; `path` in its display form (protocol/paths.ts displayPath). */
+  sample: Array<{ path: string, kind: string, reason: string }>
 }
 
 export interface VersionStats {
@@ -118,6 +134,10 @@ export interface TreeRecord {
   seedCopy?: boolean
   /** How many complete versions to keep (default 3). */
   retain?: number
+  /** subscribe --allow-empty: a version the filter selects no file of is installed anyway. */
+  allowEmpty?: boolean
+  /** subscribe --max-drop: refuse a version that selects more than this share (%) fewer files than the served one (default 50). */
+  maxDropPercent?: number
 }
 
 /**

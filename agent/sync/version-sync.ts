@@ -8,6 +8,8 @@ import type { Catalog, ChunkIndex, VersionRecord } from '../store/types.js'
 import { Materializer, type MaterializerComponents, type PreviousVersion, type Seed } from '../versions/materializer.js'
 import { readManifestEntries, readManifestHeader } from '../versions/manifest-io.js'
 import type { PathFilter } from '../versions/walk.js'
+import type { FilterSpec } from '../versions/filter.js'
+import { checkSelection, countSelected, type SelectionGuard } from '../versions/selection-guard.js'
 import type { SyncPhase, SyncProgress } from '../daemon/api.js'
 import { SwarmScheduler, type WantedChunk } from './swarm-scheduler.js'
 import { pumpChunks, type FetchFn } from './chunk-pump.js'
@@ -47,6 +49,12 @@ export interface VersionSyncInit {
   /** The chunks of the previous version's manifest (in the catalog): manifest deltas start from them. */
   previousManifest?: () => Promise<SizedChunk[] | undefined>
   filter?: PathFilter
+  /** The subscription patterns `filter` was made from (recorded with the version). */
+  selection?: FilterSpec
+  /** Checked before anything is fetched or built: a selection that would empty or gut the mirror is refused. */
+  guard?: SelectionGuard
+  /** > 0: rebuild the version held now under a changed filter (versions/<seq>.<generation>); no deltas. */
+  generation?: number
   windowBytes: number
   ownerGraceMs?: number
   ownerStallMs?: number
@@ -124,6 +132,12 @@ export class VersionSync {
     const { envelope, signal } = this.init
     const root = await this.fetchManifest()
     this.phase('planning')
+    if (this.init.guard !== undefined) {
+      const counted = await countSelected(readManifestEntries(this.components.catalog, root, signal), this.init.filter, signal)
+      const counts = checkSelection({ tree: envelope.tree, seq: envelope.seq }, counted, this.init.guard)
+      this.log.debug({ ...counts }, 'selection checked')
+    }
+    const header = await readManifestHeader(this.components.catalog, root)
     const materializer = new Materializer(
       { index: this.components.index, catalog: this.components.catalog, home: this.components.home, log: this.components.log, verifyFile: this.components.verifyFile, chunkFile: this.components.chunkFile },
       {
@@ -131,8 +145,11 @@ export class VersionSync {
         seq: envelope.seq,
         entries: (): AsyncIterable<ManifestEntry> => readManifestEntries(this.components.catalog, root, signal),
         filter: this.init.filter,
+        selection: this.init.selection,
+        generation: this.init.generation,
         previous: this.init.previous,
-        seed: this.init.seed === undefined ? undefined : { ...this.init.seed, chunking: (await readManifestHeader(this.components.catalog, root)).chunking },
+        seed: this.init.seed === undefined ? undefined : { ...this.init.seed, chunking: header.chunking },
+        rootTimes: header.root,
         envelope: envelope.bytes,
         signal,
       })
@@ -199,6 +216,8 @@ export class VersionSync {
     const { previous, signal } = this.init
     const fetchDeltas = this.components.fetchDeltas
     const holder = [...this.peers].find(([, complete]) => complete)?.[0]
+    // a rebuild's "previous" is the same version: its missing files have no older content to start from
+    if ((this.init.generation ?? 0) > 0) return plan
     if (previous === undefined || fetchDeltas === undefined || holder === undefined || plan.length === 0) return plan
     const missing = new Set(plan.map(c => toHex(c.id)))
     // large files lacking chunks, for chunk deltas below (no small-file delta touches their chunks)

@@ -1,4 +1,4 @@
-import { lutimes, mkdir, readlink, rename, symlink, type FileHandle } from 'node:fs/promises'
+import { lutimes, mkdir, readlink, rename, symlink, utimes, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { InvalidMessageError, InvalidPathError } from '../../protocol/errors.js'
 import type { FileEntry, SymlinkEntry, DirEntry } from '../../protocol/manifest.js'
@@ -15,6 +15,7 @@ import { matches } from './fs-batch-ops.js'
 import { PostOrderRunner } from './post-order.js'
 import { DurabilityPlan, fsyncPath, syncFsViaCommand, type SyncFs } from './durability.js'
 import { openTreePath } from '../mirror-access.js'
+import { versionName } from '../home.js'
 
 // The second half of building a version: everything after the last chunk is written. Order matters:
 //   1. files: mode, mtime (usually set already, when the file's last chunk was written: then one lstat);
@@ -64,8 +65,9 @@ export interface BuildContext {
 
 export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord> {
   const { tree, seq, signal } = ctx.init
-  const versionDir = ctx.home.versionDir(tree, seq)
-  const stagingDir = ctx.home.stagingDir(tree, seq)
+  const generation = ctx.init.generation ?? 0
+  const versionDir = ctx.home.versionDir(tree, seq, generation)
+  const stagingDir = ctx.home.stagingDir(tree, seq, generation)
   if (ctx.missingChunks > 0) throw new MissingChunksError({ tree, seq }, ctx.missingChunks, ctx.missingBytes)
   const totals = { files: 0, bytes: 0, chunks: 0 }
   const context: VersionContext = { tree, seq }
@@ -124,6 +126,9 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
       if (await lstatOrUndefined(versionDir) !== undefined) throw new StagingError(context, `${versionDir} already exists; refusing to replace it`)
       // past this point there is no abort: the install steps are short and each is idempotent
       await rename(stagingDir, versionDir)
+      // the tree's top directory keeps the publisher's times, as rsync -a keeps them (its mode is [mirror]'s)
+      const rootTimes = ctx.init.rootTimes
+      if (rootTimes !== undefined) await utimes(versionDir, timeOf(rootTimes.mtimeMs), timeOf(rootTimes.mtimeMs))
       await fsyncDir(ctx.home.versionsDir(tree))
       await fsyncDir(dirname(stagingDir))
     }
@@ -132,7 +137,7 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
   }
 
   await ctx.index.updateRoot({ ...ctx.root, kind: 'version', path: versionDir, tree, seq })
-  await flipSymlink(ctx.home.currentLink(tree), `versions/${seq}`).catch(err => { throw new LinkFlipError(tree, seq, ctx.home.currentLink(tree), { cause: err }) })
+  await flipSymlink(ctx.home.currentLink(tree), `versions/${versionName(seq, generation)}`).catch(err => { throw new LinkFlipError(tree, seq, ctx.home.currentLink(tree), { cause: err }) })
 
   const treeRecord = await ctx.catalog.getTree(tree) ?? { name: tree }
   let subscriptionError: Error | undefined
@@ -145,7 +150,8 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
   const envelope = existing?.envelope ?? ctx.init.envelope
   if (envelope === undefined) throw new StagingError({ tree, seq }, 'no envelope: neither the catalog nor the caller has one for this version')
   const stats: VersionStats = { ...totals, newBytes: ctx.newBytes, newChunks: ctx.newChunks, durationMs: Date.now() - ctx.started }
-  const record: VersionRecord = { ...existing, tree, seq, envelope, state: 'complete', rootId: ctx.root.id, path: versionDir, stats }
+  const record: VersionRecord = { ...existing, tree, seq, envelope, state: 'complete', rootId: ctx.root.id, path: versionDir, stats, generation, selection: ctx.init.selection ?? existing?.selection }
+  if (generation === 0) delete record.generation
   delete record.error
   await ctx.catalog.putVersion(record)
   await ctx.catalog.putTree({ ...treeRecord, currentSeq: seq })

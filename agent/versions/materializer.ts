@@ -91,6 +91,12 @@ export interface MaterializeInit {
   onProgress?: (progress: MaterializeProgress) => void
   /** Called when prepare() is done with a file (tests inject crashes here); files are prepared several at once. */
   afterFile?: (relPath: string) => void | Promise<void>
+  /** 0 (default): built as versions/<seq>; n > 0: the version rebuilt for a changed filter, as versions/<seq>.<n>. */
+  generation?: number
+  /** The subscription filter `filter` was made from: recorded with the complete version (a changed one is re-applied). */
+  selection?: { include?: string[], exclude?: string[] }
+  /** The top directory's times from the manifest header (format 2), set on the version directory at install. */
+  rootTimes?: { mtimeMs: number, mtimeNs?: number }
 }
 
 /** One place a planned chunk must be written in staging. */
@@ -201,17 +207,24 @@ export class Materializer {
   private dirsReady: Promise<void> = Promise.resolve()
   /** Files neither the previous version nor the seed could lend (changed since, link refused): built from chunks. */
   private unlinked: Array<{ entry: FileEntry, placed: PlacedChunk[] }> = []
+  /**
+   * Hardlinks of the version (entries with `linkTo` whose target this build makes too), linked at finalize
+   * once every file is complete: a compose whose variants share packages by hardlink costs the disk once
+   * here as at the publisher. `linkLeaders`: the linkable files this build makes.
+   */
+  private hardlinks: FileEntry[] = []
+  private readonly linkLeaders = new Set<string>()
 
   constructor (private readonly components: MaterializerComponents, private readonly init: MaterializeInit) {
     this.log = (components.log ?? silentLogger()).child({ component: 'materializer', tree: init.tree, seq: init.seq })
     this.progressValue = { tree: init.tree, seq: init.seq, plannedChunks: 0, plannedBytes: 0, doneChunks: 0, doneBytes: 0 }
     this.fs = components.fsBatch ?? sharedFsBatch()
-    this.stagingDir = components.home.stagingDir(init.tree, init.seq)
+    this.stagingDir = components.home.stagingDir(init.tree, init.seq, init.generation)
   }
 
   /** Computed once: the home layout validates the tree name on every call, and fill() needs it per chunk. */
   readonly stagingDir: string
-  get versionDir (): string { return this.components.home.versionDir(this.init.tree, this.init.seq) }
+  get versionDir (): string { return this.components.home.versionDir(this.init.tree, this.init.seq, this.init.generation) }
   get stats (): Readonly<PrepareStats> { return this.prepareStats }
   get progress (): Readonly<MaterializeProgress> { return { ...this.progressValue } }
   /** The chunks still missing (a snapshot). */
@@ -246,6 +259,8 @@ export class Materializer {
       this.log.debug({ resuming: this.resuming }, 'preparing')
       const previous = this.init.previous !== undefined ? new ManifestCursor(this.init.previous.entries(), comparePaths) : undefined
       this.unlinked = []
+      this.hardlinks = []
+      this.linkLeaders.clear()
       this.steps = new QueuedSteps()
       this.assembling = new QueuedSteps()
       this.dirsReady = Promise.resolve()
@@ -372,6 +387,7 @@ export class Materializer {
     this.state = 'finalizing'
     await this.handles.closeAll()
     try {
+      if (!this.installed) await this.makeHardlinks()
       const record = await finalizeVersion(this.buildContext())
       this.state = 'done'
       return record
@@ -433,7 +449,37 @@ export class Materializer {
     return roots.find(r => r.kind === 'staging' && r.path === this.stagingDir) ?? roots.find(r => r.kind === 'version' && r.path === this.versionDir)
   }
 
+  /**
+   * Each hardlink entry becomes a link to its target's staging file (complete, with its final mode and times);
+   * a resumed build keeps one already made. Where the filesystem refuses a link (EMLINK, EPERM) the file is
+   * copied from the target instead: the same bytes, one more inode.
+   */
+  private async makeHardlinks (): Promise<void> {
+    for (const entry of this.hardlinks) {
+      this.init.signal?.throwIfAborted()
+      const source = safeJoin(this.stagingDir, entry.linkTo as string)
+      const target = safeJoin(this.stagingDir, entry.path)
+      const expect = { size: entry.size, mode: entry.mode, mtimeMs: entry.mtimeMs }
+      try {
+        const outcome = await this.fs.run({ type: 'link', source, target, expect, replace: true })
+        if (outcome === 'linked') continue
+        if (outcome === 'changed') throw new StagingError({ ...this.context(), path: entry.path }, `hardlink target ${JSON.stringify(entry.linkTo)} is not the complete file the manifest describes`)
+        this.log.debug({ path: entry.path }, 'hardlink refused; copying the file instead')
+        await this.fs.run({ type: 'adopt', source, target, size: entry.size, copy: true, replace: true })
+        await this.fs.run({ type: 'finish', path: target, mode: entry.mode, mtimeMs: entry.mtimeMs, mtimeNs: entry.mtimeNs })
+      } catch (err) {
+        throw wrapError({ ...this.context(), path: entry.path }, err)
+      }
+    }
+  }
+
   private async prepareFile (entry: FileEntry, previous: ManifestCursor | undefined): Promise<void> {
+    if (entry.linkTo !== undefined && this.linkLeaders.has(entry.linkTo)) {
+      // made at finalize, from the target this build makes (a filter that leaves the target out gets a file)
+      this.hardlinks.push(entry)
+      return
+    }
+    if (entry.linkable === true) this.linkLeaders.add(entry.path)
     const s = this.prepareStats
     s.files++
     s.bytes += entry.size

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { encodeEntry, encodeHeader, type ChunkingParams, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
+import { bytesToPath, comparePaths } from '../../protocol/paths.js'
 import { HomeLayout } from '../../agent/home.js'
 import { openStore, type Store } from '../../agent/store/index.js'
 import { Materializer } from '../../agent/versions/materializer.js'
@@ -93,14 +94,25 @@ describe('hostile manifest paths', () => {
     ['parent in the middle', 'a/../../evil'],
     ['dot segment', 'a/./evil'],
     ['empty segment', 'a//evil'],
-    ['backslashes', '..\\..\\evil'],
     ['NUL', 'evil\u0000.txt'],
-    ['newline', 'evil\n'],
     ['over-long name', `${'x'.repeat(256)}`],
   ])('%s path (%j) is a typed ManifestError and nothing lands outside', async (_name, path) => {
     const w = await world()
     const err = await materialize(w, [dir('a'), file(path, 'pwned')])
     expect(err).toHaveProperty('name', 'ManifestError')
+    await expectOutsideUntouched(w)
+  })
+
+  it('backslashes, newlines and bytes that are not UTF-8 are names like any other: created inside, byte for byte', async () => {
+    // POSIX allows every byte but '/' and NUL in a name; '..\\..\\evil' is one name on Linux, not a way out
+    const w = await world()
+    const latin1 = bytesToPath(Buffer.from([0x65, 0x76, 0x69, 0x6c, 0xe9]))
+    const names = ['..\\..\\evil', 'evil\n', 'tab\there', latin1].sort(comparePaths)
+    expect(await materialize(w, names.map(n => file(n, 'inside')))).toBeUndefined()
+    const v = w.home.versionDir(TREE, 1)
+    const listed = (await readdir(v, { encoding: 'buffer' })).map(b => bytesToPath(b)).sort(comparePaths)
+    expect(listed).toEqual(names)
+    expect(await readFile(Buffer.concat([Buffer.from(v + '/'), Buffer.from([0x65, 0x76, 0x69, 0x6c, 0xe9])]), 'utf8')).toBe('inside')
     await expectOutsideUntouched(w)
   })
 

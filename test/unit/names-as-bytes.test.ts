@@ -83,7 +83,7 @@ describe('manifest format 2', () => {
   }
 
   function encode (list: ManifestEntry[]): Buffer {
-    const w = new ManifestWriter({ chunking })
+    const w = new ManifestWriter({ chunking, root: { mode: 0o755, mtimeMs: T, mtimeNs: 7 } })
     return Buffer.concat([w.start(), ...list.map(e => w.write(e))])
   }
 
@@ -92,6 +92,7 @@ describe('manifest format 2', () => {
     const decoded = decodeManifest(bytes)
     const plain = (list: ManifestEntry[]): unknown => list.map(e => e.type === 'file' ? { ...e, chunks: e.chunks.map(c => [Buffer.from(c.id).toString('hex'), c.size]) } : e)
     expect(plain(decoded.entries)).toEqual(plain(entries()))
+    expect(decoded.header.root).toEqual({ mode: 0o755, mtimeMs: T, mtimeNs: 7 })
     expect(encode(decoded.entries).equals(bytes)).toBe(true)
     const hole = decoded.entries.find(e => e.path === 'e')
     expect(hole?.type === 'file' && isHoleChunk(hole.chunks[1]!.id)).toBe(true)
@@ -119,7 +120,7 @@ describe('manifest format 2', () => {
       { type: 'file', path: 'a/b', mode: 0o644, mtimeMs: T, size: 2, chunks: [{ id: id('b'), size: 2 }] },
       { type: 'symlink', path: 'a/c', mtimeMs: T, target: 'b' },
     ])
-    const mixed = Buffer.concat([frame(['deltamesh/manifest', 2, ['gear', 15, 16384, 262144]]), frame([0, 'a', 0o755, T])])
+    const mixed = Buffer.concat([frame(['deltamesh/manifest', 2, ['gear', 15, 16384, 262144], []]), frame([0, 'a', 0o755, T])])
     expect(() => decodeManifest(mixed)).toThrow(/not a byte string|fields/)
   })
 })

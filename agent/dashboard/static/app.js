@@ -140,11 +140,16 @@ function renderHistory (snap) {
       el('td', {}, v.state),
       el('td', { class: 'mono', title: v.publisherKey }, v.publishedHere ? 'this site' : v.publisherKey.slice(0, 16) + '…'),
       el('td', {}, time(v.createdAtMs)),
-      el('td', { class: 'num' }, v.files === undefined ? '–' : v.files),
+      el('td', { class: 'num' }, v.files === undefined ? '–' : v.files,
+        // never silent: entries of the source this version does not hold
+        v.skipped ? el('span', { class: 'warn', 'data-skipped': v.skipped.count, title: v.skipped.sample.map(s => `${s.path}: ${s.reason}`).join('\n') }, ` (${v.skipped.count} not published)`) : ''),
       el('td', { class: 'num' }, bytes(v.bytes)),
       el('td', { class: 'num' }, v.newBytes === undefined ? '–' : `${bytes(v.newBytes)}${v.bytes ? ` (${(100 * v.newBytes / v.bytes).toFixed(1)} %)` : ''}`),
       el('td', {}, v.heldBy.join(', ') || '–')))
+    // a version held back (the filter selects nothing, or too few files), or a failing sync: said above the table
+    const problem = t.refused ? t.refused.message : t.syncError
     return el('div', { 'data-history': t.name }, el('h3', {}, t.name, el('span', { class: 'sub' }, ' — ' + where)),
+      problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined }, problem) : null,
       el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)))
   })
   replace('history', ...(blocks.length ? blocks : [el('p', { class: 'sub' }, 'no versions here yet')]))
