@@ -10,7 +10,7 @@ import { treeDirName } from '../protocol/paths.js'
  *   identity/peer.key         libp2p private key (protobuf)
  *   identity/publisher.pem    ed25519 publisher private key (PKCS#8 PEM)
  *   db/                       LevelDB: chunk index, catalog, state
- *   trees/<tree>/versions/<seq>/   materialized versions
+ *   trees/<tree>/versions/<seq>/   materialized versions (<seq>.<generation>: rebuilt for a changed filter)
  *   trees/<tree>/staging/<seq>/    versions being built (never visible to readers)
  *   trees/<tree>/current      symlink → versions/<seq>, flipped atomically
  *   control.sock              local control API (unix socket, mode 0600)
@@ -34,9 +34,25 @@ export class HomeLayout {
 
   treeDir (tree: string): string { return join(this.root, 'trees', treeDirName(tree)) }
   versionsDir (tree: string): string { return join(this.treeDir(tree), 'versions') }
-  versionDir (tree: string, seq: number): string { return join(this.versionsDir(tree), String(seq)) }
-  stagingDir (tree: string, seq: number): string { return join(this.treeDir(tree), 'staging', String(seq)) }
+  /** A version's directory; generation > 0: the same version rebuilt for a changed subscription filter. */
+  versionDir (tree: string, seq: number, generation = 0): string { return join(this.versionsDir(tree), versionName(seq, generation)) }
+  stagingDir (tree: string, seq: number, generation = 0): string { return join(this.treeDir(tree), 'staging', versionName(seq, generation)) }
   currentLink (tree: string): string { return join(this.treeDir(tree), 'current') }
+}
+
+/**
+ * The name of a version's directory (and of its staging directory): `<seq>`, or `<seq>.<generation>` for the
+ * same version materialized again under a changed filter (a new name, so the flip stays atomic).
+ */
+export function versionName (seq: number, generation = 0): string {
+  return generation === 0 ? String(seq) : `${seq}.${generation}`
+}
+
+/** The inverse of versionName; undefined for any other name. */
+export function parseVersionName (name: string): { seq: number, generation: number } | undefined {
+  const m = /^([1-9][0-9]{0,15})(?:\.([1-9][0-9]{0,8}))?$/.exec(name)
+  if (m === null) return undefined
+  return { seq: Number(m[1]), generation: m[2] === undefined ? 0 : Number(m[2]) }
 }
 
 /** --home, else $DELTAMESH_HOME; a clear error when neither is given. */

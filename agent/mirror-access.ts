@@ -3,7 +3,7 @@ import { chmod, lstat, mkdir, readdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
 import { DeltameshError } from '../protocol/errors.js'
-import type { HomeLayout } from './home.js'
+import { parseVersionName, type HomeLayout } from './home.js'
 import type { Logger } from './log.js'
 import { errnoOf, lstatOrUndefined, openDir, STAGING_DIR_MODE } from './versions/fs-safe.js'
 
@@ -105,7 +105,7 @@ export async function applyMirrorAccess (home: HomeLayout, access: MirrorAccess,
       await setMode(versions, TREE_DIR_MODE, result)
       for (const seq of await readdir(versions)) {
         const dir = join(versions, seq)
-        if (/^[1-9][0-9]*$/.test(seq) && (await lstatOrUndefined(dir))?.isDirectory() === true) await setMode(dir, TREE_DIR_MODE, result)
+        if (parseVersionName(seq) !== undefined && (await lstatOrUndefined(dir))?.isDirectory() === true) await setMode(dir, TREE_DIR_MODE, result)
       }
     }
   }

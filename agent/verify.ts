@@ -37,8 +37,10 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
   const result: VerifyResult = { tree, seq: chosen, path: version.path, files: 0, bytes: 0, problems: [] }
   const problem = (path: string, reason: string): void => { if (result.problems.length < MAX_REPORTED_PROBLEMS) result.problems.push({ path, reason }) }
 
-  // a subscription with --include/--exclude holds only part of the version: check that part
-  const filter = version.rootId !== undefined ? globFilter(record?.include, record?.exclude) : undefined
+  // a subscription with --include/--exclude holds only part of the version: check that part (the patterns its
+  // directory was built with; a changed subscription is being applied by a rebuild)
+  const selection = version.selection ?? record
+  const filter = version.rootId !== undefined ? globFilter(selection?.include, selection?.exclude) : undefined
   for await (const entry of readManifestEntries(catalog, decodeRoot(rootBytes), signal)) {
     signal?.throwIfAborted()
     if (filter !== undefined && entry.type !== 'dir' && !filter(entry.path, entry.type)) continue

@@ -14,6 +14,8 @@ import type { AgentApi, AgentStatus, LinkStatus, SyncProgress } from '../daemon/
 import { formatRate } from '../bandwidth/rate.js'
 import { ExitError, formatBytes, homeOption } from './common.js'
 import { createProgressReporter, formatDuration, formatProgressLine, formatSyncSummary } from './progress.js'
+import { FilterPatternError, validateFilter } from '../versions/filter.js'
+import { DEFAULT_MAX_DROP_PERCENT, parseMaxDrop } from '../versions/selection-guard.js'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
 export const EXIT_SYNC_TIMEOUT = 3
@@ -89,13 +91,22 @@ export function registerRemoteCommands (program: Command): void {
     .addOption(homeOption())
     .argument('<tree>', 'tree name')
     .requiredOption('--to <path>', 'where the tree appears (a symlink to the current version)')
-    .option('--include <glob...>', 'only paths matching these globs')
-    .option('--exclude <glob...>', 'skip paths matching these globs')
+    .option('--include <glob...>', "only these paths: globs from the tree root ('Packages/x86_64/**'); a trailing / takes a directory and everything under it ('Packages/x86_64/'); a name without / matches at any depth ('*.iso', 'debug/'); a leading / anchors it at the root")
+    .option('--exclude <glob...>', 'skip these paths (the same patterns; exclude wins over include)')
+    .option('--allow-empty', 'install a version even when the filter selects none of its files (default: such a version is refused and the previous one stays served)')
+    .option('--max-drop <percent>', `refuse a version that selects more than this share fewer files than the version served (default ${DEFAULT_MAX_DROP_PERCENT}%; 100% never refuses)`, parseMaxDropOption)
     .option('--seed <dir>', 'an existing copy of the tree (an rsync mirror, a shipped disk): the first version takes every file there whose bytes match it instead of fetching it — hardlinked, so do not edit the seed in place afterwards')
     .option('--seed-copy', 'copy the seed\'s files instead of hardlinking them')
-    .action(async (tree: string, opts: { home?: string, to: string, include?: string[], exclude?: string[], seed?: string, seedCopy?: boolean }) => {
+    .action(async (tree: string, opts: { home?: string, to: string, include?: string[], exclude?: string[], seed?: string, seedCopy?: boolean, allowEmpty?: boolean, maxDrop?: number }) => {
+      try {
+        validateFilter({ include: opts.include, exclude: opts.exclude })
+      } catch (err) {
+        if (err instanceof FilterPatternError) throw new ExitError(err.message, 2)
+        throw err
+      }
       const api = await requireAgent(opts.home)
-      await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy })
+      await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy, allowEmpty: opts.allowEmpty, maxDropPercent: opts.maxDrop })
+      // a version already held under other patterns is rebuilt with these and flipped to: `sync` waits for that too
       process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync ${tree}\n`)
     })
 
@@ -172,6 +183,14 @@ async function runLimit (opts: LimitOptions): Promise<void> {
     else print(bandwidth.status(), 'agent not running; limits from config.toml and limits.json:')
   } finally {
     bandwidth.close()
+  }
+}
+
+function parseMaxDropOption (v: string): number {
+  try {
+    return parseMaxDrop(v)
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message.replace(/^--max-drop: /, ''))
   }
 }
 
@@ -298,7 +317,7 @@ function formatStatus (s: AgentStatus): string {
   else {
     out.push(table([['TREE', 'CURRENT', 'NEWEST', 'SUBSCRIBED AT', 'SYNC'], ...s.trees.map(t => [
       t.name, t.currentSeq?.toString() ?? '-', t.newestSeq?.toString() ?? '-',
-      t.subscribedTo === undefined ? '-' : t.subscribedTo + filtersOf(t.include, t.exclude),
+      t.subscribedTo === undefined ? '-' : t.subscribedTo + filtersOf(t.include, t.exclude, t),
       t.sync === undefined ? (t.currentSeq !== undefined && t.currentSeq === t.newestSeq ? 'up to date' : '-') : formatProgressLine(t.sync).replace(/^sync /, ''),
     ])]))
     const versions = s.trees.flatMap(t => t.versions.map(v => [
@@ -321,8 +340,10 @@ function byReason (counts: Record<string, number> | undefined): string {
   return parts.length === 0 ? '' : ` (${parts.join(', ')})`
 }
 
-function filtersOf (include: string[] | undefined, exclude: string[] | undefined): string {
+function filtersOf (include: string[] | undefined, exclude: string[] | undefined, t?: { allowEmpty?: boolean, maxDropPercent?: number }): string {
   const parts = [...(include ?? []).map(g => `+${g}`), ...(exclude ?? []).map(g => `-${g}`)]
+  if (t?.allowEmpty === true) parts.push('allow-empty')
+  if (t?.maxDropPercent !== undefined) parts.push(`max-drop ${t.maxDropPercent}%`)
   return parts.length === 0 ? '' : ` (${parts.join(' ')})`
 }
 

@@ -55,6 +55,7 @@ export function httpStatusOf (err: unknown): number {
     case 'BadRequestError':
     case 'InvalidTreeNameError':
     case 'InvalidPathError':
+    case 'FilterPatternError':
     case 'ConfigError':
     case 'RateParseError':
     case 'RangeError':

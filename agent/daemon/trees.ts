@@ -9,17 +9,21 @@ import type { HeadEntry } from '../../protocol/messages.js'
 import type { HaveMessage } from '../../protocol/have.js'
 import type { HomeLayout } from '../home.js'
 import type { Logger } from '../log.js'
-import type { Catalog, ChunkIndex, TreeRecord } from '../store/types.js'
+import type { Catalog, ChunkIndex, TreeRecord, VersionRecord } from '../store/types.js'
 import { admitEnvelope, type Admission, type RejectReason } from '../sync/admission.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { ManifestBlobMissingError, ManifestError } from '../versions/errors.js'
 import { VersionSync, type VersionSyncComponents } from '../sync/version-sync.js'
 import type { FetchFn } from '../sync/chunk-pump.js'
 import { readManifestEntries } from '../versions/manifest-io.js'
-import { globFilter } from '../versions/walk.js'
+import { compileFilter, sameFilter, type FilterSpec } from '../versions/filter.js'
+import { DEFAULT_MAX_DROP_PERCENT, parseMaxDrop } from '../versions/selection-guard.js'
+import { SelectionRefusedError } from '../versions/errors.js'
+import { removeTree } from '../versions/fs-safe.js'
 import { applyRetention } from '../versions/retention.js'
 import type { PreviousVersion } from '../versions/materializer.js'
-import type { SubscribeRequest, SyncProgress, SyncResult, TreeStatus, VersionSummary, WaitForSyncOptions } from './api.js'
+import type { PathFilter } from '../versions/walk.js'
+import type { SelectionRefusal, SubscribeRequest, SyncProgress, SyncResult, TreeStatus, VersionSummary, WaitForSyncOptions } from './api.js'
 
 export interface TreeManagerComponents {
   selfId: string
@@ -72,9 +76,13 @@ interface Waiter {
 
 interface RunningSync {
   seq: number
+  /** > 0: the version held now, rebuilt for a changed filter. */
+  generation: number
+  /** The filter it builds with: a subscription that changes it aborts the build. */
+  selection: FilterSpec
   sync: VersionSync
   controller: AbortController
-  beacon: ReturnType<typeof setInterval>
+  beacon: ReturnType<typeof setInterval> | undefined
   done: Promise<void>
 }
 
@@ -93,7 +101,26 @@ interface TreeState {
   retryTimer?: ReturnType<typeof setTimeout>
   lastError?: string
   lastSync?: SyncProgress
+  /** A version refused for its selection: not retried until the subscription or the newest version changes. */
+  refused?: { seq: number, generation: number, error: SelectionRefusedError }
+  /** The last rebuild started in this process: its staging is reused by a retry with the same filter. */
+  lastRebuild?: { seq: number, generation: number, selection: FilterSpec }
   waiters: Set<Waiter>
+}
+
+/** The subscription's patterns as a version records them (lists, possibly empty). */
+function selectionOf (record: TreeRecord): Required<FilterSpec> {
+  return { include: record.include ?? [], exclude: record.exclude ?? [] }
+}
+
+function refusalOf (err: SelectionRefusedError | undefined): SelectionRefusal | undefined {
+  if (err === undefined) return undefined
+  return { seq: err.seq, reason: err.reason, ...err.counts, maxDropPercent: err.maxDropPercent, message: err.message }
+}
+
+/** Whether a version's directory holds what the subscription selects (a record from before filters were recorded: assumed). */
+function shapedFor (version: VersionRecord | undefined, record: TreeRecord): boolean {
+  return version?.selection === undefined || sameFilter(version.selection, record)
 }
 
 /** A sync failure that no retry can fix: the signed root or manifest does not decode or is inconsistent. */
@@ -244,25 +271,50 @@ export class TreeManager {
 
   async subscribe (request: SubscribeRequest): Promise<void> {
     const tree = validateTreeName(request.tree)
+    // patterns and limits come from the control socket: checked here again, whatever the client did
+    compileFilter({ include: request.include, exclude: request.exclude })
+    const maxDropPercent = request.maxDropPercent === undefined ? undefined : parseMaxDrop(request.maxDropPercent)
     const to = resolve(request.to)
     const existing = await lstat(to).catch(() => undefined)
     if (existing !== undefined && !existing.isSymbolicLink()) throw new Error(`${to} exists and is not a symlink: deltamesh manages PATH as a symlink to the current version; pick a new path`)
     const seed = request.seed === undefined ? undefined : resolve(request.seed)
     if (seed !== undefined && (await lstat(seed).catch(() => undefined))?.isDirectory() !== true) throw new Error(`seed ${seed} is not a directory`)
     await mkdir(dirname(to), { recursive: true })
-    const record: TreeRecord = { ...((await this.c.catalog.getTree(tree)) ?? { name: tree }), subscribedTo: to, include: request.include, exclude: request.exclude, seed, seedCopy: seed === undefined ? undefined : request.seedCopy === true }
+    const record: TreeRecord = {
+      ...((await this.c.catalog.getTree(tree)) ?? { name: tree }),
+      subscribedTo: to,
+      include: request.include,
+      exclude: request.exclude,
+      seed,
+      seedCopy: seed === undefined ? undefined : request.seedCopy === true,
+      allowEmpty: request.allowEmpty === true ? true : undefined,
+      maxDropPercent,
+    }
     await this.c.catalog.putTree(record)
-    if (record.currentSeq !== undefined) await this.pointAt(to, this.c.home.versionDir(tree, record.currentSeq))
+    if (record.currentSeq !== undefined) {
+      const current = await this.c.catalog.getVersion(tree, record.currentSeq)
+      await this.pointAt(to, this.c.home.versionDir(tree, record.currentSeq, current?.generation))
+    }
     if (this.trusted(tree).size <= 1) this.log.warn({ tree }, 'subscribed, but no publisher key is trusted for this tree yet: run `deltamesh trust`')
     this.c.watchTree(tree)
-    this.ensureSync(this.state(tree))
+    const state = this.state(tree)
+    // a new subscription is a new decision: a refusal is reconsidered, a build with another filter restarted
+    state.refused = undefined
+    const running = state.running
+    if (running !== undefined && !sameFilter(running.selection, record)) {
+      this.log.info({ tree, seq: running.seq }, 'subscription filter changed; restarting the build with the new one')
+      running.controller.abort(new Error('subscription filter changed'))
+      await running.done
+    }
+    this.ensureSync(state)
   }
 
   async unsubscribe (tree: string): Promise<void> {
     const record = await this.c.catalog.getTree(tree)
     if (record === undefined) return
-    await this.c.catalog.putTree({ ...record, subscribedTo: undefined, include: undefined, exclude: undefined })
+    await this.c.catalog.putTree({ ...record, subscribedTo: undefined, include: undefined, exclude: undefined, allowEmpty: undefined, maxDropPercent: undefined })
     const state = this.trees.get(tree)
+    if (state !== undefined) state.refused = undefined
     if (state?.running !== undefined) { state.running.controller.abort(new Error('unsubscribed')); await state.running.done }
     this.c.listenHaves?.(tree, false)
   }
@@ -279,9 +331,13 @@ export class TreeManager {
     if (record?.subscribedTo === undefined) throw new Error(`not subscribed to ${tree}: run \`deltamesh subscribe --home DIR ${tree} --to PATH\` first`)
     const state = this.state(tree)
     const minSeq = options.minSeq ?? 0
-    if (state.newest !== undefined && record.currentSeq !== undefined && record.currentSeq >= state.newest.seq && record.currentSeq >= minSeq) {
+    const current = record.currentSeq === undefined ? undefined : await this.c.catalog.getVersion(tree, record.currentSeq)
+    if (state.newest !== undefined && record.currentSeq !== undefined && record.currentSeq >= state.newest.seq && record.currentSeq >= minSeq && shapedFor(current, record)) {
       return { tree, seq: record.currentSeq, bytesFetched: 0, durationMs: 0 }
     }
+    // refused for its selection, it is not retried: waiting could only time out
+    const refused = state.refused
+    if (refused !== undefined && refused.seq === state.newest?.seq && refused.seq >= minSeq) throw refused.error
     return await new Promise<SyncResult>((resolvePromise, rejectPromise) => {
       const waiter: Waiter = { minSeq, onProgress: options.onProgress, resolve: resolvePromise, reject: rejectPromise }
       state.waiters.add(waiter)
@@ -295,10 +351,12 @@ export class TreeManager {
     const newest = state.newest
     void (async () => {
       const record = await this.c.catalog.getTree(state.name)
-      if (record?.subscribedTo === undefined || state.newestComplete) return
-      if ((record.currentSeq ?? 0) >= newest.seq) return
-      if (state.running?.seq === newest.seq) return
+      if (record?.subscribedTo === undefined) return
+      if ((record.currentSeq ?? 0) >= newest.seq) { await this.ensureShape(state, record); return }
+      if (state.newestComplete) return
+      if (state.running?.seq === newest.seq && state.running.generation === 0) return
       if (state.badManifestSeq === newest.seq) return
+      if (state.refused?.seq === newest.seq) return
       if (state.running !== undefined) {
         this.log.info({ tree: state.name, seq: state.running.seq, newer: newest.seq }, 'superseded by a newer version; switching')
         state.running.controller.abort(new Error('superseded'))
@@ -306,25 +364,75 @@ export class TreeManager {
         if (state.newest !== newest) return
       }
       clearTimeout(state.retryTimer)
-      this.startSync(state, newest, record)
+      const current = record.currentSeq === undefined ? undefined : await this.c.catalog.getVersion(state.name, record.currentSeq)
+      if (state.newest !== newest || state.running !== undefined || this.stopped) return // moved on meanwhile
+      this.startSync(state, newest, record, current, 0)
     })().catch(err => this.log.error({ tree: state.name, err }, 'could not start sync'))
   }
 
-  private startSync (state: TreeState, envelope: Envelope, record: TreeRecord): void {
+  /**
+   * The newest version is held: if its directory was built with another filter than the subscription's
+   * (subscribed again with other patterns), rebuild it with the new one under the next generation's name,
+   * from the files it holds, local chunks and peers, and flip to it, so that status and the disk agree.
+   */
+  private async ensureShape (state: TreeState, record: TreeRecord): Promise<void> {
+    const seq = record.currentSeq
+    if (seq === undefined || state.running !== undefined) return
+    const current = await this.c.catalog.getVersion(state.name, seq)
+    if (current?.state !== 'complete' || shapedFor(current, record)) return
+    const generation = (current.generation ?? 0) + 1
+    if (state.refused?.seq === seq && state.refused.generation === generation) return
+    const envelope = state.newest?.seq === seq ? state.newest : openEnvelope(current.envelope)
+    if (state.running !== undefined || this.stopped) return // started meanwhile
+    clearTimeout(state.retryTimer)
+    this.log.info({ tree: state.name, seq, generation }, 'subscription filter changed: rebuilding the current version with it')
+    this.startSync(state, envelope, record, current, generation)
+  }
+
+  /**
+   * Brings `envelope` here (generation 0), or rebuilds the version held now under the subscription's changed
+   * filter (generation > 0: versions/<seq>.<generation>, flipped to when complete). `current` is the version
+   * served now, if any.
+   */
+  private startSync (state: TreeState, envelope: Envelope, record: TreeRecord, current: VersionRecord | undefined, generation: number): void {
+    const selection = selectionOf(record)
+    let filter: PathFilter | undefined
+    try {
+      filter = compileFilter(selection)
+    } catch (err) {
+      // stored before patterns were checked: the subscription must be made again; nothing is built meanwhile
+      state.lastError = (err as Error).message
+      this.log.error({ tree: envelope.tree, err }, 'subscription filter refused: subscribe again with valid patterns')
+      for (const w of state.waiters) w.reject(err as Error)
+      state.waiters.clear()
+      return
+    }
+    const rebuild = generation > 0
     const controller = new AbortController()
     const announceHave = (tree: string, seq: number, ids: ChunkId[]): void => { this.c.announceHave(tree, seq, ids) }
     // every in-flight request and bandwidth wait of this sync listens on this one signal
     setMaxListeners(0, controller.signal)
+    const served = current?.state === 'complete' ? current : undefined
     const sync = new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
       fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, verifyFile: this.c.verifyFile, chunkFile: this.c.chunkFile, announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
-      previous: this.previousVersion(state.name, record.currentSeq),
+      // a rebuild links what it keeps from the very version it rebuilds
+      previous: current === undefined ? undefined : this.previousVersion(state.name, current),
       // a seed only stands in for a previous version: once one is held, it is what unchanged files come from
       seed: record.currentSeq === undefined && record.seed !== undefined ? { dir: record.seed, copy: record.seedCopy === true } : undefined,
       previousManifest: async () => await this.previousManifest(state.name, record.currentSeq),
-      filter: globFilter(record.include, record.exclude),
+      filter,
+      selection,
+      generation,
+      guard: {
+        filter: selection,
+        allowEmpty: record.allowEmpty === true,
+        maxDropPercent: record.maxDropPercent ?? DEFAULT_MAX_DROP_PERCENT,
+        previous: served === undefined ? undefined : { seq: served.seq, files: served.stats?.files, sameFilter: !rebuild && shapedFor(served, record) },
+        mirror: record.subscribedTo,
+      },
       windowBytes: this.init.windowBytes,
       ownerGraceMs: this.init.ownerGraceMs,
       ownerStallMs: this.init.ownerStallMs,
@@ -337,12 +445,23 @@ export class TreeManager {
     // backoff are kept for the next attempt); it ends when the version is held
     this.c.listenHaves?.(envelope.tree, true)
     // every second, to every direct peer (a few dozen bytes each): HAVE lists go only to the peers known to
-    // sync this version (agent/net/have-protocol.ts), so the beacon is how a peer connected mid-sync learns it
-    const beacon = setInterval(() => { announceHave(envelope.tree, envelope.seq, []) }, BEACON_INTERVAL_MS)
-    announceHave(envelope.tree, envelope.seq, [])
+    // sync this version (agent/net/have-protocol.ts), so the beacon is how a peer connected mid-sync learns it.
+    // A rebuild has none: peers know this site holds the version already.
+    const beacon = rebuild ? undefined : setInterval(() => { announceHave(envelope.tree, envelope.seq, []) }, BEACON_INTERVAL_MS)
+    if (!rebuild) announceHave(envelope.tree, envelope.seq, [])
     const started = Date.now()
     const done = (async () => {
-      await this.c.catalog.putVersion({ ...((await this.c.catalog.getVersion(envelope.tree, envelope.seq)) ?? { tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes }), state: 'syncing' })
+      if (rebuild) {
+        // what an earlier attempt left is reused only if it was built with the same filter (files it selected
+        // and this one does not would be renamed into the version with the rest)
+        const last = state.lastRebuild
+        if (last === undefined || last.seq !== envelope.seq || last.generation !== generation || !sameFilter(last.selection, selection)) await this.discardStaging(envelope.tree, envelope.seq, generation)
+        state.lastRebuild = { seq: envelope.seq, generation, selection }
+      } else {
+        const existing = await this.c.catalog.getVersion(envelope.tree, envelope.seq)
+        if (existing?.selection !== undefined && existing.state !== 'complete' && !sameFilter(existing.selection, selection)) await this.discardStaging(envelope.tree, envelope.seq, 0)
+        await this.c.catalog.putVersion({ ...(existing ?? { tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes }), state: 'syncing', selection })
+      }
       return await sync.run()
     })().then(async () => {
       clearInterval(beacon)
@@ -350,6 +469,7 @@ export class TreeManager {
       state.failures = 0
       if (state.newest === envelope) this.c.listenHaves?.(envelope.tree, false)
       state.lastError = undefined
+      if (state.refused?.seq === envelope.seq) state.refused = undefined
       if (state.newest === envelope) state.newestComplete = true
       this.c.headsChanged()
       const result: SyncResult = { tree: envelope.tree, seq: envelope.seq, bytesFetched: sync.progress.bytesDone, durationMs: Date.now() - started }
@@ -357,32 +477,46 @@ export class TreeManager {
       if (state.newest?.seq === envelope.seq) {
         for (const w of state.waiters) if (envelope.seq >= w.minSeq) { w.resolve(result); state.waiters.delete(w) }
       }
+      // also removes the directory a rebuild replaced
       await applyRetention({ index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log }, envelope.tree)
         .catch(err => this.log.error({ tree: envelope.tree, err }, 'retention failed'))
       this.ensureSync(state)
     }, async (err: unknown) => {
       clearInterval(beacon)
       state.running = undefined
-      if (controller.signal.aborted) return // superseded, unsubscribed or stopping: not a failure
+      if (controller.signal.aborted) return // superseded, unsubscribed, filter changed or stopping: not a failure
       state.failures++
       state.lastError = (err as Error).message
-      if (isBadManifest(err)) {
+      if (err instanceof SelectionRefusedError) {
+        // retrying cannot change what the filter selects: held until the subscription or the version changes
+        state.refused = { seq: envelope.seq, generation, error: err }
+        this.log.warn({ tree: envelope.tree, seq: envelope.seq, generation, reason: err.reason, ...err.counts }, err.message)
+      } else if (isBadManifest(err)) {
         // root and manifest chunks were verified against the signature: the publisher signed a broken manifest
         state.badManifestSeq = envelope.seq
         this.log.warn({ tree: envelope.tree, seq: envelope.seq, reason: 'bad-manifest', err }, `rejected version: ${describeEnvelope(envelope)}: its manifest is malformed; nothing of it was installed, waiting for a newer version`)
         this.c.onRejected('bad-manifest', state.lastError)
       }
-      this.log.error({ tree: envelope.tree, seq: envelope.seq, err }, 'sync failed')
+      if (!(err instanceof SelectionRefusedError)) this.log.error({ tree: envelope.tree, seq: envelope.seq, generation, err }, rebuild ? 'rebuild for the changed filter failed' : 'sync failed')
       this.c.onSyncEnded?.(envelope.tree, { error: err as Error })
-      await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'failed', error: state.lastError }).catch(() => {})
+      // a rebuild's version is the one served: its record stays complete
+      if (!rebuild) await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'failed', error: state.lastError, selection }).catch(() => {})
       for (const w of state.waiters) w.reject(err as Error)
       state.waiters.clear()
-      if (state.badManifestSeq === envelope.seq) return
+      if (state.badManifestSeq === envelope.seq || state.refused?.seq === envelope.seq) return
       const backoff = this.init.retryBackoffMs ?? DEFAULT_RETRY_BACKOFF_MS
       const delay = backoff[Math.min(state.failures - 1, backoff.length - 1)] as number
       state.retryTimer = setTimeout(() => this.ensureSync(state), delay)
     })
-    state.running = { seq: envelope.seq, sync, controller, beacon, done: done.then(() => {}, () => {}) }
+    state.running = { seq: envelope.seq, generation, selection, sync, controller, beacon, done: done.then(() => {}, () => {}) }
+  }
+
+  /** Forgets a staging directory and what the index recorded in it. */
+  private async discardStaging (tree: string, seq: number, generation: number): Promise<void> {
+    const dir = this.c.home.stagingDir(tree, seq, generation)
+    const root = (await this.c.index.listRoots()).find(r => r.kind === 'staging' && r.path === dir)
+    if (root !== undefined) await this.c.index.removeRoot(root.id)
+    await removeTree(dir)
   }
 
   /** The chunk list of the manifest of the version we hold (manifest deltas start from it). */
@@ -394,16 +528,16 @@ export class TreeManager {
     return rootBytes === undefined ? undefined : decodeRoot(rootBytes).chunks
   }
 
-  private previousVersion (tree: string, currentSeq: number | undefined): PreviousVersion | undefined {
-    if (currentSeq === undefined) return undefined
+  private previousVersion (tree: string, version: VersionRecord): PreviousVersion {
     const catalog = this.c.catalog
-    const dir = this.c.home.versionDir(tree, currentSeq)
+    const seq = version.seq
     return {
-      dir,
+      // where its files are (never a publisher's source: those are edited in place)
+      dir: this.c.home.versionDir(tree, seq, version.generation),
       entries: async function * (): AsyncGenerator<ManifestEntry> {
-        const version = await catalog.getVersion(tree, currentSeq)
-        if (version === undefined) return
-        const rootBytes = await catalog.getBlob(openEnvelope(version.envelope).rootHash)
+        const record = await catalog.getVersion(tree, seq)
+        if (record === undefined) return
+        const rootBytes = await catalog.getBlob(openEnvelope(record.envelope).rootHash)
         if (rootBytes === undefined) return
         yield * readManifestEntries(catalog, decodeRoot(rootBytes))
       },
@@ -424,7 +558,7 @@ export class TreeManager {
         } catch { /* unverifiable record: reported by load() */ }
       }
       const sync = state?.running?.sync.progress ?? (state?.lastError !== undefined && state.lastSync !== undefined ? { ...state.lastSync, phase: 'failed' as const, error: state.lastError } : undefined)
-      out.push({ name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, trustedKeys: [...this.c.trustedKeys(name)], versions, sync })
+      out.push({ name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, allowEmpty: record?.allowEmpty, maxDropPercent: record?.maxDropPercent, trustedKeys: [...this.c.trustedKeys(name)], versions, sync, refused: refusalOf(state?.refused?.error) })
     }
     return out
   }

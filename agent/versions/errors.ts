@@ -91,3 +91,38 @@ export class MaterializerStateError extends DeltameshError {
     this.name = 'MaterializerStateError'
   }
 }
+
+/** What a subscription's filter selected of a version, against the version served now. */
+export interface SelectionCounts {
+  /** Regular files of the version the filter selects, and all its regular files. */
+  selected: number
+  total: number
+  /** The version served now (its files as materialized), when one is. */
+  previousSeq?: number
+  previousFiles?: number
+}
+
+/**
+ * A version (or the current one rebuilt for a changed filter) that would empty the mirror, or drop more of
+ * its files than the subscription allows: not installed, the previous version stays served. Not retried
+ * until the subscription or the version changes.
+ */
+export class SelectionRefusedError extends VersionError {
+  static override name = 'SelectionRefusedError'
+  constructor (context: VersionContext, readonly reason: 'empty' | 'drop', readonly filter: string, readonly counts: SelectionCounts, readonly maxDropPercent: number, readonly mirror?: string) {
+    super(context, selectionMessage(context, reason, filter, counts, maxDropPercent, mirror))
+    this.name = 'SelectionRefusedError'
+  }
+}
+
+function selectionMessage (c: VersionContext, reason: 'empty' | 'drop', filter: string, n: SelectionCounts, maxDropPercent: number, mirror: string | undefined): string {
+  const served = n.previousSeq === undefined
+    ? 'nothing was installed'
+    : `v${n.previousSeq} (${n.previousFiles ?? '?'} files) stays served${mirror === undefined ? '' : ` at ${mirror}`}`
+  const what = `${filter === 'no filter' ? 'the version (no filter)' : `the filter (${filter})`} selects ${n.selected} of its ${n.total} files`
+  if (reason === 'empty') {
+    return `Refused ${c.tree}@${c.seq}: ${what}; ${served}. Fix the patterns (subscribe again with other --include/--exclude), or subscribe with --allow-empty if an empty mirror is intended`
+  }
+  const drop = n.previousFiles === undefined || n.previousFiles === 0 ? 0 : Math.round(100 * (n.previousFiles - n.selected) / n.previousFiles)
+  return `Refused ${c.tree}@${c.seq}: ${what}, ${drop} % fewer than the ${n.previousFiles ?? '?'} of v${n.previousSeq ?? '?'}, more than --max-drop ${maxDropPercent}%; ${served}. Subscribe again with --max-drop 100% to accept the drop`
+}

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { toHex } from '../../protocol/chunk-id.js'
 import { openEnvelope } from '../../protocol/envelope.js'
 import { fromHex } from '../../protocol/chunk-id.js'
-import type { HomeLayout } from '../home.js'
+import { parseVersionName, type HomeLayout } from '../home.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { Catalog, ChunkIndex, StoreRoot, VersionRecord } from '../store/types.js'
 import { errnoOf, removeTree } from './fs-safe.js'
@@ -69,7 +69,7 @@ export async function applyRetention (components: RetentionComponents, treeName:
   for (const version of doomed) {
     const root = version.rootId !== undefined ? await index.getRoot(version.rootId) : undefined
     if (root !== undefined && root.kind !== 'source' && !keptRootIds.has(root.id)) await index.removeRoot(root.id)
-    const dir = home.versionDir(treeName, version.seq)
+    const dir = home.versionDir(treeName, version.seq, version.generation)
     if (version.path === dir || root?.path === dir) await removeTree(dir)
     for (const blob of await blobsOf(catalog, version, log)) {
       if (referenced.has(blob)) continue
@@ -86,18 +86,33 @@ export async function applyRetention (components: RetentionComponents, treeName:
   return result
 }
 
-/** Staging dirs of seqs below the current one can never become current (no rollback); orphan version dirs likewise. */
+/**
+ * Staging dirs of seqs below the current one can never become current (no rollback); orphan version dirs
+ * likewise. Of the current seq, the directories of earlier generations (the version before it was rebuilt
+ * for a changed filter) and their leftover staging go too; a later generation is a rebuild in progress (or
+ * one a crash cut short after its rename, which the next rebuild completes): kept.
+ */
 async function removeAbandoned (components: RetentionComponents, treeName: string, current: number, keptSeqs: Set<number>, versions: VersionRecord[], result: RetentionResult, log: Logger): Promise<void> {
   const { index, catalog, home } = components
   const roots = await index.listRoots()
   const bySeq = new Map(versions.map(v => [v.seq, v]))
+  const currentGeneration = bySeq.get(current)?.generation ?? 0
   const candidates: Array<{ seq: number, dir: string }> = []
-  for (const seq of await numericEntries(join(home.treeDir(treeName), 'staging'))) {
-    if (seq < current) candidates.push({ seq, dir: home.stagingDir(treeName, seq) })
+  for (const { seq, generation } of await versionEntries(join(home.treeDir(treeName), 'staging'))) {
+    if (seq < current || (seq === current && generation > 0 && generation <= currentGeneration)) candidates.push({ seq, dir: home.stagingDir(treeName, seq, generation) })
   }
-  for (const seq of await numericEntries(home.versionsDir(treeName))) {
-    // a version dir without a complete record is an orphan (pruned record, or a crash before the catalog update)
-    if (seq < current && !keptSeqs.has(seq) && bySeq.get(seq)?.state !== 'complete') candidates.push({ seq, dir: home.versionDir(treeName, seq) })
+  for (const { seq, generation } of await versionEntries(home.versionsDir(treeName))) {
+    const record = bySeq.get(seq)
+    const complete = record?.state === 'complete'
+    if (seq === current) {
+      if (complete && generation < currentGeneration) candidates.push({ seq, dir: home.versionDir(treeName, seq, generation) })
+      continue
+    }
+    // a version dir without a complete record is an orphan (pruned record, or a crash before the catalog update);
+    // so is a generation of a kept version other than the one its record names
+    if (seq < current && ((!keptSeqs.has(seq) && !complete) || (complete && (record.generation ?? 0) !== generation))) {
+      candidates.push({ seq, dir: home.versionDir(treeName, seq, generation) })
+    }
   }
   for (const { seq, dir } of candidates) {
     const root: StoreRoot | undefined = roots.find(r => r.path === dir && r.kind !== 'source')
@@ -113,7 +128,7 @@ async function removeAbandoned (components: RetentionComponents, treeName: strin
   }
 }
 
-async function numericEntries (dir: string): Promise<number[]> {
+async function versionEntries (dir: string): Promise<Array<{ seq: number, generation: number }>> {
   let names: string[]
   try {
     names = await readdir(dir)
@@ -121,7 +136,7 @@ async function numericEntries (dir: string): Promise<number[]> {
     if (errnoOf(err) === 'ENOENT') return []
     throw err
   }
-  return names.filter(n => /^[1-9][0-9]{0,15}$/.test(n)).map(Number)
+  return names.map(parseVersionName).filter(v => v !== undefined)
 }
 
 /** Hex ids of a version's root blob and manifest chunks (empty when its envelope or root is unreadable). */

@@ -1,7 +1,7 @@
-import picomatch from 'picomatch'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { ManifestOrderChecker, type DirEntry, type FileEntry, type ManifestEntry, type SymlinkEntry } from '../../protocol/manifest.js'
 import { parentOf, validateRelativePath } from '../../protocol/paths.js'
+import { compileFilter } from './filter.js'
 
 /** Which entries of a version this site materializes (a lab may subscribe to one architecture). */
 export type PathFilter = (relPath: string, type: ManifestEntry['type']) => boolean
@@ -102,10 +102,10 @@ export class ManifestCursor {
   }
 }
 
-/** A filter from include/exclude glob lists (picomatch syntax); exclude wins; no include means everything. */
+/**
+ * A filter from include/exclude pattern lists (see filter.ts for the rules); exclude wins; no include means
+ * everything. Throws FilterPatternError for a pattern that cannot be meaningful.
+ */
 export function globFilter (include: string[] | undefined, exclude: string[] | undefined): PathFilter | undefined {
-  if ((include === undefined || include.length === 0) && (exclude === undefined || exclude.length === 0)) return undefined
-  const inc = include !== undefined && include.length > 0 ? picomatch(include, { dot: true }) : undefined
-  const exc = exclude !== undefined && exclude.length > 0 ? picomatch(exclude, { dot: true }) : undefined
-  return (relPath) => (inc === undefined || inc(relPath)) && (exc === undefined || !exc(relPath))
+  return compileFilter({ include, exclude })
 }

@@ -9,6 +9,8 @@ import { ControlClient, connectAgent } from '../../agent/control/client.js'
 import { HomeLayout } from '../../agent/home.js'
 import { silentLogger } from '../../agent/log.js'
 import { InvalidTreeNameError } from '../../protocol/errors.js'
+import { httpStatusOf } from '../../agent/control/errors.js'
+import { FilterPatternError } from '../../agent/versions/filter.js'
 import { createProgressReporter, formatProgressLine } from '../../agent/commands/progress.js'
 import { parseRate } from '../../agent/bandwidth/rate.js'
 import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/daemon/api.js'
@@ -104,6 +106,15 @@ describe('control API over a unix socket', () => {
     expect(api.calls[0]).toEqual(['subscribe', { tree: 'a/b', to: join(process.cwd(), 'rel/dir'), include: ['*.rpm'] }])
     expect(api.calls[1]).toEqual(['publish', { tree: 'a/b', source: '/src', label: 'L', strict: false }])
     expect(api.calls[2]).toEqual(['addPeer', { addr: '/ip4/1.2.3.4/tcp/1/p2p/x', name: 'site-b' }])
+  })
+
+  it('carries --allow-empty and --max-drop, refuses a share out of range, and maps a refused pattern to 400', async () => {
+    await client.subscribe({ tree: 'a/b', to: '/m', include: ['Packages/x86_64/'], allowEmpty: true, maxDropPercent: 80 })
+    expect(api.calls[0]).toEqual(['subscribe', { tree: 'a/b', to: '/m', include: ['Packages/x86_64/'], allowEmpty: true, maxDropPercent: 80 }])
+    const out = await raw(socketPath, 'POST', '/v1/subscribe', JSON.stringify({ tree: 'a/b', to: '/m', maxDropPercent: 150 }))
+    expect(out.status).toBe(400)
+    expect(out.json.error.message).toMatch(/maxDropPercent/)
+    expect(httpStatusOf(new FilterPatternError('include', '', 'empty pattern', 'drop it'))).toBe(400)
   })
 
   it('carries limit and weight changes, and refuses a rate that is not one with 400', async () => {

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { openEnvelope, rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
-import { ManifestWriter, type ChunkingParams } from '../../protocol/manifest.js'
+import { ManifestWriter, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
 import { HomeLayout } from '../../agent/home.js'
 import { scanTree } from '../../agent/scan/scanner.js'
 import { openStore, type Store } from '../../agent/store/index.js'
@@ -14,6 +14,7 @@ import { verifyVersion } from '../../agent/verify.js'
 import { materializeLocal, type MaterializeInit } from '../../agent/versions/materializer.js'
 import { loadRoot, readManifestEntries, storeManifest } from '../../agent/versions/manifest-io.js'
 import { applyRetention } from '../../agent/versions/retention.js'
+import { compileFilter } from '../../agent/versions/filter.js'
 import { deltaKeyOf } from '../../protocol/delta.js'
 import { makeWritable, put as putFile } from '../helpers/fs.js'
 import { cutFixed } from '../helpers/bytes.js'
@@ -190,6 +191,40 @@ describe('applyRetention', () => {
     expect(await w.store.index.getRoot(oldRoot.id)).toBeUndefined()
     expect(await w.store.index.has(chunkIdOf(Buffer.from('half')))).toBe(false)
     expect((await w.store.catalog.getVersion(TREE, 7))?.state).toBe('syncing')
+  })
+
+  it('a version rebuilt for a changed filter (generation 1) replaces its directory; the earlier one is removed, a later one kept', async () => {
+    const w = await makeWorld()
+    for (let seq = 1; seq <= 2; seq++) await buildVersion(w, seq)
+    const v2 = (await w.store.catalog.getVersion(TREE, 2))!
+    const root = await loadRoot(w.store.catalog, openEnvelope(v2.envelope).rootHash)
+    const entries = (): AsyncIterable<ManifestEntry> => readManifestEntries(w.store.catalog, root)
+    const selection = { include: ['a0*', 'v.txt'] }
+    await materializeLocal({ index: w.store.index, catalog: w.store.catalog, home: w.home }, {
+      tree: TREE, seq: 2, entries, filter: compileFilter(selection), selection, generation: 1, previous: { dir: v2.path!, entries },
+    })
+    const rebuilt = w.home.versionDir(TREE, 2, 1)
+    expect(rebuilt).toMatch(/versions\/2\.1$/)
+    expect(await readlink(w.home.currentLink(TREE))).toBe('versions/2.1')
+    const record = (await w.store.catalog.getVersion(TREE, 2))!
+    expect(record).toMatchObject({ state: 'complete', generation: 1, path: rebuilt, selection, stats: { files: 11 } })
+    // unchanged files are the same inodes, the rest is gone from the new directory
+    expect((await stat(join(rebuilt, 'a00'))).ino).toBe((await stat(join(v2.path!, 'a00'))).ino)
+    expect(await exists(join(rebuilt, 'a10'))).toBe(false)
+    expect(await exists(join(rebuilt, 'ro'))).toBe(false)
+    // a later generation in the making (or cut short by a crash after its rename) is not touched
+    const later = w.home.versionDir(TREE, 2, 2)
+    await put(join(later, 'x'), 'x')
+
+    const result = await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)
+    expect(result.removedStaging).toEqual([2])
+    expect(await exists(v2.path!)).toBe(false)
+    expect(await w.store.index.getRoot(v2.rootId!)).toBeUndefined()
+    expect(await exists(rebuilt)).toBe(true)
+    expect(await exists(later)).toBe(true)
+    expect(await exists(w.home.versionDir(TREE, 1))).toBe(true)
+    expect((await verifyVersion(w.store.catalog, TREE, 2)).problems).toEqual([])
+    expect(await readFile(join(rebuilt, 'v.txt'), 'utf8')).toBe('version 2\n')
   })
 
   it("never deletes a publisher's source directory or its index root", async () => {
