@@ -1,7 +1,8 @@
 // Faithful trees at scale (issue 23): a tree of ~100,000 real system files — every file under 64 KiB in this
 // machine's /usr/share and /usr/lib, with their symlinks, hardlinks, modes and systemd's `\x2d` names —
 // published by one real agent and synced by another (separate processes, libp2p on 127.0.0.1, LevelDB). Ends
-// with `diff -r --no-dereference` and `rsync -aHS --dry-run --itemize-changes` between source and mirror: both
+// with `diff -r --no-dereference` and `rsync -aHS --no-o --no-g --dry-run --itemize-changes` (owners are not
+// replicated: the agent runs unprivileged) between source and mirror: both
 // must be clean. The baseline, measured in the same run: `rsync -aH` of the same tree into an empty directory
 // on the same disk (no network, no encryption: the floor of writing the files).
 // Run: npm run build && npm run bench:faithful -- [--max-files 100000] [--keep]
@@ -85,11 +86,13 @@ async function main (): Promise<void> {
     log(`deltamesh sync (publish → mirror complete): ${syncS.toFixed(1)} s; publish + sync ${(publishS + syncS).toFixed(1)} s = ${((publishS + syncS) / baseline.seconds).toFixed(1)} × the local rsync copy`)
 
     const diff = spawnSync('diff', ['-r', '--no-dereference', src, `${mirror}/`], { encoding: 'latin1', maxBuffer: 1 << 30 })
-    const rsyncCheck = spawnSync('rsync', ['-aHS', '--dry-run', '--itemize-changes', `${src}/`, `${mirror}/`], { encoding: 'latin1', maxBuffer: 1 << 30 })
+    // owners and groups are not replicated (an agent runs unprivileged; a mirror's files are its user's, as
+    // with rsync run by a mirror user), so rsync is asked about everything else
+    const rsyncCheck = spawnSync('rsync', ['-aHS', '--no-o', '--no-g', '--dry-run', '--itemize-changes', `${src}/`, `${mirror}/`], { encoding: 'latin1', maxBuffer: 1 << 30 })
     const diffLines = diff.stdout.split('\n').filter(Boolean)
     const rsyncLines = rsyncCheck.stdout.split('\n').filter(Boolean)
     log(`diff -r: ${diffLines.length === 0 && diff.status === 0 ? 'clean' : `${diffLines.length} lines (exit ${diff.status})`}`)
-    log(`rsync -aHS --itemize-changes: ${rsyncLines.length === 0 ? 'clean' : `${rsyncLines.length} lines`}`)
+    log(`rsync -aHS --no-o --no-g --itemize-changes: ${rsyncLines.length === 0 ? 'clean' : `${rsyncLines.length} lines`}`)
     for (const line of [...diffLines, ...rsyncLines].slice(0, 20)) log(`  ${line}`)
     const du = run('sh', ['-c', `du -sk ${src} | cut -f1; du -skL ${mirror} | cut -f1`]).stdout.trim().split('\n').map(Number)
     log(`du: source ${((du[0] ?? 0) / 1024).toFixed(0)} MiB, mirror ${((du[1] ?? 0) / 1024).toFixed(0)} MiB`)

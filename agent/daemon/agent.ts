@@ -262,14 +262,14 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     publish: async (request, signal): Promise<PublishSummary> => {
       const chunking = chunkingFor(config.chunking, request.tree)
       const result = await publishVersion({
-        tree: request.tree, source: request.source, label: request.label, index: store.index, catalog: store.catalog, publisherKey,
+        tree: request.tree, source: request.source, label: request.label, strict: request.strict, index: store.index, catalog: store.catalog, publisherKey,
         chunking, chunkFile: async (path, s, size) => await pool.chunkFile(path, chunking, s, size),
         verifyFile: async (path, chunks, s) => await pool.verifyFile(path, chunks, s), log, signal,
       })
       await (trees as TreeManager).published(result.envelope)
       await announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))
       const { envelope, stats: s } = result
-      return { tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, files: s.files, bytes: s.bytes, chunks: s.chunks, newChunks: s.newChunks, newBytes: s.newBytes, cachedFiles: s.cachedFiles, verifiedFiles: s.verifiedFiles, manifestBytes: s.manifestBytes, durationMs: s.durationMs }
+      return { tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, files: s.files, bytes: s.bytes, chunks: s.chunks, newChunks: s.newChunks, newBytes: s.newBytes, cachedFiles: s.cachedFiles, verifiedFiles: s.verifiedFiles, manifestBytes: s.manifestBytes, durationMs: s.durationMs, hardlinks: s.hardlinks, skipped: result.skipped }
     },
     subscribe: async request => { await (trees as TreeManager).subscribe(request) },
     unsubscribe: async tree => { await (trees as TreeManager).unsubscribe(tree) },

@@ -554,7 +554,7 @@ export class TreeManager {
       for (const v of await this.c.catalog.listVersions(name)) {
         try {
           const e = openEnvelope(v.envelope)
-          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes })
+          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes, ...(v.skipped === undefined ? {} : { skipped: v.skipped }) })
         } catch { /* unverifiable record: reported by load() */ }
       }
       const sync = state?.running?.sync.progress ?? (state?.lastError !== undefined && state.lastSync !== undefined ? { ...state.lastSync, phase: 'failed' as const, error: state.lastError } : undefined)

@@ -714,7 +714,8 @@ export class Materializer {
 }
 
 function sameFile (a: FileEntry, b: FileEntry): boolean {
-  if (a.size !== b.size || a.mode !== b.mode || a.mtimeMs !== b.mtimeMs || a.chunks.length !== b.chunks.length) return false
+  // the inode is shared: a link is only right when the times agree to the nanosecond too
+  if (a.size !== b.size || a.mode !== b.mode || a.mtimeMs !== b.mtimeMs || (a.mtimeNs ?? 0) !== (b.mtimeNs ?? 0) || a.chunks.length !== b.chunks.length) return false
   for (let i = 0; i < a.chunks.length; i++) {
     const x = a.chunks[i] as FileEntry['chunks'][number]
     const y = b.chunks[i] as FileEntry['chunks'][number]
