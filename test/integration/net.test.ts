@@ -19,7 +19,7 @@ import { HeadsProtocol, type ReceivedHead } from '../../agent/net/heads-protocol
 import { Announcer } from '../../agent/net/announcer.js'
 import { HaveService } from '../../agent/net/have-protocol.js'
 import type { HaveMessage } from '../../protocol/have.js'
-import { Dialer } from '../../agent/net/dialer.js'
+import { Dialer, type DialerComponents } from '../../agent/net/dialer.js'
 import { BAD_CHUNK_STRIKES, PeerStats } from '../../agent/net/peer-stats.js'
 
 interface Startable { stop (): Promise<void> | void }
@@ -116,6 +116,17 @@ function envelopeFor (tree: string, seq: number): Envelope {
     tree, seq, label: `v${seq}`, createdAtMs: 1_767_000_000_000 + seq, rootHash: chunkIdOf(Buffer.from(`${tree}@${seq}`)),
     rootSize: 36, publisherKey: rawPublicKeyOf(publisherKey),
   }, publisherKey)
+}
+
+/** The node as a Dialer sees it, with the time of every dial the dialer makes recorded. */
+function recordingDials (node: DeltameshNode, dials: number[]): DialerComponents['libp2p'] {
+  return {
+    dial: async (target, options) => { dials.push(Date.now()); return await node.dial(target, options) },
+    getConnections: peerId => node.getConnections(peerId),
+    addEventListener: node.addEventListener.bind(node),
+    removeEventListener: node.removeEventListener.bind(node),
+    logger: node.logger,
+  }
 }
 
 async function waitFor (what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
@@ -217,11 +228,20 @@ describe('node and allowlist', () => {
     allowEachOther(a, b)
     const addr = b.node.getMultiaddrs()[0]!
     expect(addr.toString()).toContain('/p2p/')
-    const dialer = await started(new Dialer({ libp2p: a.node }, { peers: [addr], backoffsMs: [20, 40], jitter: 0.5 }))
+    const dials: number[] = []
+    const dialer = await started(new Dialer({ libp2p: recordingDials(a.node, dials) }, { peers: [addr], backoffsMs: [20, 40], jitter: 0.5 }))
     await waitFor('first connection', () => a.node.getConnections(b.node.peerId).length > 0)
+    // b must hold its end before it hangs up: right after a's upgrade it may not yet, and hangUp closes nothing
+    await waitFor('b holds the connection', () => b.node.getConnections(a.node.peerId).length > 0)
+    const first = a.node.getConnections(b.node.peerId)[0]!.id
+    expect(dials).toHaveLength(1)
+    let disconnects = 0
+    a.node.addEventListener('peer:disconnect', evt => { if (evt.detail.equals(b.node.peerId)) disconnects++ })
     await b.node.hangUp(a.node.peerId)
-    await waitFor('disconnect seen', () => a.node.getConnections(b.node.peerId).length === 0, 2000).catch(() => {})
-    await waitFor('redial', () => a.node.getConnections(b.node.peerId).length > 0)
+    await waitFor('a sees the disconnect', () => disconnects > 0)
+    // a new connection, dialled by a's dialer (b does not dial, and libp2p does not reconnect on its own)
+    await waitFor('redial', () => a.node.getConnections(b.node.peerId).some(c => c.id !== first && c.direction === 'outbound'))
+    expect(dials).toHaveLength(2)
     expect(dialer.peers()).toEqual([b.node.peerId.toString()])
     const delays = Array.from({ length: 50 }, (_, i) => dialer.delay(i % 3))
     expect(Math.min(...delays)).toBeGreaterThanOrEqual(10)
@@ -234,9 +254,13 @@ describe('node and allowlist', () => {
     allowEachOther(a, b)
     const addr = b.node.getMultiaddrs()[0]!
     await b.node.stop()
-    const dialer = await started(new Dialer({ libp2p: a.node }, { backoffsMs: [30, 60], jitter: 0 }))
+    const dials: number[] = []
+    const dialer = await started(new Dialer({ libp2p: recordingDials(a.node, dials) }, { backoffsMs: [30, 60, 120], jitter: 0 }))
     dialer.add(addr)
-    await new Promise(resolve => setTimeout(resolve, 300))
+    await waitFor('three retries', () => dials.length >= 4)
+    // each retry waits its backoff after the failed dial (a timer may fire a millisecond early: its start is rounded)
+    const gaps = dials.slice(1, 4).map((t, i) => t - dials[i]!)
+    gaps.forEach((gap, i) => expect(gap, `gaps ${gaps.join(', ')} ms`).toBeGreaterThanOrEqual([30, 60, 120][i]! - 2))
     await b.node.start() // same key, new port: add the new address at runtime
     dialer.add(b.node.getMultiaddrs()[0]!)
     await waitFor('connection after restart', () => a.node.getConnections(b.node.peerId).length > 0)
