@@ -8,16 +8,16 @@
 //
 // Run: npm run build && npm run bench:fairness -- [--rate 10MB/s] [--large 120] [--small 15] [--write-docs|--no-docs]
 import '../agent/polyfill.js'
-import { appendFile, readFile, writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { cpus, release } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import { connectAgent, type ControlClient } from '../agent/control/client.js'
-import { HomeLayout } from '../agent/home.js'
+import { HomeLayout } from '../agent/core/home.js'
 import { Cluster, cliOk, sleep, type Site } from '../agent/demo/local-cluster.js'
 import { describeTree, generateTree } from '../agent/demo/tree-gen.js'
-import { formatRate, parseRate } from '../agent/bandwidth/rate.js'
+import { formatRate, parseRate } from '../agent/core/rate.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const REPO = basename(dirname(here)) === 'dist' ? resolve(here, '..', '..') : resolve(here, '..')
@@ -74,7 +74,7 @@ async function main (): Promise<void> {
     const subs = [await cluster.addSite('sub-1'), await cluster.addSite('sub-2'), await cluster.addSite('sub-3'), await cluster.addSite('sub-4')]
     for (const s of cluster.sites) for (const other of cluster.sites) if (s !== other) await cliOk(['peers', 'add', '--home', s.home, '--name', other.name, other.multiaddr])
     for (const s of subs) for (const t of trees) await cliOk(['trust', '--home', s.home, `fair/${t.name}`, origin.publisherKey])
-    await appendFile(join(origin.home, 'config.toml'), `\n[[links]]\nname = "wan"\npeers = [${subs.map(s => `"${s.name}"`).join(', ')}]\nup = "${o.rate}"\n`)
+    await cluster.editConfig(origin, { links: [{ name: 'wan', peers: subs.map(s => s.name), up: o.rate }] })
     for (const s of cluster.sites) await cluster.start(s)
     const api = await connectAgent(new HomeLayout(origin.home)) as ControlClient
     for (const t of trees) await api.publish({ tree: `fair/${t.name}`, source: join(cluster.dir, 'src', t.name) })

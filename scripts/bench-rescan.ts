@@ -14,9 +14,9 @@ import { availableParallelism, cpus, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ChunkerPool } from '../agent/chunk/pool.js'
-import { DEFAULT_CHUNKING } from '../agent/chunk/chunker.js'
-import { silentLogger } from '../agent/log.js'
-import { publishVersion } from '../agent/publish.js'
+import { DEFAULT_CHUNKING } from '../protocol/chunking.js'
+import { silentLogger } from '../agent/core/log.js'
+import { publishVersion } from '../agent/publish/publish.js'
 import { openStore } from '../agent/store/index.js'
 
 interface Options { files: number, maxSize: number, perDir: number, keep: boolean }

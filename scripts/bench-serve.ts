@@ -19,7 +19,7 @@ import { createReadStream, existsSync } from 'node:fs'
 import { link, lstat, mkdir, open, readdir, realpath, stat, writeFile } from 'node:fs/promises'
 import { homedir, loadavg } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
-import type { AgentStatus } from '../agent/daemon/api.js'
+import type { AgentStatus } from '../agent/api/api.js'
 import { Cluster, type Site } from '../agent/demo/local-cluster.js'
 import { AGENT_START_MS, TREE, api, waitSeq, wireAll } from './bench/deltamesh.js'
 import { cpuOf, killStarted, peakRssMiB, sleep, startPerf } from './bench/proc.js'
@@ -186,7 +186,7 @@ async function main (): Promise<void> {
     const many: Site[] = []
     for (let i = 1; i <= o.subscribers; i++) many.push(await cluster.addSite(`sub-${i}`))
     await wireAll([pub, solo, ...many], pub)
-    if (o.statusMs !== undefined) for (const s of cluster.sites) await cluster.setConfig(s, 'statusIntervalMs', String(o.statusMs))
+    if (o.statusMs !== undefined) for (const s of cluster.sites) await cluster.editConfig(s, { dashboard: { statusIntervalMs: o.statusMs } })
     const env = { DELTAMESH_LOG_LEVEL: 'warn' }
     const pubArgs = [
       ...(o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir]),

@@ -24,7 +24,7 @@ import { corpusReference } from './bench/reference.js'
 import { hardlinkedCopies, removeCluster, removeTree } from './bench/scratch.js'
 import { Steps } from './bench/steps.js'
 import { checkTreeMatches } from './bench/tree-compare.js'
-import type { ChunkSizeName } from '../agent/chunk/sizes.js'
+import type { ChunkSizeName } from '../protocol/chunking.js'
 import { renderCorpusTable, renderScale, type CorpusFigures } from './bench/report.js'
 
 const here = dirname(fileURLToPath(import.meta.url))

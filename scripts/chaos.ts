@@ -11,8 +11,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 import { cp } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Cluster, cliOk, runCli, sleep, type Site } from '../agent/demo/local-cluster.js'
-import { RoguePeer } from '../agent/demo/rogue-peer.js'
-import { appendPeer, appendTrust } from '../agent/config.js'
+import { RoguePeer } from '../test/helpers/rogue-peer.js'
+import { appendPeer, appendTrust } from '../agent/core/config.js'
 import { describeTree, generateTree, mutateTree, prng } from '../agent/demo/tree-gen.js'
 
 const TREE = 'chaos/compose/BaseOS'
@@ -130,10 +130,10 @@ async function main (): Promise<number> {
       await appendTrust(join(a.home, 'config.toml'), TREE, origin.publisherKey)
     }
     // the origin serves at 8 MB/s so that syncs last long enough to be interrupted
-    await cluster.setConfig(origin, 'up', '"8MB/s"')
+    await cluster.editConfig(origin, { limits: { up: '8MB/s' } })
     // agents announce an address nobody listens on, so that the relayed addresses above are the only way to
     // reach them (libp2p would otherwise learn the direct ones through identify and bypass the relays)
-    for (const s of cluster.sites) await cluster.setConfig(s, 'announce', '["/ip4/127.0.0.1/tcp/1"]')
+    for (const s of cluster.sites) await cluster.editConfig(s, { agent: { announce: ['/ip4/127.0.0.1/tcp/1'] } })
     for (const s of cluster.sites) await cluster.start(s)
     rogue = await RoguePeer.start([TREE])
     for (const s of cluster.sites) {

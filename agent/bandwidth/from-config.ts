@@ -3,12 +3,12 @@
 
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { AgentConfig } from '../config.js'
-import type { HomeLayout } from '../home.js'
+import type { AgentConfig } from '../core/config.js'
+import type { HomeLayout } from '../core/home.js'
 import { BandwidthManager, type BandwidthInit } from './manager.js'
 import { loadOverrides, saveOverrides } from './overrides.js'
-import { parseRate } from './rate.js'
-import { parseWindow } from './schedule.js'
+import { parseRate } from '../core/rate.js'
+import { parseWindow } from '../core/schedule.js'
 
 /** The peer id at the end of a /p2p/ multiaddr, in canonical form. */
 export function peerIdOfAddr (addr: string): string {

@@ -7,10 +7,10 @@
 
 import { DeltameshError } from '../../protocol/errors.js'
 import { FairShaper, type FairShaperOptions, type FlowQueue } from './fair-shaper.js'
-import { parseRate } from './rate.js'
-import { ratesAt, type Limits, type ScheduleWindow } from './schedule.js'
+import { parseRate } from '../core/rate.js'
+import { ratesAt, type Limits, type ScheduleWindow } from '../core/schedule.js'
 import { emptyOverrides, type DirectionOverride, type LimitOverrides } from './overrides.js'
-import { RateMeter } from '../sync/rate-meter.js'
+import { RateMeter } from './rate-meter.js'
 
 export type Direction = 'up' | 'down'
 

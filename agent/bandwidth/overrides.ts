@@ -4,8 +4,8 @@
 
 import { readFile, rename, writeFile } from 'node:fs/promises'
 import { z } from 'zod'
-import { ConfigError } from '../config.js'
-import { parseRate } from './rate.js'
+import { ConfigError } from '../core/config.js'
+import { parseRate } from '../core/rate.js'
 
 const rate = z.string().refine(r => { try { parseRate(r); return true } catch { return false } }, "a rate such as '10MB/s', '80Mbit/s' or 'unlimited'")
 const direction = z.object({ up: rate.optional(), down: rate.optional() }).strict()

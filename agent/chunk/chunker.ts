@@ -1,42 +1,16 @@
 import { createHash, type Hash } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import type { ChunkingParams } from '../../protocol/manifest.js'
-import { validateChunkingParams } from '../../protocol/manifest.js'
+import { HOLE_CHUNK_ID, validateChunkingParams } from '../../protocol/manifest.js'
 import type { PlacedChunk } from '../store/types.js'
 import type { Cutter } from './cutter.js'
 import { GearCutter } from './gear.js'
 import { RabinCutter } from './rabin.js'
 import { fsPath } from '../../protocol/paths.js'
+import { feedZeros, isAllZero } from './zeros.js'
 
 export type { Cutter } from './cutter.js'
 
-/**
- * Default chunking of new trees, chosen by measurement (2-core VM, Node 20; scripts/bench-chunking.ts and a
- * 64 MiB sweep over random data and over /usr/lib binaries):
- *
- * Algorithm: gear. Cutting alone runs at 500-900 MB/s for gear and 55-90 MB/s for rabin-wasm (which also copies
- * every buffer into wasm memory), so rabin makes chunk+SHA-256 reach only 7-10 % of the SHA-256-only ceiling in
- * one thread and cannot get near it with two; gear gets ~30 % in one thread and ≥ 50 % through the pool.
- * Boundary stability is the same: 100 bytes inserted near the start of 64 MiB change 1 chunk of ~1300 with
- * either algorithm, on random and on real data (test/unit/chunker.test.ts asserts ≤ 3). Gear's normalized
- * chunking also gives a much tighter size distribution (median ≈ mean) and almost never hits maxSize.
- *
- * Sizes: the design asks for a 64 KiB average with min 16 KiB and max 256 KiB, but both algorithms average
- * about minSize + 2^avgBits, so with min 16 KiB no power of two lands on 64 KiB. Measured averages (random / real):
- *   gear  bits 15 min 16 KiB: 50.8 / 55.3 KiB (median 51.7 / 52.6)   <- chosen
- *   gear  bits 16 min 16 KiB: 85.7 / 93.0 KiB
- *   gear  bits 15 min 32 KiB: 67.0 / 71.7 KiB (closest to 64 KiB, but min = avg/2 instead of FastCDC's avg/4)
- *   rabin bits 15 min 16 KiB: 47.3 / 38.7 KiB (median 37.9 / 25.4: low-entropy data cuts early and often)
- *   rabin bits 16 min 16 KiB: 79.4 / 51.8 KiB
- * We keep the designed min and max and take the smaller average: finer deduplication for 36 bytes of manifest
- * per ~52 KiB (0.07 %). maxSize was reached by 2 chunks of 1186 on real data (long zero runs only).
- */
-export const DEFAULT_CHUNKING: ChunkingParams = Object.freeze({
-  algorithm: 'gear',
-  avgBits: 15,
-  minSize: 16 * 1024,
-  maxSize: 256 * 1024,
-})
 
 /** Read size for files: large enough that syscalls and per-read hashing overhead vanish, small enough to stay cache-friendly. */
 export const READ_BUFFER_BYTES = 1024 * 1024
@@ -65,32 +39,37 @@ export function createCutter (params: ChunkingParams): Cutter {
 /**
  * Cuts a stream into chunks and hashes each chunk incrementally, across push boundaries, so neither a chunk
  * nor the stream is ever held whole. `start` is the stream offset of the first byte pushed.
+ * With `sparse` (a file with fewer blocks than its size), a chunk whose bytes are all zero is a hole
+ * (HOLE_CHUNK_ID): its zeros are held back from the hash until a byte that is not zero arrives, so a hole
+ * costs a zero test and never a SHA-256.
  */
 export class ChunkHasher {
   readonly chunks: PlacedChunk[] = []
   private readonly cutter: Cutter
   private hash: Hash = createHash('sha256')
   private chunkStart: number
-  /** Bytes of the current chunk already fed to `hash`. */
+  /** Bytes of the current chunk already fed (to `hash`, or held back as zeros). */
   private pending = 0
+  private readonly sparse: boolean
+  /** Sparse only: every byte of the current chunk so far is zero, and none was hashed. */
+  private allZero: boolean
 
-  constructor (params: ChunkingParams, start = 0) {
+  constructor (params: ChunkingParams, start = 0, options: { sparse?: boolean } = {}) {
     this.cutter = createCutter(params)
     this.chunkStart = start
+    this.sparse = options.sparse === true
+    this.allZero = this.sparse
   }
 
   push (bytes: Uint8Array): void {
     let p = 0
     for (const size of this.cutter.push(bytes)) {
       const take = size - this.pending
-      this.hash.update(bytes.subarray(p, p + take))
+      this.feed(bytes.subarray(p, p + take))
       p += take
       this.emit(size)
     }
-    if (p < bytes.length) {
-      this.hash.update(bytes.subarray(p))
-      this.pending += bytes.length - p
-    }
+    if (p < bytes.length) this.feed(bytes.subarray(p))
   }
 
   /** Ends the stream; `keepTail` false drops the trailing partial chunk (a range that stops before the end of the file). */
@@ -100,11 +79,28 @@ export class ChunkHasher {
     return this.chunks
   }
 
+  private feed (part: Uint8Array): void {
+    if (this.allZero) {
+      if (isAllZero(part)) { this.pending += part.byteLength; return }
+      // data after zeros: the chunk is no hole, and the zeros held back are hashed first
+      feedZeros(b => this.hash.update(b), this.pending)
+      this.allZero = false
+    }
+    this.hash.update(part)
+    this.pending += part.byteLength
+  }
+
   private emit (size: number): void {
-    this.chunks.push({ id: this.hash.digest(), offset: this.chunkStart, size })
+    if (this.allZero) {
+      // nothing was hashed: the hash object serves the next chunk
+      this.chunks.push({ id: Buffer.from(HOLE_CHUNK_ID), offset: this.chunkStart, size })
+    } else {
+      this.chunks.push({ id: this.hash.digest(), offset: this.chunkStart, size })
+      this.hash = createHash('sha256')
+    }
     this.chunkStart += size
-    this.hash = createHash('sha256')
     this.pending = 0
+    this.allZero = this.sparse
   }
 }
 
@@ -124,6 +120,8 @@ export interface ChunkFileOptions {
   start?: number
   end?: number
   readBufferBytes?: number
+  /** The file is sparse at the source (fewer blocks than its size): its all-zero chunks are holes (ChunkHasher). */
+  sparse?: boolean
 }
 
 /**
@@ -137,7 +135,7 @@ export async function chunkFile (path: string, params: ChunkingParams, options: 
   const start = options.start ?? 0
   const end = options.end ?? Number.POSITIVE_INFINITY
   const size = options.readBufferBytes ?? READ_BUFFER_BYTES
-  const hasher = new ChunkHasher(params, start)
+  const hasher = new ChunkHasher(params, start, { sparse: options.sparse })
   const handle = await open(fsPath(path), 'r')
   const buffers = [takeBuffer(size), takeBuffer(size)] as const
   let pending: Promise<number> | undefined

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import type { Worker } from 'node:worker_threads'
 import { DeltameshError } from '../../protocol/errors.js'
-import { deserializeError, startModuleWorker } from '../workers.js'
+import { deserializeError, startModuleWorker } from '../core/workers.js'
 import type { ChunkingParams } from '../../protocol/manifest.js'
 import { validateChunkingParams } from '../../protocol/manifest.js'
 import type { PlacedChunk } from '../store/types.js'
@@ -109,17 +109,21 @@ export class ChunkerPool {
     return this.slots.length
   }
 
-  /** Chunks and hashes one file in worker threads; same result as chunker.chunkFile in this thread. */
-  /** @param knownSize the file's size when the caller has just stat'ed it (the scanner has): saves a stat. */
-  async chunkFile (path: string, params: ChunkingParams, signal?: AbortSignal, knownSize?: number): Promise<PlacedChunk[]> {
+  /**
+   * Chunks and hashes one file in worker threads; same result as chunker.chunkFile in this thread.
+   * @param knownSize the file's size when the caller has just stat'ed it (the scanner has): saves a stat.
+   * @param options.sparse the file has holes at the source: its all-zero chunks are recorded as holes.
+   */
+  async chunkFile (path: string, params: ChunkingParams, signal?: AbortSignal, knownSize?: number, options: { sparse?: boolean } = {}): Promise<PlacedChunk[]> {
+    const sparse = options.sparse === true
     validateChunkingParams(params)
     signal?.throwIfAborted()
     if (this.closed) throw new ChunkerPoolClosedError()
     if (this.size > 1 && Number.isFinite(this.splitThreshold)) {
       const size = knownSize ?? (await stat(fsPath(path))).size
-      if (size >= this.splitThreshold) return await this.chunkSplit(path, params, size, signal)
+      if (size >= this.splitThreshold) return await this.chunkSplit(path, params, size, sparse, signal)
     }
-    return await this.submitChunk(path, params, { start: 0 }, signal)
+    return await this.submitChunk(path, params, { start: 0 }, sparse, signal)
   }
 
   /**
@@ -161,12 +165,12 @@ export class ChunkerPool {
     }))
   }
 
-  private async chunkSplit (path: string, params: ChunkingParams, fileSize: number, signal?: AbortSignal): Promise<PlacedChunk[]> {
+  private async chunkSplit (path: string, params: ChunkingParams, fileSize: number, sparse: boolean, signal?: AbortSignal): Promise<PlacedChunk[]> {
     const segments = planSegments(fileSize, this.size, params.maxSize)
     // If one segment fails, abort the others instead of letting them run on.
     const controller = new AbortController()
     const combined = signal === undefined ? controller.signal : AbortSignal.any([signal, controller.signal])
-    const parts = segments.map(async s => await this.submitChunk(path, params, s, combined))
+    const parts = segments.map(async s => await this.submitChunk(path, params, s, sparse, combined))
     for (const p of parts) p.catch(() => {}) // each is awaited (or settled) below; no unhandled rejection meanwhile
     try {
       let chain = await parts[0]!
@@ -176,7 +180,7 @@ export class ChunkerPool {
         if (stitched === undefined) {
           // The chains did not meet within the overlap: re-cut this segment from the last true cut.
           const redo: Segment = { start: endOf(chain), end: segments[k]!.end }
-          stitched = chain.concat(await this.submitChunk(path, params, redo, combined))
+          stitched = chain.concat(await this.submitChunk(path, params, redo, sparse, combined))
         }
         chain = stitched
       }
@@ -188,8 +192,8 @@ export class ChunkerPool {
     }
   }
 
-  private async submitChunk (path: string, params: ChunkingParams, segment: Segment, signal?: AbortSignal): Promise<PlacedChunk[]> {
-    const result = await this.submit({ type: 'chunk', id: this.nextId++, path, params, start: segment.start, end: segment.end }, signal)
+  private async submitChunk (path: string, params: ChunkingParams, segment: Segment, sparse: boolean, signal?: AbortSignal): Promise<PlacedChunk[]> {
+    const result = await this.submit({ type: 'chunk', id: this.nextId++, path, params, start: segment.start, end: segment.end, ...(sparse ? { sparse } : {}) }, signal)
     if (result.type !== 'done') throw new ChunkerWorkerError(path, `answered a chunk job with '${result.type}'`)
     return unpackChunks(result.start, result.sizes, result.ids)
   }

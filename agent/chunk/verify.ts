@@ -3,6 +3,8 @@ import { open } from 'node:fs/promises'
 import { idsEqual, type ChunkId } from '../../protocol/chunk-id.js'
 import { giveBack, READ_BUFFER_BYTES, takeBuffer } from './chunker.js'
 import { fsPath } from '../../protocol/paths.js'
+import { isHoleChunk } from '../../protocol/manifest.js'
+import { isAllZero } from './zeros.js'
 
 // Checking a file against a chunk list it is believed to still have, instead of cutting it again. The scan
 // cache keys on (size, mtime, ctime, inode); a file whose ctime alone changed (hardlinked into a new compose,
@@ -28,7 +30,7 @@ export interface SizedChunkId { id: ChunkId, size: number }
 
 /**
  * True when the file's bytes from `start` hash, range by range, to `chunks` (and, with checkEnd, nothing
- * follows the last). Reads sequentially through two reused buffers (memory stays at two read buffers
+ * follows the last); a hole's range must read as zeros (allocated or not: content is all that counts). Reads sequentially through two reused buffers (memory stays at two read buffers
  * whatever the file size) and stops at the first range that does not match.
  */
 export async function verifyFileChunks (path: string, chunks: readonly SizedChunkId[], options: VerifyChunksOptions = {}): Promise<boolean> {
@@ -52,6 +54,7 @@ export async function verifyFileChunks (path: string, chunks: readonly SizedChun
     let which = 0
     let i = 0
     let left = chunks[0]?.size ?? 0
+    let hole = chunks[0] !== undefined && isHoleChunk(chunks[0].id)
     let hash = createHash('sha256')
     while (pending !== undefined) {
       const bytesRead = await pending
@@ -66,14 +69,18 @@ export async function verifyFileChunks (path: string, chunks: readonly SizedChun
       while (p < bytesRead) {
         if (i === chunks.length) return false // bytes after the last chunk: the file grew
         const take = Math.min(left, bytesRead - p)
-        hash.update(current.subarray(p, p + take))
+        const part = current.subarray(p, p + take)
+        if (hole) { if (!isAllZero(part)) return false } else hash.update(part)
         p += take
         left -= take
         if (left === 0) {
-          if (!idsEqual(hash.digest(), chunks[i]!.id)) return false
+          if (!hole) {
+            if (!idsEqual(hash.digest(), chunks[i]!.id)) return false
+            hash = createHash('sha256')
+          }
           i++
           left = chunks[i]?.size ?? 0
-          hash = createHash('sha256')
+          hole = chunks[i] !== undefined && isHoleChunk(chunks[i]!.id)
         }
       }
     }

@@ -1,5 +1,5 @@
 import type { ChunkingParams } from '../../protocol/manifest.js'
-import type { SerializedError } from '../workers.js'
+import type { SerializedError } from '../core/workers.js'
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
 import type { PlacedChunk } from '../store/types.js'
 
@@ -13,6 +13,8 @@ export interface ChunkJobRequest {
   params: ChunkingParams
   start?: number
   end?: number
+  /** The file is sparse at the source: all-zero chunks are holes (ChunkHasher). */
+  sparse?: boolean
 }
 
 /**

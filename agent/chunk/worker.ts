@@ -1,7 +1,7 @@
 import { parentPort } from 'node:worker_threads'
 import { chunkFile } from './chunker.js'
 import { verifyFileChunks } from './verify.js'
-import { serializeError } from '../workers.js'
+import { serializeError } from '../core/workers.js'
 import { packChunks, unpackChunks, type JobRequest, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
 
 // Worker entry of ChunkerPool: chunks and hashes files, or checks one against a chunk list it should still
@@ -31,7 +31,7 @@ async function run (msg: JobRequest, signal: AbortSignal): Promise<[WorkerRespon
     const match = await verifyFileChunks(msg.path, chunks, { signal, start: msg.start, checkEnd: msg.checkEnd })
     return [{ type: 'verified', id: msg.id, match }, []]
   }
-  const chunks = await chunkFile(msg.path, msg.params, { signal, start: msg.start, end: msg.end })
+  const chunks = await chunkFile(msg.path, msg.params, { signal, start: msg.start, end: msg.end, sparse: msg.sparse })
   const { sizes, ids } = packChunks(chunks)
   return [{ type: 'done', id: msg.id, start: msg.start ?? 0, sizes, ids }, [sizes.buffer, ids.buffer]]
 }

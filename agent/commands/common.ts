@@ -1,10 +1,10 @@
 import { availableParallelism } from 'node:os'
 import { Option } from 'commander'
-import { resolveHome, type HomeLayout } from '../home.js'
-import { loadConfig, type AgentConfig } from '../config.js'
+import { resolveHome, type HomeLayout } from '../core/home.js'
+import { loadConfig, type AgentConfig } from '../core/config.js'
 import type { Store } from '../store/index.js'
 import type { ChunkerPool } from '../chunk/pool.js'
-import { createLogger, type Logger } from '../log.js'
+import { createLogger, type Logger } from '../core/log.js'
 
 export const homeOption = (): Option => new Option('--home <dir>', 'agent home directory (default: $DELTAMESH_HOME)')
 
@@ -35,7 +35,7 @@ export async function withLocalContext<T> (homeArg: string | undefined, fn: (ctx
   }
 }
 
-export { formatBytes } from '../format.js'
+export { formatBytes } from '../core/format.js'
 
 /** An error whose process exit code is not 1 (e.g. 2 for "verification found problems"). */
 export class ExitError extends Error {

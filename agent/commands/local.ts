@@ -8,9 +8,9 @@ import { ManifestWriter, encodeRoot } from '../../protocol/manifest.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { displayPath } from '../../protocol/paths.js'
 import type { SkippedEntries } from '../store/types.js'
-import { resolveHome } from '../home.js'
-import { loadConfig, writeDefaultConfig } from '../config.js'
-import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../identity.js'
+import { resolveHome } from '../core/home.js'
+import { loadConfig, writeDefaultConfig } from '../core/config.js'
+import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
 import { viaAgent } from './remote.js'
@@ -65,14 +65,14 @@ export function registerLocalCommands (program: Command): void {
       // a running agent holds the database: publish through it (it also announces the version)
       const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label, strict: opts.strict === true }))
       if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote, skipped: remote.skipped }, opts.json === true); return }
-      const { publishVersion } = await import('../publish.js')
-      const { chunkingFor } = await import('../chunk/sizes.js')
+      const { publishVersion } = await import('../publish/publish.js')
+      const { chunkingFor } = await import('../../protocol/chunking.js')
       await withLocalContext(opts.home, async ctx => {
         const chunking = chunkingFor(ctx.config.chunking, tree)
         const result = await publishVersion({
           tree, source: src, label: opts.label, strict: opts.strict === true, index: ctx.store.index, catalog: ctx.store.catalog,
           publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
-          chunkFile: async (path, signal, size) => await ctx.pool.chunkFile(path, chunking, signal, size),
+          chunkFile: async (path, signal, size, options) => await ctx.pool.chunkFile(path, chunking, signal, size, options),
           verifyFile: async (path, chunks, signal) => await ctx.pool.verifyFile(path, chunks, signal), log: ctx.log,
         })
         printPublish(result, opts.json === true)
@@ -88,7 +88,7 @@ export function registerLocalCommands (program: Command): void {
     .action(async (src: string, opts: { json?: boolean, entries?: boolean, chunkSize?: string }) => {
       const { ChunkerPool } = await import('../chunk/pool.js')
       const { chunkBytes } = await import('../chunk/chunker.js')
-      const { CHUNK_SIZES, CHUNK_SIZE_NAMES } = await import('../chunk/sizes.js')
+      const { CHUNK_SIZES, CHUNK_SIZE_NAMES } = await import('../../protocol/chunking.js')
       const size = opts.chunkSize ?? '52KiB'
       if (!(CHUNK_SIZE_NAMES as string[]).includes(size)) throw new Error(`--chunk-size: one of ${CHUNK_SIZE_NAMES.join(', ')}`)
       const chunking = CHUNK_SIZES[size as keyof typeof CHUNK_SIZES]
@@ -102,7 +102,7 @@ export function registerLocalCommands (program: Command): void {
         const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
         let skipped = 0
         const onSkip = (p: string, _kind: string, reason: string): void => { skipped++; process.stderr.write(`not in the manifest: ${displayPath(p)}: ${reason}\n`) }
-        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size) => await pool.chunkFile(p, chunking, s, size), onSkip })) {
+        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size, options) => await pool.chunkFile(p, chunking, s, size, options), onSkip })) {
           parts.push(writer.write(entry))
           if (entry.type === 'dir') counts.dirs++
           else if (entry.type === 'symlink') counts.symlinks++
@@ -144,7 +144,7 @@ export function registerLocalCommands (program: Command): void {
     .option('--seq <n>', 'version to verify (default: current)', v => Number.parseInt(v, 10))
     .option('--json', 'print the result as JSON')
     .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean }) => {
-      const { verifyVersion } = await import('../verify.js')
+      const { verifyVersion } = await import('../versions/verify.js')
       const result = (await viaAgent(opts.home, async api => await api.verify(tree, opts.seq))) ??
         await withLocalContext(opts.home, async ctx => await verifyVersion(ctx.store.catalog, tree, opts.seq))
       {

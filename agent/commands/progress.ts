@@ -2,8 +2,8 @@
 // otherwise (logs, CI), so a long pull is visible without flooding a log file.
 
 import { SingleBar } from 'cli-progress'
-import type { SyncProgress, SyncResult } from '../daemon/api.js'
-import { formatBytes } from '../format.js'
+import type { SyncProgress, SyncResult } from '../api/api.js'
+import { formatBytes } from '../core/format.js'
 
 export { formatBytes }
 

@@ -3,8 +3,8 @@
 
 import { request, type IncomingMessage } from 'node:http'
 import { dirname, resolve } from 'node:path'
-import type { HomeLayout } from '../home.js'
-import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../daemon/api.js'
+import type { HomeLayout } from '../core/home.js'
+import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../api/api.js'
 import { AgentNotRunningError, RemoteError } from './errors.js'
 
 /** Short calls (status, subscribe, trust…) must be answered within this; publish, verify and sync have no deadline but the caller's signal. */

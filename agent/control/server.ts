@@ -17,8 +17,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { connect } from 'node:net'
 import { chmod, lstat, unlink } from 'node:fs/promises'
-import type { Logger } from '../log.js'
-import type { AgentApi, SyncProgress } from '../daemon/api.js'
+import type { Logger } from '../core/log.js'
+import type { AgentApi, SyncProgress } from '../api/api.js'
 import { AgentRunningError, BadRequestError, RequestTooLargeError, UnknownEndpointError, errorBody, httpStatusOf } from './errors.js'
 
 /** Control requests are small JSON objects; 1 MiB leaves room for long include/exclude lists. */

@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net'
 import { dirname, join, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DeltameshError } from '../../protocol/errors.js'
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 import type { DashboardSnapshot } from './snapshot.js'
 
 /** How often an open page gets a fresh snapshot. */

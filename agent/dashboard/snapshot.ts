@@ -1,6 +1,6 @@
 // The JSON the dashboard page renders: every site (from the network view), this site's trees with their
 // version history, its links and peers, and the throughput series. Built per request from the live state.
-import type { AgentStatus, SelectionRefusal } from '../daemon/api.js'
+import type { AgentStatus, SelectionRefusal } from '../api/api.js'
 import type { LinkView } from '../netview/local-status.js'
 import type { SiteView } from '../netview/network-view.js'
 import type { Rates, RatePoint } from '../netview/traffic.js'

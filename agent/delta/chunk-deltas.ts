@@ -14,10 +14,10 @@ import type { ChunkRef, FileEntry } from '../../protocol/manifest.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
-import type { Logger } from '../log.js'
-import { looksIncompressible } from '../net/entropy.js'
+import type { Logger } from '../core/log.js'
+import { looksIncompressible } from '../chunk/entropy.js'
 import { deltaPairs, type Pair } from './manifest-delta.js'
-import { readAll } from './read-chunks.js'
+import { hasHole, readAll } from './read-chunks.js'
 import { fsPath } from '../../protocol/paths.js'
 
 /**
@@ -45,6 +45,11 @@ class TryRecord {
 }
 
 export const isLarge = (size: number): boolean => size > MAX_DELTA_TARGET_BYTES
+
+/** deltaPairs of a large file, less those with a hole as target or in the base window (holes are no delta's). */
+function chunkPairs (prev: SizedChunk[], next: SizedChunk[]): Pair[] {
+  return deltaPairs(prev, next).filter(p => !hasHole([p.target]) && !hasHole(p.base))
+}
 
 /** Where each chunk of a file's list first lies (hex id → offset), for reading runs of it by id. */
 function offsetsOf (all: ChunkRef[]): Map<string, number> {
@@ -87,7 +92,7 @@ export async function computeChunkDeltas (o: { base: FileEntry, target: { chunks
   const inside = { compressible: new TryRecord(), random: new TryRecord() }
   // built on the first read from basePath, once per file: it was rebuilt per try (11,000 ids hexed each time on an image)
   let at: Map<string, number> | undefined
-  for (const p of deltaPairs(o.base.chunks, o.target.chunks)) {
+  for (const p of chunkPairs(o.base.chunks, o.target.chunks)) {
     o.signal?.throwIfAborted()
     const target = await o.index.readChunk(p.target.id, o.signal)
     if (target === undefined) { o.stats.candidates++; o.stats.baseUnavailable++; continue }
@@ -132,7 +137,7 @@ export async function runChunkDeltaPhase (o: {
   for (const t of o.targets) {
     const prev = o.previous.get(t.path)
     if (prev === undefined || !isLarge(t.size)) continue
-    for (const p of deltaPairs(prev.chunks, t.chunks)) if (o.missing.has(toHex(p.target.id))) pairs.set(toHex(p.key), p)
+    for (const p of chunkPairs(prev.chunks, t.chunks)) if (o.missing.has(toHex(p.target.id))) pairs.set(toHex(p.key), p)
   }
   if (pairs.size === 0) return result
   result.asked = pairs.size

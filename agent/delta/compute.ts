@@ -14,12 +14,12 @@ import { openEnvelope } from '../../protocol/envelope.js'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeDeltaFromSignatures, SIG_BLOCK } from '../../protocol/signature-delta.js'
 import { forgetSignatures } from './signatures.js'
-import { readManifestEntries } from '../versions/manifest-io.js'
+import { readManifestEntries } from '../store/manifest-io.js'
 import { computeManifestDeltas, type ManifestDeltaStats } from './manifest-delta.js'
 import { computeChunkDeltas, isLarge, type ChunkDeltaStats } from './chunk-deltas.js'
 import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
-import { readAll, readFileVerified } from './read-chunks.js'
+import { hasHole, readAll, readFileVerified } from './read-chunks.js'
 
 /** A delta is kept only if it is at most this share of the target bytes the base lacks. */
 const KEEP_RATIO = 0.5
@@ -84,6 +84,7 @@ export async function computeDeltas (o: ComputeDeltasOptions): Promise<DeltaStat
       await computeChunkDeltas({ base, target, basePath, index: o.index, catalog: o.catalog, stats: stats.chunks, signal: o.signal })
       continue
     }
+    if (hasHole(base.chunks) || hasHole(target.chunks)) continue
     stats.candidates++
     let baseBytes = await readAll(o.index, base.chunks, o.signal)
     if (baseBytes === undefined && version?.realPath !== undefined) {

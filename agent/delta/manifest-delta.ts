@@ -10,7 +10,7 @@ import { applyDeltaVerified, deltaKeyOf, encodeDelta } from '../../protocol/delt
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { deltaBases, type SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog } from '../store/types.js'
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 
 /** A delta is kept only if it is at most this share of its target chunk (as for small files). */
 const KEEP_RATIO = 0.5

@@ -4,9 +4,17 @@
 import { constants as fsConstants } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
-import type { ChunkRef } from '../../protocol/manifest.js'
+import { isHoleChunk, type ChunkRef } from '../../protocol/manifest.js'
 import type { ChunkIndex } from '../store/types.js'
 import { fsPath } from '../../protocol/paths.js'
+
+/**
+ * True when a chunk list holds a hole (a sparse file): such a file is no delta base or target. Its holes are
+ * stored nowhere to read back, and rebuilding zeros from a delta would write them as data.
+ */
+export function hasHole (chunks: ReadonlyArray<{ id: Uint8Array }>): boolean {
+  return chunks.some(c => isHoleChunk(c.id))
+}
 
 /** A file's bytes from its chunks (each re-hashed by the index), or undefined if any is not readable. */
 export async function readAll (index: Pick<ChunkIndex, 'readChunk'>, chunks: ChunkRef[], signal?: AbortSignal): Promise<Buffer | undefined> {

@@ -9,7 +9,7 @@ import type { ChunkRef } from '../../protocol/manifest.js'
 import { SIG_BLOCK, signatureOf } from '../../protocol/signature-delta.js'
 import type { Catalog } from '../store/types.js'
 import { isLarge } from './chunk-deltas.js'
-import { readFileVerified } from './read-chunks.js'
+import { hasHole, readFileVerified } from './read-chunks.js'
 
 export interface SignatureStats { files: number, chunks: number, bytes: number, unreadable: number, ms: number }
 
@@ -39,7 +39,8 @@ export async function storeSignatures (o: { source: string, files: Map<string, {
   let batch: SignedFile[] = []
   for (const [path, file] of o.files) {
     o.signal?.throwIfAborted()
-    if (isLarge(file.size) || file.size < MIN_FILE_BYTES) continue
+    // a sparse file is no delta base (read-chunks.ts hasHole)
+    if (isLarge(file.size) || file.size < MIN_FILE_BYTES || hasHole(file.chunks)) continue
     batch.push([path, file])
     if (batch.length >= SIGN_BATCH) { await signBatch(batch, o, stats); batch = [] }
   }

@@ -1,9 +1,9 @@
 import { join } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
-import { HomeLayout } from '../home.js'
+import { HomeLayout } from '../core/home.js'
 import { connectAgent } from '../control/client.js'
-import { formatBytes } from '../format.js'
-import type { AgentStatus, SyncProgress } from '../daemon/api.js'
+import { formatBytes } from '../core/format.js'
+import type { AgentStatus, SyncProgress } from '../api/api.js'
 import { Cluster, type Site } from './local-cluster.js'
 import { DEMO_TREE, describeTree, generateTree, mutateTree } from './tree-gen.js'
 

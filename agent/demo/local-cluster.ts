@@ -1,11 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ControlClient } from '../control/client.js'
-import { HomeLayout } from '../home.js'
+import type { AgentStatus } from '../api/api.js'
+import { HomeLayout } from '../core/home.js'
+import { editConfig, type ConfigPatch } from './config-edit.js'
 
 // A cluster of real agents on one machine: separate processes (the compiled CLI), real libp2p over TCP on
 // 127.0.0.1, real LevelDB in temp dirs. Used by `deltamesh demo`, the end-to-end tests and the benchmarks.
@@ -79,7 +81,7 @@ export class Cluster {
     const out = await cliOk(['init', '--home', home, '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--json'])
     const info = JSON.parse(out) as { peerId: string, multiaddrs: string[], publisherKey: string }
     // several agents share this host: each names itself and takes any free dashboard port (status shows it)
-    await setConfigValues(join(home, 'config.toml'), { '# name = "brisbane"': `name = ${JSON.stringify(name)}`, 'listen = "127.0.0.1:7180"': 'listen = "127.0.0.1:0"' })
+    await editConfig(new HomeLayout(home).config, { agent: { name }, dashboard: { listen: '127.0.0.1:0' } })
     const site: Site = { name, home, port, peerId: info.peerId, multiaddr: info.multiaddrs[0] as string, publisherKey: info.publisherKey, log: '' }
     this.sites.push(site)
     return site
@@ -117,8 +119,8 @@ export class Cluster {
     return new ControlClient(new HomeLayout(site.home).controlSocket, { home: site.home, callTimeoutMs: 10_000 })
   }
 
-  async status (site: Site): Promise<AgentStatusLike> {
-    return JSON.parse(await cliOk(['status', '--home', site.home, '--json'])) as AgentStatusLike
+  async status (site: Site): Promise<AgentStatus> {
+    return JSON.parse(await cliOk(['status', '--home', site.home, '--json'])) as AgentStatus
   }
 
   /** SIGTERM (clean) or SIGKILL (crash); resolves when the process is gone. */
@@ -133,13 +135,9 @@ export class Cluster {
     site.process = undefined
   }
 
-  /** Rewrites `key = value` in the site's config.toml (before its agent starts): limits, banSeconds… */
-  async setConfig (site: Site, key: string, value: string): Promise<void> {
-    const file = join(site.home, 'config.toml')
-    const text = await readFile(file, 'utf8')
-    const line = new RegExp(`^${key} = .*$`, 'm')
-    if (!line.test(text)) throw new Error(`${file} has no ${key} line`)
-    await writeFile(file, text.replace(line, `${key} = ${value}`))
+  /** Changes the site's config.toml (before its agent starts), e.g. `{ limits: { up: '2MB/s' } }`: see config-edit.ts. */
+  async editConfig (site: Site, patch: ConfigPatch): Promise<void> {
+    await editConfig(new HomeLayout(site.home).config, patch)
   }
 
   /** Runs the CLI against this cluster; throws with its output when it fails. */
@@ -151,26 +149,6 @@ export class Cluster {
     await Promise.all(this.sites.map(async s => await this.stop(s, options.keepFiles === true ? 'SIGTERM' : 'SIGKILL')))
     if (options.keepFiles !== true) await rm(this.dir, { recursive: true, force: true })
   }
-}
-
-/** The parts of `status --json` the tests read (see agent/daemon/api.ts AgentStatus). */
-export interface AgentStatusLike {
-  peerId: string
-  dashboard?: { url: string }
-  trees: Array<{ name: string, currentSeq?: number, newestSeq?: number, sync?: { phase: string, bytesDone: number, bytesTotal: number } }>
-  peers: Array<{ peerId: string, connected: boolean, bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number, badChunks: number, strikes: number, bannedUntilMs?: number }>
-  counters: { bytesUp: number, bytesDown: number, chunkBytesUp: number, chunkBytesDown: number, envelopesRejected: number, chunksRejected: number }
-  envelopeRejections?: Record<string, number>
-}
-
-/** Replaces lines of a config written by `init` (exact text → new text); throws when one is not found. */
-export async function setConfigValues (configFile: string, replacements: Record<string, string>): Promise<void> {
-  let text = await readFile(configFile, 'utf8')
-  for (const [from, to] of Object.entries(replacements)) {
-    if (!text.includes(from)) throw new Error(`${configFile}: no line ${JSON.stringify(from)} to replace`)
-    text = text.replace(from, to)
-  }
-  await writeFile(configFile, text)
 }
 
 export async function sleep (ms: number): Promise<void> {

@@ -3,7 +3,7 @@
 // and `deltamesh status` can never disagree; what only happens as an event (a chunk arriving for a tree, a
 // sync ending) is counted here as it happens.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { AgentStatus, SyncResult } from '../daemon/api.js'
+import type { AgentStatus, SyncResult } from '../api/api.js'
 import type { LinkView } from '../netview/local-status.js'
 import type { SiteView } from '../netview/network-view.js'
 import type { Rates } from '../netview/traffic.js'

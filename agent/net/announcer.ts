@@ -8,7 +8,7 @@ import { InvalidMessageError, LimitExceededError } from '../../protocol/errors.j
 import { openEnvelope, type Envelope } from '../../protocol/envelope.js'
 import { MAX_STATUS_BYTES } from '../../protocol/wire-limits.js'
 import type { MisbehaviourHandler } from './peer-stats.js'
-import { rejectReasonOf, type RejectReason } from '../sync/admission.js'
+import { rejectReasonOf, type RejectReason } from './admission.js'
 
 export interface AnnouncerComponents {
   libp2p: Pick<Libp2p, 'logger'>

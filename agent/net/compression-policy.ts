@@ -9,7 +9,7 @@ import { brotliCompressSync, constants } from 'node:zlib'
 import { compressBatch } from '../../protocol/batch-codec.js'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { MAX_BATCH_RAW_BYTES, MAX_BLOCKS_PER_BATCH } from '../../protocol/wire-limits.js'
-import { looksIncompressible } from './entropy.js'
+import { looksIncompressible } from '../chunk/entropy.js'
 import type { BlockMessage, BlocksMessage } from '../../protocol/messages.js'
 
 /** Bytes of a chunk compressed to judge it: enough to see structure, a fraction of a chunk's cost. */

@@ -10,7 +10,7 @@ import type { HeadEntry, HeadsMessage } from '../../protocol/messages.js'
 import { FrameStream } from './frames.js'
 import { ProtocolViolationError } from './errors.js'
 import type { MisbehaviourHandler, PeerStats } from './peer-stats.js'
-import { rejectReasonOf, type RejectReason } from '../sync/admission.js'
+import { rejectReasonOf, type RejectReason } from './admission.js'
 
 /** One exchange (open, send, read the reply). */
 export const DEFAULT_HEADS_TIMEOUT_MS = 10_000

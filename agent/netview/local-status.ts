@@ -1,7 +1,7 @@
 // This site's own row of the network view, in the same shape peers gossip (SiteStatus), so the dashboard
 // renders every site alike and what a site shows of itself is exactly what it tells the others.
 import { trimStatus, type SiteStatus, type StatusLink, type StatusTree } from '../../protocol/site-status.js'
-import type { AgentStatus } from '../daemon/api.js'
+import type { AgentStatus } from '../api/api.js'
 import type { TrafficSampler } from './traffic.js'
 
 export interface LinkView extends StatusLink {

@@ -8,7 +8,7 @@
 // without news (operations.ts).
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { encodeSiteStatus, type SiteStatus } from '../../protocol/site-status.js'
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 import type { IngestResult, NetworkView } from './network-view.js'
 
 export interface StatusGossipComponents {

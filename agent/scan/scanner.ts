@@ -295,24 +295,35 @@ async function hardlinkItem (relPath: string, leader: Promise<ScanItem | undefin
 async function scanFile (absolute: string, relPath: string, stats: SourceStat, options: ScanOptions, prefetched?: { entry: ScanCacheEntry | undefined }): Promise<ScanItem> {
   const now = options.now ?? Date.now
   const cached = prefetched === undefined ? await options.cache?.get(relPath) : prefetched.entry
-  if (cached !== undefined && cached.size === stats.size && cached.mtimeMs === stats.mtimeMs && cached.ino === stats.ino) {
+  // a list cut dense is not reused for a file that is sparse now: its zero runs would travel as data
+  if (cached !== undefined && cached.size === stats.size && cached.mtimeMs === stats.mtimeMs && cached.ino === stats.ino && (cached.sparse === true || !isSparse(stats))) {
     if (cached.ctimeMs === stats.ctimeMs) return fileItem(relPath, stats, cached.chunks, 'cached', cached)
     const verified = await verifyCached(absolute, relPath, stats, cached, options)
     if (verified !== undefined) return verified
   }
   let current = stats
   for (let attempt = 0; attempt < MAX_RESCAN_ATTEMPTS; attempt++) {
-    const chunks = await options.chunkFile(absolute, options.signal, current.size, { sparse: current.allocated < current.size })
+    const sparse = isSparse(current)
+    const chunks = await options.chunkFile(absolute, options.signal, current.size, { sparse })
     const after = await lstatSource(absolute)
     if (after === undefined) throw Object.assign(new Error(`${absolute} was removed while it was being chunked`), { code: 'ENOENT' })
     if (after.size === current.size && after.mtimeMs === current.mtimeMs && after.ctimeMs === current.ctimeMs && after.ino === current.ino) {
       const racy = now() - Math.max(after.mtimeMs, after.ctimeMs) < RACY_MTIME_WINDOW_MS
-      const cacheEntry = racy ? undefined : { size: after.size, mtimeMs: after.mtimeMs, ctimeMs: after.ctimeMs, ino: after.ino, chunks }
+      const cacheEntry = racy ? undefined : { size: after.size, mtimeMs: after.mtimeMs, ctimeMs: after.ctimeMs, ino: after.ino, chunks, ...(sparse ? { sparse } : {}) }
       return fileItem(relPath, after, chunks, 'chunked', cacheEntry)
     }
     current = after
   }
   throw new FileChangedDuringScanError(absolute)
+}
+
+/**
+ * Holes at the source: fewer bytes allocated than the size. Node has no SEEK_DATA / SEEK_HOLE, so where the
+ * holes are is not asked: the chunker records every all-zero chunk of such a file as a hole, as rsync -S
+ * writes zero runs as holes; a dense file's zeros stay data (docs/design-notes.md "Sparse files").
+ */
+function isSparse (st: SourceStat): boolean {
+  return st.allocated < st.size
 }
 
 /**

@@ -6,10 +6,11 @@ import { isChunkId, type ChunkId } from '../../protocol/chunk-id.js'
 import { LimitExceededError } from '../../protocol/errors.js'
 import { MAX_CHUNK_SIZE, MAX_CHUNKS_PER_FILE } from '../../protocol/limits.js'
 import { pathToBytes, validateRelativePath } from '../../protocol/paths.js'
+import { isHoleChunk } from '../../protocol/manifest.js'
 import type { ChunkIndex, ChunkIndexEvents, ChunkLocation, PlacedChunk, StoreRoot } from './types.js'
 import { PREFIX, deleteRange, key, range, u32, type StoreDb } from './db.js'
 import { InvalidLocationError, UnknownRootError } from './errors.js'
-import { FsBatch } from '../versions/fs-batch.js'
+import { FsBatch } from '../fs/fs-batch.js'
 import { LocationCache } from './location-cache.js'
 import { KeyedMutex } from './mutex.js'
 import { decodeLocKey, decodeSize, fileKey, filePrefix, fileToLoc, locKey, locPrefix, locToFile, rootFilesPrefix, sizeValue } from './location-keys.js'
@@ -119,6 +120,7 @@ export class LevelChunkIndex implements ChunkIndex {
     const path = this.checkFile(rootId, relPath)
     if (chunks.length > MAX_CHUNKS_PER_FILE) throw new LimitExceededError('chunks per file', chunks.length, MAX_CHUNKS_PER_FILE)
     for (const c of chunks) checkPlacement(relPath, c.id, c.offset, c.size)
+    const data = chunks.filter(c => !isHoleChunk(c.id))
     await this.fileLocks.run(`${rootId}/${relPath}`, async () => {
       const old = await this.db.keys(range(filePrefix(rootId, path))).all()
       // removeRoot may have run while we waited; writing now would leave locations under a dead root.
@@ -126,7 +128,7 @@ export class LevelChunkIndex implements ChunkIndex {
       // A publish re-indexes every file, unchanged ones included: write only the difference, so an
       // unchanged file costs one key scan and no write. (Same id means same bytes, hence same size.)
       const fresh = new Map<string, PlacedChunk>()
-      for (const c of chunks) fresh.set(fileKey(rootId, path, c.offset, c.id).toString('latin1'), c)
+      for (const c of data) fresh.set(fileKey(rootId, path, c.offset, c.id).toString('latin1'), c)
       const batch = this.db.batch()
       for (const k of old) {
         if (!fresh.delete(k.toString('latin1'))) batch.del(k).del(fileToLoc(k))
@@ -145,14 +147,14 @@ export class LevelChunkIndex implements ChunkIndex {
     const keys: Buffer[] = []
     for (const f of files) {
       const path = this.checkFile(rootId, f.relPath)
-      for (const c of f.chunks) keys.push(fileKey(rootId, path, c.offset, c.id))
+      for (const c of f.chunks) if (!isHoleChunk(c.id)) keys.push(fileKey(rootId, path, c.offset, c.id))
     }
     // A dropped location loses its FILE and LOC keys together (readChunk), so the FILE keys tell.
     const found = keys.length === 0 ? [] : await this.db.getMany(keys)
     let k = 0
     return files.map(f => {
       let all = true
-      for (let i = 0; i < f.chunks.length; i++) if (found[k++] === undefined) all = false
+      for (const c of f.chunks) if (!isHoleChunk(c.id) && found[k++] === undefined) all = false
       return all
     })
   }
@@ -167,6 +169,7 @@ export class LevelChunkIndex implements ChunkIndex {
     const puts: Array<[Buffer, Buffer]> = []
     for (const { path, f } of checked) {
       for (const c of f.chunks) {
+        if (isHoleChunk(c.id)) continue
         const size = sizeValue(c.size)
         puts.push([locKey(c.id, rootId, path, c.offset), size], [fileKey(rootId, path, c.offset, c.id), size])
       }
@@ -180,6 +183,7 @@ export class LevelChunkIndex implements ChunkIndex {
       checkPlacement(loc.relPath, id, loc.offset, loc.size)
       return this.checkFile(loc.rootId, loc.relPath)
     })
+    if (isHoleChunk(id)) return
     const puts: Array<[Buffer, Buffer]> = []
     locations.forEach((loc, n) => {
       const path = paths[n] as Buffer
@@ -228,14 +232,14 @@ export class LevelChunkIndex implements ChunkIndex {
   }
 
   async locations (id: ChunkId): Promise<ChunkLocation[]> {
-    if (!isChunkId(id)) return []
+    if (!isChunkId(id) || isHoleChunk(id)) return []
     const out: ChunkLocation[] = []
     for await (const [k, v] of this.db.iterator(range(locPrefix(id)))) out.push(decodeLocKey(k, decodeSize(v)).location)
     return out
   }
 
   async has (id: ChunkId): Promise<boolean> {
-    if (!isChunkId(id)) return false
+    if (!isChunkId(id) || isHoleChunk(id)) return false
     // Keys only, one entry: existence is all we need, never the values.
     const found = await this.db.keys({ ...range(locPrefix(id)), limit: 1 }).all()
     return found.length > 0
@@ -247,7 +251,7 @@ export class LevelChunkIndex implements ChunkIndex {
    */
   async hasMany (ids: ChunkId[]): Promise<boolean[]> {
     const out = new Array<boolean>(ids.length).fill(false)
-    const sorted = ids.map((_, i) => i).filter(i => isChunkId(ids[i])).sort((a, b) => Buffer.compare(ids[a] as ChunkId, ids[b] as ChunkId))
+    const sorted = ids.map((_, i) => i).filter(i => isChunkId(ids[i]) && !isHoleChunk(ids[i] as ChunkId)).sort((a, b) => Buffer.compare(ids[a] as ChunkId, ids[b] as ChunkId))
     await this.seekEach(ids, sorted, out)
     return out
   }
@@ -271,7 +275,7 @@ export class LevelChunkIndex implements ChunkIndex {
 
   async readChunk (id: ChunkId, signal?: AbortSignal): Promise<Uint8Array | undefined> {
     signal?.throwIfAborted()
-    if (!isChunkId(id)) return undefined
+    if (!isChunkId(id) || isHoleChunk(id)) return undefined
     const p = this.read(id, signal)
     this.inFlight.add(p)
     try { return await p } finally { this.inFlight.delete(p) }

@@ -50,3 +50,12 @@ export class InvalidLocationError extends DeltameshError {
     this.name = 'InvalidLocationError'
   }
 }
+
+/** A chunk of the manifest itself (or the root blob) is not in the catalog. */
+export class ManifestBlobMissingError extends DeltameshError {
+  static override name = 'ManifestBlobMissingError'
+  constructor (readonly id: string, readonly index: number) {
+    super(`Manifest chunk ${index} (${id}) is missing from the catalog`)
+    this.name = 'ManifestBlobMissingError'
+  }
+}

@@ -72,10 +72,11 @@ function decodeStats (raw: unknown, bad: (why: string) => Error): VersionStats {
 }
 
 /**
- * Compact form: ids concatenated in one byte string, sizes in an array, offsets only when the chunks are
- * not the contiguous run from 0 a chunker produces (then they are implied by the sizes).
+ * Compact form: ids concatenated in one byte string (a hole's id is 32 zero bytes like any other), sizes in an
+ * array, offsets only when the chunks are not the contiguous run from 0 a chunker produces (then they are
+ * implied by the sizes), `h: 1` when the file was cut as sparse.
  */
-interface PackedScanEntry { s: number, m: number, c: number, i: number, ids: Uint8Array, z: number[], o?: number[] }
+interface PackedScanEntry { s: number, m: number, c: number, i: number, ids: Uint8Array, z: number[], o?: number[], h?: 1 }
 
 export function encodeScanEntry (e: ScanCacheEntry): PackedScanEntry {
   const ids = Buffer.allocUnsafe(e.chunks.length * CHUNK_ID_BYTES)
@@ -91,16 +92,18 @@ export function encodeScanEntry (e: ScanCacheEntry): PackedScanEntry {
   })
   const packed: PackedScanEntry = { s: e.size, m: e.mtimeMs, c: e.ctimeMs, i: e.ino, ids, z }
   if (!contiguous) packed.o = e.chunks.map(c => c.offset)
+  if (e.sparse === true) packed.h = 1
   return packed
 }
 
 export function decodeScanEntry (raw: unknown): ScanCacheEntry {
   const bad = (why: string): StoreCorruptError => new StoreCorruptError('SCAN', why)
   if (!isRecord(raw)) throw bad('not a map')
-  const { s, m, c, i, ids, z, o } = raw
+  const { s, m, c, i, ids, z, o, h } = raw
   if (!isNonNegInt(s) || typeof m !== 'number' || typeof c !== 'number' || typeof i !== 'number') throw bad('size, mtime, ctime or ino')
   if (!(ids instanceof Uint8Array) || !Array.isArray(z) || ids.byteLength !== z.length * CHUNK_ID_BYTES) throw bad('chunk ids and sizes disagree')
   if (o !== undefined && (!Array.isArray(o) || o.length !== z.length)) throw bad('offsets and sizes disagree')
+  if (h !== undefined && h !== 1) throw bad('sparse flag')
   const chunks: PlacedChunk[] = []
   let offset = 0
   for (let n = 0; n < z.length; n++) {
@@ -111,5 +114,5 @@ export function decodeScanEntry (raw: unknown): ScanCacheEntry {
     chunks.push({ id: Uint8Array.prototype.slice.call(ids, n * CHUNK_ID_BYTES, (n + 1) * CHUNK_ID_BYTES), offset: at, size })
     offset = at + size
   }
-  return { size: s, mtimeMs: m, ctimeMs: c, ino: i, chunks }
+  return { size: s, mtimeMs: m, ctimeMs: c, ino: i, chunks, ...(h === 1 ? { sparse: true } : {}) }
 }

@@ -30,6 +30,10 @@ export interface PlacedChunk {
   size: number
 }
 
+/**
+ * Holes (HOLE_CHUNK_ID) are never recorded: the writes skip them, and has/locations/readChunk know no location
+ * of one (a hole is zeros nobody stores; its range is left unwritten).
+ */
 export interface ChunkIndex {
   addRoot (root: Omit<StoreRoot, 'id'>): Promise<StoreRoot>
   getRoot (id: number): Promise<StoreRoot | undefined>
@@ -150,7 +154,13 @@ export interface ScanCacheEntry {
   mtimeMs: number
   ctimeMs: number
   ino: number
+  /** May hold holes (HOLE_CHUNK_ID). */
   chunks: PlacedChunk[]
+  /**
+   * Cut as a sparse file (all-zero chunks recorded as holes). A list cut dense is not reused for a file that
+   * is sparse now (one cached before holes existed, or a file sparsified with its times put back).
+   */
+  sparse?: boolean
 }
 
 export interface Catalog {

@@ -8,9 +8,9 @@ import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
-import { readAll } from '../delta/read-chunks.js'
+import { hasHole, readAll } from '../delta/read-chunks.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 
 /** Asks one peer for deltas by key; undefined when no peer can be asked. */
 export type FetchDeltasFn = (keys: Uint8Array[], signal: AbortSignal) => Promise<{ peer: string, deltas: Map<string, Uint8Array> } | undefined>
@@ -42,13 +42,13 @@ export async function runDeltaPhase (o: DeltaPhaseOptions): Promise<DeltaPhaseRe
   for await (const e of o.entries()) {
     if (e.type !== 'file' || !e.chunks.some(c => o.missing.has(toHex(c.id)))) continue
     o.onLacking?.(e)
-    if (e.size <= MAX_DELTA_TARGET_BYTES) targets.set(e.path, e)
+    if (e.size <= MAX_DELTA_TARGET_BYTES && !hasHole(e.chunks)) targets.set(e.path, e)
   }
   if (targets.size === 0) return result
   const pairs = new Map<string, { base: FileEntry, target: FileEntry, key: Uint8Array }>()
   for await (const e of o.previousEntries()) {
     const target = targets.get(e.path)
-    if (e.type !== 'file' || target === undefined || e.size > MAX_DELTA_TARGET_BYTES) continue
+    if (e.type !== 'file' || target === undefined || e.size > MAX_DELTA_TARGET_BYTES || hasHole(e.chunks)) continue
     const key = deltaKeyOf(e.chunks.map(c => c.id), target.chunks.map(c => c.id))
     pairs.set(toHex(key), { base: e, target, key })
   }

@@ -38,15 +38,6 @@ export class ManifestError extends VersionError {
   }
 }
 
-/** A chunk of the manifest itself (or the root blob) is not in the catalog. */
-export class ManifestBlobMissingError extends DeltameshError {
-  static override name = 'ManifestBlobMissingError'
-  constructor (readonly id: string, readonly index: number) {
-    super(`Manifest chunk ${index} (${id}) is missing from the catalog`)
-    this.name = 'ManifestBlobMissingError'
-  }
-}
-
 /** finalize() was called while chunks of the plan are still missing. */
 export class MissingChunksError extends VersionError {
   static override name = 'MissingChunksError'

@@ -3,7 +3,6 @@ import { DeltameshError } from '../../protocol/errors.js'
 import { MAX_PATH_BYTES } from '../../protocol/limits.js'
 import { parentOf } from '../../protocol/paths.js'
 import type { ManifestEntry } from '../../protocol/manifest.js'
-import type { PathFilter } from './walk.js'
 
 // Subscription filters: `--include` / `--exclude` patterns, the rules of .gitignore (which rsync users'
 // habits also fit for the common cases):
@@ -18,6 +17,9 @@ import type { PathFilter } from './walk.js'
 //     a bare name (`/repodata/` is the top-level one only);
 //   - exclude wins; no include means everything.
 // Patterns that can never match a clean manifest path are refused (FilterPatternError) with the fix.
+
+/** Which entries of a version this site materializes (a lab may subscribe to one architecture). */
+export type PathFilter = (relPath: string, type: ManifestEntry['type']) => boolean
 
 /** Patterns per list (include or exclude): far more than any hand-written subscription. */
 export const MAX_FILTER_PATTERNS = 1024

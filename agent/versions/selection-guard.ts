@@ -1,7 +1,7 @@
 import type { ManifestEntry } from '../../protocol/manifest.js'
 import { SelectionRefusedError, type SelectionCounts, type VersionContext } from './errors.js'
 import { describeFilter, type FilterSpec } from './filter.js'
-import type { PathFilter } from './walk.js'
+import type { PathFilter } from './filter.js'
 
 // The last check before a version replaces the one a mirror serves: a filter that selects nothing (a typo:
 // `--include 'Packages/x86-64/'`), or a version that lost most of the files the mirror holds (a publisher that

@@ -1,10 +1,8 @@
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { ManifestOrderChecker, type DirEntry, type FileEntry, type ManifestEntry, type SymlinkEntry } from '../../protocol/manifest.js'
 import { parentOf, validateRelativePath } from '../../protocol/paths.js'
-import { compileFilter } from './filter.js'
+import { compileFilter, type PathFilter } from './filter.js'
 
-/** Which entries of a version this site materializes (a lab may subscribe to one architecture). */
-export type PathFilter = (relPath: string, type: ManifestEntry['type']) => boolean
 
 export type WalkEvent =
   /** A directory to create: the directory is selected itself, or is the parent of something selected. */

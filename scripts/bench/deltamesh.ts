@@ -4,9 +4,11 @@
 import { appendFile, rename, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { connectAgent, type ControlClient } from '../../agent/control/client.js'
-import type { AgentStatus, PublishSummary } from '../../agent/daemon/api.js'
-import { Cluster, cliOk, setConfigValues, type Site } from '../../agent/demo/local-cluster.js'
-import { HomeLayout } from '../../agent/home.js'
+import type { AgentStatus, PublishSummary } from '../../agent/api/api.js'
+import { Cluster, cliOk, type Site } from '../../agent/demo/local-cluster.js'
+import { editConfig } from '../../agent/demo/config-edit.js'
+import type { ChunkSizeName } from '../../protocol/chunking.js'
+import { HomeLayout } from '../../agent/core/home.js'
 import { cpuOf, peakRssMiB } from './proc.js'
 import { TcpMeter } from './tcp.js'
 
@@ -18,11 +20,6 @@ export async function api (site: Site): Promise<ControlClient> {
   const client = await connectAgent(new HomeLayout(site.home))
   if (client === undefined) throw new Error(`agent ${site.name} is not answering`)
   return client
-}
-
-/** Writes [limits] into a site's config (before its agent starts): rates as in config.toml, e.g. "20MB/s". */
-export async function setLimits (site: Site, limits: { up?: string, down?: string }): Promise<void> {
-  await setConfigValues(join(site.home, 'config.toml'), { 'up = "unlimited"\ndown = "unlimited"': `up = "${limits.up ?? 'unlimited'}"\ndown = "${limits.down ?? 'unlimited'}"` })
 }
 
 /**
@@ -87,16 +84,16 @@ const counters = (s: AgentStatus): AgentStatus['counters'] => s.counters
  * Agents are stopped by `cluster.cleanup()` (the caller owns the cluster, for Ctrl-C).
  */
 export async function deltameshRounds (cluster: Cluster, work: string, v1: string, v2: string, downLimit: string, timeoutMs: number,
-  log: (s: string) => void, check: (what: string, dir: string) => Promise<void>, chunkSize = '52KiB'): Promise<DeltameshFigures> {
+  log: (s: string) => void, check: (what: string, dir: string) => Promise<void>, chunkSize: ChunkSizeName = '52KiB'): Promise<DeltameshFigures> {
   const pub = await cluster.addSite('publisher')
   const solo = await cluster.addSite('solo')
   const four: Site[] = []
   for (let i = 1; i <= 4; i++) four.push(await cluster.addSite(`sub-${i}`))
   const subs = [solo, ...four]
   await wireAll([pub, ...subs], pub)
-  for (const s of four) await setLimits(s, { down: downLimit })
+  for (const s of four) await editConfig(new HomeLayout(s.home).config, { limits: { down: downLimit } })
   // the publisher's [chunking] (agent/chunk/sizes.ts): subscribers need no setting, the manifest says it
-  if (chunkSize !== '52KiB') await appendFile(join(pub.home, 'config.toml'), `\n[chunking]\naverage = "${chunkSize}"\n`)
+  if (chunkSize !== '52KiB') await editConfig(new HomeLayout(pub.home).config, { chunking: { average: chunkSize } })
   // all at once: one by one, each waiting for the others' dials and gossip, took 15–20 s an agent on a busy machine
   // info for the two agents of the measured round: their logs say whether deltas were computed and used
   await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: s === pub || s === solo ? 'info' : 'warn' }, [], AGENT_START_MS) }))

@@ -8,7 +8,7 @@ import { readdir } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import type { Worker } from 'node:worker_threads'
-import { startModuleWorker } from '../../agent/workers.js'
+import { startModuleWorker } from '../../agent/core/workers.js'
 import type { DescribeRequest, DescribeResponse } from './describe-worker.js'
 
 /** Entries per message: large enough that messaging costs nothing, small enough that both workers stay busy to the end. */

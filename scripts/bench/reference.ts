@@ -9,12 +9,12 @@ import { createHash } from 'node:crypto'
 import { readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { isDeepStrictEqual } from 'node:util'
 import { chunkBytes } from '../../agent/chunk/chunker.js'
-import { CHUNK_SIZES, type ChunkSizeName } from '../../agent/chunk/sizes.js'
+import { CHUNK_SIZES, type ChunkSizeName } from '../../protocol/chunking.js'
 import { pseudoRandomBytes } from '../../agent/demo/tree-gen.js'
 import { toHex } from '../../protocol/chunk-id.js'
 import { compressedBytes } from './chunk-sizes.js'
 import { describeTreeInParallel } from './describe-tree.js'
-import { chunkPlaces } from './scale.js'
+import { chunkPlaces } from './chunk-set.js'
 
 /** Bump when what is stored, or how it is computed, changes. */
 const FORMAT = 1
@@ -47,8 +47,8 @@ function chunkerFingerprint (chunkSize: ChunkSizeName): string {
 
 async function computeReference (v1: string, v2: string, chunkSize: ChunkSizeName): Promise<CorpusReference> {
   const description = await describeTreeInParallel(v2)
-  const v1Chunks = new Set((await chunkPlaces(v1, chunkSize)).keys())
-  const v2Chunks = await chunkPlaces(v2, chunkSize)
+  const v1Chunks = new Set((await chunkPlaces(v1, chunkSize, 1_800_000)).keys())
+  const v2Chunks = await chunkPlaces(v2, chunkSize, 1_800_000)
   const absent = [...v2Chunks].filter(([id]) => !v1Chunks.has(id)).map(([, place]) => place)
   return {
     v2: description,

@@ -2,46 +2,24 @@
 // uplink and downlink limited, so that the time for all to hold a version can be set against what the links
 // allow. Two rounds: v1 from nothing (the whole tree; this is where the swarm matters), then v2 (a delta).
 import { join } from 'node:path'
-import { Cluster, cliOk, type Site } from '../../agent/demo/local-cluster.js'
+import { Cluster, type Site } from '../../agent/demo/local-cluster.js'
 import { generateTree, mutateTree } from '../../agent/demo/tree-gen.js'
-import { parseRate } from '../../agent/bandwidth/rate.js'
-import { AGENT_START_MS, api, setLimits, TREE, waitSeq, wireAll } from './deltamesh.js'
+import { parseRate } from '../../agent/core/rate.js'
+import { editConfig } from '../../agent/demo/config-edit.js'
+import { HomeLayout } from '../../agent/core/home.js'
+import { AGENT_START_MS, api, TREE, waitSeq, wireAll } from './deltamesh.js'
 import { describeTreeInParallel } from './describe-tree.js'
 import { cpuOf } from './proc.js'
 import { checkTreeMatches } from './tree-compare.js'
+import { chunkSet } from './chunk-set.js'
 
 export const SCALE_SUBSCRIBERS = 16
 
 export interface ScaleRound { bytes: number, seconds: number, slowest: number, fastest: number, pubUp: number, pubCpu: number, bound: number, star: number }
 export interface ScaleFigures { sizeMB: number, rate: string, files: number, v1: ScaleRound, v2: ScaleRound }
 
-/** Unique chunks (id → size) of a tree, with the same scanner and chunker (`deltamesh manifest --entries`). */
-/** Where each distinct chunk of the tree at `root` lies (the first file and offset that hold it), by hex id. */
-export async function chunkPlaces (root: string, chunkSize = '52KiB'): Promise<Map<string, { size: number, path: string, offset: number }>> {
-  const out = await cliOk(['manifest', '--entries', '--chunk-size', chunkSize, root], { timeoutMs: 1_800_000 })
-  const places = new Map<string, { size: number, path: string, offset: number }>()
-  for (const line of out.split('\n')) {
-    if (line === '') continue
-    const entry = JSON.parse(line) as { path: string, chunks?: Array<[string, number]> }
-    let offset = 0
-    for (const [id, size] of entry.chunks ?? []) {
-      if (!places.has(id)) places.set(id, { size, path: join(root, entry.path), offset })
-      offset += size
-    }
-  }
-  return places
-}
-
-export async function chunkSet (root: string): Promise<Map<string, number>> {
-  const out = await cliOk(['manifest', '--entries', root], { timeoutMs: 1_800_000 })
-  const set = new Map<string, number>()
-  for (const line of out.split('\n')) {
-    if (line === '') continue
-    const entry = JSON.parse(line) as { chunks?: Array<[string, number]> }
-    for (const [id, size] of entry.chunks ?? []) set.set(id, size)
-  }
-  return set
-}
+/** `manifest --entries` of the scale tree, on a machine shared with the other runs. */
+const LIST_MS = 1_800_000
 
 /**
  * No schedule beats: the origin sending one copy, one downlink taking all of it, and N copies over the sum
@@ -56,12 +34,12 @@ export async function scaleRounds (cluster: Cluster, work: string, sizeMB: numbe
   // generateTree's package-repository shape: 60 % in small files, 40 % in 2 images
   await generateTree(source, { seed: 'deltamesh-bench-scale', files: Math.max(50, Math.round(0.6 * sizeMB * 1e6 / 65536)), largeBytes: Math.round(0.4 * sizeMB * 1e6), largeFiles: 2, smallMax: 256 * 1024 })
   const v1 = await describeTreeInParallel(source)
-  const v1Chunks = await chunkSet(source)
+  const v1Chunks = await chunkSet(source, LIST_MS)
   const pub = await cluster.addSite('publisher')
   const subs: Site[] = []
   for (let i = 1; i <= SCALE_SUBSCRIBERS; i++) subs.push(await cluster.addSite(`s${String(i).padStart(2, '0')}`))
   await wireAll([pub, ...subs], pub)
-  for (const s of [pub, ...subs]) await setLimits(s, { up: rate, down: rate })
+  for (const s of [pub, ...subs]) await editConfig(new HomeLayout(s.home).config, { limits: { up: rate, down: rate } })
   log(`scale: starting 17 agents (every up- and downlink ${rate})`)
   // all at once: one by one, each waiting for the others' dials and gossip, took 15–20 s an agent on a busy machine
   await Promise.all([pub, ...subs].map(async s => { await cluster.start(s, { DELTAMESH_LOG_LEVEL: 'warn' }, [], AGENT_START_MS) }))
@@ -91,7 +69,7 @@ export async function scaleRounds (cluster: Cluster, work: string, sizeMB: numbe
   const first = await round('v1', treeBytes, v1)
   await mutateTree(source, 'bench-scale-v2')
   const v2 = await describeTreeInParallel(source)
-  const v2Chunks = await chunkSet(source)
+  const v2Chunks = await chunkSet(source, LIST_MS)
   let delta = 0
   for (const [id, size] of v2Chunks) if (!v1Chunks.has(id)) delta += size
   log('scale: v2 (a delta) to 16 subscribers')

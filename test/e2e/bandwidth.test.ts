@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import { appendFile, open, readFile } from 'node:fs/promises'
+import { open, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, sleep, waitFor, type Site } from '../../agent/demo/local-cluster.js'
+import { describe, expect, it } from 'vitest'
+import { cliOk, sleep, waitFor, type Site } from '../../agent/demo/local-cluster.js'
 import { generateTree, describeTree } from '../../agent/demo/tree-gen.js'
 import { connectAgent, type ControlClient } from '../../agent/control/client.js'
-import { HomeLayout } from '../../agent/home.js'
-import type { AgentStatus } from '../../agent/daemon/api.js'
+import { HomeLayout } from '../../agent/core/home.js'
+import type { AgentStatus } from '../../agent/api/api.js'
+import { clusterPerTest } from '../helpers/cluster.js'
 
 // Real agents on 127.0.0.1 with real limits: a link's uplink shared by two subscribers, a runtime change,
 // persistence across a restart, and the receiver pacing its own downlink.
@@ -15,15 +16,13 @@ const TREE_A = 'lab/compose/Server'
 const TREE_B = 'lab/compose/Workstation'
 const MB = 1e6
 
-let cluster: Cluster | undefined
 const clients: ControlClient[] = []
 const samplers: Array<{ stop: () => Promise<void> }> = []
-afterEach(async (context) => {
-  if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-6000)}\n`)
-  for (const s of samplers.splice(0)) await s.stop()
-  clients.splice(0)
-  await cluster?.cleanup()
-  cluster = undefined
+const clusters = clusterPerTest({
+  teardown: async () => {
+    for (const s of samplers.splice(0)) await s.stop()
+    clients.splice(0)
+  },
 })
 
 /** A control connection kept by the test: sampling status once a second must not cost a process spawn. */
@@ -61,10 +60,6 @@ function rateBetween (samples: Sample[], from: number, to: number, of: (s: Sampl
   return (of(b) - of(a)) / ((b.t - a.t) / 1000)
 }
 
-async function addConfig (site: Site, text: string): Promise<void> {
-  await appendFile(join(site.home, 'config.toml'), text)
-}
-
 async function writeRandomFile (path: string, bytes: number): Promise<void> {
   const fh = await open(path, 'w')
   try {
@@ -76,7 +71,7 @@ async function writeRandomFile (path: string, bytes: number): Promise<void> {
 
 describe('bandwidth limits (real agents)', () => {
   it('holds a link limit shared fairly by two subscribers, applies runtime changes within a second and keeps them, and paces a receiver', async () => {
-    cluster = await Cluster.create('deltamesh-bw-')
+    const cluster = await clusters.create('deltamesh-bw-')
     // Each subscriber pulls its own tree, so every byte it gets crosses the origin's limited link (no
     // swapping between them). ~175 MB each: at 5 MB/s per subscriber the transfer outlasts the warm-up,
     // the 20 s measurement and the runtime-change phase.
@@ -89,7 +84,7 @@ describe('bandwidth limits (real agents)', () => {
     const b = await cluster.addSite('b')
     await cluster.wire(TREE_A, origin)
     for (const s of cluster.sites) await cliOk(['trust', '--home', s.home, TREE_B, origin.publisherKey])
-    await addConfig(origin, '\n[[links]]\nname = "labs"\npeers = ["a", "b"]\nup = "10MB/s"\n')
+    await cluster.editConfig(origin, { links: [{ name: 'labs', peers: ['a', 'b'], up: '10MB/s' }] })
     for (const s of cluster.sites) await cluster.start(s)
     const originApi = await control(origin)
     const aApi = await control(a)

@@ -3,9 +3,11 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, setConfigValues, type AgentStatusLike, type Site } from '../../agent/demo/local-cluster.js'
+import { Cluster, cliOk, type Site } from '../../agent/demo/local-cluster.js'
+import type { AgentStatus } from '../../agent/api/api.js'
 import { generateTree, type TreeSpec } from '../../agent/demo/tree-gen.js'
 import { CHROMIUM_ARGS, ensureChromium } from '../helpers/chromium.js'
+import { chunkSet } from '../helpers/cluster.js'
 
 // Three real agents on 127.0.0.1 (an origin and two labs) and a real browser on one lab's dashboard: it must
 // list all three sites and the tree's versions, show the lab's sync in progress and then complete. The lab's
@@ -16,7 +18,7 @@ const TREE = 'lab/compose/BaseOS'
 /** ~30 MB: at the lab's 4 MB/s cap the sync takes ~7 s, several dashboard refreshes. */
 const SPEC: TreeSpec = { seed: 'e2e-dashboard', files: 150, largeBytes: 24 * 1024 * 1024, largeFiles: 2, smallMax: 64 * 1024 }
 const LAB_DOWN = '4MB/s'
-const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url))
+const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts', import.meta.url))
 
 let cluster: Cluster
 let origin: Site
@@ -35,8 +37,8 @@ beforeAll(async () => {
   labA = await cluster.addSite('lab-a')
   labB = await cluster.addSite('lab-b')
   await cluster.wire(TREE, origin)
-  for (const s of cluster.sites) await setConfigValues(join(s.home, 'config.toml'), { 'statusIntervalMs = 5000': 'statusIntervalMs = 500' })
-  await setConfigValues(join(labA.home, 'config.toml'), { 'down = "unlimited"': `down = "${LAB_DOWN}"` })
+  for (const s of cluster.sites) await cluster.editConfig(s, { dashboard: { statusIntervalMs: 500 } })
+  await cluster.editConfig(labA, { limits: { down: LAB_DOWN } })
   await Promise.all(cluster.sites.map(async s => await cluster.start(s)))
   for (const lab of [labA, labB]) await cliOk(['subscribe', '--home', lab.home, TREE, '--to', join(cluster.dir, `${lab.name}-mirror`)])
   await mkdir(ARTIFACTS, { recursive: true })
@@ -117,7 +119,7 @@ describe('dashboard (three real agents, headless chromium)', () => {
     const treeChunkBytes = await uniqueChunkBytes(source)
 
     const scraped = new Map<string, Sample[]>()
-    const statuses = new Map<string, AgentStatusLike>()
+    const statuses = new Map<string, AgentStatus>()
     for (const site of cluster.sites) {
       const res = await fetch(new URL('/metrics', await dashboardUrl(site)))
       expect(res.headers.get('content-type')).toMatch(/^text\/plain/)
@@ -129,7 +131,7 @@ describe('dashboard (three real agents, headless chromium)', () => {
       // every byte of file chunks the tree lacked came over the network, once
       expect(value(m(lab), 'deltamesh_tree_chunk_received_bytes_total', { tree: TREE })).toBe(treeChunkBytes)
       // per-peer counters are the agent's own: the same figures as `status`
-      const status = statuses.get(lab.name) as AgentStatusLike
+      const status = statuses.get(lab.name) as AgentStatus
       expect(sum(m(lab), 'deltamesh_peer_chunk_received_bytes_total')).toBe(status.counters.chunkBytesDown)
       expect(sum(m(lab), 'deltamesh_peer_received_bytes_total')).toBe(status.counters.bytesDown)
       // all of it plus the manifest: chunk payload ≥ the tree's, frames ≥ payload, and not much more
@@ -189,11 +191,5 @@ function sum (samples: Sample[], name: string): number {
 
 /** Bytes of the distinct file chunks of a tree, from `deltamesh manifest --entries` (independent of any agent). */
 async function uniqueChunkBytes (dir: string): Promise<number> {
-  const chunks = new Map<string, number>()
-  for (const line of (await cliOk(['manifest', dir, '--entries'])).split('\n')) {
-    if (line === '') continue
-    const e = JSON.parse(line) as { chunks?: Array<[string, number]> }
-    for (const [id, size] of e.chunks ?? []) chunks.set(id, size)
-  }
-  return [...chunks.values()].reduce((a, b) => a + b, 0)
+  return [...(await chunkSet(dir)).values()].reduce((a, b) => a + b, 0)
 }

@@ -1,10 +1,11 @@
 import { spawnSync } from 'node:child_process'
 import { chmod, link, lstat, mkdir, open, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, runCli } from '../../agent/demo/local-cluster.js'
+import { describe, expect, it } from 'vitest'
+import { runCli } from '../../agent/demo/local-cluster.js'
 import { treeCommands } from '../helpers/tree-commands.js'
 import { ensureDebianTool } from '../helpers/debian.js'
+import { clusterPerTest } from '../helpers/cluster.js'
 
 // Issue 23: every file a Linux tree can hold arrives, or the user is told loudly. The judge is rsync itself:
 // `rsync -aHS --dry-run --itemize-changes` between the source and the mirror lists nothing but the FIFO.
@@ -13,12 +14,7 @@ const TREE = 'lab/faithful'
 const { subscribe, syncDone } = treeCommands(TREE)
 const MiB = 1024 * 1024
 
-let cluster: Cluster | undefined
-afterEach(async (context) => {
-  if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-6000)}\n`)
-  await cluster?.cleanup()
-  cluster = undefined
-})
+const clusters = clusterPerTest()
 
 /** A name given as raw bytes under `dir` (node:fs takes a Buffer path as the bytes of the name). */
 function raw (dir: string, name: Buffer): Buffer {
@@ -85,7 +81,7 @@ function du (path: string): number {
 describe('faithful trees (real agents)', () => {
   it('every name, hardlink, hole, mode and nanosecond arrives; the FIFO is reported by publish and status, never silently', async () => {
     const rsync = await ensureDebianTool('/usr/bin/rsync', 'rsync')
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const src = join(cluster.dir, 'src')
     const outside = join(cluster.dir, 'outside')
     await mkdir(outside)
@@ -112,7 +108,7 @@ describe('faithful trees (real agents)', () => {
     const second = await runCli(['publish', '--home', origin.home, TREE, src])
     expect(second.code).toBe(0)
     expect(second.stderr).toMatch(/WARNING: 1 entry of the source is NOT in lab\/faithful@2[^]*pipe: FIFO/)
-    const status = await cluster.status(origin) as unknown as { trees: Array<{ name: string, versions: Array<{ seq: number, skipped?: { count: number, sample: Array<{ path: string }> } }> }> }
+    const status = await cluster.status(origin)
     const versions = status.trees.find(t => t.name === TREE)?.versions ?? []
     expect(versions.map(v => v.skipped?.count)).toEqual([1, 1])
     expect(versions[0]?.skipped?.sample[0]?.path).toBe('pipe')

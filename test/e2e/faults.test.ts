@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process'
 import { cp, mkdir, open, readdir, readlink, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, runCli, sleep, waitFor } from '../../agent/demo/local-cluster.js'
+import { describe, expect, it } from 'vitest'
+import { cliOk, runCli, sleep, waitFor } from '../../agent/demo/local-cluster.js'
 import { describeTree, generateTree, mutateTree } from '../../agent/demo/tree-gen.js'
-import { RoguePeer } from '../../agent/demo/rogue-peer.js'
+import { RoguePeer } from '../helpers/rogue-peer.js'
 import { fromHex } from '../../protocol/chunk-id.js'
 import { treeCommands } from '../helpers/tree-commands.js'
+import { clusterPerTest, chunkSet } from '../helpers/cluster.js'
 
 // Faults with real agents: SIGKILL at many points of a sync, a full disk while materializing, a file
 // edited behind the agent's back. A killed agent's LevelDB is reopened by the next start every time.
@@ -14,24 +15,17 @@ import { treeCommands } from '../helpers/tree-commands.js'
 const TREE = 'lab/compose/BaseOS'
 const { subscribe, publish, syncDone } = treeCommands(TREE)
 
-let cluster: Cluster | undefined
 const mounts: string[] = []
-afterEach(async (context) => {
-  if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-8000)}\n`)
-  for (const s of cluster?.sites ?? []) await cluster?.stop(s, 'SIGKILL')
-  for (const m of mounts.splice(0)) execFileSync('umount', ['-l', m])
-  await cluster?.cleanup()
-  cluster = undefined
+const clusters = clusterPerTest({
+  teardown: async (cluster) => {
+    for (const s of cluster?.sites ?? []) await cluster?.stop(s, 'SIGKILL')
+    for (const m of mounts.splice(0)) execFileSync('umount', ['-l', m])
+  },
 })
 
 /** The distinct chunks of a directory's manifest (what a site holding that tree can serve). */
 async function chunksOf (dir: string): Promise<Array<{ id: Uint8Array, size: number }>> {
-  const seen = new Map<string, number>()
-  for (const line of (await cliOk(['manifest', dir, '--entries'])).split('\n')) {
-    if (line === '') continue
-    for (const [id, size] of (JSON.parse(line) as { chunks?: Array<[string, number]> }).chunks ?? []) seen.set(id, size)
-  }
-  return [...seen].map(([id, size]) => ({ id: fromHex(id), size }))
+  return [...await chunkSet(dir)].map(([id, size]) => ({ id: fromHex(id), size }))
 }
 
 /**
@@ -62,13 +56,13 @@ function watchMirror (mirror: string, published: Map<string, string>): { stop: (
 
 describe('faults (real agents)', () => {
   it('SIGKILL of a subscriber at 20+ points over several syncs: each restart resumes, the result is identical, readers never see a partial tree', async () => {
-    cluster = await Cluster.create('deltamesh-faults-')
+    const cluster = await clusters.create('deltamesh-faults-')
     const source = join(cluster.dir, 'source')
     await generateTree(source, { seed: 'kill-points', files: 120, largeBytes: 6 * 1024 * 1024, largeFiles: 2, smallMax: 64 * 1024 })
     const origin = await cluster.addSite('origin')
     const sub = await cluster.addSite('sub')
     await cluster.wire(TREE, origin)
-    await cluster.setConfig(origin, 'up', '"2MB/s"') // each sync lasts seconds: room for several kills
+    await cluster.editConfig(origin, { limits: { up: '2MB/s' } }) // each sync lasts seconds: room for several kills
     await cluster.start(origin)
     await cluster.start(sub)
     const mirror = await subscribe(cluster, sub)
@@ -121,7 +115,7 @@ describe('faults (real agents)', () => {
   }, 300_000)
 
   it.skipIf(process.getuid?.() !== 0)('a full disk while materializing: a clear DiskFullError, the previous version intact and served, success once space is freed', async () => {
-    cluster = await Cluster.create('deltamesh-faults-')
+    const cluster = await clusters.create('deltamesh-faults-')
     const source = join(cluster.dir, 'source')
     await generateTree(source, { seed: 'disk-full', files: 40, largeBytes: 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 })
     const origin = await cluster.addSite('origin')
@@ -175,7 +169,7 @@ describe('faults (real agents)', () => {
   })
 
   it('a file modified behind the agent\'s back is detected by re-hashing and never served', async () => {
-    cluster = await Cluster.create('deltamesh-faults-')
+    const cluster = await clusters.create('deltamesh-faults-')
     const source = join(cluster.dir, 'source')
     await generateTree(source, { seed: 'tamper', files: 40, largeBytes: 2 * 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 })
     const origin = await cluster.addSite('origin')
@@ -198,7 +192,7 @@ describe('faults (real agents)', () => {
     await cluster.start(late)
     const mirror = await subscribe(cluster, late)
     const t0 = Date.now()
-    await waitFor('the holder to refuse the edited chunk', async () => (await cluster!.status(holder)).counters.chunksRejected >= 1, 30_000)
+    await waitFor('the holder to refuse the edited chunk', async () => (await cluster.status(holder)).counters.chunksRejected >= 1, 30_000)
     expect(holder.log).toMatch(/indexed chunk no longer matches what is on disk; location dropped/)
     const lateStatus = await cluster.status(late)
     expect(lateStatus.trees.find(t => t.name === TREE)?.currentSeq).toBeUndefined() // it cannot complete from a liar-by-accident

@@ -1,11 +1,12 @@
 import { lstat, readdir, readlink, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { Cluster, cliOk, runCli, type Site } from '../../agent/demo/local-cluster.js'
 import { describeTree, generateTree, type TreeSpec } from '../../agent/demo/tree-gen.js'
-import type { AgentStatus, TreeStatus } from '../../agent/daemon/api.js'
+import type { AgentStatus, TreeStatus } from '../../agent/api/api.js'
 import type { DashboardSnapshot } from '../../agent/dashboard/snapshot.js'
 import { treeCommands } from '../helpers/tree-commands.js'
+import { clusterPerTest } from '../helpers/cluster.js'
 
 // Subscription filters with real agents on 127.0.0.1: rsync-style patterns, the refusal of a version that
 // would empty the mirror (issue 24.2), a changed filter applied to the version already held.
@@ -14,16 +15,11 @@ const TREE = 'lab/compose/BaseOS'
 const { publish, syncDone } = treeCommands(TREE)
 const SPEC: TreeSpec = { seed: 'e2e-filters', files: 60, largeBytes: 2 * 1024 * 1024, largeFiles: 1, smallMax: 16 * 1024 }
 
-let cluster: Cluster | undefined
-afterEach(async (context) => {
-  if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-6000)}\n`)
-  await cluster?.cleanup()
-  cluster = undefined
-})
+const clusters = clusterPerTest()
 
 /** An origin that published nothing yet and a lab, wired and running; the source tree generated. */
 async function start (): Promise<{ c: Cluster, origin: Site, lab: Site, source: string, mirror: string }> {
-  const c = cluster = await Cluster.create()
+  const c = await clusters.create()
   const source = join(c.dir, 'source')
   await generateTree(source, SPEC)
   const origin = await c.addSite('origin')

@@ -1,14 +1,16 @@
 import { generateKeyPairSync } from 'node:crypto'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope, type Envelope, type EnvelopeFields } from '../../protocol/envelope.js'
 import { encodeRoot, ManifestWriter } from '../../protocol/manifest.js'
-import { loadPublisherKey } from '../../agent/identity.js'
-import { Cluster, cliOk, sleep, waitFor, type AgentStatusLike } from '../../agent/demo/local-cluster.js'
-import { RoguePeer } from '../../agent/demo/rogue-peer.js'
+import { loadPublisherKey } from '../../agent/core/identity.js'
+import { cliOk, sleep, waitFor } from '../../agent/demo/local-cluster.js'
+import type { AgentStatus } from '../../agent/api/api.js'
+import { RoguePeer } from '../helpers/rogue-peer.js'
 import { describeTree, generateTree, mutateTree, type TreeSpec } from '../../agent/demo/tree-gen.js'
 import { treeCommands } from '../helpers/tree-commands.js'
+import { clusterPerTest } from '../helpers/cluster.js'
 
 // Real agents (separate processes on 127.0.0.1) facing a hostile peer: a stranger that is not on the
 // allowlist, a relay that forges and replays envelopes, and a listed peer that serves wrong bytes.
@@ -17,23 +19,21 @@ const TREE = 'lab/compose/BaseOS'
 const { subscribe, publish, syncDone } = treeCommands(TREE)
 const SMALL: TreeSpec = { seed: 'hostile', files: 60, largeBytes: 2 * 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 }
 
-let cluster: Cluster | undefined
 let rogue: RoguePeer | undefined
-afterEach(async (context) => {
-  if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-8000)}\n`)
-  await rogue?.stop()
-  rogue = undefined
-  await cluster?.cleanup()
-  cluster = undefined
+const clusters = clusterPerTest({
+  teardown: async () => {
+    await rogue?.stop()
+    rogue = undefined
+  },
 })
 
-function peerOf (status: AgentStatusLike, peerId: string): AgentStatusLike['peers'][number] | undefined {
+function peerOf (status: AgentStatus, peerId: string): AgentStatus['peers'][number] | undefined {
   return status.peers.find(p => p.peerId === peerId)
 }
 
 describe('hostile peers (real agents)', () => {
   it('a foreign agent dialling in receives 0 bytes of tree data: no heads, no chunks, no connection', async () => {
-    cluster = await Cluster.create('deltamesh-hostile-')
+    const cluster = await clusters.create('deltamesh-hostile-')
     const source = join(cluster.dir, 'source')
     await generateTree(source, SMALL)
     const origin = await cluster.addSite('origin')
@@ -66,7 +66,7 @@ describe('hostile peers (real agents)', () => {
   })
 
   it('forged, replayed, rolled-back, misdirected and malformed versions are refused, logged and counted per reason', async () => {
-    cluster = await Cluster.create('deltamesh-hostile-')
+    const cluster = await clusters.create('deltamesh-hostile-')
     const source = join(cluster.dir, 'source')
     await generateTree(source, SMALL)
     const origin = await cluster.addSite('origin')
@@ -122,15 +122,15 @@ describe('hostile peers (real agents)', () => {
     rogue.provider = async id => blobs.get(toHex(id)) ?? manifest // manifest bytes under any other id: a lie
     const env3 = signEnvelope({ ...fields(v2env), seq: 3, rootHash: chunkIdOf(badRoot), rootSize: badRoot.length }, publisherKey)
     await rogue.pushHeads([{ tree: TREE, seq: 3, complete: true, envelope: env3.bytes }])
-    await waitFor('the bad manifest to be refused', async () => ((await cluster!.status(sub)).envelopeRejections?.['bad-manifest'] ?? 0) >= 1, 20_000)
+    await waitFor('the bad manifest to be refused', async () => ((await cluster.status(sub)).envelopeRejections?.['bad-manifest'] ?? 0) >= 1, 20_000)
     const env4 = signEnvelope({ ...fields(v2env), seq: 4, rootHash: chunkIdOf(root4), rootSize: root4.length }, publisherKey)
     await rogue.pushHeads([{ tree: TREE, seq: 4, complete: true, envelope: env4.bytes }])
-    await waitFor('the bad manifest chunk to be refused', async () => (await cluster!.status(sub)).counters.chunksRejected >= 1, 20_000)
+    await waitFor('the bad manifest chunk to be refused', async () => (await cluster.status(sub)).counters.chunksRejected >= 1, 20_000)
 
     const expected = { replay: 1, rollback: 1, equivocation: 1, 'bad-signature': 2, 'wrong-tree': 2, 'untrusted-key': 1, 'bad-manifest': 1 }
-    let status: AgentStatusLike | undefined
+    let status: AgentStatus | undefined
     await waitFor('every rejection counted', async () => {
-      status = await cluster!.status(sub)
+      status = await cluster.status(sub)
       return Object.entries(expected).every(([reason, n]) => (status!.envelopeRejections?.[reason] ?? 0) >= n)
     }, 15_000).catch(() => { throw new Error(`counted: ${JSON.stringify(status?.envelopeRejections)}`) })
     expect(status!.counters.envelopesRejected).toBe(Object.values(status!.envelopeRejections ?? {}).reduce((a, b) => a + b, 0))
@@ -144,30 +144,30 @@ describe('hostile peers (real agents)', () => {
   })
 
   it('a lying peer among honest ones: the sync completes byte-identical, the liar is scored down, banned, refused while banned, and let back after', async () => {
-    cluster = await Cluster.create('deltamesh-hostile-')
+    const cluster = await clusters.create('deltamesh-hostile-')
     const source = join(cluster.dir, 'source')
     await generateTree(source, { seed: 'liar', files: 120, largeBytes: 8 * 1024 * 1024, largeFiles: 2, smallMax: 64 * 1024 })
     const origin = await cluster.addSite('origin')
     const honest = await cluster.addSite('honest')
     const victim = await cluster.addSite('victim')
     await cluster.wire(TREE, origin)
-    await cluster.setConfig(origin, 'up', '"6MB/s"') // long enough a sync for the liar to take part
-    await cluster.setConfig(victim, 'banSeconds', '20')
+    await cluster.editConfig(origin, { limits: { up: '6MB/s' } }) // long enough a sync for the liar to take part
+    await cluster.editConfig(victim, { agent: { banSeconds: 20 } })
     for (const s of cluster.sites) await cluster.start(s)
     rogue = await RoguePeer.start([TREE])
     for (const s of cluster.sites) {
       rogue.allow(s.peerId)
       await cliOk(['peers', 'add', '--home', s.home, '--name', 'liar', rogue.multiaddr])
     }
-    await waitFor('liar connected to everyone', async () => cluster!.sites.every(s => rogue!.connectedTo(s.peerId)), 20_000)
+    await waitFor('liar connected to everyone', async () => cluster.sites.every(s => rogue!.connectedTo(s.peerId)), 20_000)
     const mirrors = [await subscribe(cluster, honest), await subscribe(cluster, victim)]
     const seq = await publish(origin, source)
     // the liar claims the version the moment it hears of it
     await waitFor('liar heard the version', async () => rogue!.envelopes.get(TREE)?.seq === seq, 10_000, 20)
     await rogue.advertise()
-    let atBan: AgentStatusLike | undefined
+    let atBan: AgentStatus | undefined
     await waitFor('the victim to ban the liar', async () => {
-      atBan = await cluster!.status(victim)
+      atBan = await cluster.status(victim)
       return (peerOf(atBan, rogue!.peerId)?.bannedUntilMs ?? 0) > Date.now()
     }, 30_000, 100)
     const liar = peerOf(atBan!, rogue.peerId)

@@ -4,9 +4,9 @@ import { chmod, lstat, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Cluster, setConfigValues, type Site } from '../../agent/demo/local-cluster.js'
-import { HomeLayout } from '../../agent/home.js'
-import { resolveGroup } from '../../agent/mirror-access.js'
+import { Cluster } from '../../agent/demo/local-cluster.js'
+import { HomeLayout } from '../../agent/core/home.js'
+import { resolveGroup } from '../../agent/fs/mirror-access.js'
 import { treeCommands } from '../helpers/tree-commands.js'
 
 // A mirror is served by another local user (httpd, nginx): real agents, then `nobody` reads through the
@@ -37,10 +37,6 @@ async function sourceTree (dir: string): Promise<void> {
   await chmod(join(dir, 'secret'), 0o600)
 }
 
-async function setMirror (site: Site, lines: string): Promise<void> {
-  await setConfigValues(join(site.home, 'config.toml'), { 'mode = "world"': lines })
-}
-
 describe.runIf(canSwitchUser)('serving a mirror as another user (real agents)', () => {
   let cluster: Cluster | undefined
   const mirrors = new Map<string, string>()
@@ -63,8 +59,8 @@ describe.runIf(canSwitchUser)('serving a mirror as another user (real agents)', 
     const group = await c.addSite('group')
     const closed = await c.addSite('private')
     await c.wire(TREE, origin)
-    await setMirror(group, 'mode = "group"\ngroup = "www-data"')
-    await setMirror(closed, 'mode = "private"')
+    await c.editConfig(group, { mirror: { mode: 'group', group: 'www-data' } })
+    await c.editConfig(closed, { mirror: { mode: 'private' } })
     // an older agent's home: HOME 0700 (as init and StateDirectoryMode=0700 made it), trees/ 0700
     worldHome = new HomeLayout(world.home)
     await mkdir(worldHome.trees, { mode: 0o700 })

@@ -1,9 +1,11 @@
 import { cp, lstat, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, waitFor, type AgentStatusLike } from '../../agent/demo/local-cluster.js'
+import { describe, expect, it } from 'vitest'
+import { cliOk, waitFor } from '../../agent/demo/local-cluster.js'
+import type { AgentStatus } from '../../agent/api/api.js'
 import { describeTree, generateTree, mutateTree, type TreeSpec } from '../../agent/demo/tree-gen.js'
 import { treeCommands } from '../helpers/tree-commands.js'
+import { clusterPerTest, chunkSet } from '../helpers/cluster.js'
 
 // Real agents as separate processes on 127.0.0.1: publish, gossip, heads exchange, swarming, resume.
 
@@ -11,35 +13,19 @@ const TREE = 'lab/compose/BaseOS'
 const { subscribe, publish, syncDone } = treeCommands(TREE)
 const SPEC: TreeSpec = { seed: 'e2e-sync', files: 300, largeBytes: 24 * 1024 * 1024, largeFiles: 2, smallMax: 64 * 1024 }
 
-let cluster: Cluster | undefined
-afterEach(async (context) => {
-  // on failure, show what each agent logged: that is where the reason is
-  if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-6000)}\n`)
-  await cluster?.cleanup()
-  cluster = undefined
-})
+const clusters = clusterPerTest()
 
 /** Unique chunk bytes of `after` not present in `before`, from `deltamesh manifest --entries`. */
 async function lackedBytes (before: string, after: string): Promise<number> {
-  const chunksOf = async (dir: string): Promise<Map<string, number>> => {
-    const out = await cliOk(['manifest', dir, '--entries'])
-    const map = new Map<string, number>()
-    for (const line of out.split('\n')) {
-      if (line === '') continue
-      const e = JSON.parse(line) as { type: string, chunks?: Array<[string, number]> }
-      for (const [id, size] of e.chunks ?? []) map.set(id, size)
-    }
-    return map
-  }
-  const had = await chunksOf(before)
+  const had = await chunkSet(before)
   let lacked = 0
-  for (const [id, size] of await chunksOf(after)) if (!had.has(id)) lacked += size
+  for (const [id, size] of await chunkSet(after)) if (!had.has(id)) lacked += size
   return lacked
 }
 
 describe('peer-to-peer sync (real agents)', () => {
   it('two subscribers converge on v1, then pull only the delta of v2', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const source = join(cluster.dir, 'source')
     await generateTree(source, SPEC)
     const origin = await cluster.addSite('origin')
@@ -71,7 +57,7 @@ describe('peer-to-peer sync (real agents)', () => {
 
     const lacked = await lackedBytes(v1Copy, source)
     const [aAfter, bAfter, originAfter] = await Promise.all([cluster.status(a), cluster.status(b), cluster.status(origin)])
-    const delta = (after: AgentStatusLike, before: AgentStatusLike, key: keyof AgentStatusLike['counters']): number => after.counters[key] - before.counters[key]
+    const delta = (after: AgentStatus, before: AgentStatus, key: keyof AgentStatus['counters']): number => after.counters[key] - before.counters[key]
     expect(lacked).toBeGreaterThan(0)
     // everything a subscriber read from its peers (chunk frames, manifest, heads) stays within 1.2 × what it lacked
     expect(delta(aAfter, aBefore, 'bytesDown')).toBeLessThanOrEqual(1.2 * lacked)
@@ -87,7 +73,7 @@ describe('peer-to-peer sync (real agents)', () => {
   })
 
   it('an agent started after v2 was published catches up; with the publisher gone it pulls from a peer', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const source = join(cluster.dir, 'source')
     await generateTree(source, SPEC)
     const origin = await cluster.addSite('origin')
@@ -114,14 +100,14 @@ describe('peer-to-peer sync (real agents)', () => {
   })
 
   it('a subscriber killed mid-sync resumes without refetching and never exposes a partial tree', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const source = join(cluster.dir, 'source')
     await generateTree(source, { ...SPEC, largeBytes: 60 * 1024 * 1024 })
     const origin = await cluster.addSite('origin')
     const a = await cluster.addSite('a')
     await cluster.wire(TREE, origin)
     // the origin serves at 10 MB/s so the sync lasts long enough to be killed in the middle
-    await cluster.setConfig(origin, 'up', '"10MB/s"')
+    await cluster.editConfig(origin, { limits: { up: '10MB/s' } })
     await cluster.start(origin)
     await cluster.start(a)
     const mirror = await subscribe(cluster, a)
@@ -133,7 +119,7 @@ describe('peer-to-peer sync (real agents)', () => {
     }, 20)
     try {
       await waitFor('a to be mid-sync', async () => {
-        const t = (await cluster!.status(a)).trees.find(x => x.name === TREE)
+        const t = (await cluster.status(a)).trees.find(x => x.name === TREE)
         return t?.sync?.phase === 'fetching' && t.sync.bytesDone > 10 * 1024 * 1024
       }, 60_000, 100)
       const before = (await cluster.status(a)).trees.find(x => x.name === TREE)?.sync
@@ -152,7 +138,7 @@ describe('peer-to-peer sync (real agents)', () => {
   })
 
   it('when the publisher dies mid-sync, a subscriber finishes from a peer that holds the version', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const source = join(cluster.dir, 'source')
     await generateTree(source, { ...SPEC, largeBytes: 24 * 1024 * 1024 })
     const origin = await cluster.addSite('origin')
@@ -160,7 +146,7 @@ describe('peer-to-peer sync (real agents)', () => {
     const slow = await cluster.addSite('slow')
     await cluster.wire(TREE, origin)
     // a lab behind a thin line: still syncing when the publisher goes, even when each status poll takes a second
-    await cluster.setConfig(slow, 'down', '"1MB/s"')
+    await cluster.editConfig(slow, { limits: { down: '1MB/s' } })
     for (const s of cluster.sites) await cluster.start(s)
     await subscribe(cluster, fast)
     const seq = await publish(origin, source)
@@ -168,7 +154,7 @@ describe('peer-to-peer sync (real agents)', () => {
     // subscribed once fast holds the version: its sync cannot be over before the test looks
     const mirror = await subscribe(cluster, slow)
     await waitFor('slow to be mid-sync', async () => {
-      const t = (await cluster!.status(slow)).trees.find(x => x.name === TREE)
+      const t = (await cluster.status(slow)).trees.find(x => x.name === TREE)
       return t?.sync?.phase === 'fetching' && t.sync.bytesDone > 1024 * 1024 && t.sync.bytesDone < t.sync.bytesTotal * 0.9
     }, 60_000, 100)
     await cluster.stop(origin, 'SIGKILL')
@@ -179,7 +165,7 @@ describe('peer-to-peer sync (real agents)', () => {
   })
 
   it('a lab subscribed with --include pulls only that part, and verify checks only that part', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const source = join(cluster.dir, 'source')
     await generateTree(source, { seed: 'e2e-include', files: 80, largeBytes: 4 * 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 })
     const origin = await cluster.addSite('origin')
@@ -198,7 +184,7 @@ describe('peer-to-peer sync (real agents)', () => {
   })
 
   it('a site migrating from an rsync mirror subscribes with --seed: only what differs from its copy crosses the wire', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const source = join(cluster.dir, 'source')
     await generateTree(source, { seed: 'e2e-seed', files: 120, largeBytes: 8 * 1024 * 1024, largeFiles: 1, smallMax: 32 * 1024 })
     // the site's old mirror: yesterday's tree (5 % of packages changed since, one large file grown in the middle)

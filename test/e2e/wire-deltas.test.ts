@@ -1,9 +1,11 @@
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
-import { Cluster, cliOk, waitFor, type AgentStatusLike, type Site } from '../../agent/demo/local-cluster.js'
-import { RoguePeer } from '../../agent/demo/rogue-peer.js'
+import { describe, expect, it } from 'vitest'
+import { cliOk, waitFor, type Site } from '../../agent/demo/local-cluster.js'
+import type { AgentStatus } from '../../agent/api/api.js'
+import { RoguePeer } from '../helpers/rogue-peer.js'
 import { describeTree, prng } from '../../agent/demo/tree-gen.js'
+import { clusterPerTest, chunkSet } from '../helpers/cluster.js'
 
 // Real agents on 127.0.0.1: a source-like tree (text files) published as a fresh directory per version, as
 // a checkout at a new tag would be. Compressed batches and publisher-computed deltas carry v1 → v2 in far
@@ -11,14 +13,12 @@ import { describeTree, prng } from '../../agent/demo/tree-gen.js'
 // a delta that does not rebuild its target is rejected and that file comes as plain chunks.
 
 const TREE = 'src/project'
-let cluster: Cluster | undefined
 let rogue: RoguePeer | undefined
-afterEach(async (context) => {
-  await rogue?.stop()
-  rogue = undefined
-  if (context.task.result?.state === 'fail') for (const s of cluster?.sites ?? []) process.stderr.write(`--- ${s.name} log ---\n${s.log.slice(-6000)}\n`)
-  await cluster?.cleanup()
-  cluster = undefined
+const clusters = clusterPerTest({
+  teardown: async () => {
+    await rogue?.stop()
+    rogue = undefined
+  },
 })
 
 const WORDS = ['static', 'int', 'return', 'struct', 'buffer', 'length', 'if', 'else', 'for', 'while', 'const', 'char', 'void', 'size_t', 'error', 'goto', 'out', 'free', 'malloc', 'memcpy']
@@ -62,18 +62,10 @@ async function publish (site: Site, source: string): Promise<number> {
 async function syncDone (site: Site, seq: number): Promise<void> {
   await cliOk(['sync', '--home', site.home, TREE, '--seq', String(seq), '--timeout', '120'], { timeoutMs: 130_000 })
 }
-async function manifestChunks (dir: string): Promise<Map<string, number>> {
-  const map = new Map<string, number>()
-  for (const line of (await cliOk(['manifest', dir, '--entries'])).split('\n')) {
-    if (line === '') continue
-    for (const [id, size] of (JSON.parse(line) as { chunks?: Array<[string, number]> }).chunks ?? []) map.set(id, size)
-  }
-  return map
-}
 
 describe('wire efficiency on a source-like tree (real agents)', () => {
   it('v1 → v2 travels as deltas and compressed batches; a subscriber two versions behind gets a correct tree', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const FILES = 240
     const v1 = join(cluster.dir, 'v1')
     const v2 = join(cluster.dir, 'v2')
@@ -97,14 +89,14 @@ describe('wire efficiency on a source-like tree (real agents)', () => {
     // the first sync has no previous version: compressed batches alone
     await cluster.stop(behind)
 
-    const before: AgentStatusLike = await cluster.status(a)
+    const before: AgentStatus = await cluster.status(a)
     const seq2 = await publish(origin, v2)
     await syncDone(a, seq2)
     expect(await describeTree(mirrorA)).toEqual(await describeTree(v2))
     const after = await cluster.status(a)
-    const had = await manifestChunks(v1)
+    const had = await chunkSet(v1)
     let lacked = 0
-    for (const [id, size] of await manifestChunks(v2)) if (!had.has(id)) lacked += size
+    for (const [id, size] of await chunkSet(v2)) if (!had.has(id)) lacked += size
     const down = after.counters.bytesDown - before.counters.bytesDown
     process.stdout.write(`v1 → v2: lacked ${lacked} B of chunks, received ${down} B in frames\n`)
     expect(lacked).toBeGreaterThan(200_000)
@@ -123,7 +115,7 @@ describe('wire efficiency on a source-like tree (real agents)', () => {
   }, 240_000)
 
   it('a delta that does not rebuild its target (file or manifest chunk) is rejected, the peer struck, the chunks fetched plainly', async () => {
-    cluster = await Cluster.create()
+    const cluster = await clusters.create()
     const FILES = 60
     const v1 = join(cluster.dir, 'v1')
     const v2 = join(cluster.dir, 'v2')

@@ -1,4 +1,4 @@
-// A hostile peer for tests and the chaos script, never wired into the agent: a real libp2p node that speaks
+// A hostile peer for tests and the chaos script (test support, not part of the agent): a real libp2p node that speaks
 // the deltamesh protocols (heads, chunks, gossip) with the real protocol classes, but whose answers are
 // chosen by the caller — wrong bytes under a right chunk id, forged or replayed envelopes, heads that claim
 // a version it does not hold, small-file deltas that rebuild the wrong bytes. It lets a test put a liar among
@@ -11,12 +11,12 @@ import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import type { Envelope } from '../../protocol/envelope.js'
 import { treeTopic } from '../../protocol/ids.js'
 import type { HeadEntry } from '../../protocol/messages.js'
-import { createNode, PeerAllowlist, type DeltameshNode } from '../net/node.js'
-import { ChunkServer } from '../net/chunk-server.js'
-import { ChunkClient } from '../net/chunk-client.js'
-import { HeadsProtocol } from '../net/heads-protocol.js'
-import { Announcer } from '../net/announcer.js'
-import { DeltaService } from '../net/delta-protocol.js'
+import { createNode, PeerAllowlist, type DeltameshNode } from '../../agent/net/node.js'
+import { ChunkServer } from '../../agent/net/chunk-server.js'
+import { ChunkClient } from '../../agent/net/chunk-client.js'
+import { HeadsProtocol } from '../../agent/net/heads-protocol.js'
+import { Announcer } from '../../agent/net/announcer.js'
+import { DeltaService } from '../../agent/net/delta-protocol.js'
 import { decodeUntrusted, expectTuple } from '../../protocol/codec.js'
 import { encodeDelta } from '../../protocol/delta.js'
 

@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { formatPublisherKey, rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
-import { admitEnvelope, RejectionCounters, rejectReasonOf } from '../../agent/sync/admission.js'
+import { admitEnvelope, RejectionCounters, rejectReasonOf } from '../../agent/net/admission.js'
 import { BadSignatureError, InvalidMessageError } from '../../protocol/errors.js'
 
 const publisher = generateKeyPairSync('ed25519').privateKey

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest'
-import { parseRate, formatRate } from '../../agent/bandwidth/rate.js'
+import { parseRate, formatRate } from '../../agent/core/rate.js'
 import { FairShaper } from '../../agent/bandwidth/fair-shaper.js'
-import { parseDays, parseHours, parseWindow, ratesAt } from '../../agent/bandwidth/schedule.js'
+import { parseDays, parseHours, parseWindow, ratesAt } from '../../agent/core/schedule.js'
 import { BandwidthManager, PeerInNamedLinkError, UnknownLinkError } from '../../agent/bandwidth/manager.js'
 import { emptyOverrides, type LimitOverrides } from '../../agent/bandwidth/overrides.js'
-import { pacedFetch } from '../../agent/bandwidth/paced-fetch.js'
+import { pacedFetch } from '../../agent/sync/paced-fetch.js'
 import type { FetchResult, WantRequest } from '../../agent/net/chunk-client.js'
 
 describe('parseRate', () => {

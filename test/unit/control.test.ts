@@ -6,14 +6,14 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { startControlServer, type ControlServer } from '../../agent/control/server.js'
 import { ControlClient, connectAgent } from '../../agent/control/client.js'
-import { HomeLayout } from '../../agent/home.js'
-import { silentLogger } from '../../agent/log.js'
+import { HomeLayout } from '../../agent/core/home.js'
+import { silentLogger } from '../../agent/core/log.js'
 import { InvalidTreeNameError } from '../../protocol/errors.js'
 import { httpStatusOf } from '../../agent/control/errors.js'
 import { FilterPatternError } from '../../agent/versions/filter.js'
 import { createProgressReporter, formatProgressLine } from '../../agent/commands/progress.js'
-import { parseRate } from '../../agent/bandwidth/rate.js'
-import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/daemon/api.js'
+import { parseRate } from '../../agent/core/rate.js'
+import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/api/api.js'
 
 const STATUS: AgentStatus = {
   peerId: '12D3KooWtest', multiaddrs: ['/ip4/127.0.0.1/tcp/4101'], publisherKey: 'ed25519:abc', version: '0.1.0', startedAtMs: 1,

@@ -5,9 +5,9 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { startDashboardServer, parseListen, type DashboardServer } from '../../agent/dashboard/server.js'
 import type { DashboardSnapshot } from '../../agent/dashboard/snapshot.js'
 import { AgentMetrics } from '../../agent/metrics/metrics.js'
-import { parseConfig, defaultConfigText, ConfigError } from '../../agent/config.js'
-import { silentLogger } from '../../agent/log.js'
-import type { AgentStatus } from '../../agent/daemon/api.js'
+import { parseConfig, defaultConfigText, ConfigError } from '../../agent/core/config.js'
+import { silentLogger } from '../../agent/core/log.js'
+import type { AgentStatus } from '../../agent/api/api.js'
 
 const SNAPSHOT = { generatedAtMs: 1, self: { name: 'lab' }, sites: [] } as unknown as DashboardSnapshot
 

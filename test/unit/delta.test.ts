@@ -11,7 +11,7 @@ import { encodeDeltaFromSignatures, SIG_BLOCK, SignatureError, signatureBytes, s
 import { pseudoRandomBytes } from '../../agent/demo/tree-gen.js'
 import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
 import { runDeltaPhase } from '../../agent/sync/delta-phase.js'
-import { createLogger } from '../../agent/log.js'
+import { createLogger } from '../../agent/core/log.js'
 
 const text = (n: number, seed = 1): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => `line ${(i * 7919 + seed) % 10007} of some source file\n`).join(''))
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
-import { bitsPerByte, looksIncompressible, RANDOM_BITS_PER_BYTE } from '../../agent/net/entropy.js'
+import { bitsPerByte, looksIncompressible, RANDOM_BITS_PER_BYTE } from '../../agent/chunk/entropy.js'
 import { CompressionPolicy } from '../../agent/net/compression-policy.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 

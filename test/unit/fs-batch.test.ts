@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { FsBatch, FsWorkerError } from '../../agent/versions/fs-batch.js'
-import { timeOf, writevAt } from '../../agent/versions/fs-safe.js'
+import { FsBatch, FsWorkerError } from '../../agent/fs/fs-batch.js'
+import { timeOf, writevAt } from '../../agent/fs/fs-safe.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 
 const dirs: string[] = []

@@ -25,7 +25,7 @@ import { decodeSiteStatus, encodeSiteStatus, type SiteStatus } from '../../proto
 import { applyDelta, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { encodeDeltaFromSignatures, signatureOf } from '../../protocol/signature-delta.js'
 
-const FIXTURES = fileURLToPath(new URL('../fixtures/golden/', import.meta.url))
+const FIXTURES = fileURLToPath(new URL('../fixtures/golden', import.meta.url))
 const UPDATE = process.env.UPDATE_GOLDEN === '1'
 
 /** The fixture's bytes. With UPDATE_GOLDEN=1 it is first rewritten from make(); otherwise make() is never called. */

@@ -5,10 +5,10 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { encodeEntry, encodeHeader, type ChunkingParams, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
 import { bytesToPath, comparePaths } from '../../protocol/paths.js'
-import { HomeLayout } from '../../agent/home.js'
+import { HomeLayout } from '../../agent/core/home.js'
 import { openStore, type Store } from '../../agent/store/index.js'
 import { Materializer } from '../../agent/versions/materializer.js'
-import { readManifestEntries } from '../../agent/versions/manifest-io.js'
+import { readManifestEntries } from '../../agent/store/manifest-io.js'
 import { makeWritable } from '../helpers/fs.js'
 
 // Hostile manifests against the real materializer: whatever the entries say, nothing is ever written,

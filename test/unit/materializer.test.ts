@@ -6,15 +6,15 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
 import { encodeEntry, encodeHeader, encodeRoot, ManifestWriter, type ChunkingParams, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
-import { HomeLayout } from '../../agent/home.js'
+import { HomeLayout } from '../../agent/core/home.js'
 import { scanTree } from '../../agent/scan/scanner.js'
 import { openStore, type Store } from '../../agent/store/index.js'
 import type { PlacedChunk, StoreRoot } from '../../agent/store/types.js'
 import { Materializer, materializeLocal, type MaterializeInit } from '../../agent/versions/materializer.js'
-import { readManifestEntries, storeManifest } from '../../agent/versions/manifest-io.js'
+import { readManifestEntries, storeManifest } from '../../agent/store/manifest-io.js'
 import { globFilter } from '../../agent/versions/walk.js'
 import { wrapError } from '../../agent/versions/install.js'
-import { verifyVersion } from '../../agent/verify.js'
+import { verifyVersion } from '../../agent/versions/verify.js'
 import { verifyFileChunks, type SizedChunkId } from '../../agent/chunk/verify.js'
 
 // Fixed-size cutting keeps the test independent of the chunker and makes "change one block" exact.
@@ -110,7 +110,7 @@ async function makeWorld (): Promise<World> {
 async function previousOf (world: World, seq: number): Promise<MaterializeInit['previous']> {
   const record = await world.store.catalog.getVersion(TREE, seq)
   const { openEnvelope } = await import('../../protocol/envelope.js')
-  const { loadRoot } = await import('../../agent/versions/manifest-io.js')
+  const { loadRoot } = await import('../../agent/store/manifest-io.js')
   const root = await loadRoot(world.store.catalog, openEnvelope(record!.envelope).rootHash)
   return { dir: record!.path!, entries: () => readManifestEntries(world.store.catalog, root) }
 }
@@ -434,9 +434,9 @@ describe('Materializer', () => {
     const repo = process.cwd()
     await writeFile(script, `
       import { openStore } from '${repo}/agent/store/index.js'
-      import { HomeLayout } from '${repo}/agent/home.js'
+      import { HomeLayout } from '${repo}/agent/core/home.js'
       import { Materializer } from '${repo}/agent/versions/materializer.js'
-      import { readManifestEntries, loadRoot } from '${repo}/agent/versions/manifest-io.js'
+      import { readManifestEntries, loadRoot } from '${repo}/agent/store/manifest-io.js'
       import { openEnvelope } from '${repo}/protocol/envelope.js'
       const [home, tree, envHex, prevEnvHex, prevDir] = process.argv.slice(2)
       const layout = new HomeLayout(home)

@@ -2,9 +2,9 @@ import { chmod, lstat, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { ConfigError, defaultConfigText, parseConfig } from '../../agent/config.js'
-import { HomeLayout } from '../../agent/home.js'
-import { applyMirrorAccess, openTreePath, resolveGroup } from '../../agent/mirror-access.js'
+import { ConfigError, defaultConfigText, parseConfig } from '../../agent/core/config.js'
+import { HomeLayout } from '../../agent/core/home.js'
+import { applyMirrorAccess, openTreePath, resolveGroup } from '../../agent/fs/mirror-access.js'
 
 const modeOf = async (path: string): Promise<number> => (await lstat(path)).mode & 0o7777
 const isRoot = process.getuid?.() === 0

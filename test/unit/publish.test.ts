@@ -8,15 +8,16 @@ import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { applyDeltaVerified, deltaKeyOf } from '../../protocol/delta.js'
 import { openEnvelope } from '../../protocol/envelope.js'
 import { decodeRoot, type ManifestEntry } from '../../protocol/manifest.js'
-import { chunkFile, DEFAULT_CHUNKING } from '../../agent/chunk/chunker.js'
+import { chunkFile } from '../../agent/chunk/chunker.js'
+import { DEFAULT_CHUNKING } from '../../protocol/chunking.js'
 import { verifyFileChunks } from '../../agent/chunk/verify.js'
 import { generateTree, listFiles, pseudoRandomBytes, type TreeSpec } from '../../agent/demo/tree-gen.js'
-import { silentLogger } from '../../agent/log.js'
-import { publishVersion, type PublishResult } from '../../agent/publish.js'
+import { silentLogger } from '../../agent/core/log.js'
+import { publishVersion, type PublishResult } from '../../agent/publish/publish.js'
 import { PREFIX, key } from '../../agent/store/db.js'
 import { openStore, type Store } from '../../agent/store/index.js'
-import { verifyVersion } from '../../agent/verify.js'
-import { readManifestEntries } from '../../agent/versions/manifest-io.js'
+import { verifyVersion } from '../../agent/versions/verify.js'
+import { readManifestEntries } from '../../agent/store/manifest-io.js'
 import { storeSignatures } from '../../agent/delta/signatures.js'
 import { signatureOf } from '../../protocol/signature-delta.js'
 
@@ -402,8 +403,8 @@ describe('publishVersion: small-file deltas', () => {
 
 describe('publishVersion: chunk size per tree', () => {
   it('records the tree\'s chunking in the manifest, and a changed setting re-reads every file once', async () => {
-    const { CHUNK_SIZES, chunkingFor } = await import('../../agent/chunk/sizes.js')
-    const { parseConfig } = await import('../../agent/config.js')
+    const { CHUNK_SIZES, chunkingFor } = await import('../../protocol/chunking.js')
+    const { parseConfig } = await import('../../agent/core/config.js')
     const config = parseConfig('[chunking.trees]\n"test/publish" = "16KiB"\n', 'config.toml')
     const fine = chunkingFor(config.chunking, TREE)
     expect(fine).toEqual(CHUNK_SIZES['16KiB'])

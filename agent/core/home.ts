@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path'
-import { treeDirName } from '../protocol/paths.js'
+import { treeDirName } from '../../protocol/paths.js'
 
 /**
  * Layout of an agent's home directory. Everything an agent owns lives here; versions and staging share

@@ -1,6 +1,6 @@
 import type { Worker } from 'node:worker_threads'
 import { DeltameshError } from '../../protocol/errors.js'
-import { deserializeError, startModuleWorker } from '../workers.js'
+import { deserializeError, startModuleWorker } from '../core/workers.js'
 import type { FsBatchRequest, FsBatchResponse } from './fs-batch-worker.js'
 import type { FsOp, FsOpResult, FsOutcomes } from './fs-batch-ops.js'
 

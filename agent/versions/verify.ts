@@ -1,12 +1,12 @@
 import { open, lstat, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { chunkIdOf, idsEqual } from '../protocol/chunk-id.js'
-import { openEnvelope } from '../protocol/envelope.js'
-import { decodeRoot } from '../protocol/manifest.js'
-import type { Catalog } from './store/types.js'
-import { readManifestEntries } from './versions/manifest-io.js'
-import { globFilter } from './versions/walk.js'
-import { bytesToPath, fsPath } from '../protocol/paths.js'
+import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
+import { openEnvelope } from '../../protocol/envelope.js'
+import { decodeRoot } from '../../protocol/manifest.js'
+import type { Catalog } from '../store/types.js'
+import { readManifestEntries } from '../store/manifest-io.js'
+import { globFilter } from './walk.js'
+import { bytesToPath, fsPath } from '../../protocol/paths.js'
 
 export interface VerifyProblem { path: string, reason: string }
 export interface VerifyResult {

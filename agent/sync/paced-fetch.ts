@@ -5,7 +5,7 @@
 // frame bytes it actually cost on the wire.
 
 import type { FetchFailure, FetchFailureReason, FetchResult, WantRequest } from '../net/chunk-client.js'
-import type { FetchFn } from '../sync/chunk-pump.js'
+import type { FetchFn } from './chunk-pump.js'
 import { toHex } from '../../protocol/chunk-id.js'
 
 export interface DownloadPacer {

@@ -1,7 +1,7 @@
 import { chunkIdOf, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { ManifestReader, decodeRoot, encodeRoot, type ManifestEntry, type ManifestHeader, type ManifestRoot } from '../../protocol/manifest.js'
-import type { Catalog } from '../store/types.js'
+import type { Catalog } from './types.js'
 import { ManifestBlobMissingError } from './errors.js'
 
 // A manifest lives in the catalog as content-addressed blobs: its chunks, plus the root blob that lists

@@ -1,15 +1,15 @@
 // Everything an operator watches, wired in one place so the agent's own wiring gains one call: traffic
 // sampling, the status gossip and the network view, Prometheus metrics, and the dashboard listener.
 import { hostname } from 'node:os'
-import type { AgentStatus, PeerStatus, SyncResult } from '../daemon/api.js'
-import type { Logger } from '../log.js'
+import type { AgentStatus, PeerStatus, SyncResult } from '../api/api.js'
+import type { Logger } from '../core/log.js'
 import { AgentMetrics } from '../metrics/metrics.js'
 import { buildSnapshot, type DashboardSnapshot } from '../dashboard/snapshot.js'
 import { startDashboardServer, type DashboardServer } from '../dashboard/server.js'
-import { linksOf, localSiteStatus, type LinkView } from './local-status.js'
-import { NetworkView, type SiteView } from './network-view.js'
-import { HEARTBEAT_INTERVALS, StatusGossip } from './status-gossip.js'
-import { TrafficSampler } from './traffic.js'
+import { linksOf, localSiteStatus, type LinkView } from '../netview/local-status.js'
+import { NetworkView, type SiteView } from '../netview/network-view.js'
+import { HEARTBEAT_INTERVALS, StatusGossip } from '../netview/status-gossip.js'
+import { TrafficSampler } from '../netview/traffic.js'
 
 /** Counters are sampled this often for rates and the throughput plot. */
 export const SAMPLE_INTERVAL_MS = 1_000

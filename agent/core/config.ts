@@ -1,12 +1,12 @@
 import { appendFile, readFile, writeFile } from 'node:fs/promises'
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { z } from 'zod'
-import { parsePublisherKey } from '../protocol/envelope.js'
-import { validateTreeName } from '../protocol/paths.js'
-import { DeltameshError } from '../protocol/errors.js'
-import { parseRate } from './bandwidth/rate.js'
-import { parseDays, parseHours } from './bandwidth/schedule.js'
-import { CHUNK_SIZE_NAMES } from './chunk/sizes.js'
+import { parsePublisherKey } from '../../protocol/envelope.js'
+import { validateTreeName } from '../../protocol/paths.js'
+import { DeltameshError } from '../../protocol/errors.js'
+import { parseRate } from './rate.js'
+import { parseDays, parseHours } from './schedule.js'
+import { CHUNK_SIZE_NAMES } from '../../protocol/chunking.js'
 
 /** A config file that does not parse or does not validate: names the file, the key and what was expected. */
 export class ConfigError extends DeltameshError {
@@ -121,6 +121,8 @@ const configSchema = z.object({
 })
 
 export type AgentConfig = z.infer<typeof configSchema>
+/** config.toml as written (defaults not yet applied): what editors of the file work with. */
+export type ConfigFile = z.input<typeof configSchema>
 
 function keyOf (path: PropertyKey[]): string {
   return path.map((p, i) => typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`).join('')

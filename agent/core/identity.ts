@@ -1,7 +1,7 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { rawPublicKeyOf, formatPublisherKey } from '../protocol/envelope.js'
+import { rawPublicKeyOf, formatPublisherKey } from '../../protocol/envelope.js'
 
 /** The site's ed25519 publisher key: signs the versions this site publishes. Created once by `init`. */
 export async function createPublisherKey (path: string): Promise<KeyObject> {

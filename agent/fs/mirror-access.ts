@@ -2,10 +2,10 @@ import { execFile } from 'node:child_process'
 import { chmod, lstat, mkdir, readdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
-import { DeltameshError } from '../protocol/errors.js'
-import { parseVersionName, type HomeLayout } from './home.js'
-import type { Logger } from './log.js'
-import { errnoOf, lstatOrUndefined, openDir, STAGING_DIR_MODE } from './versions/fs-safe.js'
+import { DeltameshError } from '../../protocol/errors.js'
+import { parseVersionName, type HomeLayout } from '../core/home.js'
+import type { Logger } from '../core/log.js'
+import { errnoOf, lstatOrUndefined, openDir, STAGING_DIR_MODE } from './fs-safe.js'
 
 // Who may read the materialized versions ([mirror] in config.toml). A mirror exists to be served by httpd or
 // nginx, which run as another user; the keys, the database, the config and the control socket must stay the

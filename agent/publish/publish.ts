@@ -1,19 +1,19 @@
 import { realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { KeyObject } from 'node:crypto'
-import { chunkIdOf, toHex, type ChunkId } from '../protocol/chunk-id.js'
-import { rawPublicKeyOf, signEnvelope, type Envelope } from '../protocol/envelope.js'
-import { encodeRoot, ManifestWriter, type ChunkingParams } from '../protocol/manifest.js'
-import { displayPath, validateTreeName } from '../protocol/paths.js'
-import { DeltameshError } from '../protocol/errors.js'
-import { chunkBytes } from './chunk/chunker.js'
-import { scanCacheKey } from './chunk/sizes.js'
-import { lstatSource, scanTree, type ChunkFileFn, type SkipKind, type VerifyFileFn } from './scan/scanner.js'
-import type { Catalog, ChunkIndex, PlacedChunk, ScanCacheEntry, SkippedEntries, StoreRoot, VersionStats } from './store/types.js'
-import type { Logger } from './log.js'
-import { computeDeltas, type DeltaStats } from './delta/compute.js'
-import { storeSignatures } from './delta/signatures.js'
-import type { ChunkRef } from '../protocol/manifest.js'
+import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { encodeRoot, isHoleChunk, ManifestWriter, type ChunkingParams } from '../../protocol/manifest.js'
+import { displayPath, validateTreeName } from '../../protocol/paths.js'
+import { DeltameshError } from '../../protocol/errors.js'
+import { chunkBytes } from '../chunk/chunker.js'
+import { scanCacheKey } from '../chunk/sizes.js'
+import { lstatSource, scanTree, type ChunkFileFn, type SkipKind, type VerifyFileFn } from '../scan/scanner.js'
+import type { Catalog, ChunkIndex, PlacedChunk, ScanCacheEntry, SkippedEntries, StoreRoot, VersionStats } from '../store/types.js'
+import type { Logger } from '../core/log.js'
+import { computeDeltas, type DeltaStats } from '../delta/compute.js'
+import { storeSignatures } from '../delta/signatures.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 
 export interface PublishOptions {
   tree: string
@@ -168,7 +168,9 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       stats.verifiedFiles++
       await verifiedFiles.add({ relPath: file.entry.path, chunks: file.chunks })
     } else {
+      // a hole is no chunk anyone stores: not new, never indexed
       const unseen = file.chunks.filter(chunk => {
+        if (isHoleChunk(chunk.id)) return false
         const key = toHex(chunk.id)
         if (countedChunks.has(key)) return false
         countedChunks.add(key)

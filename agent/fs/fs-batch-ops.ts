@@ -1,7 +1,7 @@
 import { closeSync, constants, copyFileSync, fchmodSync, futimesSync, linkSync, lstatSync, mkdirSync, openSync, readSync, rmSync, writeSync, type Stats } from 'node:fs'
 import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import { fsPath } from '../../protocol/paths.js'
-import type { SerializedError } from '../workers.js'
+import type { SerializedError } from '../core/workers.js'
 import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf, timeOf } from './fs-safe.js'
 
 // The filesystem steps of building a version that cost a file or two syscalls each — and the chunk index's

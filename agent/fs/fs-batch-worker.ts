@@ -1,5 +1,5 @@
 import { parentPort } from 'node:worker_threads'
-import { serializeError } from '../workers.js'
+import { serializeError } from '../core/workers.js'
 import { ReadFiles, runFsOp, type FsOp, type FsOpResult, type FsOutcomes } from './fs-batch-ops.js'
 
 // Worker entry of FsBatch: runs each batch's steps in order, synchronously, and answers with their results.
