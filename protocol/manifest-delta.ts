@@ -7,8 +7,8 @@
 // position in the previous manifest; a window keeps the publisher's cost per chunk bounded (encodeDelta
 // indexes its base) on manifests of millions of entries, where the whole would be indexed once per chunk.
 import { toHex, type ChunkId } from './chunk-id.js'
+import type { ChunkRef } from './manifest.js'
 
-export interface SizedChunk { id: ChunkId, size: number }
 
 /** Bytes of the previous manifest taken on each side of the target's proportional position. */
 export const MANIFEST_DELTA_MARGIN = 64 * 1024
@@ -18,18 +18,18 @@ export const MANIFEST_DELTA_MARGIN = 64 * 1024
  * overlapping the target's byte range scaled to the previous manifest's length, widened by the margin.
  * Empty when the previous manifest is empty.
  */
-export function manifestDeltaBase (prev: SizedChunk[], next: SizedChunk[], index: number): SizedChunk[] {
+export function manifestDeltaBase (prev: ChunkRef[], next: ChunkRef[], index: number): ChunkRef[] {
   const target = next[index]
   if (target === undefined) throw new RangeError(`no manifest chunk ${index}`)
   const prevTotal = BigInt(prev.reduce((n, c) => n + c.size, 0))
   const nextTotal = BigInt(next.reduce((n, c) => n + c.size, 0))
   if (prevTotal === 0n || nextTotal === 0n) return []
   let start = 0
-  for (let i = 0; i < index; i++) start += (next[i] as SizedChunk).size
+  for (let i = 0; i < index; i++) start += (next[i] as ChunkRef).size
   // integer scaling: the same window on every platform, whatever the manifest size
   const from = Number(BigInt(start) * prevTotal / nextTotal) - MANIFEST_DELTA_MARGIN
   const to = Number(BigInt(start + target.size) * prevTotal / nextTotal) + MANIFEST_DELTA_MARGIN
-  const out: SizedChunk[] = []
+  const out: ChunkRef[] = []
   let offset = 0
   for (const c of prev) {
     if (offset + c.size > from && offset < to) out.push(c)
@@ -54,8 +54,8 @@ export function manifestDeltaBase (prev: SizedChunk[], next: SizedChunk[], index
  * runs to that end of `prev`; a run without any, or whose right anchor lies before its left one in `prev`
  * (content moved), falls back to the whole-list proportional window.
  */
-export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MANIFEST_DELTA_MARGIN): Map<number, SizedChunk[]> {
-  const out = new Map<number, SizedChunk[]>()
+export function deltaBases (prev: ChunkRef[], next: ChunkRef[], margin = MANIFEST_DELTA_MARGIN): Map<number, ChunkRef[]> {
+  const out = new Map<number, ChunkRef[]>()
   if (prev.length === 0 || next.length === 0) return out
   const positions = new Map<string, number[]>()
   prev.forEach((c, i) => {
@@ -87,7 +87,7 @@ export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MAN
   const prevTotal = prevStart[prev.length] as number
   const nextTotal = offset
   /** Chunks of prev in [lo, hi) overlapping bytes [from, to) (binary search: runs and lists can be long). */
-  const overlapping = (lo: number, hi: number, from: number, to: number): SizedChunk[] => {
+  const overlapping = (lo: number, hi: number, from: number, to: number): ChunkRef[] => {
     let a = lo
     let b = hi
     while (a < b) {
@@ -95,33 +95,33 @@ export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MAN
       if ((prevStart[mid + 1] as number) > from) b = mid
       else a = mid + 1
     }
-    const base: SizedChunk[] = []
-    for (let p = a; p < hi && (prevStart[p] as number) < to; p++) base.push(prev[p] as SizedChunk)
+    const base: ChunkRef[] = []
+    for (let p = a; p < hi && (prevStart[p] as number) < to; p++) base.push(prev[p] as ChunkRef)
     return base
   }
   /** As manifestDeltaBase(prev, next, k), from the prefix sums. */
-  const proportional = (k: number): SizedChunk[] => {
+  const proportional = (k: number): ChunkRef[] => {
     if (prevTotal === 0 || nextTotal === 0) return []
     const start = nextStart[k] as number
     const from = Number(BigInt(start) * BigInt(prevTotal) / BigInt(nextTotal)) - margin
-    const to = Number(BigInt(start + (next[k] as SizedChunk).size) * BigInt(prevTotal) / BigInt(nextTotal)) + margin
+    const to = Number(BigInt(start + (next[k] as ChunkRef).size) * BigInt(prevTotal) / BigInt(nextTotal)) + margin
     return overlapping(0, prev.length, from, to)
   }
   let i = 0
   let lastAnchor = -1 // position in prev of the most recent shared chunk
   while (i < next.length) {
-    const here = positionOf((next[i] as SizedChunk).id, lastAnchor) ?? positionOf((next[i] as SizedChunk).id, -1)
+    const here = positionOf((next[i] as ChunkRef).id, lastAnchor) ?? positionOf((next[i] as ChunkRef).id, -1)
     if (here !== undefined) { lastAnchor = here; i++; continue }
     // a run of new chunks [i, j)
     let j = i
-    while (j < next.length && !positions.has(toHex((next[j] as SizedChunk).id))) j++
+    while (j < next.length && !positions.has(toHex((next[j] as ChunkRef).id))) j++
     const gapFrom = i === 0 ? 0 : lastAnchor + 1
-    const right = j < next.length ? positionOf((next[j] as SizedChunk).id, lastAnchor) : prev.length
+    const right = j < next.length ? positionOf((next[j] as ChunkRef).id, lastAnchor) : prev.length
     const consistent = (i > 0 || j < next.length) && right !== undefined && right >= gapFrom
     const runFrom = nextStart[i] as number
     const runBytes = (j < next.length ? nextStart[j] as number : nextTotal) - runFrom
     for (let k = i; k < j; k++) {
-      let base: SizedChunk[]
+      let base: ChunkRef[]
       if (!consistent) {
         base = proportional(k)
       } else if (right > gapFrom) {
@@ -129,7 +129,7 @@ export function deltaBases (prev: SizedChunk[], next: SizedChunk[], margin = MAN
         const gTo = prevStart[right] as number
         const scale = (x: number): number => gFrom + Number(BigInt(x) * BigInt(gTo - gFrom) / BigInt(Math.max(1, runBytes)))
         const at = (nextStart[k] as number) - runFrom
-        base = overlapping(gapFrom, right, Math.max(gFrom, scale(at) - margin), Math.min(gTo, scale(at + (next[k] as SizedChunk).size) + margin))
+        base = overlapping(gapFrom, right, Math.max(gFrom, scale(at) - margin), Math.min(gTo, scale(at + (next[k] as ChunkRef).size) + margin))
       } else {
         base = []
       }

@@ -6,9 +6,7 @@ import { haveFromWire, packHaveIds, type HaveMessage } from './have.js'
 import { decodeUntrusted, encodeCanonical, expectBytes, expectInt, expectString } from './codec.js'
 import { InvalidMessageError, LimitExceededError } from './errors.js'
 import { CHUNK_ID_BYTES, MAX_CHUNK_SIZE, MAX_ENVELOPE_BYTES } from './limits.js'
-import {
-  MAX_BATCH_RAW_BYTES, MAX_BLOCKS_PER_BATCH, MAX_DELTA_TARGET_BYTES, MAX_DELTA_WANTS, MAX_ERROR_MESSAGE_BYTES, MAX_HEADS, MAX_WANTS_PER_FRAME,
-} from './wire-limits.js'
+import { MAX_BATCH_RAW_BYTES, MAX_BLOCKS_PER_BATCH, MAX_DELTA_TARGET_BYTES, MAX_DELTA_WANTS, MAX_ERROR_MESSAGE_BYTES, MAX_HEADS, MAX_WANTS_PER_FRAME } from './wire-limits.js'
 import { validateTreeName } from './paths.js'
 import type { ChunkId } from './chunk-id.js'
 

@@ -7,7 +7,7 @@ import type { ChunkingParams } from '../../protocol/manifest.js'
 import { validateChunkingParams } from '../../protocol/manifest.js'
 import type { PlacedChunk } from '../store/types.js'
 import { endOf, planSegments, stitch, type Segment } from './split.js'
-import type { SizedChunkId } from './verify.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import { packChunks, unpackChunks, type JobRequest, type JobResult, type WorkerRequest, type WorkerResponse } from './worker-protocol.js'
 import { fsPath } from '../../protocol/paths.js'
 
@@ -132,7 +132,7 @@ export class ChunkerPool {
    * checked in contiguous runs of chunks by several workers at once (no stitching: the boundaries are given);
    * the first run that does not match stops the others.
    */
-  async verifyFile (path: string, chunks: readonly SizedChunkId[], signal?: AbortSignal): Promise<boolean> {
+  async verifyFile (path: string, chunks: readonly ChunkRef[], signal?: AbortSignal): Promise<boolean> {
     signal?.throwIfAborted()
     if (this.closed) throw new ChunkerPoolClosedError()
     const runs = this.size > 1 ? verifyRuns(chunks, this.size, this.splitThreshold) : [{ from: 0, to: chunks.length, start: 0 }]
@@ -198,7 +198,7 @@ export class ChunkerPool {
     return unpackChunks(result.start, result.sizes, result.ids)
   }
 
-  private async submitVerify (path: string, chunks: readonly SizedChunkId[], start: number, checkEnd: boolean, signal?: AbortSignal): Promise<boolean> {
+  private async submitVerify (path: string, chunks: readonly ChunkRef[], start: number, checkEnd: boolean, signal?: AbortSignal): Promise<boolean> {
     const { sizes, ids } = packChunks(chunks)
     const result = await this.submit({ type: 'verify', id: this.nextId++, path, start, sizes, ids, checkEnd }, signal)
     if (result.type !== 'verified') throw new ChunkerWorkerError(path, `answered a verify job with '${result.type}'`)
@@ -321,7 +321,7 @@ class VerifyMismatch extends Error {
  * Contiguous runs of `chunks` of about equal bytes, one per worker, with the file offset each starts at; one
  * run for a file below `threshold` (a small file is latency-bound: splitting it only adds round trips).
  */
-export function verifyRuns (chunks: readonly SizedChunkId[], workers: number, threshold: number): Array<{ from: number, to: number, start: number }> {
+export function verifyRuns (chunks: readonly ChunkRef[], workers: number, threshold: number): Array<{ from: number, to: number, start: number }> {
   let total = 0
   for (const c of chunks) total += c.size
   if (total < threshold || workers <= 1 || chunks.length < 2) return [{ from: 0, to: chunks.length, start: 0 }]

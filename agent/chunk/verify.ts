@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
-import { idsEqual, type ChunkId } from '../../protocol/chunk-id.js'
+import { idsEqual } from '../../protocol/chunk-id.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import { giveBack, READ_BUFFER_BYTES, takeBuffer } from './chunker.js'
 import { fsPath } from '../../protocol/paths.js'
 import { isHoleChunk } from '../../protocol/manifest.js'
@@ -26,14 +27,13 @@ export interface VerifyChunksOptions {
   readBufferBytes?: number
 }
 
-export interface SizedChunkId { id: ChunkId, size: number }
 
 /**
  * True when the file's bytes from `start` hash, range by range, to `chunks` (and, with checkEnd, nothing
  * follows the last); a hole's range must read as zeros (allocated or not: content is all that counts). Reads sequentially through two reused buffers (memory stays at two read buffers
  * whatever the file size) and stops at the first range that does not match.
  */
-export async function verifyFileChunks (path: string, chunks: readonly SizedChunkId[], options: VerifyChunksOptions = {}): Promise<boolean> {
+export async function verifyFileChunks (path: string, chunks: readonly ChunkRef[], options: VerifyChunksOptions = {}): Promise<boolean> {
   const { signal } = options
   signal?.throwIfAborted()
   const start = options.start ?? 0

@@ -11,7 +11,7 @@ import { loadPublisherKey } from '../core/identity.js'
 import { applyMirrorAccess } from '../fs/mirror-access.js'
 import { openStore } from '../store/index.js'
 import { ChunkerPool } from '../chunk/pool.js'
-import type { SizedChunkId } from '../chunk/verify.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import type { ChunkingParams } from '../../protocol/manifest.js'
 import { chunkingFor } from '../../protocol/chunking.js'
 import { createNode, loadOrCreatePeerKey, PeerAllowlist } from '../net/node.js'
@@ -182,7 +182,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     onReceived: (_peerId, bytes, tree) => { ops?.onChunkReceived(tree, bytes) },
     onRejected: (code, reason) => onRejected(code, reason),
     onSyncEnded: (tree, outcome) => { ops?.onSyncEnded(tree, outcome) },
-    verifyFile: async (path: string, chunks: readonly SizedChunkId[], signal?: AbortSignal) => await pool.verifyFile(path, chunks, signal),
+    verifyFile: async (path: string, chunks: readonly ChunkRef[], signal?: AbortSignal) => await pool.verifyFile(path, chunks, signal),
     chunkFile: async (path: string, params: ChunkingParams, signal?: AbortSignal) => await pool.chunkFile(path, params, signal),
   }, { windowBytes: config.sync.windowBytes })
   for (const tree of trust.keys()) watchTree(tree)

@@ -11,7 +11,6 @@ import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-i
 import { applyDeltaVerified, encodeDeltaWithin } from '../../protocol/delta.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import type { ChunkRef, FileEntry } from '../../protocol/manifest.js'
-import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import { MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 import type { Logger } from '../core/log.js'
@@ -47,7 +46,7 @@ class TryRecord {
 export const isLarge = (size: number): boolean => size > MAX_DELTA_TARGET_BYTES
 
 /** deltaPairs of a large file, less those with a hole as target or in the base window (holes are no delta's). */
-function chunkPairs (prev: SizedChunk[], next: SizedChunk[]): Pair[] {
+function chunkPairs (prev: ChunkRef[], next: ChunkRef[]): Pair[] {
   return deltaPairs(prev, next).filter(p => !hasHole([p.target]) && !hasHole(p.base))
 }
 
@@ -60,7 +59,7 @@ function offsetsOf (all: ChunkRef[]): Map<string, number> {
 }
 
 /** Reads `run` (a contiguous run of the file's chunk list, located by `at`) from `path`, checking each hash; undefined on any mismatch. */
-async function readRun (path: string, at: Map<string, number>, run: SizedChunk[], signal?: AbortSignal): Promise<Buffer | undefined> {
+async function readRun (path: string, at: Map<string, number>, run: ChunkRef[], signal?: AbortSignal): Promise<Buffer | undefined> {
   let fh
   try { fh = await open(fsPath(path), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW) } catch { return undefined }
   try {

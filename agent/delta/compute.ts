@@ -17,7 +17,6 @@ import { forgetSignatures } from './signatures.js'
 import { readManifestEntries } from '../store/manifest-io.js'
 import { computeManifestDeltas, type ManifestDeltaStats } from './manifest-delta.js'
 import { computeChunkDeltas, isLarge, type ChunkDeltaStats } from './chunk-deltas.js'
-import type { SizedChunk } from '../../protocol/manifest-delta.js'
 import type { Catalog, ChunkIndex } from '../store/types.js'
 import { hasHole, readAll, readFileVerified } from './read-chunks.js'
 
@@ -51,7 +50,7 @@ export interface ComputeDeltasOptions {
   /** Paths of the base version that the new one no longer has (their signatures are forgotten). */
   gone?: ReadonlySet<string>
   /** The new version's manifest chunks (already in the catalog): their deltas against the base manifest are stored too. */
-  manifestChunks?: SizedChunk[]
+  manifestChunks?: ChunkRef[]
   index: ChunkIndex
   catalog: Catalog
   signal?: AbortSignal

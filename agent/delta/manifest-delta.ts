@@ -8,7 +8,8 @@
 import { toHex } from '../../protocol/chunk-id.js'
 import { applyDeltaVerified, deltaKeyOf, encodeDelta } from '../../protocol/delta.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
-import { deltaBases, type SizedChunk } from '../../protocol/manifest-delta.js'
+import { deltaBases } from '../../protocol/manifest-delta.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import type { Catalog } from '../store/types.js'
 import type { Logger } from '../core/log.js'
 
@@ -23,8 +24,8 @@ const KEEP_RATIO = 0.5
 const EDGE_REACH = 4
 
 export interface Pair {
-  target: SizedChunk
-  base: SizedChunk[]
+  target: ChunkRef
+  base: ChunkRef[]
   key: Uint8Array
   /** Within EDGE_REACH chunks of one both lists share: likely part old bytes, worth a try whatever the run's record. */
   atEdge: boolean
@@ -35,7 +36,7 @@ export interface Pair {
  * tells a chunk near a shared one from one deep inside a run of new chunks.
  * Used for manifest chunks and for the chunks of large files alike (protocol/manifest-delta.ts deltaBases).
  */
-export function deltaPairs (prev: SizedChunk[], next: SizedChunk[]): Pair[] {
+export function deltaPairs (prev: ChunkRef[], next: ChunkRef[]): Pair[] {
   const had = new Set(prev.map(c => toHex(c.id)))
   const hex = next.map(c => toHex(c.id))
   // distance from each chunk of next to the nearest shared one before it and after it
@@ -58,7 +59,7 @@ export function deltaPairs (prev: SizedChunk[], next: SizedChunk[]): Pair[] {
   return out
 }
 
-async function blobs (catalog: Pick<Catalog, 'getBlob'>, chunks: SizedChunk[]): Promise<Buffer | undefined> {
+async function blobs (catalog: Pick<Catalog, 'getBlob'>, chunks: ChunkRef[]): Promise<Buffer | undefined> {
   const parts: Uint8Array[] = []
   for (const c of chunks) {
     const b = await catalog.getBlob(c.id)
@@ -71,7 +72,7 @@ async function blobs (catalog: Pick<Catalog, 'getBlob'>, chunks: SizedChunk[]): 
 export interface ManifestDeltaStats { candidates: number, stored: number, targetBytes: number, deltaBytes: number }
 
 /** Publisher: deltas of the new manifest's chunks against the previous manifest (both in the catalog). */
-export async function computeManifestDeltas (catalog: Pick<Catalog, 'getBlob' | 'putDelta'>, prev: SizedChunk[], next: SizedChunk[], signal?: AbortSignal): Promise<ManifestDeltaStats> {
+export async function computeManifestDeltas (catalog: Pick<Catalog, 'getBlob' | 'putDelta'>, prev: ChunkRef[], next: ChunkRef[], signal?: AbortSignal): Promise<ManifestDeltaStats> {
   const stats: ManifestDeltaStats = { candidates: 0, stored: 0, targetBytes: 0, deltaBytes: 0 }
   for (const p of deltaPairs(prev, next)) {
     signal?.throwIfAborted()
@@ -90,10 +91,10 @@ export async function computeManifestDeltas (catalog: Pick<Catalog, 'getBlob' | 
 }
 
 export interface ManifestViaDeltasOptions {
-  prev: SizedChunk[]
-  next: SizedChunk[]
+  prev: ChunkRef[]
+  next: ChunkRef[]
   /** Manifest chunks still missing here. */
-  missing: SizedChunk[]
+  missing: ChunkRef[]
   catalog: Pick<Catalog, 'getBlob' | 'putBlob' | 'putDelta'>
   fetchDeltas: (keys: Uint8Array[], signal: AbortSignal) => Promise<Map<string, Uint8Array>>
   onBadDelta?: (reason: string) => void
@@ -101,7 +102,7 @@ export interface ManifestViaDeltasOptions {
   signal: AbortSignal
 }
 
-export interface ManifestViaDeltasResult { asked: number, applied: number, rejected: number, deltaBytes: number, chunkBytes: number, missing: SizedChunk[] }
+export interface ManifestViaDeltasResult { asked: number, applied: number, rejected: number, deltaBytes: number, chunkBytes: number, missing: ChunkRef[] }
 
 /**
  * Subscriber: rebuilds missing manifest chunks from the previous manifest and deltas asked of a holder;

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
 import { SIG_BLOCK, signatureOf } from '../../protocol/signature-delta.js'
-import type { Catalog } from '../store/types.js'
+import type { SignatureStore } from '../store/types.js'
 import { isLarge } from './chunk-deltas.js'
 import { hasHole, readFileVerified } from './read-chunks.js'
 
@@ -33,7 +33,7 @@ type SignedFile = [path: string, file: { size: number, chunks: ChunkRef[] }]
  * the batch (per file, a read, a lookup and a write one after the other cost ~0.2 ms: a third of a first publish
  * of small files).
  */
-export async function storeSignatures (o: { source: string, files: Map<string, { size: number, chunks: ChunkRef[] }>, catalog: Pick<Catalog, 'getSignatures' | 'putSignatures'>, signal?: AbortSignal }): Promise<SignatureStats> {
+export async function storeSignatures (o: { source: string, files: Map<string, { size: number, chunks: ChunkRef[] }>, catalog: Pick<SignatureStore, 'getSignatures' | 'putSignatures'>, signal?: AbortSignal }): Promise<SignatureStats> {
   const started = Date.now()
   const stats: SignatureStats = { files: 0, chunks: 0, bytes: 0, unreadable: 0, ms: 0 }
   let batch: SignedFile[] = []
@@ -49,7 +49,7 @@ export async function storeSignatures (o: { source: string, files: Map<string, {
   return stats
 }
 
-async function signBatch (batch: SignedFile[], o: { source: string, catalog: Pick<Catalog, 'getSignatures' | 'putSignatures'>, signal?: AbortSignal }, stats: SignatureStats): Promise<void> {
+async function signBatch (batch: SignedFile[], o: { source: string, catalog: Pick<SignatureStore, 'getSignatures' | 'putSignatures'>, signal?: AbortSignal }, stats: SignatureStats): Promise<void> {
   const ids = batch.flatMap(([, file]) => file.chunks.filter(c => c.size >= SIG_BLOCK).map(c => c.id))
   if (ids.length === 0) return
   const stored = await o.catalog.getSignatures(ids)
@@ -90,7 +90,7 @@ async function signBatch (batch: SignedFile[], o: { source: string, catalog: Pic
 }
 
 /** Forgets the signatures of `chunks` except those in `keep` (hex ids): they can no longer be a delta base. */
-export async function forgetSignatures (catalog: Pick<Catalog, 'deleteSignatures'>, chunks: Iterable<ChunkId>, keep: Set<string>): Promise<number> {
+export async function forgetSignatures (catalog: Pick<SignatureStore, 'deleteSignatures'>, chunks: Iterable<ChunkId>, keep: Set<string>): Promise<number> {
   let batch: ChunkId[] = []
   let n = 0
   for (const id of chunks) {

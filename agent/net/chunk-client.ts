@@ -7,6 +7,7 @@ import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1 } from '../../protocol/ids.js'
 import { decompressBatch } from '../../protocol/batch-codec.js'
 import { ChunkHashMismatchError, DeltameshError, InvalidMessageError } from '../../protocol/errors.js'
 import { isChunkId, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import { MAX_FRAME_BYTES, MAX_FRAME_BYTES_1_1, MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { FrameStream } from './frames.js'
 import { PeerDisconnectedError, PeerStalledError, PeerUnreachableError, ProtocolViolationError, RemoteError } from './errors.js'
@@ -22,7 +23,6 @@ export const DEFAULT_STALL_TIMEOUT_MS = 30_000
 /** Opening the stream (multistream-select over an existing or new connection). */
 export const DEFAULT_OPEN_TIMEOUT_MS = 10_000
 
-export interface WantRequest { id: ChunkId, size: number }
 
 export type FetchFailureReason =
   'dont-have' | 'hash-mismatch' | 'stalled' | 'disconnected' | 'unreachable' | 'remote-error' | 'protocol-error' | 'aborted' | 'consumer-error'
@@ -148,7 +148,7 @@ export class ChunkClient {
   }
 
   /** Fetches `wants` from one peer. Every id ends in exactly one onBlock call or one failure. */
-  async fetch (peerId: PeerId, wants: WantRequest[], options: FetchOptions): Promise<FetchResult> {
+  async fetch (peerId: PeerId, wants: ChunkRef[], options: FetchOptions): Promise<FetchResult> {
     for (const w of wants) {
       if (!isChunkId(w.id) || !Number.isSafeInteger(w.size) || w.size < 0) throw new TypeError('fetch: every want needs a 32-byte id and a size')
     }
@@ -204,7 +204,7 @@ export class ChunkClient {
     return await opening
   }
 
-  private enqueue (session: Session, w: WantRequest, call: Call): void {
+  private enqueue (session: Session, w: ChunkRef, call: Call): void {
     const hex = toHex(w.id)
     const existing = session.wants.get(hex)
     if (existing !== undefined) { existing.calls.push(call); return }
@@ -213,7 +213,7 @@ export class ChunkClient {
     session.queue.push(want)
   }
 
-  private abortCall (session: Session, call: Call, wants: WantRequest[]): void {
+  private abortCall (session: Session, call: Call, wants: ChunkRef[]): void {
     const error = new DeltameshError('fetch aborted')
     for (const w of wants) {
       const want = session.wants.get(toHex(w.id))

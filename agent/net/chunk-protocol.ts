@@ -6,5 +6,5 @@ export {
   ChunkClient, DEFAULT_MAX_OUTSTANDING_BYTES, DEFAULT_MAX_OUTSTANDING_CHUNKS, DEFAULT_OPEN_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS,
 } from './chunk-client.js'
 export type {
-  ChunkClientComponents, ChunkClientInit, FetchFailure, FetchFailureReason, FetchOptions, FetchResult, WantRequest,
+  ChunkClientComponents, ChunkClientInit, FetchFailure, FetchFailureReason, FetchOptions, FetchResult,
 } from './chunk-client.js'

@@ -6,9 +6,8 @@ import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1 } from '../../protocol/ids.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
-import {
-  MAX_INBOUND_CHUNK_STREAMS_PER_PEER, MAX_OUTSTANDING_WANTS, MAX_REQUEST_FRAME_BYTES,
-} from '../../protocol/wire-limits.js'
+import { isHoleChunk } from '../../protocol/manifest.js'
+import { MAX_INBOUND_CHUNK_STREAMS_PER_PEER, MAX_OUTSTANDING_WANTS, MAX_REQUEST_FRAME_BYTES } from '../../protocol/wire-limits.js'
 import { FrameStream, Notifier, type EncodedFrame } from './frames.js'
 import { joinFrames } from '../../protocol/frame-encode.js'
 import { CompressionPolicy } from './compression-policy.js'
@@ -205,7 +204,9 @@ export class ChunkServer {
       while (inFlight.length < limit && head < queue.length) {
         const id = queue[head++] as ChunkId
         const pending: Pending = { id, bytes: Promise.resolve(undefined), settled: false }
-        pending.bytes = this.components.provider.read(id, signal).catch((err: unknown) => {
+        // a hole (zeros of a sparse file) is no chunk anyone serves: answered like an unknown one
+        const read = isHoleChunk(id) ? Promise.resolve(undefined) : this.components.provider.read(id, signal)
+        pending.bytes = read.catch((err: unknown) => {
           this.log.error('provider failed to read %s - %e', toHex(id), err)
           return undefined
         }).then(value => {

@@ -4,7 +4,8 @@ import type { BigIntStats } from 'node:fs'
 import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
 import { bytesToPath, fsPath, validateRelativePath } from '../../protocol/paths.js'
 import type { PlacedChunk, ScanCacheEntry } from '../store/types.js'
-import { verifyFileChunks, type SizedChunkId } from '../chunk/verify.js'
+import { verifyFileChunks } from '../chunk/verify.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 
 /**
  * Cuts one file into chunks (normally ChunkerPool.chunkFile bound to the tree's chunking parameters).
@@ -21,7 +22,7 @@ export interface ChunkFileOptions {
  * True when the file still holds exactly these chunks (each range hashes to its id, nothing after the last);
  * normally ChunkerPool.verifyFile. Reads with bounded memory and stops at the first mismatch.
  */
-export type VerifyFileFn = (absolutePath: string, chunks: readonly SizedChunkId[], signal?: AbortSignal) => Promise<boolean>
+export type VerifyFileFn = (absolutePath: string, chunks: readonly ChunkRef[], signal?: AbortSignal) => Promise<boolean>
 
 /** The scan cache as the scanner needs it (Catalog implements it for one source directory). */
 export interface ScanCache {

@@ -2,6 +2,7 @@
 import { openDb, type StoreDb } from './db.js'
 import { LevelChunkIndex, type LevelChunkIndexEvents, type LevelChunkIndexInit } from './chunk-index.js'
 import { LevelCatalog, type LevelCatalogEvents } from './catalog.js'
+import type { Catalog, ChunkIndex } from './types.js'
 
 export interface StoreOptions extends LevelChunkIndexInit {
   events?: LevelChunkIndexEvents & LevelCatalogEvents
@@ -9,8 +10,8 @@ export interface StoreOptions extends LevelChunkIndexInit {
 
 export interface Store {
   db: StoreDb
-  index: LevelChunkIndex
-  catalog: LevelCatalog
+  index: ChunkIndex
+  catalog: Catalog
   /** Waits for chunk reads under way, stops the reader thread, then the database. Idempotent. */
   close: () => Promise<void>
 }

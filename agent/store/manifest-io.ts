@@ -1,7 +1,7 @@
 import { chunkIdOf, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { ManifestReader, decodeRoot, encodeRoot, type ManifestEntry, type ManifestHeader, type ManifestRoot } from '../../protocol/manifest.js'
-import type { Catalog } from './types.js'
+import type { BlobStore } from './types.js'
 import { ManifestBlobMissingError } from './errors.js'
 
 // A manifest lives in the catalog as content-addressed blobs: its chunks, plus the root blob that lists
@@ -14,7 +14,7 @@ import { ManifestBlobMissingError } from './errors.js'
  * clean paths, canonical order, parents are directories). Throws ManifestBlobMissingError for a missing
  * chunk and InvalidMessageError (or a subclass) for anything malformed. Re-iterable: call it again.
  */
-export async function * readManifestEntries (catalog: Catalog, root: ManifestRoot, signal?: AbortSignal): AsyncGenerator<ManifestEntry> {
+export async function * readManifestEntries (catalog: BlobStore, root: ManifestRoot, signal?: AbortSignal): AsyncGenerator<ManifestEntry> {
   const reader = new ManifestReader()
   let fileBytes = 0
   for (let i = 0; i < root.chunks.length; i++) {
@@ -30,7 +30,7 @@ export async function * readManifestEntries (catalog: Catalog, root: ManifestRoo
 }
 
 /** The manifest's header (its chunking parameters): the first records of its first chunk. */
-export async function readManifestHeader (catalog: Catalog, root: ManifestRoot): Promise<ManifestHeader> {
+export async function readManifestHeader (catalog: BlobStore, root: ManifestRoot): Promise<ManifestHeader> {
   if (root.chunks.length === 0) throw new InvalidMessageError('manifest has no chunks')
   const reader = new ManifestReader()
   reader.push(await manifestChunk(catalog, root, 0))
@@ -39,7 +39,7 @@ export async function readManifestHeader (catalog: Catalog, root: ManifestRoot):
 }
 
 /** Chunk `i` of the manifest, from the catalog, checked against the root's size and id. */
-async function manifestChunk (catalog: Catalog, root: ManifestRoot, i: number): Promise<Uint8Array> {
+async function manifestChunk (catalog: BlobStore, root: ManifestRoot, i: number): Promise<Uint8Array> {
   const chunk = root.chunks[i] as ManifestRoot['chunks'][number]
   const bytes = await catalog.getBlob(chunk.id)
   if (bytes === undefined) throw new ManifestBlobMissingError(toHex(chunk.id), i)
@@ -49,7 +49,7 @@ async function manifestChunk (catalog: Catalog, root: ManifestRoot, i: number): 
 }
 
 /** Loads and decodes the root blob `rootHash` from the catalog. */
-export async function loadRoot (catalog: Catalog, rootHash: ChunkId): Promise<ManifestRoot> {
+export async function loadRoot (catalog: BlobStore, rootHash: ChunkId): Promise<ManifestRoot> {
   const bytes = await catalog.getBlob(rootHash)
   if (bytes === undefined) throw new ManifestBlobMissingError(toHex(rootHash), -1)
   return decodeRoot(bytes)
@@ -66,7 +66,7 @@ export interface StoredManifest {
  * decoded on the way (one at a time) so a broken manifest is refused before anything refers to it, and the
  * root's totals are computed rather than taken on trust.
  */
-export async function storeManifest (catalog: Catalog, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<StoredManifest> {
+export async function storeManifest (catalog: BlobStore, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<StoredManifest> {
   const reader = new ManifestReader()
   const refs: ManifestRoot['chunks'] = []
   let manifestSize = 0

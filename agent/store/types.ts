@@ -163,26 +163,32 @@ export interface ScanCacheEntry {
   sparse?: boolean
 }
 
-export interface Catalog {
-  /** Content-addressed blobs: root blobs and manifest chunks. getBlob re-hashes and never returns a mismatch. */
+/** Content-addressed blobs: root blobs and manifest chunks. getBlob re-hashes and never returns a mismatch. */
+export interface BlobStore {
   putBlob (id: ChunkId, bytes: Uint8Array): Promise<void>
   getBlob (id: ChunkId): Promise<Uint8Array | undefined>
   hasBlob (id: ChunkId): Promise<boolean>
   deleteBlob (id: ChunkId): Promise<void>
-  /**
-   * Deltas by key (deltaKeyOf(base chunks, target chunks)). Not content-addressed by their own bytes: a
-   * reader checks a delta by applying it and hashing the result against the target's chunk ids.
-   */
+}
+
+/**
+ * Deltas by key (deltaKeyOf(base chunks, target chunks)). Not content-addressed by their own bytes: a
+ * reader checks a delta by applying it and hashing the result against the target's chunk ids.
+ */
+export interface DeltaStore {
   putDelta (key: Uint8Array, bytes: Uint8Array): Promise<void>
   getDelta (key: Uint8Array): Promise<Uint8Array | undefined>
   /** Several deltas in one read, in the order of `keys` (undefined: none). */
   getDeltas (keys: Uint8Array[]): Promise<Array<Uint8Array | undefined>>
   /** Forgets a delta (retention: the version it starts from is pruned). Absent keys are fine. */
   deleteDelta (key: Uint8Array): Promise<void>
-  /**
-   * Block signatures of a chunk this site published (protocol/signature-delta.ts), kept while the chunk may be
-   * the base of the next version's deltas: they let a delta be computed after the source overwrote its bytes.
-   */
+}
+
+/**
+ * Block signatures of a chunk this site published (protocol/signature-delta.ts), kept while the chunk may be
+ * the base of the next version's deltas: they let a delta be computed after the source overwrote its bytes.
+ */
+export interface SignatureStore {
   putSignature (id: ChunkId, signature: Uint8Array): Promise<void>
   getSignature (id: ChunkId): Promise<Uint8Array | undefined>
   /** Several in one read, in the order of `ids` (undefined: none). */
@@ -192,26 +198,43 @@ export interface Catalog {
   deleteSignature (id: ChunkId): Promise<void>
   /** Several in one write; absent ids are fine. */
   deleteSignatures (ids: ChunkId[]): Promise<void>
+}
 
+/** Trees this site publishes or follows. */
+export interface TreeStore {
   putTree (tree: TreeRecord): Promise<void>
   getTree (name: string): Promise<TreeRecord | undefined>
   listTrees (): Promise<TreeRecord[]>
+}
 
+/** Versions of each tree held, being synced or announced. */
+export interface VersionStore {
   putVersion (version: VersionRecord): Promise<void>
   getVersion (tree: string, seq: number): Promise<VersionRecord | undefined>
   /** Ascending by seq. */
   listVersions (tree: string): Promise<VersionRecord[]>
   deleteVersion (tree: string, seq: number): Promise<void>
+}
 
+/** The publisher's scan cache: a source file's chunk list while its size, times and inode hold. */
+export interface ScanCacheStore {
   getScanEntry (sourcePath: string, relPath: string): Promise<ScanCacheEntry | undefined>
   /** getScanEntry for many paths in one read (a rescan of small files is mostly these lookups). */
   getScanEntries (sourcePath: string, relPaths: string[]): Promise<Array<ScanCacheEntry | undefined>>
   putScanEntries (sourcePath: string, entries: Array<[relPath: string, entry: ScanCacheEntry]>): Promise<void>
   /** Drops cache entries of files no longer present (called after a full scan with the paths seen). */
   pruneScanCache (sourcePath: string, keep: (relPath: string) => boolean): Promise<void>
+}
 
-  /** Small JSON-able state of other components (sync progress, peer scores, limits). */
+/** Small JSON-able state of other components (sync progress, peer scores, limits). */
+export interface StateStore {
   getState<T> (key: string): Promise<T | undefined>
   putState (key: string, value: unknown): Promise<void>
   deleteState (key: string): Promise<void>
 }
+
+/**
+ * Everything the agent keeps besides the chunk index, by concern; a component that needs one concern takes
+ * that interface (a manifest reader a BlobStore, retention a VersionStore & DeltaStore…), not the whole.
+ */
+export interface Catalog extends BlobStore, DeltaStore, SignatureStore, TreeStore, VersionStore, ScanCacheStore, StateStore {}

@@ -1,9 +1,10 @@
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
-import type { FetchFailure, FetchResult, WantRequest } from '../net/chunk-client.js'
+import type { FetchFailure, FetchResult } from '../net/chunk-client.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import type { SwarmScheduler } from './swarm-scheduler.js'
 
 /** Asks one peer for chunks (ChunkClient.fetch bound to a peer id string). */
-export type FetchFn = (peerId: string, wants: WantRequest[], options: {
+export type FetchFn = (peerId: string, wants: ChunkRef[], options: {
   signal?: AbortSignal
   onBlock: (id: ChunkId, bytes: Uint8Array) => Promise<void>
   onFailure?: (failure: FetchFailure) => void

@@ -4,7 +4,8 @@
 // does compression: a group is paced at its chunks' raw size (what it may cost), then refunded down to the
 // frame bytes it actually cost on the wire.
 
-import type { FetchFailure, FetchFailureReason, FetchResult, WantRequest } from '../net/chunk-client.js'
+import type { FetchFailure, FetchFailureReason, FetchResult } from '../net/chunk-client.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import type { FetchFn } from './chunk-pump.js'
 import { toHex } from '../../protocol/chunk-id.js'
 
@@ -27,13 +28,13 @@ export function pacedFetch (fetch: FetchFn, pacer: DownloadPacer, tree: string, 
   return async (peerId, wants, options) => {
     if (!pacer.downloadLimited(peerId)) return await fetch(peerId, wants, options)
     const result: FetchResult = { delivered: 0, bytes: 0, failed: [] }
-    const cost = (w: WantRequest): number => w.size + BLOCK_FRAME_OVERHEAD
+    const cost = (w: ChunkRef): number => w.size + BLOCK_FRAME_OVERHEAD
     let sessionFailure: FetchFailure | undefined
     const onFailure = (failure: FetchFailure): void => {
       if (SESSION_FAILURES.has(failure.reason)) sessionFailure ??= failure
       options.onFailure?.(failure)
     }
-    const failRest = (rest: WantRequest[], reason: FetchFailureReason, error?: Error): void => {
+    const failRest = (rest: ChunkRef[], reason: FetchFailureReason, error?: Error): void => {
       for (const w of rest) {
         const failure: FetchFailure = { id: w.id, reason, error }
         result.failed.push(failure)
@@ -43,10 +44,10 @@ export function pacedFetch (fetch: FetchFn, pacer: DownloadPacer, tree: string, 
     const running: Array<Promise<void>> = []
     let i = 0
     while (i < wants.length) {
-      const group: WantRequest[] = []
+      const group: ChunkRef[] = []
       let bytes = 0
-      while (i < wants.length && (group.length === 0 || bytes + cost(wants[i] as WantRequest) <= groupBytes)) {
-        const w = wants[i++] as WantRequest
+      while (i < wants.length && (group.length === 0 || bytes + cost(wants[i] as ChunkRef) <= groupBytes)) {
+        const w = wants[i++] as ChunkRef
         group.push(w)
         bytes += cost(w)
       }

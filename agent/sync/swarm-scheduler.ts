@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { isHoleChunk } from '../../protocol/manifest.js'
 
 // Decides which chunk to ask of which peer. Pure logic (no I/O, injected clock) so every policy here is
 // unit-tested without sockets.
@@ -101,8 +102,9 @@ export class SwarmScheduler {
     this.startedAtMs = this.now()
   }
 
+  /** A hole (zeros of a sparse file) is never needed: nobody serves one, the materializer leaves it unwritten. */
   setNeeded (chunks: Iterable<WantedChunk>): void {
-    for (const c of chunks) this.needed.set(toHex(c.id), c)
+    for (const c of chunks) if (!isHoleChunk(c.id)) this.needed.set(toHex(c.id), c)
     this.reorder()
   }
 

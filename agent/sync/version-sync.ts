@@ -17,7 +17,7 @@ import { RateMeter } from '../bandwidth/rate-meter.js'
 import { runDeltaPhase } from './delta-phase.js'
 import { manifestViaDeltas } from '../delta/manifest-delta.js'
 import { isLarge, runChunkDeltaPhase } from '../delta/chunk-deltas.js'
-import type { SizedChunk } from '../../protocol/manifest-delta.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 
 export interface VersionSyncComponents {
   selfId: string
@@ -47,7 +47,7 @@ export interface VersionSyncInit {
   /** An existing copy of the tree to take matching files from (a first version). */
   seed?: Omit<Seed, 'chunking'>
   /** The chunks of the previous version's manifest (in the catalog): manifest deltas start from them. */
-  previousManifest?: () => Promise<SizedChunk[] | undefined>
+  previousManifest?: () => Promise<ChunkRef[] | undefined>
   filter?: PathFilter
   /** The subscription patterns `filter` was made from (recorded with the version). */
   selection?: FilterSpec

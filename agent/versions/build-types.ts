@@ -1,7 +1,7 @@
 // What building a version takes and reports: shared by the materializer (prepare, fill) and install (finalize).
 import type { ChunkId } from '../../protocol/chunk-id.js'
 import type { ChunkingParams, ManifestEntry } from '../../protocol/manifest.js'
-import type { SizedChunkId } from '../chunk/verify.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 import type { HomeLayout } from '../core/home.js'
 import type { Logger } from '../core/log.js'
 import type { SyncFs } from '../fs/durability.js'
@@ -19,7 +19,7 @@ export interface MaterializerComponents {
   /** Runs the per-file filesystem steps; default the process's shared one. */
   fsBatch?: FsBatch
   /** Hashes a file against a chunk list (the chunker pool's workers); needed to take files from a seed. */
-  verifyFile?: (path: string, chunks: readonly SizedChunkId[], signal?: AbortSignal) => Promise<boolean>
+  verifyFile?: (path: string, chunks: readonly ChunkRef[], signal?: AbortSignal) => Promise<boolean>
   /** Chunks a file as the publisher did (the chunker pool); lets a seed file that differs lend its unchanged chunks. */
   chunkFile?: (path: string, params: ChunkingParams, signal?: AbortSignal) => Promise<PlacedChunk[]>
 }

@@ -3,7 +3,8 @@ import { dirname } from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
 import { idsEqual, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { comparePaths } from '../../protocol/paths.js'
-import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
+import { isHoleChunk, type FileEntry, type ManifestEntry } from '../../protocol/manifest.js'
+import { isAllZero } from '../chunk/zeros.js'
 import { silentLogger, type Logger } from '../core/log.js'
 import type { PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
 import { MaterializerStateError, StagingError } from './errors.js'
@@ -525,6 +526,7 @@ export class Materializer {
    * Writes every chunk of the file the index can supply and plans the rest. A fresh file is created only when
    * something is written into it here (a local chunk, or it is empty); one whose chunks all come from the
    * network is created by fill(). A file complete here is finished here (mode, mtime) while it is open.
+   * A file with holes is created here and sized with ftruncate: its holes are the ranges nothing writes.
    */
   private async assembleFile (entry: FileEntry, target: string, placed: PlacedChunk[]): Promise<void> {
     const { index } = this.components
@@ -548,6 +550,8 @@ export class Materializer {
       if (handle === undefined) { await this.dirsReady; handle = await createFile(target) }
       return handle
     }
+    // a file with holes gets its size at once (ftruncate: the holes appear, unallocated), its last chunk may be one
+    if (fresh && entry.chunks.some(c => isHoleChunk(c.id))) await (await open()).truncate(entry.size)
     // reads started ahead, by placement index (a chunk planned meanwhile wastes its read: it is dropped)
     const reads = new Map<number, Promise<Uint8Array | undefined>>()
     let readsUpTo = 0
@@ -556,7 +560,7 @@ export class Materializer {
       for (const r of reads.keys()) bytes += (placed[r] as PlacedChunk).size
       for (readsUpTo = Math.max(readsUpTo, from); readsUpTo < placed.length && reads.size < READ_AHEAD_CHUNKS && bytes < READ_AHEAD_BYTES; readsUpTo++) {
         const c = placed[readsUpTo] as PlacedChunk
-        if (this.plan.has(toHex(c.id))) continue
+        if (isHoleChunk(c.id) || this.plan.has(toHex(c.id))) continue
         const read = index.readChunk(c.id, this.init.signal)
         read.catch(() => {}) // one never awaited (the file failed first) must not be an unhandled rejection
         reads.set(readsUpTo, read)
@@ -576,6 +580,8 @@ export class Materializer {
       let pending = 0
       for (const [i, c] of placed.entries()) {
         this.init.signal?.throwIfAborted()
+        // a hole: never read, planned or written (the file was sized above, or truncated to size on resume)
+        if (isHoleChunk(c.id)) { if (!fresh && handle !== undefined) await this.keepHoleZero(handle, entry.path, c); continue }
         const hex = toHex(c.id)
         if (!fresh && handle !== undefined && await this.placementDone(handle, entry.path, c)) { done.push(c); s.resumedChunks++; continue }
         const planned = this.plan.get(hex)
@@ -610,6 +616,16 @@ export class Materializer {
       await Promise.allSettled(reads.values())
       await handle?.close()
     }
+  }
+
+  /**
+   * On resume: a hole's range must still read as zeros. This build never writes one, but the staging file may
+   * be something else left behind (a seed's copy that failed to verify before a crash): then zeros are written.
+   */
+  private async keepHoleZero (handle: FileHandle, relPath: string, c: PlacedChunk): Promise<void> {
+    if (isAllZero(await readAt(handle, c.offset, c.size))) return
+    this.log.debug({ path: relPath, offset: c.offset }, 'a hole of a resumed file holds data; zeroing it')
+    await writeAt(handle, Buffer.alloc(c.size), c.offset)
   }
 
   /** On resume: a placement counts as done when the index recorded it under our root and its bytes still verify. */

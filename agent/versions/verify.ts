@@ -2,7 +2,8 @@ import { open, lstat, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import { openEnvelope } from '../../protocol/envelope.js'
-import { decodeRoot } from '../../protocol/manifest.js'
+import { decodeRoot, isHoleChunk } from '../../protocol/manifest.js'
+import { isAllZero } from '../chunk/zeros.js'
 import type { Catalog } from '../store/types.js'
 import { readManifestEntries } from '../store/manifest-io.js'
 import { globFilter } from './walk.js'
@@ -69,7 +70,9 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
         for (const chunk of entry.chunks) {
           const buffer = Buffer.allocUnsafe(chunk.size)
           const { bytesRead } = await handle.read(buffer, 0, chunk.size, offset)
-          if (bytesRead !== chunk.size || !idsEqual(chunkIdOf(buffer), chunk.id)) { problem(entry.path, `content differs at offset ${offset}`); break }
+          // a hole is zeros of its size: whether the range is unallocated on disk says nothing about content
+          const same = bytesRead === chunk.size && (isHoleChunk(chunk.id) ? isAllZero(buffer) : idsEqual(chunkIdOf(buffer), chunk.id))
+          if (!same) { problem(entry.path, `content differs at offset ${offset}`); break }
           offset += chunk.size
           result.bytes += chunk.size
         }

@@ -5,7 +5,8 @@ import { parseDays, parseHours, parseWindow, ratesAt } from '../../agent/core/sc
 import { BandwidthManager, PeerInNamedLinkError, UnknownLinkError } from '../../agent/bandwidth/manager.js'
 import { emptyOverrides, type LimitOverrides } from '../../agent/bandwidth/overrides.js'
 import { pacedFetch } from '../../agent/sync/paced-fetch.js'
-import type { FetchResult, WantRequest } from '../../agent/net/chunk-client.js'
+import type { FetchResult } from '../../agent/net/chunk-client.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 
 describe('parseRate', () => {
   it('reads the units operators type', () => {
@@ -328,14 +329,14 @@ describe('BandwidthManager', () => {
 })
 
 describe('pacedFetch', () => {
-  const want = (n: number): WantRequest => ({ id: new Uint8Array(32).fill(n), size: 50_000 })
+  const want = (n: number): ChunkRef => ({ id: new Uint8Array(32).fill(n), size: 50_000 })
 
   it('asks in small paced groups, merges the results and refunds what was not delivered', async () => {
     const paced: number[] = []
     const refunded: number[] = []
     const groups: number[] = []
     const pacer = { downloadLimited: () => true, paceDownload: async (_p: string, tree: string, bytes: number) => { expect(tree).toBe('t'); paced.push(bytes) }, refundDownload: (_p: string, bytes: number) => { refunded.push(bytes) } }
-    const fetch = async (_peer: string, wants: WantRequest[], options: { onBlock: (id: Uint8Array, b: Uint8Array) => Promise<void>, onFailure?: (f: FetchResult['failed'][number]) => void }): Promise<FetchResult> => {
+    const fetch = async (_peer: string, wants: ChunkRef[], options: { onBlock: (id: Uint8Array, b: Uint8Array) => Promise<void>, onFailure?: (f: FetchResult['failed'][number]) => void }): Promise<FetchResult> => {
       groups.push(wants.length)
       const result: FetchResult = { delivered: 0, bytes: 0, failed: [] }
       for (const w of wants) {
@@ -357,7 +358,7 @@ describe('pacedFetch', () => {
   it('stops asking a peer that went away and fails the rest with the same reason', async () => {
     const pacer = { downloadLimited: () => true, paceDownload: async () => {}, refundDownload: () => {} }
     let calls = 0
-    const fetch = async (_peer: string, wants: WantRequest[], options: { onFailure?: (f: FetchResult['failed'][number]) => void }): Promise<FetchResult> => {
+    const fetch = async (_peer: string, wants: ChunkRef[], options: { onFailure?: (f: FetchResult['failed'][number]) => void }): Promise<FetchResult> => {
       calls++
       const failed = wants.map(w => ({ id: w.id, reason: 'disconnected' as const }))
       for (const f of failed) options.onFailure?.(f)

@@ -12,10 +12,7 @@ import { describe, expect, it } from 'vitest'
 import { chunkIdOf, type ChunkId } from '../../protocol/chunk-id.js'
 import { decodeUntrusted, decodeUvarint, encodeCanonical, encodeUvarint } from '../../protocol/codec.js'
 import { openEnvelope, rawPublicKeyOf, signEnvelope, type EnvelopeFields } from '../../protocol/envelope.js'
-import {
-  decodeRoot, encodeEntry, encodeHeader, encodeRoot, HOLE_CHUNK_ID, ManifestReader, ManifestWriter,
-  type ManifestEntry, type ManifestHeader, type ManifestRoot,
-} from '../../protocol/manifest.js'
+import { decodeRoot, encodeEntry, encodeHeader, encodeRoot, HOLE_CHUNK_ID, ManifestReader, ManifestWriter, type ManifestEntry, type ManifestHeader, type ManifestRoot } from '../../protocol/manifest.js'
 import { bytesToPath, pathToBytes } from '../../protocol/paths.js'
 import { decodeMessage, encodeMessage, type Message, type MessageType } from '../../protocol/messages.js'
 import { encodeFrame } from '../../protocol/frame-encode.js'

@@ -6,13 +6,14 @@ import { silentLogger } from '../../agent/core/log.js'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { encodeDelta } from '../../protocol/delta.js'
 import { ManifestWriter } from '../../protocol/manifest.js'
-import { deltaBases, manifestDeltaBase, MANIFEST_DELTA_MARGIN, type SizedChunk } from '../../protocol/manifest-delta.js'
+import { deltaBases, manifestDeltaBase, MANIFEST_DELTA_MARGIN } from '../../protocol/manifest-delta.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 
 // Manifest deltas: both sides derive the same base window; the publisher's deltas rebuild the new manifest's
 // chunks from the previous manifest; a delta that rebuilds other bytes is rejected and its chunk stays missing.
 
 const KiB = 1024
-const fake = (n: number, size: number): SizedChunk[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`c${size}-${i}`)), size }))
+const fake = (n: number, size: number): ChunkRef[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`c${size}-${i}`)), size }))
 
 /** A manifest of `files` entries whose mtimes depend on `release` (a release tarball stamps every file). */
 function manifest (files: number, release: number, changed: Set<number> = new Set()): Uint8Array {
@@ -37,7 +38,7 @@ function memoryCatalog (): { blobs: Map<string, Uint8Array>, deltas: Map<string,
   }
 }
 
-function store (catalog: ReturnType<typeof memoryCatalog>, bytes: Uint8Array): SizedChunk[] {
+function store (catalog: ReturnType<typeof memoryCatalog>, bytes: Uint8Array): ChunkRef[] {
   return chunkBytes(bytes, DEFAULT_CHUNKING).map(c => { catalog.blobs.set(toHex(c.id), bytes.subarray(c.offset, c.offset + c.size)); return { id: c.id, size: c.size } })
 }
 
@@ -56,7 +57,7 @@ describe('manifest deltas', () => {
   it('bases a run of new chunks on the old chunks between the same two shared ones, however far the list shifted', () => {
     const prev = fake(40, 16 * KiB)
     const news = fake(60, 15 * KiB)
-    const at = (list: SizedChunk[], base: SizedChunk[] | undefined): number[] => (base ?? []).map(c => list.indexOf(c))
+    const at = (list: ChunkRef[], base: ChunkRef[] | undefined): number[] => (base ?? []).map(c => list.indexOf(c))
     // an edit in place: X replaced prev[10]; its base is prev[10] alone (the gap between the anchors 9 and 11)
     const edited = [...prev.slice(0, 10), news[0]!, ...prev.slice(11)]
     expect(at(prev, deltaBases(prev, edited, 64 * KiB).get(10))).toEqual([10])
@@ -94,7 +95,7 @@ describe('manifest deltas', () => {
 
   it('without shared chunks, finds the same proportional windows by binary search as the definition does by a scan', () => {
     // the definition, as it was written first: every previous chunk overlapping the scaled range ± margin
-    const reference = (prev: SizedChunk[], next: SizedChunk[], index: number): SizedChunk[] => {
+    const reference = (prev: ChunkRef[], next: ChunkRef[], index: number): ChunkRef[] => {
       const prevTotal = BigInt(prev.reduce((n, c) => n + c.size, 0))
       const nextTotal = BigInt(next.reduce((n, c) => n + c.size, 0))
       if (prevTotal === 0n || nextTotal === 0n) return []
@@ -102,7 +103,7 @@ describe('manifest deltas', () => {
       for (let i = 0; i < index; i++) start += next[i]!.size
       const from = Number(BigInt(start) * prevTotal / nextTotal) - MANIFEST_DELTA_MARGIN
       const to = Number(BigInt(start + next[index]!.size) * prevTotal / nextTotal) + MANIFEST_DELTA_MARGIN
-      const out: SizedChunk[] = []
+      const out: ChunkRef[] = []
       let offset = 0
       for (const c of prev) { if (offset + c.size > from && offset < to) out.push(c); offset += c.size }
       return out
@@ -110,7 +111,7 @@ describe('manifest deltas', () => {
     let seed = 7
     const rand = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n }
     for (let round = 0; round < 40; round++) {
-      const sized = (n: number, max: number): SizedChunk[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`r${round}-${i}-${n}`)), size: 1 + rand(max) }))
+      const sized = (n: number, max: number): ChunkRef[] => Array.from({ length: n }, (_, i) => ({ id: chunkIdOf(Buffer.from(`r${round}-${i}-${n}`)), size: 1 + rand(max) }))
       const prev = sized(rand(60), round % 2 === 0 ? 200 * KiB : 8 * KiB)
       const next = sized(1 + rand(60), round % 3 === 0 ? 300 * KiB : 16 * KiB)
       const bases = deltaBases(prev, next)

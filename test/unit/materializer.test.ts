@@ -15,7 +15,8 @@ import { readManifestEntries, storeManifest } from '../../agent/store/manifest-i
 import { globFilter } from '../../agent/versions/walk.js'
 import { wrapError } from '../../agent/versions/install.js'
 import { verifyVersion } from '../../agent/versions/verify.js'
-import { verifyFileChunks, type SizedChunkId } from '../../agent/chunk/verify.js'
+import { verifyFileChunks } from '../../agent/chunk/verify.js'
+import type { ChunkRef } from '../../protocol/manifest.js'
 
 // Fixed-size cutting keeps the test independent of the chunker and makes "change one block" exact.
 const BLOCK = 4096
@@ -359,7 +360,7 @@ describe('Materializer', () => {
       edited.fill(7, 3 * BLOCK, 3 * BLOCK + 10) // one block of ten differs
       await writeFile(join(seed, 'big.bin'), edited)
       await utimes(join(seed, 'ro', 'r.txt'), when(T0 + 5000), when(T0 + 5000)) // metadata differs: set from the manifest
-      const verifyFile = async (path: string, chunks: readonly SizedChunkId[]): Promise<boolean> => await verifyFileChunks(path, chunks)
+      const verifyFile = async (path: string, chunks: readonly ChunkRef[]): Promise<boolean> => await verifyFileChunks(path, chunks)
       const chunkFile = async (path: string): Promise<PlacedChunk[]> => cut(await readFile(path))
       const m = new Materializer({ index: w.store.index, catalog: w.store.catalog, home: w.home, verifyFile, chunkFile }, {
         tree: TREE, seq: 1, entries: published.entries, envelope: published.envelope, seed: { dir: seed, copy, chunking: CHUNKING },

@@ -2,10 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { encodeCanonical } from '../../protocol/codec.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
-import {
-  decodeSiteStatus, encodeSiteStatus, trimStatus, MAX_HELD_SEQS, MAX_LINK_NAME_BYTES, MAX_SITE_NAME_BYTES, MAX_STATUS_LINKS, MAX_STATUS_PEERS, MAX_STATUS_TREES,
-  type SiteStatus,
-} from '../../protocol/site-status.js'
+import { decodeSiteStatus, encodeSiteStatus, trimStatus, MAX_HELD_SEQS, MAX_LINK_NAME_BYTES, MAX_SITE_NAME_BYTES, MAX_STATUS_LINKS, MAX_STATUS_PEERS, MAX_STATUS_TREES, type SiteStatus } from '../../protocol/site-status.js'
 import { MAX_TREE_NAME_BYTES } from '../../protocol/limits.js'
 import { MAX_STATUS_BYTES } from '../../protocol/wire-limits.js'
 
