@@ -1,15 +1,12 @@
-import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { chmod, lstat, mkdir, readFile, readdir, readlink, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { encodeEntry, encodeHeader, type ChunkingParams, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
 import { bytesToPath, comparePaths } from '../../protocol/paths.js'
-import { HomeLayout } from '../../agent/core/home.js'
-import { openStore, type Store } from '../../agent/store/index.js'
 import { Materializer } from '../../agent/versions/materializer.js'
 import { readManifestEntries } from '../../agent/store/manifest-io.js'
-import { makeWritable } from '../helpers/fs.js'
+import { storeWorlds, type StoreWorld } from '../helpers/world.js'
 
 // Hostile manifests against the real materializer: whatever the entries say, nothing is ever written,
 // chmod-ed or deleted outside the version being built. Each manifest goes through the production path
@@ -19,28 +16,17 @@ const TREE = 'lab/paths'
 const CHUNKING: ChunkingParams = { algorithm: 'gear', avgBits: 12, minSize: 64, maxSize: 4096 }
 const T0 = 1_700_000_000_000
 
-interface World { tmp: string, outside: string, home: HomeLayout, store: Store }
-const worlds: World[] = []
-afterEach(async () => {
-  for (const w of worlds.splice(0)) {
-    await w.store.close()
-    await makeWritable(w.tmp)
-    await rm(w.tmp, { recursive: true, force: true })
-  }
-})
+interface World extends StoreWorld { outside: string }
+const worlds = storeWorlds('deltamesh-paths-')
 
 async function world (): Promise<World> {
-  const tmp = await mkdtemp(join(tmpdir(), 'deltamesh-paths-'))
-  const outside = join(tmp, 'outside')
+  const w = await worlds.create()
+  const outside = join(w.tmp, 'outside')
   await mkdir(outside)
   await writeFile(join(outside, 'x'), 'precious')
   await chmod(join(outside, 'x'), 0o600)
   await utimes(join(outside, 'x'), 1000, 1000)
-  const home = new HomeLayout(join(tmp, 'home'))
-  await mkdir(home.root)
-  const w = { tmp, outside, home, store: await openStore(home.db) }
-  worlds.push(w)
-  return w
+  return { ...w, outside }
 }
 
 const dir = (path: string): ManifestEntry => ({ type: 'dir', path, mode: 0o755, mtimeMs: T0 })

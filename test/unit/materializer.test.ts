@@ -1,15 +1,13 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
-import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { chmod, lstat, mkdir, readFile, readdir, readlink, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
 import { encodeEntry, encodeHeader, encodeRoot, ManifestWriter, type ChunkingParams, type ManifestEntry, type ManifestRoot } from '../../protocol/manifest.js'
-import { HomeLayout } from '../../agent/core/home.js'
 import { scanTree } from '../../agent/scan/scanner.js'
-import { openStore, type Store } from '../../agent/store/index.js'
-import type { PlacedChunk, StoreRoot } from '../../agent/store/types.js'
+import { openStore } from '../../agent/store/index.js'
+import type { PlacedChunk } from '../../agent/store/types.js'
 import { Materializer, materializeLocal, type MaterializeInit } from '../../agent/versions/materializer.js'
 import { readManifestEntries, storeManifest } from '../../agent/store/manifest-io.js'
 import { globFilter } from '../../agent/versions/walk.js'
@@ -24,32 +22,19 @@ const CHUNKING: ChunkingParams = { algorithm: 'rabin', avgBits: 12, minSize: 64,
 const TREE = 'lab/compose'
 import { makeWritable, put as putFile, when } from '../helpers/fs.js'
 import { cutFixed } from '../helpers/bytes.js'
+import { storeWorlds, type SourceWorld } from '../helpers/world.js'
 
 const T0 = 1_700_000_000_123
 
 const cut = (bytes: Uint8Array): PlacedChunk[] => cutFixed(bytes, BLOCK)
 
-interface World {
-  tmp: string
-  home: HomeLayout
-  src: string
-  store: Store
-  sourceRoot: StoreRoot
+interface World extends SourceWorld {
   /** Scans `src` into a signed manifest (indexing the source's files unless told not to). */
   publish: (seq: number, options?: { skipIndex?: (path: string) => boolean }) => Promise<{ root: ManifestRoot, envelope: Uint8Array, entries: () => AsyncIterable<ManifestEntry> }>
   build: (seq: number, extra?: Partial<MaterializeInit>) => Promise<Materializer>
 }
 
-const worlds: World[] = []
-afterEach(async () => {
-  for (const w of worlds.splice(0)) {
-    await w.store.close()
-    await rm(w.tmp, { recursive: true, force: true }).catch(async () => {
-      await makeWritable(w.tmp)
-      await rm(w.tmp, { recursive: true, force: true })
-    })
-  }
-})
+const worlds = storeWorlds('deltamesh-mat-')
 
 async function put (path: string, bytes: Uint8Array | string, mode = 0o644, mtimeMs = T0): Promise<void> {
   await putFile(path, bytes, mode, mtimeMs)
@@ -66,19 +51,10 @@ async function setDirTimes (dir: string, mtimeMs = T0 - 1000): Promise<void> {
 const keys = generateKeyPairSync('ed25519')
 
 async function makeWorld (): Promise<World> {
-  const tmp = await mkdtemp(join(tmpdir(), 'deltamesh-mat-'))
-  const home = new HomeLayout(join(tmp, 'home'))
-  await mkdir(home.root, { recursive: true })
-  const src = join(tmp, 'src')
-  await mkdir(src)
-  const store = await openStore(home.db)
-  const sourceRoot = await store.index.addRoot({ kind: 'source', path: src, tree: TREE })
+  const base = await worlds.withSource(TREE)
+  const { home, src, store, sourceRoot } = base
   const world: World = {
-    tmp,
-    home,
-    src,
-    store,
-    sourceRoot,
+    ...base,
     async publish (seq, options = {}) {
       const writer = new ManifestWriter({ chunking: CHUNKING })
       const parts: Uint8Array[] = [writer.start()]
@@ -104,7 +80,6 @@ async function makeWorld (): Promise<World> {
       return m
     },
   }
-  worlds.push(world)
   return world
 }
 

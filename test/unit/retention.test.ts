@@ -1,23 +1,21 @@
 import { generateKeyPairSync } from 'node:crypto'
-import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { chmod, lstat, readFile, readlink, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { openEnvelope, rawPublicKeyOf, signEnvelope } from '../../protocol/envelope.js'
 import { ManifestWriter, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
-import { HomeLayout } from '../../agent/core/home.js'
 import { scanTree } from '../../agent/scan/scanner.js'
-import { openStore, type Store } from '../../agent/store/index.js'
-import type { PlacedChunk, StoreRoot } from '../../agent/store/types.js'
+import type { PlacedChunk } from '../../agent/store/types.js'
 import { verifyVersion } from '../../agent/versions/verify.js'
 import { materializeLocal, type MaterializeInit } from '../../agent/versions/materializer.js'
 import { loadRoot, readManifestEntries, storeManifest } from '../../agent/store/manifest-io.js'
 import { applyRetention } from '../../agent/versions/retention.js'
 import { compileFilter } from '../../agent/versions/filter.js'
 import { deltaKeyOf } from '../../protocol/delta.js'
-import { makeWritable, put as putFile } from '../helpers/fs.js'
+import { put as putFile } from '../helpers/fs.js'
 import { cutFixed } from '../helpers/bytes.js'
+import { storeWorlds, type SourceWorld } from '../helpers/world.js'
 
 const BLOCK = 4096
 const CHUNKING: ChunkingParams = { algorithm: 'rabin', avgBits: 12, minSize: 64, maxSize: BLOCK }
@@ -27,35 +25,20 @@ const keys = generateKeyPairSync('ed25519')
 
 const cut = (bytes: Uint8Array): PlacedChunk[] => cutFixed(bytes, BLOCK)
 
-interface World { tmp: string, home: HomeLayout, src: string, store: Store, sourceRoot: StoreRoot }
-const worlds: World[] = []
-
-afterEach(async () => {
-  for (const w of worlds.splice(0)) {
-    await w.store.close()
-    await makeWritable(w.tmp)
-    await rm(w.tmp, { recursive: true, force: true })
-  }
-})
+type World = SourceWorld
+const worlds = storeWorlds('deltamesh-ret-')
 
 async function put (path: string, bytes: string, mode = 0o644): Promise<void> {
   await putFile(path, bytes, mode, T0)
 }
 
 async function makeWorld (): Promise<World> {
-  const tmp = await mkdtemp(join(tmpdir(), 'deltamesh-ret-'))
-  const home = new HomeLayout(join(tmp, 'home'))
-  await mkdir(home.root, { recursive: true })
-  const src = join(tmp, 'src')
-  // 20 identical small files first: the first manifest chunk is the same in every version (a shared blob)
-  for (let i = 0; i < 20; i++) await put(join(src, `a${String(i).padStart(2, '0')}`), 'same in every version\n')
-  await put(join(src, 'ro', 'r.txt'), 'read only\n', 0o444)
-  await chmod(join(src, 'ro'), 0o555)
-  const store = await openStore(home.db)
-  const sourceRoot = await store.index.addRoot({ kind: 'source', path: src, tree: TREE })
-  const w = { tmp, home, src, store, sourceRoot }
-  worlds.push(w)
-  return w
+  return await worlds.withSource(TREE, async src => {
+    // 20 identical small files first: the first manifest chunk is the same in every version (a shared blob)
+    for (let i = 0; i < 20; i++) await put(join(src, `a${String(i).padStart(2, '0')}`), 'same in every version\n')
+    await put(join(src, 'ro', 'r.txt'), 'read only\n', 0o444)
+    await chmod(join(src, 'ro'), 0o555)
+  })
 }
 
 /** Publishes the source as version `seq` (v.txt differs per version) and materializes it over the current one. */
