@@ -37,8 +37,10 @@ export async function startRsyncDaemon (dir: string, module: string, port: numbe
     ...(uid === 0 ? [`uid = ${uid}`, `gid = ${gid}`] : []),
     '[bench]', `  path = ${module}`, '  read only = yes', '',
   ].join('\n'))
-  const child = track(spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`, '--address=127.0.0.1', `--port=${port}`], { stdio: 'ignore' }))
-  await waitListening(port, child, 'rsync daemon')
+  const child = track(spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`, '--address=127.0.0.1', `--port=${port}`], { stdio: ['ignore', 'ignore', 'pipe'] }))
+  let stderr = ''
+  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+  await waitListening(port, child, 'rsync daemon').catch((err: Error) => { throw new Error(`${err.message}: ${stderr}`) })
   return { pid: child.pid as number, port, child }
 }
 
@@ -49,7 +51,7 @@ export interface RsyncRound {
   daemonRssMiB: number
 }
 
-function statNumber (text: string, label: string): number {
+export function statNumber (text: string, label: string): number {
   const m = new RegExp(`${label}: ([\\d,.]+)`).exec(text)
   if (m === null) throw new Error(`rsync --stats output has no "${label}":\n${text}`)
   return Number((m[1] as string).replaceAll(',', ''))
