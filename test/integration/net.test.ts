@@ -8,6 +8,7 @@ import { lpStream } from '@libp2p/utils'
 import type { PeerId } from '@libp2p/interface'
 import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { HOLE_CHUNK_ID } from '../../protocol/manifest.js'
 import { brotliCompressSync } from 'node:zlib'
 import { randomBytes } from 'node:crypto'
 import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1, HAVES_PROTOCOL, STATUS_TOPIC, treeTopic } from '../../protocol/ids.js'
@@ -407,6 +408,14 @@ describe('chunk protocol', () => {
     const result = await chunkClient.fetch(server.node.peerId, [...wants, ...missing], { onBlock: () => {} })
     expect(result.delivered).toBe(10)
     expect(result.failed.map(f => [toHex(f.id), f.reason]).sort()).toEqual(missing.map(m => [toHex(m.id), 'dont-have']).sort())
+  })
+
+  it('a hole is answered DONT_HAVE like an unknown chunk, whatever the provider holds under its id', async () => {
+    const { chunks, wants } = makeChunks(2, 1000)
+    const { server, chunkClient } = await servePair(mapProvider(new Map([...chunks, [toHex(HOLE_CHUNK_ID), new Uint8Array(1000)]])))
+    const result = await chunkClient.fetch(server.node.peerId, [...wants, { id: HOLE_CHUNK_ID, size: 1000 }], { onBlock: () => {} })
+    expect(result.delivered).toBe(2)
+    expect(result.failed.map(f => [toHex(f.id), f.reason])).toEqual([[toHex(HOLE_CHUNK_ID), 'dont-have']])
   })
 
   it('a lying server: hash mismatch is reported, nothing is delivered, the server is struck', async () => {
