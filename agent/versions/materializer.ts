@@ -5,6 +5,7 @@ import { idsEqual, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk
 import { comparePaths } from '../../protocol/paths.js'
 import { isHoleChunk, type FileEntry, type ManifestEntry } from '../../protocol/manifest.js'
 import { isAllZero } from '../chunk/zeros.js'
+import { writeSkippingZeroBlocks } from './sparse-write.js'
 import { silentLogger, type Logger } from '../core/log.js'
 import type { PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
 import { MaterializerStateError, StagingError } from './errors.js'
@@ -50,9 +51,10 @@ type State = 'new' | 'preparing' | 'prepared' | 'finalizing' | 'done'
  * A staging file still waiting for planned chunks. It is created by the first fill() that needs it when
  * prepare() had nothing to write into it (`created` false: a file made entirely of fetched chunks then costs
  * one open instead of three), and finished — final mode and mtime through the open handle — by the fill() that
- * writes its last placement, so finalize needs only an lstat of it.
+ * writes its last placement, so finalize needs only an lstat of it. `sparse`: created here with holes and sized,
+ * so its chunks are written leaving their all-zero blocks out (sparse-write.ts).
  */
-interface WaitingFile { mode: number, mtimeMs: number, pending: number, created: boolean }
+interface WaitingFile { mode: number, mtimeMs: number, pending: number, created: boolean, sparse?: boolean }
 
 /**
  * Steps of prepare() in flight (FsBatch): awaited in bulk — when too many are queued, before prepare() touches
@@ -263,7 +265,7 @@ export class Materializer {
         if (handle === undefined) throw new StagingError({ ...this.context(), path }, 'file vanished or was replaced since prepare()')
         let finished = false
         try {
-          for (const offset of offsets) await writeAt(handle, bytes, offset)
+          for (const offset of offsets) await (file?.sparse === true ? writeSkippingZeroBlocks(handle, bytes, offset) : writeAt(handle, bytes, offset))
           if (file !== undefined) {
             file.pending -= offsets.length
             if (file.pending === 0) {
@@ -550,8 +552,10 @@ export class Materializer {
       if (handle === undefined) { await this.dirsReady; handle = await createFile(target) }
       return handle
     }
-    // a file with holes gets its size at once (ftruncate: the holes appear, unallocated), its last chunk may be one
-    if (fresh && entry.chunks.some(c => isHoleChunk(c.id))) await (await open()).truncate(entry.size)
+    // a file with holes gets its size at once (ftruncate: the holes appear, unallocated), its last chunk may be one;
+    // made here, its data chunks are written without their zero blocks (a resumed one is written whole)
+    const sparse = fresh && entry.chunks.some(c => isHoleChunk(c.id))
+    if (sparse) await (await open()).truncate(entry.size)
     // reads started ahead, by placement index (a chunk planned meanwhile wastes its read: it is dropped)
     const reads = new Map<number, Promise<Uint8Array | undefined>>()
     let readsUpTo = 0
@@ -573,7 +577,9 @@ export class Materializer {
       if (run === undefined) return
       const { offset, buffers } = run
       run = undefined
-      await writevAt(await open(), buffers, offset)
+      if (!sparse) { await writevAt(await open(), buffers, offset); return }
+      let at = offset
+      for (const b of buffers) { await writeSkippingZeroBlocks(await open(), b, at); at += b.byteLength }
     }
     try {
       const done: PlacedChunk[] = []
@@ -609,7 +615,7 @@ export class Materializer {
       }
       await writeRun()
       if (pending === 0) await finishOpenFile(await open(), entry)
-      else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, pending, created: handle !== undefined })
+      else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, pending, created: handle !== undefined, ...(sparse ? { sparse } : {}) })
       if (done.length > 0 || !fresh) await this.recordFile(entry.path, done, false)
     } finally {
       // reads still ahead land before the file is given up (their bytes are dropped)

@@ -73,7 +73,8 @@ function rsyncDifferences (rsync: string, src: string, mirror: string): string[]
 }
 
 function du (path: string): number {
-  const r = spawnSync('du', ['-sk', '-L', path], { encoding: 'utf8' })
+  // -D follows the path itself (a mirror is a symlink to its version), never the tree's own links (some dangle there)
+  const r = spawnSync('du', ['-sk', '-D', path], { encoding: 'utf8' })
   expect(r.status, r.stderr).toBe(0)
   return Number.parseInt(r.stdout, 10)
 }
@@ -124,11 +125,12 @@ describe('faithful trees (real agents)', () => {
     // names byte for byte
     expect(await readFile(raw(mirror, LATIN1_NAME), 'utf8')).toBe('latin-1 name\n')
     expect(await readFile(join(mirror, 'new\nline'), 'utf8')).toBe('newline\n')
-    // one inode for the three names, as at the source
+    // one inode for the three names, as at the source; v2 links it from v1 when the lab held v1 first (v1 syncs
+    // in well under a second now that its 100 MiB of holes are not written), so each held version adds three
     const [a, b, c] = await Promise.all(['variant-a/shared.rpm', 'variant-b/shared.rpm', 'variant-a/shared-again.rpm'].map(async p => await stat(join(mirror, p))))
     expect(a?.ino).toBe(b?.ino)
     expect(a?.ino).toBe(c?.ino)
-    expect(a?.nlink).toBe(3)
+    expect([3, 6]).toContain(a?.nlink)
     // the sparse file has its holes: it takes about what the source takes, not 100 MiB
     const img = await stat(join(mirror, 'disk.img'))
     expect(img.size).toBe(100 * MiB)
