@@ -1,8 +1,9 @@
-import { closeSync, constants, copyFileSync, fchmodSync, futimesSync, linkSync, lstatSync, mkdirSync, openSync, readSync, rmSync, writeSync, type Stats } from 'node:fs'
+import { closeSync, constants, copyFileSync, fchmodSync, linkSync, lstatSync, mkdirSync, openSync, readSync, rmSync, writeSync, type Stats } from 'node:fs'
 import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import { fsPath } from '../../protocol/paths.js'
 import type { SerializedError } from '../core/workers.js'
-import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf, timeOf } from './fs-safe.js'
+import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf } from './fs-safe.js'
+import { setFdTimes } from './precise-times.js'
 
 // The filesystem steps of building a version that cost a file or two syscalls each — and the chunk index's
 // reads of the chunks it serves (`read`) — done synchronously in an FsBatch worker: through fs/promises each syscall is a thread-pool round trip and a promise (~40 µs of
@@ -24,7 +25,7 @@ export type FsOp =
    */
   | { type: 'link', source: string, target: string, expect: ExpectedFile, replace: boolean }
   /** A new file (O_EXCL) with these bytes at these offsets, then its final mode and mtime, then closed. */
-  | { type: 'create', path: string, pieces: Array<{ offset: number, bytes: Uint8Array }>, mode: number, mtimeMs: number }
+  | { type: 'create', path: string, pieces: Array<{ offset: number, bytes: Uint8Array }>, mode: number, mtimeMs: number, mtimeNs?: number }
   /** lstat, or null when nothing is there. */
   | { type: 'lstat', path: string }
   /**
@@ -35,7 +36,7 @@ export type FsOp =
    */
   | { type: 'adopt', source: string, target: string, size: number, copy: boolean, replace: boolean }
   /** A file's final mode and mtime, set through a descriptor opened without following a symlink. */
-  | { type: 'finish', path: string, mode: number, mtimeMs: number }
+  | { type: 'finish', path: string, mode: number, mtimeMs: number, mtimeNs?: number }
   /**
    * The bytes of a chunk at `offset` of the regular file at `path` (not through a symlink), checked against
    * `id` (SHA-256) here, off the caller's thread. Serving a chunk this way costs an open, a pread and a close
@@ -128,7 +129,7 @@ function createSync (op: Extract<FsOp, { type: 'create' }>): void {
       while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done)
     }
     fchmodSync(fd, op.mode)
-    futimesSync(fd, timeOf(op.mtimeMs), timeOf(op.mtimeMs))
+    setFdTimes(fd, op.mtimeMs, op.mtimeNs)
   } finally {
     closeSync(fd)
   }
@@ -156,7 +157,7 @@ function finishSync (op: Extract<FsOp, { type: 'finish' }>): void {
   const fd = openSync(fsPath(op.path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
   try {
     fchmodSync(fd, op.mode)
-    futimesSync(fd, timeOf(op.mtimeMs), timeOf(op.mtimeMs))
+    setFdTimes(fd, op.mtimeMs, op.mtimeNs)
   } finally {
     closeSync(fd)
   }

@@ -1,4 +1,4 @@
-import { lutimes, mkdir, readlink, rename, symlink, utimes, type FileHandle } from 'node:fs/promises'
+import { mkdir, readlink, rename, symlink, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { InvalidMessageError, InvalidPathError } from '../../protocol/errors.js'
 import type { FileEntry, SymlinkEntry, DirEntry } from '../../protocol/manifest.js'
@@ -8,7 +8,8 @@ import type { HomeLayout } from '../core/home.js'
 import type { Catalog, ChunkIndex, StoreRoot, VersionRecord, VersionStats } from '../store/types.js'
 import { DiskFullError, LinkFlipError, ManifestError, MissingChunksError, StagingError, type VersionContext } from './errors.js'
 import { ManifestBlobMissingError } from '../store/errors.js'
-import { errnoOf, flipSymlink, timeOf, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin, STAGING_DIR_MODE } from '../fs/fs-safe.js'
+import { setFdTimes, setPathTimes } from '../fs/precise-times.js'
+import { errnoOf, flipSymlink, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin, STAGING_DIR_MODE } from '../fs/fs-safe.js'
 import type { MaterializeInit } from './build-types.js'
 import { walkSelected } from './walk.js'
 import { sharedFsBatch, type FsBatch } from '../fs/fs-batch.js'
@@ -129,7 +130,7 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
       await rename(stagingDir, versionDir)
       // the tree's top directory keeps the publisher's times, as rsync -a keeps them (its mode is [mirror]'s)
       const rootTimes = ctx.init.rootTimes
-      if (rootTimes !== undefined) await utimes(versionDir, timeOf(rootTimes.mtimeMs), timeOf(rootTimes.mtimeMs))
+      if (rootTimes !== undefined) setPathTimes(versionDir, rootTimes.mtimeMs, rootTimes.mtimeNs, { noFollow: true })
       await fsyncDir(ctx.home.versionsDir(tree))
       await fsyncDir(dirname(stagingDir))
     }
@@ -193,9 +194,9 @@ async function finishFile (fs: FsBatch, absolute: string, entry: FileEntry, cont
 }
 
 /** A file's final mode and mtime, set through its open handle (never through a path that could be swapped). */
-export async function finishOpenFile (handle: FileHandle, entry: Pick<FileEntry, 'mode' | 'mtimeMs'>): Promise<void> {
+export async function finishOpenFile (handle: FileHandle, entry: Pick<FileEntry, 'mode' | 'mtimeMs' | 'mtimeNs'>): Promise<void> {
   await handle.chmod(entry.mode)
-  await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
+  setFdTimes(handle.fd, entry.mtimeMs, entry.mtimeNs)
 }
 
 /**
@@ -224,7 +225,7 @@ async function finishSymlink (absolute: string, entry: SymlinkEntry, context: Ve
     if (st !== undefined) await removeAny(absolute)
     await symlink(fsPath(entry.target), fsPath(absolute))
   }
-  await lutimes(absolute, timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
+  setPathTimes(absolute, entry.mtimeMs, entry.mtimeNs, { noFollow: true })
 }
 
 async function finishDir (absolute: string, entry: DirEntry, context: VersionContext, durability: DurabilityPlan): Promise<void> {
@@ -236,7 +237,7 @@ async function finishDir (absolute: string, entry: DirEntry, context: VersionCon
   }
   try {
     await handle.chmod(entry.mode)
-    await handle.utimes(timeOf(entry.mtimeMs), timeOf(entry.mtimeMs))
+    setFdTimes(handle.fd, entry.mtimeMs, entry.mtimeNs)
   } finally {
     await handle.close()
   }

@@ -54,7 +54,7 @@ type State = 'new' | 'preparing' | 'prepared' | 'finalizing' | 'done'
  * writes its last placement, so finalize needs only an lstat of it. `sparse`: created here with holes and sized,
  * so its chunks are written leaving their all-zero blocks out (sparse-write.ts).
  */
-interface WaitingFile { mode: number, mtimeMs: number, pending: number, created: boolean, sparse?: boolean }
+interface WaitingFile { mode: number, mtimeMs: number, mtimeNs?: number, pending: number, created: boolean, sparse?: boolean }
 
 /**
  * Steps of prepare() in flight (FsBatch): awaited in bulk — when too many are queued, before prepare() touches
@@ -250,7 +250,7 @@ export class Materializer {
           // step; an exact copy of the bytes, since a view would carry its whole batch buffer to the worker
           file.created = true
           const copy = Uint8Array.prototype.slice.call(bytes)
-          await this.fs.run({ type: 'create', path: absolute, pieces: offsets.map(offset => ({ offset, bytes: copy })), mode: file.mode, mtimeMs: file.mtimeMs })
+          await this.fs.run({ type: 'create', path: absolute, pieces: offsets.map(offset => ({ offset, bytes: copy })), mode: file.mode, mtimeMs: file.mtimeMs, mtimeNs: file.mtimeNs })
           file.pending = 0
           this.waiting.delete(path)
           continue
@@ -436,7 +436,7 @@ export class Materializer {
       if (outcome === 'linked' || outcome === 'copied') {
         if (await verifyFile(target, entry.chunks, this.init.signal)) {
           // the manifest's mode and mtime (on a linked file they are the seed's too: the same inode)
-          await this.fs.run({ type: 'finish', path: target, mode: entry.mode, mtimeMs: entry.mtimeMs })
+          await this.fs.run({ type: 'finish', path: target, mode: entry.mode, mtimeMs: entry.mtimeMs, mtimeNs: entry.mtimeNs })
           this.prepareStats.seededFiles++
           await this.recordFile(entry.path, placed, true)
           await this.init.afterFile?.(entry.path)
@@ -615,7 +615,7 @@ export class Materializer {
       }
       await writeRun()
       if (pending === 0) await finishOpenFile(await open(), entry)
-      else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, pending, created: handle !== undefined, ...(sparse ? { sparse } : {}) })
+      else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, mtimeNs: entry.mtimeNs, pending, created: handle !== undefined, ...(sparse ? { sparse } : {}) })
       if (done.length > 0 || !fresh) await this.recordFile(entry.path, done, false)
     } finally {
       // reads still ahead land before the file is given up (their bytes are dropped)

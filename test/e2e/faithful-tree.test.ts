@@ -138,6 +138,14 @@ describe('faithful trees (real agents)', () => {
     expect(du(mirror)).toBeLessThanOrEqual(du(src) + 64)
     expect((await stat(join(mirror, 'setuid-tool'))).mode & 0o7777).toBe(0o4755)
     expect((await lstat(join(mirror, 'link-absolute'))).isSymbolicLink()).toBe(true)
+    // times to the nanosecond: files, a directory, a symlink, a non-UTF-8 name, the top directory
+    for (const p of ['back\\slash', 'empty/nested-empty', 'link-up', 'disk.img']) {
+      expect((await lstat(join(mirror, p), { bigint: true })).mtimeNs, p).toBe((await lstat(join(src, p), { bigint: true })).mtimeNs)
+    }
+    // the top directory, through the subscription's symlink
+    expect((await stat(`${mirror}/`, { bigint: true })).mtimeNs).toBe((await stat(src, { bigint: true })).mtimeNs)
+    expect((await lstat(raw(mirror, LATIN1_NAME), { bigint: true })).mtimeNs).toBe((await lstat(raw(src, LATIN1_NAME), { bigint: true })).mtimeNs)
+    expect((await lstat(join(src, 'back\\slash'), { bigint: true })).mtimeNs % 1_000_000n).not.toBe(0n) // the source really has sub-millisecond times
     // verify agrees
     const verified = await runCli(['verify', '--home', lab.home, TREE])
     expect(verified.code, verified.stdout + verified.stderr).toBe(0)

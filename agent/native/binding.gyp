@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "times",
+      "sources": ["times.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}
