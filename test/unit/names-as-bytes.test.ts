@@ -124,3 +124,37 @@ describe('manifest format 2', () => {
     expect(() => decodeManifest(mixed)).toThrow(/not a byte string|fields/)
   })
 })
+
+describe('the scanner leaves nothing out silently', () => {
+  it('carries every name, makes later names of an inode hardlinks, and reports FIFOs', async () => {
+    const { mkdtemp, writeFile, link, rm, mkdir } = await import('node:fs/promises')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const { spawnSync } = await import('node:child_process')
+    const { scanTree } = await import('../../agent/scan/scanner.js')
+    const { chunkFile } = await import('../../agent/chunk/chunker.js')
+    const { DEFAULT_CHUNKING } = await import('../../protocol/chunking.js')
+    const dir = await mkdtemp(join(tmpdir(), 'dm-scan-names-'))
+    try {
+      await writeFile(Buffer.from(`${dir}/lat\xe9n`, 'latin1'), 'x')
+      await writeFile(join(dir, 'new\nline'), 'y')
+      await mkdir(join(dir, 'd'))
+      await writeFile(join(dir, 'd', 'a'), 'shared')
+      await link(join(dir, 'd', 'a'), join(dir, 'd', 'b'))
+      expect(spawnSync('mkfifo', [join(dir, 'fifo')]).status).toBe(0)
+      const skipped: Array<[string, string]> = []
+      const entries: ManifestEntry[] = []
+      for await (const item of scanTree(dir, { chunkFile: async p => await chunkFile(p, DEFAULT_CHUNKING), onSkip: (p, kind) => skipped.push([p, kind]) })) entries.push(item.entry)
+      expect(entries.map(e => pathToBytes(e.path).toString('latin1'))).toEqual(['d', 'd/a', 'd/b', 'lat\xe9n', 'new\nline'])
+      const [a, b] = [entries[1], entries[2]]
+      expect(a?.type === 'file' && a.linkable).toBe(true)
+      expect(b?.type === 'file' && b.linkTo).toBe('d/a')
+      expect(skipped).toEqual([['fifo', 'fifo']])
+      // and the manifest writer accepts what the scanner made (the hardlink repeats its target exactly)
+      const w = new ManifestWriter({ chunking })
+      for (const e of entries) w.write(e)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
