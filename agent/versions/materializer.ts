@@ -1,19 +1,21 @@
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import type { FileHandle } from 'node:fs/promises'
-import { idsEqual, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
-import { comparePaths } from '../../protocol/paths.js'
-import { isHoleChunk, type FileEntry, type ManifestEntry } from '../../protocol/manifest.js'
-import { isAllZero } from '../chunk/zeros.js'
+import { toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
+import type { FileEntry } from '../../protocol/manifest.js'
 import { writeSkippingZeroBlocks } from './sparse-write.js'
 import { silentLogger, type Logger } from '../core/log.js'
 import type { PlacedChunk, StoreRoot, VersionRecord } from '../store/types.js'
 import { MaterializerStateError, StagingError } from './errors.js'
-import { createFile, errnoOf, lstatOrUndefined, readAt, removeAny, reopenPrivateFile, safeJoin, writeAt, writevAt } from '../fs/fs-safe.js'
+import { createFile, errnoOf, lstatOrUndefined, removeAny, reopenPrivateFile, safeJoin, writeAt } from '../fs/fs-safe.js'
 import { sharedFsBatch, type FsBatch } from '../fs/fs-batch.js'
 import { finalizeVersion, finishOpenFile, wrapError, type BuildContext } from './install.js'
-import { ManifestCursor, walkSelected } from './walk.js'
+import { walkSelected } from './walk.js'
 import { HandleCache } from './handle-cache.js'
+import { FileAssembler, type WaitingFile } from './assemble.js'
+import { QueuedSteps } from './queued-steps.js'
+import { PreviousFiles } from './previous-files.js'
+import { makeHardlinks } from './hardlinks.js'
+import { SeedIndex } from './seed-index.js'
 
 /** Staging files kept open between chunk writes (each costs one file descriptor). */
 const MAX_OPEN_STAGING_FILES = 64
@@ -34,55 +36,13 @@ const MAX_QUEUED_STEPS = 1024
  * bytes held at once too.
  */
 const MAX_ASSEMBLING = 32
-/**
- * Local chunks of one file read ahead of its writes (by count and bytes): reads asked in one turn go to the
- * index's reader worker in one message, where a large file rebuilt from the previous version's chunks (an
- * image with bytes inserted) waited for each read, one message and one promise per chunk.
- */
-const READ_AHEAD_CHUNKS = 16
-const READ_AHEAD_BYTES = 1024 * 1024
 
 import type { MaterializerComponents, Seed, MaterializeInit, PlannedChunk, MaterializeProgress, PrepareStats, PreviousVersion } from './build-types.js'
 export type { MaterializerComponents, Seed, PreviousVersion, MaterializeInit, Placement, PlannedChunk, MaterializeProgress, PrepareStats } from './build-types.js'
 
 type State = 'new' | 'preparing' | 'prepared' | 'finalizing' | 'done'
 
-/**
- * A staging file still waiting for planned chunks. It is created by the first fill() that needs it when
- * prepare() had nothing to write into it (`created` false: a file made entirely of fetched chunks then costs
- * one open instead of three), and finished — final mode and mtime through the open handle — by the fill() that
- * writes its last placement, so finalize needs only an lstat of it. `sparse`: created here with holes and sized,
- * so its chunks are written leaving their all-zero blocks out (sparse-write.ts).
- */
-interface WaitingFile { mode: number, mtimeMs: number, mtimeNs?: number, pending: number, created: boolean, sparse?: boolean }
 
-/**
- * Steps of prepare() in flight (FsBatch): awaited in bulk — when too many are queued, before prepare() touches
- * the filesystem itself (a step may be creating the directory it writes into), and at the end. A failure is
- * kept and thrown by settle(); FsBatch finishes steps in the order they were queued, so waiting for the oldest
- * first waits for none longer than needed.
- */
-class QueuedSteps {
-  private readonly queue: Array<Promise<void>> = []
-  private failure: { err: unknown } | undefined
-
-  add (step: Promise<unknown>): void {
-    this.queue.push(step.then(() => {}, (err: unknown) => { this.failure ??= { err } }))
-  }
-
-  get size (): number { return this.queue.length }
-
-  /** Waits until at most `max` steps remain; throws the first failure. */
-  async settle (max = 0): Promise<void> {
-    while (this.queue.length > max) await this.queue.shift()
-    if (this.failure !== undefined) throw this.failure.err
-  }
-
-  /** Waits for every step, never throwing (on the way out of a failure: nothing may run behind it). */
-  async quiesce (): Promise<void> {
-    while (this.queue.length > 0) await this.queue.shift()
-  }
-}
 
 /**
  * Builds one version of a tree in its staging directory, in two phases so that the same code serves a
@@ -111,7 +71,6 @@ export class Materializer {
   private readonly prepareStats: PrepareStats = { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, seededFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 }
   private started = 0
   private currentPath: string | undefined
-  private previousBroken = false
   /** The index root was created by this prepare(): nothing is recorded under it, so files are recorded in batches. */
   private freshRoot = false
   private unindexed: Array<{ relPath: string, chunks: PlacedChunk[] }> = []
@@ -120,7 +79,6 @@ export class Materializer {
   private readonly fs: FsBatch
   private steps = new QueuedSteps()
   private assembling = new QueuedSteps()
-  private seedRoot: Promise<StoreRoot> | undefined
   /** The last directory step queued: a file is only opened directly once it (and all before it) ran. */
   private dirsReady: Promise<void> = Promise.resolve()
   /** Files neither the previous version nor the seed could lend (changed since, link refused): built from chunks. */
@@ -138,7 +96,24 @@ export class Materializer {
     this.progressValue = { tree: init.tree, seq: init.seq, plannedChunks: 0, plannedBytes: 0, doneChunks: 0, doneBytes: 0 }
     this.fs = components.fsBatch ?? sharedFsBatch()
     this.stagingDir = components.home.stagingDir(init.tree, init.seq, init.generation)
+    this.assembler = new FileAssembler({
+      index: components.index,
+      signal: init.signal,
+      log: this.log,
+      plan: this.plan,
+      stats: this.prepareStats,
+      waiting: this.waiting,
+      resuming: () => this.resuming,
+      dirsReady: async () => { await this.dirsReady },
+      rootId: () => (this.root as StoreRoot).id,
+      context: () => this.context(),
+      recordFile: async (relPath, chunks, deferred) => { await this.recordFile(relPath, chunks, deferred) },
+    })
+    this.seedIndex = new SeedIndex({ index: components.index, tree: init.tree, chunkFile: components.chunkFile, log: this.log, signal: init.signal })
   }
+
+  private readonly assembler: FileAssembler
+  private readonly seedIndex: SeedIndex
 
   /** Computed once: the home layout validates the tree name on every call, and fill() needs it per chunk. */
   readonly stagingDir: string
@@ -154,7 +129,6 @@ export class Materializer {
     this.started = Date.now()
     this.plan.clear()
     this.waiting.clear()
-    this.previousBroken = false
     Object.assign(this.prepareStats, { files: 0, bytes: 0, chunks: 0, linkedFiles: 0, seededFiles: 0, localChunks: 0, localBytes: 0, resumedChunks: 0 })
     const { signal } = this.init
     try {
@@ -175,7 +149,7 @@ export class Materializer {
       this.unindexed = []
       this.root = found ?? await this.components.index.addRoot({ kind: 'staging', path: staging, tree: this.init.tree, seq: this.init.seq })
       this.log.debug({ resuming: this.resuming }, 'preparing')
-      const previous = this.init.previous !== undefined ? new ManifestCursor(this.init.previous.entries(), comparePaths) : undefined
+      const previous = this.init.previous !== undefined ? new PreviousFiles(this.init.previous.entries(), this.log, this.init.signal) : undefined
       this.unlinked = []
       this.hardlinks = []
       this.linkLeaders.clear()
@@ -305,7 +279,7 @@ export class Materializer {
     this.state = 'finalizing'
     await this.handles.closeAll()
     try {
-      if (!this.installed) await this.makeHardlinks()
+      if (!this.installed) await makeHardlinks({ fs: this.fs, stagingDir: this.stagingDir, entries: this.hardlinks, log: this.log, context: this.context(), signal: this.init.signal })
       const record = await finalizeVersion(this.buildContext())
       this.state = 'done'
       return record
@@ -367,31 +341,7 @@ export class Materializer {
     return roots.find(r => r.kind === 'staging' && r.path === this.stagingDir) ?? roots.find(r => r.kind === 'version' && r.path === this.versionDir)
   }
 
-  /**
-   * Each hardlink entry becomes a link to its target's staging file (complete, with its final mode and times);
-   * a resumed build keeps one already made. Where the filesystem refuses a link (EMLINK, EPERM) the file is
-   * copied from the target instead: the same bytes, one more inode.
-   */
-  private async makeHardlinks (): Promise<void> {
-    for (const entry of this.hardlinks) {
-      this.init.signal?.throwIfAborted()
-      const source = safeJoin(this.stagingDir, entry.linkTo as string)
-      const target = safeJoin(this.stagingDir, entry.path)
-      const expect = { size: entry.size, mode: entry.mode, mtimeMs: entry.mtimeMs }
-      try {
-        const outcome = await this.fs.run({ type: 'link', source, target, expect, replace: true })
-        if (outcome === 'linked') continue
-        if (outcome === 'changed') throw new StagingError({ ...this.context(), path: entry.path }, `hardlink target ${JSON.stringify(entry.linkTo)} is not the complete file the manifest describes`)
-        this.log.debug({ path: entry.path }, 'hardlink refused; copying the file instead')
-        await this.fs.run({ type: 'adopt', source, target, size: entry.size, copy: true, replace: true })
-        await this.fs.run({ type: 'finish', path: target, mode: entry.mode, mtimeMs: entry.mtimeMs, mtimeNs: entry.mtimeNs })
-      } catch (err) {
-        throw wrapError({ ...this.context(), path: entry.path }, err)
-      }
-    }
-  }
-
-  private async prepareFile (entry: FileEntry, previous: ManifestCursor | undefined): Promise<void> {
+  private async prepareFile (entry: FileEntry, previous: PreviousFiles | undefined): Promise<void> {
     if (entry.linkTo !== undefined && this.linkLeaders.has(entry.linkTo)) {
       // made at finalize, from the target this build makes (a filter that leaves the target out gets a file)
       this.hardlinks.push(entry)
@@ -406,8 +356,7 @@ export class Materializer {
     let offset = 0
     for (const c of entry.chunks) { placed.push({ id: c.id, offset, size: c.size }); offset += c.size }
     const target = safeJoin(this.stagingDir, entry.path)
-    const before = await this.previousEntry(previous, entry.path)
-    if (before?.type === 'file' && sameFile(before, entry)) {
+    if (await previous?.unchanged(entry) === true) {
       this.linkUnchanged(entry, target, placed)
       return
     }
@@ -421,7 +370,7 @@ export class Materializer {
   /** Assembles a file (several at once: see MAX_ASSEMBLING). */
   private async assembleNow (entry: FileEntry, target: string, placed: PlacedChunk[]): Promise<void> {
     const context = { ...this.context(), path: entry.path }
-    this.assembling.add(this.assembleFile(entry, target, placed).then(async () => { await this.init.afterFile?.(entry.path) }, (err: unknown) => { throw wrapError(context, err) }))
+    this.assembling.add(this.assembler.assemble(entry, target, placed).then(async () => { await this.init.afterFile?.(entry.path) }, (err: unknown) => { throw wrapError(context, err) }))
     if (this.assembling.size >= MAX_ASSEMBLING) await this.assembling.settle(MAX_ASSEMBLING / 2)
   }
 
@@ -444,30 +393,9 @@ export class Materializer {
         }
         await removeAny(target)
       }
-      if (outcome !== 'absent') await this.indexSeedFile(seed, entry.path)
+      if (outcome !== 'absent') await this.seedIndex.add(seed, entry.path)
       this.unlinked.push({ entry, placed })
     }))
-  }
-
-  /** A seed file that is not the version's: its chunks, as the publisher would cut them, become local sources. */
-  private async indexSeedFile (seed: Seed, relPath: string): Promise<void> {
-    const chunkFile = this.components.chunkFile
-    if (chunkFile === undefined) return
-    this.seedRoot ??= this.findOrAddSeedRoot(seed)
-    const root = await this.seedRoot
-    try {
-      const chunks = await chunkFile(safeJoin(seed.dir, relPath), seed.chunking, this.init.signal)
-      await this.components.index.indexFile(root.id, relPath, chunks)
-    } catch (err) {
-      this.init.signal?.throwIfAborted()
-      // a seed file that cannot be read lends nothing; the network has it
-      this.log.debug({ path: relPath, err }, 'seed file not chunked')
-    }
-  }
-
-  private async findOrAddSeedRoot (seed: Seed): Promise<StoreRoot> {
-    const roots = await this.components.index.listRoots()
-    return roots.find(r => r.kind === 'source' && r.path === seed.dir) ?? await this.components.index.addRoot({ kind: 'source', path: seed.dir, tree: this.init.tree })
   }
 
   /**
@@ -511,154 +439,7 @@ export class Materializer {
     await this.components.index.indexNewFiles((this.root as StoreRoot).id, files)
   }
 
-  /** The previous version's entry at `path`; a previous manifest that cannot be read only costs the hardlinks. */
-  private async previousEntry (previous: ManifestCursor | undefined, path: string): Promise<ManifestEntry | undefined> {
-    if (previous === undefined || this.previousBroken) return undefined
-    try {
-      return await previous.find(path)
-    } catch (err) {
-      this.init.signal?.throwIfAborted()
-      this.previousBroken = true
-      this.log.warn({ err }, 'previous manifest unreadable; building without hardlinks')
-      return undefined
-    }
-  }
 
-  /**
-   * Writes every chunk of the file the index can supply and plans the rest. A fresh file is created only when
-   * something is written into it here (a local chunk, or it is empty); one whose chunks all come from the
-   * network is created by fill(). A file complete here is finished here (mode, mtime) while it is open.
-   * A file with holes is created here and sized with ftruncate: its holes are the ranges nothing writes.
-   */
-  private async assembleFile (entry: FileEntry, target: string, placed: PlacedChunk[]): Promise<void> {
-    const { index } = this.components
-    const s = this.prepareStats
-    let handle: FileHandle | undefined
-    let fresh = !this.resuming
-    if (this.resuming) {
-      // a queued step may be creating this file's directory
-      await this.dirsReady
-      handle = await reopenPrivateFile(target)
-      if (handle === undefined) {
-        await removeAny(target)
-        fresh = true
-      } else {
-        // what an interrupted run left may be longer than the manifest says
-        await handle.truncate(entry.size)
-      }
-    }
-    // a fresh file reaches its exact size when its last chunk is written (finalize checks the size)
-    const open = async (): Promise<FileHandle> => {
-      if (handle === undefined) { await this.dirsReady; handle = await createFile(target) }
-      return handle
-    }
-    // a file with holes gets its size at once (ftruncate: the holes appear, unallocated), its last chunk may be one;
-    // made here, its data chunks are written without their zero blocks (a resumed one is written whole)
-    const sparse = fresh && entry.chunks.some(c => isHoleChunk(c.id))
-    if (sparse) await (await open()).truncate(entry.size)
-    // reads started ahead, by placement index (a chunk planned meanwhile wastes its read: it is dropped)
-    const reads = new Map<number, Promise<Uint8Array | undefined>>()
-    let readsUpTo = 0
-    const readAhead = (from: number): void => {
-      let bytes = 0
-      for (const r of reads.keys()) bytes += (placed[r] as PlacedChunk).size
-      for (readsUpTo = Math.max(readsUpTo, from); readsUpTo < placed.length && reads.size < READ_AHEAD_CHUNKS && bytes < READ_AHEAD_BYTES; readsUpTo++) {
-        const c = placed[readsUpTo] as PlacedChunk
-        if (isHoleChunk(c.id) || this.plan.has(toHex(c.id))) continue
-        const read = index.readChunk(c.id, this.init.signal)
-        read.catch(() => {}) // one never awaited (the file failed first) must not be an unhandled rejection
-        reads.set(readsUpTo, read)
-        bytes += c.size
-      }
-    }
-    // local chunks that follow each other in the file, written together (one writev per run, up to 1 MiB)
-    let run: { offset: number, end: number, buffers: Uint8Array[] } | undefined
-    const writeRun = async (): Promise<void> => {
-      if (run === undefined) return
-      const { offset, buffers } = run
-      run = undefined
-      if (!sparse) { await writevAt(await open(), buffers, offset); return }
-      let at = offset
-      for (const b of buffers) { await writeSkippingZeroBlocks(await open(), b, at); at += b.byteLength }
-    }
-    try {
-      const done: PlacedChunk[] = []
-      let pending = 0
-      for (const [i, c] of placed.entries()) {
-        this.init.signal?.throwIfAborted()
-        // a hole: never read, planned or written (the file was sized above, or truncated to size on resume)
-        if (isHoleChunk(c.id)) { if (!fresh && handle !== undefined) await this.keepHoleZero(handle, entry.path, c); continue }
-        const hex = toHex(c.id)
-        if (!fresh && handle !== undefined && await this.placementDone(handle, entry.path, c)) { done.push(c); s.resumedChunks++; continue }
-        const planned = this.plan.get(hex)
-        if (planned !== undefined) { reads.delete(i); planned.placements.push({ relPath: entry.path, offset: c.offset }); pending++; continue }
-        if (fresh) readAhead(i)
-        const ahead = reads.get(i)
-        reads.delete(i)
-        const bytes = await (ahead ?? index.readChunk(c.id, this.init.signal))
-        if (bytes === undefined) {
-          // another file being assembled may have planned the same chunk while we looked
-          const meanwhile = this.plan.get(hex)
-          if (meanwhile !== undefined) meanwhile.placements.push({ relPath: entry.path, offset: c.offset })
-          else this.plan.set(hex, { id: c.id, size: c.size, placements: [{ relPath: entry.path, offset: c.offset }] })
-          pending++
-          continue
-        }
-        if (bytes.byteLength !== c.size) throw new StagingError({ ...this.context(), path: entry.path }, `index returned ${bytes.byteLength} bytes for a ${c.size}-byte chunk`)
-        if (run !== undefined && (run.end !== c.offset || run.end - run.offset >= READ_AHEAD_BYTES)) await writeRun()
-        if (run === undefined) run = { offset: c.offset, end: c.offset, buffers: [] }
-        run.buffers.push(bytes)
-        run.end += c.size
-        done.push(c)
-        s.localChunks++
-        s.localBytes += c.size
-      }
-      await writeRun()
-      if (pending === 0) await finishOpenFile(await open(), entry)
-      else this.waiting.set(entry.path, { mode: entry.mode, mtimeMs: entry.mtimeMs, mtimeNs: entry.mtimeNs, pending, created: handle !== undefined, ...(sparse ? { sparse } : {}) })
-      if (done.length > 0 || !fresh) await this.recordFile(entry.path, done, false)
-    } finally {
-      // reads still ahead land before the file is given up (their bytes are dropped)
-      await Promise.allSettled(reads.values())
-      await handle?.close()
-    }
-  }
-
-  /**
-   * On resume: a hole's range must still read as zeros. This build never writes one, but the staging file may
-   * be something else left behind (a seed's copy that failed to verify before a crash): then zeros are written.
-   */
-  private async keepHoleZero (handle: FileHandle, relPath: string, c: PlacedChunk): Promise<void> {
-    if (isAllZero(await readAt(handle, c.offset, c.size))) return
-    this.log.debug({ path: relPath, offset: c.offset }, 'a hole of a resumed file holds data; zeroing it')
-    await writeAt(handle, Buffer.alloc(c.size), c.offset)
-  }
-
-  /** On resume: a placement counts as done when the index recorded it under our root and its bytes still verify. */
-  private async placementDone (handle: FileHandle, relPath: string, c: PlacedChunk): Promise<boolean> {
-    const rootId = (this.root as StoreRoot).id
-    const recorded = (await this.components.index.locations(c.id)).some(l => l.rootId === rootId && l.relPath === relPath && l.offset === c.offset)
-    if (!recorded) return false
-    const bytes = await readAt(handle, c.offset, c.size)
-    try {
-      verifyChunk(c.id, bytes)
-      return true
-    } catch {
-      this.log.debug({ path: relPath, offset: c.offset }, 'recorded placement does not verify; rewriting it')
-      return false
-    }
-  }
-}
-
-function sameFile (a: FileEntry, b: FileEntry): boolean {
-  // the inode is shared: a link is only right when the times agree to the nanosecond too
-  if (a.size !== b.size || a.mode !== b.mode || a.mtimeMs !== b.mtimeMs || (a.mtimeNs ?? 0) !== (b.mtimeNs ?? 0) || a.chunks.length !== b.chunks.length) return false
-  for (let i = 0; i < a.chunks.length; i++) {
-    const x = a.chunks[i] as FileEntry['chunks'][number]
-    const y = b.chunks[i] as FileEntry['chunks'][number]
-    if (x.size !== y.size || !idsEqual(x.id, y.id)) return false
-  }
-  return true
 }
 
 /** prepare() + finalize() for a build whose chunks are all local; throws MissingChunksError otherwise. */
