@@ -49,6 +49,40 @@ export interface AssemblyHost {
   recordFile: (relPath: string, chunks: PlacedChunk[], deferred: boolean) => Promise<void>
 }
 
+/** Local chunks of one file read ahead of its writes, by placement index (a chunk planned meanwhile wastes its read). */
+class ReadAhead {
+  private readonly reads = new Map<number, Promise<Uint8Array | undefined>>()
+  private upTo = 0
+
+  constructor (private readonly placed: PlacedChunk[], private readonly index: ChunkIndex, private readonly plan: Map<string, PlannedChunk>, private readonly signal?: AbortSignal) {}
+
+  /** Starts reads from placement `from` on, up to READ_AHEAD_CHUNKS and READ_AHEAD_BYTES in flight. */
+  from (from: number): void {
+    let bytes = 0
+    for (const r of this.reads.keys()) bytes += (this.placed[r] as PlacedChunk).size
+    for (this.upTo = Math.max(this.upTo, from); this.upTo < this.placed.length && this.reads.size < READ_AHEAD_CHUNKS && bytes < READ_AHEAD_BYTES; this.upTo++) {
+      const c = this.placed[this.upTo] as PlacedChunk
+      if (isHoleChunk(c.id) || this.plan.has(toHex(c.id))) continue
+      const read = this.index.readChunk(c.id, this.signal)
+      read.catch(() => {}) // one never awaited (the file failed first) must not be an unhandled rejection
+      this.reads.set(this.upTo, read)
+      bytes += c.size
+    }
+  }
+
+  /** The bytes of placement `i`: its read ahead, or a read now. */
+  async take (i: number): Promise<Uint8Array | undefined> {
+    const ahead = this.reads.get(i)
+    this.reads.delete(i)
+    return await (ahead ?? this.index.readChunk((this.placed[i] as PlacedChunk).id, this.signal))
+  }
+
+  drop (i: number): void { this.reads.delete(i) }
+
+  /** Reads still ahead land before the file is given up (their bytes are dropped). */
+  async settle (): Promise<void> { await Promise.allSettled(this.reads.values()) }
+}
+
 export class FileAssembler {
   constructor (private readonly host: AssemblyHost) {}
 
@@ -84,21 +118,7 @@ export class FileAssembler {
     // made here, its data chunks are written without their zero blocks (a resumed one is written whole)
     const sparse = fresh && entry.chunks.some(c => isHoleChunk(c.id))
     if (sparse) await (await open()).truncate(entry.size)
-    // reads started ahead, by placement index (a chunk planned meanwhile wastes its read: it is dropped)
-    const reads = new Map<number, Promise<Uint8Array | undefined>>()
-    let readsUpTo = 0
-    const readAhead = (from: number): void => {
-      let bytes = 0
-      for (const r of reads.keys()) bytes += (placed[r] as PlacedChunk).size
-      for (readsUpTo = Math.max(readsUpTo, from); readsUpTo < placed.length && reads.size < READ_AHEAD_CHUNKS && bytes < READ_AHEAD_BYTES; readsUpTo++) {
-        const c = placed[readsUpTo] as PlacedChunk
-        if (isHoleChunk(c.id) || this.host.plan.has(toHex(c.id))) continue
-        const read = index.readChunk(c.id, this.host.signal)
-        read.catch(() => {}) // one never awaited (the file failed first) must not be an unhandled rejection
-        reads.set(readsUpTo, read)
-        bytes += c.size
-      }
-    }
+    const reads = new ReadAhead(placed, index, this.host.plan, this.host.signal)
     // local chunks that follow each other in the file, written together (one writev per run, up to 1 MiB)
     let run: { offset: number, end: number, buffers: Uint8Array[] } | undefined
     const writeRun = async (): Promise<void> => {
@@ -119,11 +139,9 @@ export class FileAssembler {
         const hex = toHex(c.id)
         if (!fresh && handle !== undefined && await this.placementDone(handle, entry.path, c)) { done.push(c); s.resumedChunks++; continue }
         const planned = this.host.plan.get(hex)
-        if (planned !== undefined) { reads.delete(i); planned.placements.push({ relPath: entry.path, offset: c.offset }); pending++; continue }
-        if (fresh) readAhead(i)
-        const ahead = reads.get(i)
-        reads.delete(i)
-        const bytes = await (ahead ?? index.readChunk(c.id, this.host.signal))
+        if (planned !== undefined) { reads.drop(i); planned.placements.push({ relPath: entry.path, offset: c.offset }); pending++; continue }
+        if (fresh) reads.from(i)
+        const bytes = await reads.take(i)
         if (bytes === undefined) {
           // another file being assembled may have planned the same chunk while we looked
           const meanwhile = this.host.plan.get(hex)
@@ -147,7 +165,7 @@ export class FileAssembler {
       if (done.length > 0 || !fresh) await this.host.recordFile(entry.path, done, false)
     } finally {
       // reads still ahead land before the file is given up (their bytes are dropped)
-      await Promise.allSettled(reads.values())
+      await reads.settle()
       await handle?.close()
     }
   }

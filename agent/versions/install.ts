@@ -66,74 +66,17 @@ export interface BuildContext {
 }
 
 export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord> {
-  const { tree, seq, signal } = ctx.init
+  const { tree, seq } = ctx.init
   const generation = ctx.init.generation ?? 0
   const versionDir = ctx.home.versionDir(tree, seq, generation)
   const stagingDir = ctx.home.stagingDir(tree, seq, generation)
   if (ctx.missingChunks > 0) throw new MissingChunksError({ tree, seq }, ctx.missingChunks, ctx.missingBytes)
-  const totals = { files: 0, bytes: 0, chunks: 0 }
   const context: VersionContext = { tree, seq }
+  let totals: { files: number, bytes: number, chunks: number }
   try {
-    const base = ctx.installed ? versionDir : stagingDir
-    const runner = new PostOrderRunner(FINALIZE_CONCURRENCY)
     const durability = new DurabilityPlan()
-    const fs = ctx.fsBatch ?? sharedFsBatch()
-    try {
-      for await (const event of walkSelected(ctx.init.entries(), ctx.init.filter, ctx.installed ? undefined : signal)) {
-        context.path = event.entry.path
-        if (event.kind === 'file') {
-          totals.files++
-          totals.bytes += event.entry.size
-          totals.chunks += event.entry.chunks.length
-        }
-        if (ctx.installed) continue
-        const absolute = safeJoin(base, event.entry.path)
-        // each step gets its own context: they finish out of walk order
-        const at: VersionContext = { tree, seq, path: event.entry.path }
-        if (event.kind === 'file') {
-          const entry = event.entry
-          await runner.file(async () => { await finishFile(fs, absolute, entry, at, durability) })
-        } else if (event.kind === 'enter') {
-          await checkRealDir(absolute, at)
-          runner.enter()
-        } else if (event.kind === 'symlink') {
-          const entry = event.entry
-          await runner.file(async () => { await finishSymlink(absolute, entry, at) })
-        } else {
-          const entry = event.entry
-          await runner.leave(async () => { await finishDir(absolute, entry, at, durability) })
-        }
-      }
-    } finally {
-      // never leave steps running behind a failure or an abort: a retry must not race them
-      await runner.settle().catch(() => {})
-    }
-    await runner.settle()
-    context.path = undefined
-    if (!ctx.installed) {
-      signal?.throwIfAborted()
-      // staging/ itself is private: the root opened here is unreachable until the rename below exposes it
-      // complete (a crash in between leaves it behind a closed door too)
-      const parent = await openDir(dirname(stagingDir))
-      try { await parent.chmod(STAGING_DIR_MODE) } finally { await parent.close() }
-      const handle = await openDir(stagingDir)
-      try { await handle.chmod(VERSION_ROOT_MODE) } finally { await handle.close() }
-      durability.add(stagingDir, true)
-      const flushed = await durability.flush(stagingDir, ctx.syncFs ?? syncFsViaCommand, async () => { await fsyncEverything(ctx.init, stagingDir) }, signal)
-      if (flushed.syncFsError !== undefined) ctx.log.warn({ err: flushed.syncFsError, entries: durability.entries }, 'syncfs failed; fsynced every entry instead')
-      else ctx.log.debug({ how: flushed.how, entries: durability.entries }, 'staging durable')
-      await mkdir(ctx.home.versionsDir(tree), { recursive: true })
-      // the tree's dir and versions/ traversable whatever the umask: [mirror] decides at HOME/trees who gets in
-      await openTreePath(ctx.home, tree)
-      if (await lstatOrUndefined(versionDir) !== undefined) throw new StagingError(context, `${versionDir} already exists; refusing to replace it`)
-      // past this point there is no abort: the install steps are short and each is idempotent
-      await rename(stagingDir, versionDir)
-      // the tree's top directory keeps the publisher's times, as rsync -a keeps them (its mode is [mirror]'s)
-      const rootTimes = ctx.init.rootTimes
-      if (rootTimes !== undefined) setPathTimes(versionDir, rootTimes.mtimeMs, rootTimes.mtimeNs, { noFollow: true })
-      await fsyncDir(ctx.home.versionsDir(tree))
-      await fsyncDir(dirname(stagingDir))
-    }
+    totals = await finishEntries(ctx, ctx.installed ? versionDir : stagingDir, durability, context)
+    if (!ctx.installed) await installStaging(ctx, stagingDir, versionDir, durability, context)
   } catch (err) {
     throw wrapError(context, err)
   }
@@ -160,6 +103,77 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
   ctx.log.info({ ...stats, path: versionDir }, 'version complete; current link flipped')
   if (subscriptionError !== undefined) throw subscriptionError
   return record
+}
+
+/**
+ * Every selected entry of the build gets its final mode and times (files and symlinks first, each directory
+ * after its contents), and what must be flushed is noted; an installed version is only counted.
+ */
+async function finishEntries (ctx: BuildContext, base: string, durability: DurabilityPlan, context: VersionContext): Promise<{ files: number, bytes: number, chunks: number }> {
+  const { tree, seq, signal } = ctx.init
+  const totals = { files: 0, bytes: 0, chunks: 0 }
+  const runner = new PostOrderRunner(FINALIZE_CONCURRENCY)
+  const fs = ctx.fsBatch ?? sharedFsBatch()
+  try {
+    for await (const event of walkSelected(ctx.init.entries(), ctx.init.filter, ctx.installed ? undefined : signal)) {
+      context.path = event.entry.path
+      if (event.kind === 'file') {
+        totals.files++
+        totals.bytes += event.entry.size
+        totals.chunks += event.entry.chunks.length
+      }
+      if (ctx.installed) continue
+      const absolute = safeJoin(base, event.entry.path)
+      // each step gets its own context: they finish out of walk order
+      const at: VersionContext = { tree, seq, path: event.entry.path }
+      if (event.kind === 'file') {
+        const entry = event.entry
+        await runner.file(async () => { await finishFile(fs, absolute, entry, at, durability) })
+      } else if (event.kind === 'enter') {
+        await checkRealDir(absolute, at)
+        runner.enter()
+      } else if (event.kind === 'symlink') {
+        const entry = event.entry
+        await runner.file(async () => { await finishSymlink(absolute, entry, at) })
+      } else {
+        const entry = event.entry
+        await runner.leave(async () => { await finishDir(absolute, entry, at, durability) })
+      }
+    }
+  } finally {
+    // never leave steps running behind a failure or an abort: a retry must not race them
+    await runner.settle().catch(() => {})
+  }
+  await runner.settle()
+  context.path = undefined
+  return totals
+}
+
+/** Staging made durable, then renamed into versions/ (the version becomes reachable complete or not at all). */
+async function installStaging (ctx: BuildContext, stagingDir: string, versionDir: string, durability: DurabilityPlan, context: VersionContext): Promise<void> {
+  const { tree, signal } = ctx.init
+  signal?.throwIfAborted()
+  // staging/ itself is private: the root opened here is unreachable until the rename below exposes it
+  // complete (a crash in between leaves it behind a closed door too)
+  const parent = await openDir(dirname(stagingDir))
+  try { await parent.chmod(STAGING_DIR_MODE) } finally { await parent.close() }
+  const handle = await openDir(stagingDir)
+  try { await handle.chmod(VERSION_ROOT_MODE) } finally { await handle.close() }
+  durability.add(stagingDir, true)
+  const flushed = await durability.flush(stagingDir, ctx.syncFs ?? syncFsViaCommand, async () => { await fsyncEverything(ctx.init, stagingDir) }, signal)
+  if (flushed.syncFsError !== undefined) ctx.log.warn({ err: flushed.syncFsError, entries: durability.entries }, 'syncfs failed; fsynced every entry instead')
+  else ctx.log.debug({ how: flushed.how, entries: durability.entries }, 'staging durable')
+  await mkdir(ctx.home.versionsDir(tree), { recursive: true })
+  // the tree's dir and versions/ traversable whatever the umask: [mirror] decides at HOME/trees who gets in
+  await openTreePath(ctx.home, tree)
+  if (await lstatOrUndefined(versionDir) !== undefined) throw new StagingError(context, `${versionDir} already exists; refusing to replace it`)
+  // past this point there is no abort: the install steps are short and each is idempotent
+  await rename(stagingDir, versionDir)
+  // the tree's top directory keeps the publisher's times, as rsync -a keeps them (its mode is [mirror]'s)
+  const rootTimes = ctx.init.rootTimes
+  if (rootTimes !== undefined) setPathTimes(versionDir, rootTimes.mtimeMs, rootTimes.mtimeNs, { noFollow: true })
+  await fsyncDir(ctx.home.versionsDir(tree))
+  await fsyncDir(dirname(stagingDir))
 }
 
 async function finishFile (fs: FsBatch, absolute: string, entry: FileEntry, context: VersionContext, durability: DurabilityPlan): Promise<void> {
