@@ -260,7 +260,7 @@ async function * visit (root: string, relPath: string, stats: SourceStat, option
       const inode = stats.nlink > 1 ? `${stats.dev}:${stats.ino}` : undefined
       const leader = inode === undefined ? undefined : links.get(inode)
       if (leader !== undefined) {
-        const item = hardlinkItem(relPath, leader)
+        const item = hardlinkItem(relPath, leader, options)
         item.catch(() => {})
         yield { item }
         return
@@ -285,9 +285,13 @@ async function * visit (root: string, relPath: string, stats: SourceStat, option
  * Another name of a file met earlier in this walk: the same inode at the source, so the same content, mode
  * and times — the entry repeats them and names the first path (ManifestOrderChecker checks they agree).
  */
-async function hardlinkItem (relPath: string, leader: Promise<ScanItem | undefined>): Promise<ScanItem | undefined> {
+async function hardlinkItem (relPath: string, leader: Promise<ScanItem | undefined>, options: ScanOptions): Promise<ScanItem | undefined> {
   const first = await leader
-  if (first === undefined || first.entry.type !== 'file') return undefined
+  if (first === undefined || first.entry.type !== 'file') {
+    // the first name could not be read: neither can this one, and it is reported too (never dropped silently)
+    options.onSkip?.(relPath, 'unreadable', 'another name of a file that cannot be read')
+    return undefined
+  }
   const { linkable: _linkable, ...content } = first.entry
   const entry: FileEntry = { ...content, path: relPath, linkTo: first.entry.path }
   return { entry }
