@@ -14,6 +14,12 @@ program
   .showHelpAfterError('(run with --help for usage)')
   .configureHelp({ showGlobalOptions: true })
 
+// A reader that stops early (`deltamesh manifest --entries | head -1`) is not an error: stop quietly, as
+// coreutils do on SIGPIPE, instead of dying with an EPIPE stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
 
 registerLocalCommands(program)
 registerRemoteCommands(program)

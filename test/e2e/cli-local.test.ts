@@ -154,3 +154,20 @@ describe('no home', () => {
     }
   })
 })
+
+describe('output to a reader that stops early', () => {
+  it('`manifest --entries | head -1` prints one line and exits 0, no EPIPE trace', async () => {
+    const { spawnSync } = await import('node:child_process')
+    const dir = await mkdtemp(join(tmpdir(), 'dm-epipe-'))
+    try {
+      for (let i = 0; i < 2000; i++) await writeFile(join(dir, `f${i}`), String(i))
+      const cli = new URL('../../dist/agent/cli.js', import.meta.url).pathname
+      const r = spawnSync('bash', ['-o', 'pipefail', '-c', `"${process.execPath}" "${cli}" manifest "${dir}" --entries | head -1`], { encoding: 'utf8' })
+      expect(r.stdout.trim().split('\n')).toHaveLength(1)
+      expect(r.stderr).not.toMatch(/EPIPE|Error/)
+      expect(r.status).toBe(0)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
