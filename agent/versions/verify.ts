@@ -8,6 +8,7 @@ import type { Catalog } from '../store/types.js'
 import { readManifestEntries } from '../store/manifest-io.js'
 import { globFilter } from './walk.js'
 import { bytesToPath, fsPath } from '../../protocol/paths.js'
+import { preciseTimesAvailable } from '../fs/precise-times.js'
 
 export interface VerifyProblem { path: string, reason: string }
 export interface VerifyResult {
@@ -48,7 +49,7 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
     const absolute = join(version.path, entry.path)
     let st
     try {
-      st = await lstat(fsPath(absolute))
+      st = await lstat(fsPath(absolute), { bigint: true })
     } catch {
       // directories are materialized only where something selected lies under them
       if (!(filter !== undefined && entry.type === 'dir')) problem(entry.path, 'missing')
@@ -62,8 +63,10 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
     } else {
       result.files++
       if (!st.isFile()) { problem(entry.path, 'not a regular file'); continue }
-      if (st.size !== entry.size) { problem(entry.path, `size ${st.size}, manifest says ${entry.size}`); continue }
-      if ((st.mode & 0o7777) !== entry.mode) problem(entry.path, `mode ${(st.mode & 0o7777).toString(8)}, manifest says ${entry.mode.toString(8)}`)
+      if (Number(st.size) !== entry.size) { problem(entry.path, `size ${st.size}, manifest says ${entry.size}`); continue }
+      if ((Number(st.mode) & 0o7777) !== entry.mode) problem(entry.path, `mode ${(Number(st.mode) & 0o7777).toString(8)}, manifest says ${entry.mode.toString(8)}`)
+      const mtime = timeDifference(st.mtimeNs, entry)
+      if (mtime !== undefined) problem(entry.path, mtime)
       const handle = await open(fsPath(absolute), 'r')
       try {
         let offset = 0
@@ -72,7 +75,8 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
           const { bytesRead } = await handle.read(buffer, 0, chunk.size, offset)
           // a hole is zeros of its size: whether the range is unallocated on disk says nothing about content
           const same = bytesRead === chunk.size && (isHoleChunk(chunk.id) ? isAllZero(buffer) : idsEqual(chunkIdOf(buffer), chunk.id))
-          if (!same) { problem(entry.path, `content differs at offset ${offset}`); break }
+          // a chunk is checked as a whole (its SHA-256): the difference is somewhere in its byte range
+          if (!same) { problem(entry.path, `content differs in bytes ${offset}–${offset + chunk.size - 1} (chunk ${entry.chunks.indexOf(chunk) + 1} of ${entry.chunks.length})`); break }
           offset += chunk.size
           result.bytes += chunk.size
         }
@@ -82,4 +86,19 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
     }
   }
   return result
+}
+
+/** A file's mtime against the manifest's (to the nanosecond), as a problem, or undefined when they agree. */
+function timeDifference (mtimeNs: bigint, entry: { mtimeMs: number, mtimeNs?: number }): string | undefined {
+  const expected = BigInt(entry.mtimeMs) * 1_000_000n + BigInt(entry.mtimeNs ?? 0)
+  if (mtimeNs === expected) return undefined
+  // without the native helper times are set to about a microsecond past the exact millisecond (fs/precise-times.ts)
+  if (!preciseTimesAvailable().ok && floorDiv(mtimeNs, 1_000_000n) === BigInt(entry.mtimeMs)) return undefined
+  const show = (ns: bigint): string => `${new Date(Number(ns / 1_000_000n)).toISOString().replace('Z', '')}${String(((ns % 1_000_000n) + 1_000_000n) % 1_000_000n).padStart(6, '0')}Z`
+  return `mtime ${show(mtimeNs)}, manifest says ${show(expected)}`
+}
+
+function floorDiv (a: bigint, b: bigint): bigint {
+  const q = a / b
+  return a % b < 0n ? q - 1n : q
 }
