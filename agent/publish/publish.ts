@@ -1,8 +1,8 @@
 import { realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { KeyObject } from 'node:crypto'
-import { chunkIdOf, toHex, type ChunkId } from '../../protocol/chunk-id.js'
-import { rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { chunkIdOf, idsEqual, toHex, type ChunkId } from '../../protocol/chunk-id.js'
+import { openEnvelope, rawPublicKeyOf, signEnvelope, type Envelope } from '../../protocol/envelope.js'
 import { encodeRoot, type ChunkingParams } from '../../protocol/manifest.js'
 import { validateTreeName } from '../../protocol/paths.js'
 import { DeltameshError } from '../../protocol/errors.js'
@@ -31,6 +31,8 @@ export interface PublishOptions {
   now?: () => number
   /** Fail instead of publishing a version that leaves out any entry of the source (--strict). */
   strict?: boolean
+  /** Publish a new version even when the tree is identical to the newest one (same root). */
+  force?: boolean
 }
 
 export interface PublishResult {
@@ -42,6 +44,8 @@ export interface PublishResult {
   skipped: SkippedEntries
   /** Small-file deltas against the previous version (undefined: no previous version). */
   deltas?: DeltaStats
+  /** The tree is identical to the newest version (same root): nothing was published, `envelope` is that version's. */
+  unchanged?: boolean
 }
 
 /** A --strict publish of a source holding entries a version cannot carry; nothing was published. */
@@ -80,6 +84,16 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   if (o.strict === true && skipped.count > 0) throw new SkippedEntriesError(source, skipped)
 
   const { rootHash, rootBytes, manifestChunks } = await storeManifestBlobs(o.catalog, scanned, o.chunking)
+  const stats = { ...scanStats, manifestBytes: scanned.manifest.byteLength, durationMs: Date.now() - started }
+  // an identical tree (same root: every name, mode, time and chunk) is the newest version already
+  const newest = (await o.catalog.listVersions(tree)).filter(v => v.state === 'complete').at(-1)
+  if (o.force !== true && newest !== undefined) {
+    const envelope = openEnvelope(newest.envelope)
+    if (idsEqual(envelope.rootHash, rootHash)) {
+      log.info({ seq: newest.seq, root: toHex(rootHash) }, 'unchanged: the newest version is this tree; nothing published')
+      return { envelope, rootHex: toHex(rootHash), stats, skipped, unchanged: true }
+    }
+  }
   const seq = await nextSeq(o.catalog, tree)
   const deltas = await prepareNextDeltas(o, { tree, seq, realSource, scanned, manifestChunks, log })
   const envelope = signEnvelope({
@@ -92,7 +106,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
     publisherKey: rawPublicKeyOf(o.publisherKey),
   }, o.publisherKey)
 
-  const stats = { ...scanStats, manifestBytes: scanned.manifest.byteLength, durationMs: Date.now() - started }
+  stats.durationMs = Date.now() - started
   await o.catalog.putVersion({ tree, seq, envelope: envelope.bytes, state: 'complete', rootId: root.id, path: source, ...(realSource === source ? {} : { realPath: realSource }), stats, ...(skipped.count > 0 ? { skipped } : {}) })
   const treeRecord = await o.catalog.getTree(tree)
   await o.catalog.putTree({ ...(treeRecord ?? { name: tree }), currentSeq: seq })

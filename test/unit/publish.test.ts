@@ -51,7 +51,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-async function publish (now: (() => number) | undefined = LATER): Promise<PublishResult> {
+async function publish (now: (() => number) | undefined = LATER, extra: { force?: boolean } = {}): Promise<PublishResult> {
   chunked = []
   verifying = []
   return await publishVersion({
@@ -64,6 +64,7 @@ async function publish (now: (() => number) | undefined = LATER): Promise<Publis
     chunkFile: async (path, signal) => { chunked.push(path); return await chunkFile(path, DEFAULT_CHUNKING, { signal }) },
     verifyFile: async (path, chunks, signal) => { verifying.push(path); return await verifyFileChunks(path, chunks, { signal }) },
     log: silentLogger(),
+    ...extra,
     now,
   })
 }
@@ -77,7 +78,7 @@ async function entriesOf (result: PublishResult): Promise<ManifestEntry[]> {
 }
 
 describe('publishVersion', () => {
-  it('rescans an unchanged tree without reading any file, same root, next seq', async () => {
+  it('rescans an unchanged tree without reading any file: same root, no new seq unless forced', async () => {
     await generateTree(src, SPEC)
     const first = await publish()
     const fileCount = (await listFiles(src)).length
@@ -94,8 +95,14 @@ describe('publishVersion', () => {
     expect(second.stats.bytes).toBe(first.stats.bytes)
     expect(second.stats.newBytes).toBe(0)
     expect(second.rootHex).toBe(first.rootHex)
-    expect(second.envelope.seq).toBe(2)
-    // the version record and the tree's current seq follow
+    // nothing new to publish: the newest version is this tree already
+    expect(second.unchanged).toBe(true)
+    expect(second.envelope.seq).toBe(1)
+    expect(await store.catalog.getVersion(TREE, 2)).toBeUndefined()
+    // --force publishes it again; the version record and the tree's current seq follow
+    const forced = await publish(LATER, { force: true })
+    expect(forced.unchanged).toBeUndefined()
+    expect(forced.envelope.seq).toBe(2)
     expect((await store.catalog.getTree(TREE))?.currentSeq).toBe(2)
     expect(openEnvelope((await store.catalog.getVersion(TREE, 2))!.envelope).seq).toBe(2)
   })
