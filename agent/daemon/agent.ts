@@ -9,6 +9,7 @@ import type { Logger } from '../core/log.js'
 import { appendPeer, appendTrust, loadConfig } from '../core/config.js'
 import { loadPublisherKey } from '../core/identity.js'
 import { applyMirrorAccess } from '../fs/mirror-access.js'
+import { preciseTimesAvailable } from '../fs/precise-times.js'
 import { openStore } from '../store/index.js'
 import { ChunkerPool } from '../chunk/pool.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
@@ -68,6 +69,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const config = await loadConfig(home.config)
   // [mirror]: versions readable by the web server, everything else in HOME the agent's own (fixes older homes too)
   await applyMirrorAccess(home, config.mirror, log)
+  const times = preciseTimesAvailable()
+  if (!times.ok) log.warn({ reason: times.reason }, 'mtimes are set to the microsecond, not the nanosecond (rsync -a may list mirrored files as changed); to fix: install a C compiler and python3, then run node scripts/build-native.mjs in the deltamesh directory')
   const publisherKey = await loadPublisherKey(home.publisherKey)
   const selfPublisherKey = formatPublisherKey(rawPublicKeyOf(publisherKey))
   const privateKey = await loadOrCreatePeerKey(home.peerKey)

@@ -3,7 +3,7 @@ import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import { fsPath } from '../../protocol/paths.js'
 import type { SerializedError } from '../core/workers.js'
 import { CREATE_FLAGS, DIR_FLAGS, STAGING_DIR_MODE, STAGING_FILE_MODE, errnoOf } from './fs-safe.js'
-import { setFdTimes } from './precise-times.js'
+import { sameMillisecond, setFdTimes } from './precise-times.js'
 
 // The filesystem steps of building a version that cost a file or two syscalls each — and the chunk index's
 // reads of the chunks it serves (`read`) — done synchronously in an FsBatch worker: through fs/promises each syscall is a thread-pool round trip and a promise (~40 µs of
@@ -75,7 +75,7 @@ export function summarize (st: Stats): StatSummary {
 }
 
 export function matches (st: StatSummary | undefined, expect: ExpectedFile): boolean {
-  return st?.kind === 'file' && st.size === expect.size && st.mode === expect.mode && Math.floor(st.mtimeMs) === expect.mtimeMs
+  return st?.kind === 'file' && st.size === expect.size && st.mode === expect.mode && sameMillisecond(st.mtimeMs, expect.mtimeMs)
 }
 
 function lstatOrNull (path: string): StatSummary | null {

@@ -4,10 +4,10 @@ import { fileURLToPath } from 'node:url'
 import { fsPath, pathToBytes } from '../../protocol/paths.js'
 
 // File times to the nanosecond. Node's utimes family takes seconds as a double, about 240 ns apart at
-// today's epoch, so a mirror could not hold the source's nanoseconds; agent/native (built by
-// scripts/build-native.mjs at install) calls utimensat/futimens with integers. Without it (no compiler at
-// install) times are set through node, exact to the millisecond and within a microsecond past it, and the
-// agent says so at start (preciseTimesAvailable).
+// today's epoch, and libuv then truncates them to whole microseconds, so a mirror could not hold the source's
+// nanoseconds; agent/native (built by scripts/build-native.mjs at install) calls utimensat/futimens with
+// integers. Without it (no compiler at install) times are set through node to the source's microsecond (so
+// the millisecond is always exact), and the agent says so at start (preciseTimesAvailable).
 
 interface NativeTimes {
   futimens: (fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number) => void
@@ -48,12 +48,30 @@ export function secondsAndNanos (mtimeMs: number, mtimeNs = 0): [number, number]
   return [sec, msInSecond * 1_000_000 + mtimeNs]
 }
 
+/** Below 2^32 s (years 1834–2106) a double's error in seconds is under 240 ns: the middle of a microsecond stays in it. */
+const MICROSECOND_SAFE_SECONDS = 2 ** 32
+
 /**
- * As node's seconds: 0.1 ms past the millisecond keeps the floored value exact despite the double's
- * rounding (about 240 ns at today's epoch); the nanoseconds past it are as near as the double allows.
+ * As node's seconds, for the fallback. libuv truncates the double toward zero to whole microseconds, so the
+ * middle of the source's microsecond (toward zero's far side for times before 1970) lands exactly on it
+ * despite the double's rounding: exact to the microsecond, hence to the millisecond. Past the safe range,
+ * 0.1 ms past the millisecond keeps the floored millisecond exact, as before. A time before 1970 goes as a
+ * numeric string: node turns a negative number into "now".
  */
-function asSeconds (mtimeMs: number, mtimeNs = 0): number {
-  return mtimeNs === 0 ? (mtimeMs + 0.1) / 1000 : (mtimeMs + Math.max(mtimeNs, 100_000) / 1_000_000) / 1000
+export function fallbackSeconds (mtimeMs: number, mtimeNs = 0): number | string {
+  const micros = mtimeMs * 1000 + Math.floor(mtimeNs / 1000)
+  let seconds = (micros + (micros < 0 ? -0.5 : 0.5)) / 1_000_000
+  if (Math.abs(seconds) >= MICROSECOND_SAFE_SECONDS) seconds = (mtimeMs + 0.1) / 1000
+  return seconds < 0 ? String(seconds) : seconds
+}
+
+/**
+ * Whether a stat's `mtimeMs` (a double) is in the manifest's millisecond. Node computes it as
+ * sec * 1000 + nsec / 1e6, which rounds a time within ~120 ns below the next millisecond up to exactly that
+ * millisecond: with exact nanoseconds, `Math.floor` alone would call such a file changed.
+ */
+export function sameMillisecond (statMtimeMs: number, mtimeMs: number): boolean {
+  return Math.floor(statMtimeMs) === mtimeMs || statMtimeMs === mtimeMs + 1
 }
 
 /** atime and mtime of an open file (atime = mtime, as the agent always sets them). */
@@ -64,7 +82,7 @@ export function setFdTimes (fd: number, mtimeMs: number, mtimeNs?: number): void
     l.native.futimens(fd, sec, ns, sec, ns)
     return
   }
-  const t = asSeconds(mtimeMs, mtimeNs)
+  const t = fallbackSeconds(mtimeMs, mtimeNs)
   futimesSync(fd, t, t)
 }
 
@@ -76,7 +94,7 @@ export function setPathTimes (path: string, mtimeMs: number, mtimeNs: number | u
     l.native.utimensat(pathToBytes(path), sec, ns, sec, ns, options.noFollow)
     return
   }
-  const t = asSeconds(mtimeMs, mtimeNs)
+  const t = fallbackSeconds(mtimeMs, mtimeNs)
   if (options.noFollow) lutimesSync(fsPath(path), t, t)
   else utimesSync(fsPath(path), t, t)
 }

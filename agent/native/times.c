@@ -10,23 +10,39 @@
 #include <string.h>
 #include <sys/stat.h>
 
+// errno's name, as node's fs errors carry it in `code` (callers test err.code); the ones these two calls can give
+static const char *errno_name (int err) {
+  switch (err) {
+    case ENOENT: return "ENOENT";
+    case ELOOP: return "ELOOP";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case EBADF: return "EBADF";
+    case EROFS: return "EROFS";
+    case EINVAL: return "EINVAL";
+    case ENOTDIR: return "ENOTDIR";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case EIO: return "EIO";
+    case EFAULT: return "EFAULT";
+    case ENOMEM: return "ENOMEM";
+    case ENOSYS: return "ENOSYS";
+    case EOVERFLOW: return "EOVERFLOW";
+    case ESTALE: return "ESTALE";
+    case EINTR: return "EINTR";
+#if defined(EOPNOTSUPP) && EOPNOTSUPP != ENOTSUP
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+#endif
+    case ENOTSUP: return "ENOTSUP";
+    default: return "EUNKNOWN";
+  }
+}
+
 static napi_value throw_errno (napi_env env, int err, const char *syscall) {
   napi_value message, error, code, errnum, sys;
   char text[256];
-  snprintf(text, sizeof text, "%s: %s", syscall, strerror(err));
-  const char *name = "EUNKNOWN";
-  switch (err) {
-    case ENOENT: name = "ENOENT"; break;
-    case ELOOP: name = "ELOOP"; break;
-    case EPERM: name = "EPERM"; break;
-    case EACCES: name = "EACCES"; break;
-    case EBADF: name = "EBADF"; break;
-    case EROFS: name = "EROFS"; break;
-    case EINVAL: name = "EINVAL"; break;
-    case ENOTDIR: name = "ENOTDIR"; break;
-    case ENAMETOOLONG: name = "ENAMETOOLONG"; break;
-    case EIO: name = "EIO"; break;
-  }
+  const char *name = errno_name(err);
+  // as node words them: "ENOENT: No such file or directory, utimensat"
+  snprintf(text, sizeof text, "%s: %s, %s", name, strerror(err), syscall);
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
   napi_create_error(env, code, message, &error);

@@ -8,7 +8,7 @@ import type { HomeLayout } from '../core/home.js'
 import type { Catalog, ChunkIndex, StoreRoot, VersionRecord, VersionStats } from '../store/types.js'
 import { DiskFullError, LinkFlipError, ManifestError, MissingChunksError, StagingError, type VersionContext } from './errors.js'
 import { ManifestBlobMissingError } from '../store/errors.js'
-import { setFdTimes, setPathTimes } from '../fs/precise-times.js'
+import { sameMillisecond, setFdTimes, setPathTimes } from '../fs/precise-times.js'
 import { errnoOf, flipSymlink, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin, STAGING_DIR_MODE } from '../fs/fs-safe.js'
 import type { MaterializeInit } from './build-types.js'
 import { walkSelected } from './walk.js'
@@ -197,7 +197,7 @@ async function finishFile (fs: FsBatch, absolute: string, entry: FileEntry, cont
     const st = await handle.stat()
     if (!st.isFile() || st.size !== entry.size) throw new StagingError(context, `expected a ${entry.size}-byte file, found ${st.size} bytes`)
     // a hardlink from the previous version already has the right mode and mtime: leave its shared inode alone
-    if ((st.mode & 0o7777) === entry.mode && Math.floor(st.mtimeMs) === entry.mtimeMs && st.nlink > 1) return
+    if ((st.mode & 0o7777) === entry.mode && sameMillisecond(st.mtimeMs, entry.mtimeMs) && st.nlink > 1) return
     await finishOpenFile(handle, entry)
   } finally {
     await handle.close()

@@ -72,6 +72,17 @@ describe('FsBatch', () => {
     expect(await fs.run({ type: 'link', source: join(dir, 'via-link'), target: join(dir, 't5'), expect: entry, replace: false })).toBe('changed')
   })
 
+  it('times to the nanosecond: create sets them, and a file in the last nanoseconds of its millisecond still matches its entry', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    // 999,950 ns past the millisecond: node's stat reports mtimeMs as the next millisecond (a rounded double)
+    await fs.run({ type: 'create', path: join(dir, 'exact'), pieces: [{ offset: 0, bytes: Buffer.from('abc') }], mode: 0o644, mtimeMs: MTIME, mtimeNs: 999_950 })
+    expect((await lstat(join(dir, 'exact'), { bigint: true })).mtimeNs).toBe(BigInt(MTIME) * 1_000_000n + 999_950n)
+    const entry = { size: 3, mode: 0o644, mtimeMs: MTIME }
+    expect(await fs.run({ type: 'link', source: join(dir, 'exact'), target: join(dir, 'linked'), expect: entry, replace: false })).toBe('linked')
+    expect(await fs.run({ type: 'link', source: join(dir, 'exact'), target: join(dir, 'other'), expect: { ...entry, mtimeMs: MTIME - 1 }, replace: false })).toBe('changed')
+  })
+
   it('replace: keeps a target that is already the same inode, removes anything else first; without it an existing target is an error', async () => {
     const dir = await scratch()
     const fs = batch()

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { afterAll, describe, expect, it } from 'vitest'
-import { preciseTimesAvailable, secondsAndNanos, setFdTimes, setPathTimes } from '../../agent/fs/precise-times.js'
+import { preciseTimesAvailable, sameMillisecond, secondsAndNanos, setFdTimes, setPathTimes } from '../../agent/fs/precise-times.js'
 import { bytesToPath } from '../../protocol/paths.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'dm-times-'))
@@ -69,15 +69,41 @@ describe('file times to the nanosecond', () => {
     expect(statSync(path, { bigint: true }).mtimeNs).toBe(1_700_000_000_001_000_002n)
   })
 
-  it('without the helper, times stay exact to the millisecond (DELTAMESH_NO_NATIVE_TIMES=1)', () => {
-    const path = join(dir, 'fallback')
+  it.each([
+    ['a time past the millisecond', 1_765_000_000_123_456_789n, 1_765_000_000_123_456_000n],
+    ['a time in the first microsecond of its millisecond', 1_765_000_000_123_000_999n, 1_765_000_000_123_000_000n],
+    ['a time in the last microsecond of its millisecond', 1_765_000_000_123_999_999n, 1_765_000_000_123_999_000n],
+    ['a whole millisecond (a manifest without mtimeNs)', 1_765_000_000_123_000_000n, 1_765_000_000_123_000_000n],
+    ['a time before 1970 (node turns a negative number into "now")', -86_400_000_000_001n, -86_400_000_001_000n],
+    ['a whole millisecond before 1970', -1_500_000_000n, -1_500_000_000n],
+  ])('without the helper (DELTAMESH_NO_NATIVE_TIMES=1), %s is set to its microsecond', (_name, ns, expected) => {
+    const path = join(dir, `fallback-${ns}`)
     writeFileSync(path, 'f')
-    const script = `import { setPathTimes } from ${JSON.stringify(new URL('../../agent/fs/precise-times.ts', import.meta.url).href)}
-      setPathTimes(${JSON.stringify(path)}, 1765000000123, 456789, { noFollow: false })`
+    const { ms, rest } = parts(ns)
+    const script = `import { preciseTimesAvailable, setFdTimes, setPathTimes } from ${JSON.stringify(new URL('../../agent/fs/precise-times.ts', import.meta.url).href)}
+      import { openSync, closeSync } from 'node:fs'
+      if (preciseTimesAvailable().ok) throw new Error('the helper was loaded')
+      setPathTimes(${JSON.stringify(path)}, ${ms}, ${rest === 0 ? 'undefined' : rest}, { noFollow: false })
+      const fd = openSync(${JSON.stringify(`${path}-fd`)}, 'w')
+      try { setFdTimes(fd, ${ms}, ${rest === 0 ? 'undefined' : rest}) } finally { closeSync(fd) }`
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, DELTAMESH_NO_NATIVE_TIMES: '1' }, encoding: 'utf8' })
     expect(r.status, r.stderr).toBe(0)
-    const ns = statSync(path, { bigint: true }).mtimeNs
-    expect(ns / 1_000_000n).toBe(1_765_000_000_123n)
-    expect(Number(ns % 1_000_000n - 456_789n)).toBeLessThan(1000)
+    expect(statSync(path, { bigint: true }).mtimeNs).toBe(expected)
+    expect(statSync(`${path}-fd`, { bigint: true }).mtimeNs).toBe(expected)
+  })
+
+  it('a stat\'s mtimeMs (a double) is compared in the right millisecond, even when it rounds up to the next one', () => {
+    const path = join(dir, 'rounds-up')
+    writeFileSync(path, 'r')
+    const fd = openSync(path, 'r+')
+    try { setFdTimes(fd, 1_765_000_000_123, 999_950) } finally { closeSync(fd) }
+    const mtimeMs = statSync(path).mtimeMs
+    expect(mtimeMs).toBe(1_765_000_000_124) // node rounds sec * 1000 + nsec / 1e6
+    expect(sameMillisecond(mtimeMs, 1_765_000_000_123)).toBe(true)
+    expect(sameMillisecond(mtimeMs, 1_765_000_000_124)).toBe(true)
+    expect(sameMillisecond(1_765_000_000_123.5, 1_765_000_000_123)).toBe(true)
+    expect(sameMillisecond(1_765_000_000_123.5, 1_765_000_000_122)).toBe(false)
+    expect(sameMillisecond(1_765_000_000_124.5, 1_765_000_000_123)).toBe(false)
+    expect(sameMillisecond(-0.5, -1)).toBe(true)
   })
 })
