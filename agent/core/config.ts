@@ -56,7 +56,9 @@ const configSchema = z.object({
     listen: dashboardListen.default(DEFAULT_DASHBOARD_LISTEN),
     /** How often this site gossips its status to the others (also when its own dashboard is off). */
     statusIntervalMs: z.number().int().min(250).max(600_000).default(5_000),
-  }).strict().default({ enabled: true, listen: DEFAULT_DASHBOARD_LISTEN, statusIntervalMs: 5_000 }),
+    /** Host names answered besides loopback on any port: "name" (any port) or "name:port" (a reverse proxy's). */
+    allowedHosts: z.array(z.string().regex(/^([a-zA-Z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?$/, 'a host name or IP, optionally :port')).max(64).default([]),
+  }).strict().default({ enabled: true, listen: DEFAULT_DASHBOARD_LISTEN, statusIntervalMs: 5_000, allowedHosts: [] }),
   peers: z.array(z.object({
     addr: peerAddr.and(multiaddr),
     name: z.string().max(100).optional(),
@@ -184,6 +186,9 @@ listen = "${DEFAULT_DASHBOARD_LISTEN}"
 # How often this site looks for news in its status (versions, sync progress, peers, rates), in milliseconds:
 # sent at the next tick after it changes, and at least every 6 ticks.
 statusIntervalMs = 5000
+# Loopback names (localhost, 127.0.0.1, [::1]) are answered on any port, so an SSH tunnel to any local port
+# works; a reverse proxy's name must be listed ("name" for any port, "name:port"):
+# allowedHosts = ["mirror.example.org"]
 
 [limits]
 # Bandwidth this agent may use in total, e.g. "10MB/s", "80Mbit/s" or "unlimited".

@@ -36,7 +36,7 @@ export interface OperationsInit {
   /** Site name in the status gossip; default: the host name. */
   siteName?: string
   statusIntervalMs: number
-  dashboard: { enabled: boolean, listen: string }
+  dashboard: { enabled: boolean, listen: string, allowedHosts?: string[] }
 }
 
 export interface Operations {
@@ -94,7 +94,7 @@ export async function startOperations (c: OperationsComponents, init: Operations
           metrics.setSnapshot({ status, siteName: name, links, sites, peerRates: id => sampler.rates(id) })
           return { contentType: metrics.contentType, body: await metrics.registry.metrics() }
         },
-      }, { listen: init.dashboard.listen })
+      }, { listen: init.dashboard.listen, allowedHosts: init.dashboard.allowedHosts })
     } catch (err) {
       clearInterval(sampling)
       gossip.stop()

@@ -41,6 +41,11 @@ export interface DashboardServerComponents {
 export interface DashboardServerInit {
   /** "HOST:PORT"; HOST is an IP literal ([…] for IPv6) or localhost; port 0 picks a free one. */
   listen: string
+  /**
+   * Host headers answered besides the loopback names (localhost, 127.0.0.1, [::1]) on any port, which cover
+   * ssh tunnels and local port forwards: "name" (any port) or "name:port", e.g. a reverse proxy's name.
+   */
+  allowedHosts?: string[]
 }
 
 export interface DashboardServer {
@@ -85,7 +90,7 @@ export async function startDashboardServer (components: DashboardServerComponent
   for (const [path, a] of Object.entries(ASSETS)) assets.set(path, { body: await readFile(join(staticDir(), a.file)), type: a.type })
 
   const streams = new Set<ServerResponse>()
-  let allowedHosts = new Set<string>()
+  let checkHost: (host: string) => boolean = () => true
   const server: Server = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
       log.error({ err, url: req.url }, 'dashboard request failed')
@@ -96,7 +101,10 @@ export async function startDashboardServer (components: DashboardServerComponent
   async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     // A page on another site could point a DNS name at 127.0.0.1 and read our pages (DNS rebinding): only
     // answer requests addressed to the names we listen on.
-    if (allowedHosts.size > 0 && !allowedHosts.has((req.headers.host ?? '').toLowerCase())) return send(res, 421, 'text/plain', 'misdirected request\n')
+    const requested = (req.headers.host ?? '').toLowerCase()
+    if (!checkHost(requested)) {
+      return send(res, 421, 'text/plain', `misdirected request: this dashboard answers to the loopback names (localhost, 127.0.0.1, [::1]) on any port, its listen address ${init.listen}${(init.allowedHosts ?? []).length > 0 ? ` and ${(init.allowedHosts ?? []).join(', ')}` : ''}, not to Host ${JSON.stringify(requested.slice(0, 100))}; a reverse proxy's name goes in [dashboard] allowedHosts in config.toml\n`)
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'only GET\n', { allow: 'GET, HEAD' })
     const path = new URL(req.url ?? '/', 'http://x').pathname
     const asset = assets.get(path === '/index.html' ? '/' : path)
@@ -140,7 +148,7 @@ export async function startDashboardServer (components: DashboardServerComponent
   const urlHost = host.includes(':') ? `[${host}]` : host
   const wildcard = host === '0.0.0.0' || host === '::'
   // listening on every address is the operator's explicit choice; then any Host is allowed
-  if (!wildcard) allowedHosts = new Set([`${urlHost}:${bound}`, `localhost:${bound}`, `127.0.0.1:${bound}`, `[::1]:${bound}`])
+  if (!wildcard) checkHost = hostCheck(`${urlHost}:${bound}`, init.allowedHosts ?? [])
   const url = `http://${wildcard ? '127.0.0.1' : urlHost}:${bound}/`
 
   return {
@@ -156,3 +164,22 @@ function send (res: ServerResponse, status: number, type: string, body: string |
   res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, 'content-length': Buffer.byteLength(body), ...headers })
   res.end(res.req.method === 'HEAD' ? undefined : body)
 }
+
+const LOOPBACK_HOST = /^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/
+
+/**
+ * Which Host headers the dashboard answers. A page on another site could point a DNS name at 127.0.0.1 and read
+ * our pages (DNS rebinding), so a name must be one we chose: the loopback names on any port (a tunnel's local
+ * end can be any port, and no remote page controls those names), the address we listen on, and the
+ * operator's allowedHosts ("name" for any port, "name:port" for one).
+ */
+export function hostCheck (listenAddress: string, allowed: string[]): (host: string) => boolean {
+  const exact = new Set([listenAddress.toLowerCase(), ...allowed.filter(a => a.includes(':') && !a.startsWith('[')).map(a => a.toLowerCase())])
+  const anyPort = new Set(allowed.filter(a => !a.includes(':') || (a.startsWith('[') && a.endsWith(']'))).map(a => a.toLowerCase()))
+  return host => {
+    if (LOOPBACK_HOST.test(host) || exact.has(host)) return true
+    const name = host.replace(/:\d{1,5}$/, '')
+    return anyPort.has(name)
+  }
+}
+

@@ -14,12 +14,12 @@ const SNAPSHOT = { generatedAtMs: 1, self: { name: 'lab' }, sites: [] } as unkno
 let server: DashboardServer | undefined
 afterEach(async () => { await server?.close(); server = undefined })
 
-async function start (): Promise<DashboardServer> {
+async function start (allowedHosts?: string[]): Promise<DashboardServer> {
   server = await startDashboardServer({
     log: silentLogger(),
     snapshot: async () => SNAPSHOT,
     metrics: async () => ({ contentType: 'text/plain; version=0.0.4', body: 'deltamesh_x 1\n' }),
-  }, { listen: '127.0.0.1:0' })
+  }, { listen: '127.0.0.1:0', allowedHosts })
   return server
 }
 
@@ -70,6 +70,18 @@ describe('dashboard server', () => {
     expect(metrics.body).toBe('deltamesh_x 1\n')
   })
 
+  it('answers through a tunnel or a local forward on another port, and a configured proxy name; says what it expected', async () => {
+    const s = await start(['mirror.example.org', 'proxy.lan:8443'])
+    // ssh -L 9999:127.0.0.1:<port> arrives with the tunnel's port in Host (the case issue 24 reported as 421)
+    for (const host of ['127.0.0.1:9999', 'localhost:7180', '[::1]:1', 'localhost', 'mirror.example.org', 'mirror.example.org:443', 'proxy.lan:8443']) {
+      expect((await get(s.url + 'metrics', { host })).status, host).toBe(200)
+    }
+    const refused = await get(s.url, { host: 'proxy.lan:80' })
+    expect(refused.status).toBe(421)
+    expect(refused.body).toMatch(/loopback names .* on any port.*mirror\.example\.org.*not to Host "proxy\.lan:80".*allowedHosts/)
+    expect((await get(s.url, { host: 'localhost.attacker.example' })).status).toBe(421)
+  })
+
   it('refuses requests for another Host (DNS rebinding), other methods and unknown paths', async () => {
     const s = await start()
     expect((await get(s.url, { host: 'attacker.example:80' })).status).toBe(421)
@@ -97,7 +109,7 @@ describe('dashboard server', () => {
 describe('[dashboard] config', () => {
   it('defaults to 127.0.0.1:7180, on; init writes the section', () => {
     const c = parseConfig(defaultConfigText(['/ip4/127.0.0.1/tcp/4101']), 'config.toml')
-    expect(c.dashboard).toEqual({ enabled: true, listen: '127.0.0.1:7180', statusIntervalMs: 5000 })
+    expect(c.dashboard).toEqual({ enabled: true, listen: '127.0.0.1:7180', statusIntervalMs: 5000, allowedHosts: [] })
     expect(parseConfig('', 'c.toml').dashboard.listen).toBe('127.0.0.1:7180')
   })
 
