@@ -132,91 +132,119 @@ function expectList (value: unknown, what: string, min: number, max: number): un
   return value
 }
 
+// One decoder per message type. Each receives the whole frame array (its first element is the type) and
+// checks the arity before anything else, so a frame of the wrong shape fails with its own type's name.
+type Decoder = (t: unknown[]) => Message
+
+function decodeWant (t: unknown[]): WantMessage {
+  expectArity(t, 2, 'WANT')
+  const ids = expectList(t[1], 'WANT ids', 1, MAX_WANTS_PER_FRAME).map((id, i) => expectId(id, `WANT id ${i}`))
+  return { type: 'WANT', ids }
+}
+
+function decodeBlock (t: unknown[]): BlockMessage {
+  expectArity(t, 3, 'BLOCK')
+  const id = expectId(t[1], 'BLOCK id')
+  if (t[2] instanceof Uint8Array && t[2].byteLength > MAX_CHUNK_SIZE) throw new LimitExceededError('BLOCK size', t[2].byteLength, MAX_CHUNK_SIZE)
+  return { type: 'BLOCK', id, bytes: expectBytes(t[2], 'BLOCK bytes') }
+}
+
+function decodeBlocks (t: unknown[]): BlocksMessage {
+  expectArity(t, 4, 'BLOCKS')
+  const codec = t[1]
+  if (typeof codec !== 'string' || !(BATCH_CODECS as readonly string[]).includes(codec)) {
+    throw new InvalidMessageError(`BLOCKS: unknown codec ${JSON.stringify(String(codec).slice(0, 40))}`)
+  }
+  let total = 0
+  const entries = expectList(t[2], 'BLOCKS entries', 1, MAX_BLOCKS_PER_BATCH).map((entry, i) => {
+    if (!Array.isArray(entry)) throw new InvalidMessageError(`BLOCKS entry ${i}: not an array`)
+    expectArity(entry, 2, `BLOCKS entry ${i}`)
+    const id = expectId(entry[0], `BLOCKS entry ${i} id`)
+    const size = expectInt(entry[1], `BLOCKS entry ${i} size`, 1, MAX_CHUNK_SIZE)
+    total += size
+    return { id, size }
+  })
+  if (total > MAX_BATCH_RAW_BYTES) throw new LimitExceededError('BLOCKS raw bytes', total, MAX_BATCH_RAW_BYTES)
+  // a batch that does not shrink is never sent compressed, so a payload above the raw total is not honest
+  const payload = expectBytes(t[3], 'BLOCKS payload', undefined, total)
+  return { type: 'BLOCKS', codec: codec as BatchCodec, entries, payload }
+}
+
+function decodeDeltaWant (t: unknown[]): DeltaWantMessage {
+  expectArity(t, 2, 'DELTA_WANT')
+  const keys = expectList(t[1], 'DELTA_WANT keys', 1, MAX_DELTA_WANTS).map((k, i) => expectId(k, `DELTA_WANT key ${i}`))
+  return { type: 'DELTA_WANT', keys }
+}
+
+function decodeDelta (t: unknown[]): DeltaMessage {
+  expectArity(t, 3, 'DELTA')
+  const key = expectId(t[1], 'DELTA key')
+  return { type: 'DELTA', key, bytes: expectBytes(t[2], 'DELTA bytes', undefined, MAX_DELTA_TARGET_BYTES) }
+}
+
+function decodeHave (t: unknown[]): HaveFrameMessage {
+  expectArity(t, 4, 'HAVE')
+  return { type: 'HAVE', have: haveFromWire(t[1], t[2], t[3]) }
+}
+
+function decodeDeltaNone (t: unknown[]): DeltaNoneMessage {
+  expectArity(t, 2, 'DELTA_NONE')
+  return { type: 'DELTA_NONE', count: expectInt(t[1], 'DELTA_NONE count', 1, MAX_DELTA_WANTS) }
+}
+
+function decodeDontHave (t: unknown[]): DontHaveMessage {
+  expectArity(t, 2, 'DONT_HAVE')
+  return { type: 'DONT_HAVE', id: expectId(t[1], 'DONT_HAVE id') }
+}
+
+function decodeHeads (t: unknown[]): HeadsMessage {
+  expectArity(t, 3, 'HEADS')
+  const seen = new Set<string>()
+  const heads = expectList(t[1], 'HEADS entries', 0, MAX_HEADS).map((entry, i) => {
+    const what = `HEADS entry ${i}`
+    if (!Array.isArray(entry)) throw new InvalidMessageError(`${what}: not an array`)
+    expectArity(entry, 4, what)
+    const tree = expectTree(entry[0], `${what} tree`)
+    if (seen.has(tree)) throw new InvalidMessageError(`${what}: tree ${tree} listed twice`)
+    seen.add(tree)
+    return {
+      tree,
+      seq: expectInt(entry[1], `${what} seq`, 1, Number.MAX_SAFE_INTEGER),
+      complete: expectBoolean(entry[2], `${what} complete`),
+      envelope: expectBytes(entry[3], `${what} envelope`, undefined, MAX_ENVELOPE_BYTES),
+    }
+  })
+  return { type: 'HEADS', heads, wantReply: expectBoolean(t[2], 'HEADS wantReply') }
+}
+
+function decodeError (t: unknown[]): ErrorMessage {
+  expectArity(t, 3, 'ERROR')
+  const code = t[1]
+  if (typeof code !== 'string' || !(ERROR_CODES as readonly string[]).includes(code)) {
+    throw new InvalidMessageError(`ERROR: unknown code ${JSON.stringify(String(code).slice(0, 40))}`)
+  }
+  return { type: 'ERROR', code: code as ErrorCode, message: expectString(t[2], 'ERROR message', MAX_ERROR_MESSAGE_BYTES) }
+}
+
+// A Map, not an object: the type comes from the peer, and a name like '__proto__' or 'toString' must not
+// find anything on Object.prototype. Typed by MessageType so a new message without a decoder fails to compile.
+const DECODERS = new Map<unknown, Decoder>(Object.entries({
+  WANT: decodeWant,
+  BLOCK: decodeBlock,
+  BLOCKS: decodeBlocks,
+  DELTA_WANT: decodeDeltaWant,
+  DELTA: decodeDelta,
+  HAVE: decodeHave,
+  DELTA_NONE: decodeDeltaNone,
+  DONT_HAVE: decodeDontHave,
+  HEADS: decodeHeads,
+  ERROR: decodeError,
+} satisfies Record<MessageType, Decoder>))
+
 function fromWire (value: unknown): Message {
   if (!Array.isArray(value) || value.length === 0) throw new InvalidMessageError('message: not a non-empty array')
   const t: unknown[] = value
-  switch (t[0]) {
-    case 'WANT': {
-      expectArity(t, 2, 'WANT')
-      const ids = expectList(t[1], 'WANT ids', 1, MAX_WANTS_PER_FRAME).map((id, i) => expectId(id, `WANT id ${i}`))
-      return { type: 'WANT', ids }
-    }
-    case 'BLOCK': {
-      expectArity(t, 3, 'BLOCK')
-      const id = expectId(t[1], 'BLOCK id')
-      if (t[2] instanceof Uint8Array && t[2].byteLength > MAX_CHUNK_SIZE) throw new LimitExceededError('BLOCK size', t[2].byteLength, MAX_CHUNK_SIZE)
-      return { type: 'BLOCK', id, bytes: expectBytes(t[2], 'BLOCK bytes') }
-    }
-    case 'BLOCKS': {
-      expectArity(t, 4, 'BLOCKS')
-      const codec = t[1]
-      if (typeof codec !== 'string' || !(BATCH_CODECS as readonly string[]).includes(codec)) {
-        throw new InvalidMessageError(`BLOCKS: unknown codec ${JSON.stringify(String(codec).slice(0, 40))}`)
-      }
-      let total = 0
-      const entries = expectList(t[2], 'BLOCKS entries', 1, MAX_BLOCKS_PER_BATCH).map((entry, i) => {
-        if (!Array.isArray(entry)) throw new InvalidMessageError(`BLOCKS entry ${i}: not an array`)
-        expectArity(entry, 2, `BLOCKS entry ${i}`)
-        const id = expectId(entry[0], `BLOCKS entry ${i} id`)
-        const size = expectInt(entry[1], `BLOCKS entry ${i} size`, 1, MAX_CHUNK_SIZE)
-        total += size
-        return { id, size }
-      })
-      if (total > MAX_BATCH_RAW_BYTES) throw new LimitExceededError('BLOCKS raw bytes', total, MAX_BATCH_RAW_BYTES)
-      // a batch that does not shrink is never sent compressed, so a payload above the raw total is not honest
-      const payload = expectBytes(t[3], 'BLOCKS payload', undefined, total)
-      return { type: 'BLOCKS', codec: codec as BatchCodec, entries, payload }
-    }
-    case 'DELTA_WANT': {
-      expectArity(t, 2, 'DELTA_WANT')
-      const keys = expectList(t[1], 'DELTA_WANT keys', 1, MAX_DELTA_WANTS).map((k, i) => expectId(k, `DELTA_WANT key ${i}`))
-      return { type: 'DELTA_WANT', keys }
-    }
-    case 'DELTA': {
-      expectArity(t, 3, 'DELTA')
-      const key = expectId(t[1], 'DELTA key')
-      return { type: 'DELTA', key, bytes: expectBytes(t[2], 'DELTA bytes', undefined, MAX_DELTA_TARGET_BYTES) }
-    }
-    case 'HAVE': {
-      expectArity(t, 4, 'HAVE')
-      return { type: 'HAVE', have: haveFromWire(t[1], t[2], t[3]) }
-    }
-    case 'DELTA_NONE': {
-      expectArity(t, 2, 'DELTA_NONE')
-      return { type: 'DELTA_NONE', count: expectInt(t[1], 'DELTA_NONE count', 1, MAX_DELTA_WANTS) }
-    }
-    case 'DONT_HAVE': {
-      expectArity(t, 2, 'DONT_HAVE')
-      return { type: 'DONT_HAVE', id: expectId(t[1], 'DONT_HAVE id') }
-    }
-    case 'HEADS': {
-      expectArity(t, 3, 'HEADS')
-      const seen = new Set<string>()
-      const heads = expectList(t[1], 'HEADS entries', 0, MAX_HEADS).map((entry, i) => {
-        const what = `HEADS entry ${i}`
-        if (!Array.isArray(entry)) throw new InvalidMessageError(`${what}: not an array`)
-        expectArity(entry, 4, what)
-        const tree = expectTree(entry[0], `${what} tree`)
-        if (seen.has(tree)) throw new InvalidMessageError(`${what}: tree ${tree} listed twice`)
-        seen.add(tree)
-        return {
-          tree,
-          seq: expectInt(entry[1], `${what} seq`, 1, Number.MAX_SAFE_INTEGER),
-          complete: expectBoolean(entry[2], `${what} complete`),
-          envelope: expectBytes(entry[3], `${what} envelope`, undefined, MAX_ENVELOPE_BYTES),
-        }
-      })
-      return { type: 'HEADS', heads, wantReply: expectBoolean(t[2], 'HEADS wantReply') }
-    }
-    case 'ERROR': {
-      expectArity(t, 3, 'ERROR')
-      const code = t[1]
-      if (typeof code !== 'string' || !(ERROR_CODES as readonly string[]).includes(code)) {
-        throw new InvalidMessageError(`ERROR: unknown code ${JSON.stringify(String(code).slice(0, 40))}`)
-      }
-      return { type: 'ERROR', code: code as ErrorCode, message: expectString(t[2], 'ERROR message', MAX_ERROR_MESSAGE_BYTES) }
-    }
-    default:
-      throw new InvalidMessageError(`message: unknown type ${JSON.stringify(String(t[0]).slice(0, 40))}`)
-  }
+  const decode = DECODERS.get(t[0])
+  if (decode === undefined) throw new InvalidMessageError(`message: unknown type ${JSON.stringify(String(t[0]).slice(0, 40))}`)
+  return decode(t)
 }
