@@ -164,7 +164,11 @@ export async function loadConfig (file: string): Promise<AgentConfig> {
 
 function tomlString (s: string): string { return JSON.stringify(s) }
 
-export function defaultConfigText (listen: string[]): string {
+// The file `deltamesh init` writes, one section per idea: every setting at its default or commented out with an
+// example, under a comment that says what it is for (this file is the first documentation an operator reads).
+// Sections are joined by one blank line; only [agent] depends on the arguments.
+
+function agentSection (listen: string[]): string {
   return `# deltamesh agent configuration (TOML). Written by \`deltamesh init\`; edit freely —
 # commands such as \`deltamesh peers add\` and \`deltamesh trust\` append to this file and keep your comments.
 
@@ -177,8 +181,11 @@ listen = [${listen.map(tomlString).join(', ')}]
 announce = []
 # Seconds a peer that exceeded its misbehaviour budget (bad chunks, malformed frames) is refused; doubles on repeats.
 banSeconds = 600
+`
+}
 
-[dashboard]
+/** The dashboard and metrics listener, and how often this site gossips its status. */
+const DASHBOARD_SECTION = `[dashboard]
 # Web dashboard of the whole network, plus Prometheus /metrics, served by this agent. Keep it on loopback
 # (reach it with an SSH tunnel or a reverse proxy); port 0 picks a free port (\`deltamesh status\` shows it).
 enabled = true
@@ -189,8 +196,10 @@ statusIntervalMs = 5000
 # Loopback names (localhost, 127.0.0.1, [::1]) are answered on any port, so an SSH tunnel to any local port
 # works; a reverse proxy's name must be listed ("name" for any port, "name:port"):
 # allowedHosts = ["mirror.example.org"]
+`
 
-[limits]
+/** Bandwidth: global limits, their schedule, links shared by several peers, and tree weights on a busy link. */
+const BANDWIDTH_SECTION = `[limits]
 # Bandwidth this agent may use in total, e.g. "10MB/s", "80Mbit/s" or "unlimited".
 # up: what it serves to peers; down: what it asks of them.
 up = "unlimited"
@@ -219,26 +228,34 @@ down = "unlimited"
 # Trees with a larger weight get a larger share of a busy link (default 1).
 # [fairness.treeWeights]
 # "rhel-10/nightly" = 4
+`
 
-# Average chunk size of the trees this agent publishes: 16KiB, 32KiB, 52KiB (default) or 64KiB. The default
+/** The chunk size of published trees (commented out: the default is what was measured to send the least). */
+const CHUNKING_SECTION = `# Average chunk size of the trees this agent publishes: 16KiB, 32KiB, 52KiB (default) or 64KiB. The default
 # sends the fewest bytes on the trees measured (package trees, ISO images, small files, source trees: chunk
 # deltas carry the boundaries of changed regions); finer chunks cost 3 × the chunks. Set a tree's size before
 # its first publish: a change re-sends its large files once.
 # [chunking.trees]
 # "isos/nightly" = "32KiB"
+`
 
-[mirror]
+/** Who may read the materialized versions. */
+const MIRROR_SECTION = `[mirror]
 # Who may read the versions this agent materializes (the subscription paths, for httpd or nginx):
 # "world" (like an rsync mirror: files keep the modes they were published with), "group" (only the
 # members of \`group\`, e.g. group = "www-data"; the agent's user must be in it), or "private" (this user only).
 # Keys, database, config and control socket are never readable by others. Applied at every agent start.
 mode = "world"
+`
 
-[sync]
+/** The request window per peer. */
+const SYNC_SECTION = `[sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).
 windowBytes = 8388608
+`
 
-# Sites this agent talks to. Only these peer ids may connect (connection gater); each is dialled and
+/** Which sites this agent talks to, and which publishers it trusts for which tree. */
+const PEERS_AND_TRUST_SECTION = `# Sites this agent talks to. Only these peer ids may connect (connection gater); each is dialled and
 # redialled with backoff. Add one with: deltamesh peers add --home DIR /ip4/…/tcp/4101/p2p/12D3KooW…
 # [[peers]]
 # addr = "/ip4/192.0.2.7/tcp/4101/p2p/12D3KooW..."
@@ -249,6 +266,9 @@ windowBytes = 8388608
 # tree = "rhel-10/compose/BaseOS"
 # key = "ed25519:..."
 `
+
+export function defaultConfigText (listen: string[]): string {
+  return [agentSection(listen), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
 }
 
 export async function writeDefaultConfig (file: string, listen: string[]): Promise<void> {
