@@ -136,77 +136,94 @@ async function probeSocket (socketPath: string): Promise<Probe> {
   })
 }
 
+/** What a route gets: its request and response, the parsed URL, and a signal aborted when the client goes. */
+interface RouteContext {
+  req: IncomingMessage
+  res: ServerResponse
+  url: URL
+  api: AgentApi
+  /** Aborted when the client disconnects before we answered: long calls (publish, verify, sync) stop. */
+  signal: AbortSignal
+  options: ControlServerOptions
+  log: Logger
+}
+
+/** Answers one endpoint; anything it throws becomes the HTTP error answer (httpStatusOf, errorBody). */
+type Route = (ctx: RouteContext) => Promise<void>
+
+/** For the calls that change something and return nothing: `{ok: true}` once the call has returned. */
+async function acknowledged (res: ServerResponse, call: Promise<void>): Promise<void> {
+  await call
+  sendJson(res, 200, { ok: true })
+}
+
+async function publishRoute ({ req, res, api, signal }: RouteContext): Promise<void> {
+  const body = await readJsonBody(req)
+  const request = { tree: str(body, 'tree'), source: absPath(body, 'source'), label: optStr(body, 'label'), strict: body.strict === true }
+  sendJson(res, 200, await api.publish(request, signal))
+}
+
+async function subscribeRoute ({ req, res, api }: RouteContext): Promise<void> {
+  const body = await readJsonBody(req)
+  const seed = body.seed === undefined || body.seed === null ? undefined : absPath(body, 'seed')
+  const maxDropPercent = body.maxDropPercent
+  if (maxDropPercent !== undefined && maxDropPercent !== null && (typeof maxDropPercent !== 'number' || !(maxDropPercent >= 0 && maxDropPercent <= 100))) throw new BadRequestError('maxDropPercent: expected a number from 0 to 100')
+  // the patterns themselves are checked by the agent (FilterPatternError, 400)
+  await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude'), seed, seedCopy: optBool(body, 'seedCopy'), allowEmpty: optBool(body, 'allowEmpty'), maxDropPercent: maxDropPercent ?? undefined })
+  sendJson(res, 200, { ok: true })
+}
+
+async function limitRoute ({ req, res, api }: RouteContext): Promise<void> {
+  const body = await readJsonBody(req)
+  const reset = body.reset
+  if (reset !== undefined && typeof reset !== 'boolean') throw new BadRequestError('reset: expected true or false')
+  sendJson(res, 200, await api.setLimit({ link: optStr(body, 'link'), peer: optStr(body, 'peer'), up: optStr(body, 'up'), down: optStr(body, 'down'), reset }))
+}
+
+async function weightRoute ({ req, res, api }: RouteContext): Promise<void> {
+  const body = await readJsonBody(req)
+  const weight = body.weight
+  if (weight !== undefined && weight !== null && typeof weight !== 'number') throw new BadRequestError('weight: expected a number or null')
+  sendJson(res, 200, { weight: await api.setTreeWeight(str(body, 'tree'), weight ?? undefined) })
+}
+
+async function shutdownRoute ({ req, res, api, options, log }: RouteContext): Promise<void> {
+  await readJsonBody(req, true)
+  // Stopping closes this server and its connections: let the answer reach the socket first.
+  const sent = new Promise<void>((resolve) => { res.once('finish', resolve); res.once('close', resolve) })
+  sendJson(res, 202, { ok: true })
+  await sent
+  log.info('shutdown requested over the control API')
+  if (options.onShutdown !== undefined) options.onShutdown()
+  else await api.shutdown()
+}
+
+/** Every endpoint, by `METHOD /path` (the table at the top of this file says what each takes and answers). */
+const ROUTES = new Map<string, Route>([
+  ['GET /v1/ping', async ({ res }) => { sendJson(res, 200, { pid: process.pid }) }],
+  ['GET /v1/status', async ({ res, api }) => { sendJson(res, 200, await api.status()) }],
+  ['GET /v1/sync', async ({ res, url, api, signal, log }) => { await streamSync(res, api, requiredParam(url, 'tree'), optSeqParam(url, 'minSeq'), signal, log) }],
+  ['POST /v1/publish', publishRoute],
+  ['POST /v1/subscribe', subscribeRoute],
+  ['POST /v1/unsubscribe', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.unsubscribe(str(body, 'tree'))) }],
+  ['POST /v1/peers', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.addPeer(str(body, 'addr'), optStr(body, 'name'))) }],
+  ['POST /v1/trust', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.trust(str(body, 'tree'), str(body, 'publisherKey'))) }],
+  ['POST /v1/limit', limitRoute],
+  ['POST /v1/weight', weightRoute],
+  ['POST /v1/verify', async ({ req, res, api, signal }) => { const body = await readJsonBody(req); sendJson(res, 200, await api.verify(str(body, 'tree'), optSeq(body, 'seq'), signal)) }],
+  ['POST /v1/shutdown', shutdownRoute],
+])
+
 async function handle (req: IncomingMessage, res: ServerResponse, options: ControlServerOptions, log: Logger): Promise<void> {
-  const { api } = options
   const url = new URL(req.url ?? '/', 'http://localhost')
   const route = `${req.method ?? ''} ${url.pathname}`
-  // Aborted when the client disconnects before we answered: long calls (publish, verify, sync) stop.
   const gone = new AbortController()
   res.on('close', () => { if (!res.writableFinished) gone.abort(abortError('control client disconnected')) })
   log.debug({ route }, 'control request')
   try {
-    switch (route) {
-      case 'GET /v1/ping': return sendJson(res, 200, { pid: process.pid })
-      case 'GET /v1/status': return sendJson(res, 200, await api.status())
-      case 'GET /v1/sync': return await streamSync(res, api, requiredParam(url, 'tree'), optSeqParam(url, 'minSeq'), gone.signal, log)
-      case 'POST /v1/publish': {
-        const body = await readJsonBody(req)
-        const request = { tree: str(body, 'tree'), source: absPath(body, 'source'), label: optStr(body, 'label'), strict: body.strict === true }
-        return sendJson(res, 200, await api.publish(request, gone.signal))
-      }
-      case 'POST /v1/subscribe': {
-        const body = await readJsonBody(req)
-        const seed = body.seed === undefined || body.seed === null ? undefined : absPath(body, 'seed')
-        const maxDropPercent = body.maxDropPercent
-        if (maxDropPercent !== undefined && maxDropPercent !== null && (typeof maxDropPercent !== 'number' || !(maxDropPercent >= 0 && maxDropPercent <= 100))) throw new BadRequestError('maxDropPercent: expected a number from 0 to 100')
-        // the patterns themselves are checked by the agent (FilterPatternError, 400)
-        await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude'), seed, seedCopy: optBool(body, 'seedCopy'), allowEmpty: optBool(body, 'allowEmpty'), maxDropPercent: maxDropPercent ?? undefined })
-        return sendJson(res, 200, { ok: true })
-      }
-      case 'POST /v1/unsubscribe': {
-        const body = await readJsonBody(req)
-        await api.unsubscribe(str(body, 'tree'))
-        return sendJson(res, 200, { ok: true })
-      }
-      case 'POST /v1/peers': {
-        const body = await readJsonBody(req)
-        await api.addPeer(str(body, 'addr'), optStr(body, 'name'))
-        return sendJson(res, 200, { ok: true })
-      }
-      case 'POST /v1/trust': {
-        const body = await readJsonBody(req)
-        await api.trust(str(body, 'tree'), str(body, 'publisherKey'))
-        return sendJson(res, 200, { ok: true })
-      }
-      case 'POST /v1/limit': {
-        const body = await readJsonBody(req)
-        const reset = body.reset
-        if (reset !== undefined && typeof reset !== 'boolean') throw new BadRequestError('reset: expected true or false')
-        return sendJson(res, 200, await api.setLimit({ link: optStr(body, 'link'), peer: optStr(body, 'peer'), up: optStr(body, 'up'), down: optStr(body, 'down'), reset }))
-      }
-      case 'POST /v1/weight': {
-        const body = await readJsonBody(req)
-        const weight = body.weight
-        if (weight !== undefined && weight !== null && typeof weight !== 'number') throw new BadRequestError('weight: expected a number or null')
-        return sendJson(res, 200, { weight: await api.setTreeWeight(str(body, 'tree'), weight ?? undefined) })
-      }
-      case 'POST /v1/verify': {
-        const body = await readJsonBody(req)
-        return sendJson(res, 200, await api.verify(str(body, 'tree'), optSeq(body, 'seq'), gone.signal))
-      }
-      case 'POST /v1/shutdown': {
-        await readJsonBody(req, true)
-        // Stopping closes this server and its connections: let the answer reach the socket first.
-        const sent = new Promise<void>((resolve) => { res.once('finish', resolve); res.once('close', resolve) })
-        sendJson(res, 202, { ok: true })
-        await sent
-        log.info('shutdown requested over the control API')
-        if (options.onShutdown !== undefined) options.onShutdown()
-        else await api.shutdown()
-        return
-      }
-      default: throw new UnknownEndpointError(req.method ?? '', url.pathname)
-    }
+    const answer = ROUTES.get(route)
+    if (answer === undefined) throw new UnknownEndpointError(req.method ?? '', url.pathname)
+    await answer({ req, res, url, api: options.api, signal: gone.signal, options, log })
   } catch (err) {
     const status = httpStatusOf(err)
     if (status >= 500) log.error({ err, route }, 'control request failed')
