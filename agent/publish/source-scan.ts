@@ -120,8 +120,10 @@ export class SourceScan {
   private cacheBatch: Array<[string, ScanCacheEntry]> = []
   /** Cached chunk lists are only valid for the chunking that cut them. */
   private readonly cacheKey: string
-  private readonly newFiles: FileBatch<{ relPath: string, chunks: PlacedChunk[], unseen: PlacedChunk[] }>
-  private readonly verifiedFiles: FileBatch<{ relPath: string, chunks: PlacedChunk[] }>
+  private readonly newFiles: FileBatch<{ relPath: string, chunks: PlacedChunk[], unseen: PlacedChunk[], stamp?: Buffer }>
+  private readonly verifiedFiles: FileBatch<{ relPath: string, chunks: PlacedChunk[], stamp?: Buffer }>
+  /** Unchanged files' stamps: recorded where they differ (a database from before stamps, a file touched and restored). */
+  private readonly cachedFiles: FileBatch<{ relPath: string, chunks: readonly never[], stamp: Buffer }>
 
   constructor (private readonly o: SourceScanOptions) {
     this.writer = new ManifestWriter(o.header)
@@ -136,13 +138,16 @@ export class SourceScan {
       for (const f of batch) for (const chunk of f.unseen) if (present[k++] !== true) { this.stats.newChunks++; this.stats.newBytes += chunk.size }
       // a root created by this publish has no old locations to read and replace (a crash leaves it existing:
       // the next publish takes the per-file path)
-      if (o.freshRoot) await o.index.indexNewFiles(o.root.id, batch.map(f => ({ relPath: f.relPath, chunks: f.chunks })))
-      else for (const f of batch) await o.index.indexFile(o.root.id, f.relPath, f.chunks)
+      if (o.freshRoot) await o.index.indexNewFiles(o.root.id, batch.map(f => ({ relPath: f.relPath, chunks: f.chunks, ...(f.stamp === undefined ? {} : { stamp: f.stamp }) })))
+      else for (const f of batch) await o.index.indexFile(o.root.id, f.relPath, f.chunks, f.stamp)
     })
+    // the stamp of a file whose locations are intact is recorded after the check; one missing any is indexed again with it
     this.verifiedFiles = new FileBatch(VERIFIED_BATCH, async batch => {
       const intact = await o.index.hasFiles(o.root.id, batch)
-      for (const [i, f] of batch.entries()) if (intact[i] !== true) await o.index.indexFile(o.root.id, f.relPath, f.chunks)
+      for (const [i, f] of batch.entries()) if (intact[i] !== true) await o.index.indexFile(o.root.id, f.relPath, f.chunks, f.stamp)
+      await o.index.recordStamps(o.root.id, batch.flatMap((f, i) => intact[i] === true && f.stamp !== undefined ? [{ relPath: f.relPath, stamp: f.stamp }] : []))
     })
+    this.cachedFiles = new FileBatch(VERIFIED_BATCH, async batch => { await o.index.recordStamps(o.root.id, batch) })
   }
 
   /** Scans the whole source; the scan cache and the index are up to date when it returns. */
@@ -158,6 +163,7 @@ export class SourceScan {
     }
     await this.newFiles.flush()
     await this.verifiedFiles.flush()
+    await this.cachedFiles.flush()
     if (this.cacheBatch.length > 0) await catalog.putScanEntries(this.cacheKey, this.cacheBatch)
     // Files gone from the source since the last scan: forget their cache entries and their chunk locations.
     const gone: string[] = []
@@ -188,14 +194,15 @@ export class SourceScan {
     s.chunks += file.chunks.length
     if (file.cached) {
       s.cachedFiles++
+      if (file.stamp !== undefined) await this.cachedFiles.add({ relPath: file.entry.path, chunks: [], stamp: file.stamp })
     } else if (file.verified) {
       // Same bytes as when it was indexed: nothing new to count and no delta to compute. Its locations are
       // checked all the same (in batches, one read each): its content may have been different for a while, and
       // a read in that window drops the locations it found wrong; a file missing any is indexed again.
       s.verifiedFiles++
-      await this.verifiedFiles.add({ relPath: file.entry.path, chunks: file.chunks })
+      await this.verifiedFiles.add({ relPath: file.entry.path, chunks: file.chunks, ...(file.stamp === undefined ? {} : { stamp: file.stamp }) })
     } else {
-      await this.newFiles.add({ relPath: file.entry.path, chunks: file.chunks, unseen: this.unseen(file.chunks) })
+      await this.newFiles.add({ relPath: file.entry.path, chunks: file.chunks, unseen: this.unseen(file.chunks), ...(file.stamp === undefined ? {} : { stamp: file.stamp }) })
       this.changed.set(file.entry.path, { size: file.entry.size, chunks: file.chunks.map(c => ({ id: c.id, size: c.size })) })
     }
     await this.remember(file)

@@ -5,6 +5,7 @@ import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
 import { bytesToPath, fsPath, validateRelativePath } from '../../protocol/paths.js'
 import type { PlacedChunk, ScanCacheEntry } from '../store/types.js'
 import { verifyFileChunks } from '../chunk/verify.js'
+import { stampOf } from '../fs/file-stamp.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
 
 /**
@@ -47,6 +48,12 @@ export interface ScannedFile {
    * ctime makes the next scan verify again.
    */
   cacheEntry: ScanCacheEntry | undefined
+  /**
+   * The file's stamp when `chunks` are its bytes at that stamp and it is settled (the stats before and after
+   * the read agreed, or the scan cache vouched for them; not modified just now): the chunk index serves its
+   * chunks without re-hashing while the stamp holds.
+   */
+  stamp?: Buffer
 }
 
 /** A file entry, a directory, a symlink, or a hardlink of an earlier file (an entry with `linkTo`, no `file`). */
@@ -71,6 +78,8 @@ export interface SourceStat {
   nlink: number
   /** Bytes allocated (st_blocks × 512): fewer than `size` means the file has holes. */
   allocated: number
+  /** A regular file's stamp (agent/fs/file-stamp.ts): device, inode, size, mtime and ctime to the nanosecond. */
+  stamp?: Buffer
 }
 
 export interface ScanOptions {
@@ -204,6 +213,7 @@ function sourceStat (st: BigIntStats): SourceStat {
     dev: Number(st.dev),
     nlink: Number(st.nlink),
     allocated: Number(st.blocks) * 512,
+    ...(kind === 'file' ? { stamp: stampOf(st) } : {}),
   }
 }
 
@@ -364,5 +374,6 @@ function fileItem (relPath: string, stats: SourceStat, chunks: PlacedChunk[], ho
     // other names of it may follow in this manifest
     ...(stats.nlink > 1 ? { linkable: true } : {}),
   }
-  return { entry, file: { entry, chunks, cached: how === 'cached', verified: how === 'verified', cacheEntry } }
+  const stamp = cacheEntry === undefined ? undefined : stats.stamp
+  return { entry, file: { entry, chunks, cached: how === 'cached', verified: how === 'verified', cacheEntry, ...(stamp === undefined ? {} : { stamp }) } }
 }

@@ -1,6 +1,7 @@
 // The chunk index on LevelDB: chunk id → where the chunk already lies on disk ("the tree is the store").
-// Reads re-hash what they find, so a file edited, truncated or deleted behind our back is detected, its
-// location dropped, and its bytes never returned. Key layout: db.ts and location-keys.ts.
+// Reads re-hash what they find unless the file's stamp is the one recorded when its chunks were known good
+// (file-stamps.ts), so a file edited, truncated or deleted behind our back is detected, its location
+// dropped, and its bytes never returned. Key layout: db.ts and location-keys.ts.
 import { isAbsolute, join, relative, sep } from 'node:path'
 import { isChunkId, type ChunkId } from '../../protocol/chunk-id.js'
 import { LimitExceededError } from '../../protocol/errors.js'
@@ -11,6 +12,8 @@ import type { ChunkIndex, ChunkIndexEvents, ChunkLocation, PlacedChunk, StoreRoo
 import { PREFIX, deleteRange, key, range, u32, type StoreDb } from './db.js'
 import { InvalidLocationError, UnknownRootError } from './errors.js'
 import { FsBatch } from '../fs/fs-batch.js'
+import { bindStamp, stampSize } from '../fs/file-stamp.js'
+import { StampCache, rootStampsPrefix, stampKey, stampKeyOfLoc } from './file-stamps.js'
 import { LocationCache } from './location-cache.js'
 import { KeyedMutex } from './mutex.js'
 import { decodeLocKey, decodeSize, fileKey, filePrefix, fileToLoc, locKey, locPrefix, locToFile, rootFilesPrefix, sizeValue } from './location-keys.js'
@@ -44,12 +47,16 @@ export class LevelChunkIndex implements ChunkIndex {
   private readonly reader = new FsBatch()
   /** Locations of the chunks being read, and of those after them in their files (location-cache.ts). */
   private readonly nearby: LocationCache
+  /** The recorded stamps of the files being read (file-stamps.ts). */
+  private readonly stamps: StampCache
+  /** Chunks read: re-hashed, or served on their file's stamp. */
+  readonly readStats = { hashed: 0, trusted: 0 }
   /** The read-ahead under way, if any: a read that misses the cache waits for it before looking up. */
   private readingAhead?: Promise<void>
   private readonly fileLocks = new KeyedMutex()
   private readonly inFlight = new Set<Promise<unknown>>()
   /** Location puts waiting for the write under way to finish (see putLocations). */
-  private locationQueue: { puts: Array<[Buffer, Buffer]>, waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }> } = { puts: [], waiters: [] }
+  private locationQueue: { puts: Array<[Buffer, Buffer]>, dels: Buffer[], waiters: Array<{ resolve: () => void, reject: (err: unknown) => void }> } = { puts: [], dels: [], waiters: [] }
   private writingLocations = false
   /** Lookups of a chunk's first location waiting to be done together (see firstLocation). */
   private pendingLookups: Array<{ id: ChunkId, resolve: (found: [Buffer, Buffer] | undefined) => void, reject: (err: unknown) => void }> = []
@@ -62,6 +69,7 @@ export class LevelChunkIndex implements ChunkIndex {
     init: LevelChunkIndexInit,
   ) {
     this.nearby = new LocationCache(db, init.cachedLocations)
+    this.stamps = new StampCache(db, init.cachedLocations)
   }
 
   /** Loads the (few) roots into memory: every read and write needs its root, and only this object changes them. */
@@ -113,10 +121,12 @@ export class LevelChunkIndex implements ChunkIndex {
     this.roots.delete(id)
     this.nearby.invalidate()
     await deleteRange(this.db, rootFilesPrefix(id), fileToLoc)
+    await deleteRange(this.db, rootStampsPrefix(id))
+    this.stamps.invalidate()
     await this.db.del(key(PREFIX.ROOT, u32(id)))
   }
 
-  async indexFile (rootId: number, relPath: string, chunks: PlacedChunk[]): Promise<void> {
+  async indexFile (rootId: number, relPath: string, chunks: PlacedChunk[], stamp?: Uint8Array): Promise<void> {
     const path = this.checkFile(rootId, relPath)
     if (chunks.length > MAX_CHUNKS_PER_FILE) throw new LimitExceededError('chunks per file', chunks.length, MAX_CHUNKS_PER_FILE)
     for (const c of chunks) checkPlacement(relPath, c.id, c.offset, c.size)
@@ -138,6 +148,10 @@ export class LevelChunkIndex implements ChunkIndex {
         const size = sizeValue(c.size)
         batch.put(locKey(c.id, rootId, path, c.offset), size).put(fileKey(rootId, path, c.offset, c.id), size)
       }
+      // the stamp goes with the locations it vouches for; changed locations without one forget the old one
+      if (stamp !== undefined) batch.put(stampKey(rootId, path), Buffer.from(stamp))
+      else if (batch.length > 0) batch.del(stampKey(rootId, path))
+      if (batch.length > 0) this.stamps.invalidate()
       if (batch.length > 0) await batch.write()
       else await batch.close()
     })
@@ -159,7 +173,7 @@ export class LevelChunkIndex implements ChunkIndex {
     })
   }
 
-  async indexNewFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<void> {
+  async indexNewFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[], stamp?: Uint8Array }>): Promise<void> {
     // Check everything before the batch exists, so a bad entry leaves no half-built batch open.
     const checked = files.map(f => {
       if (f.chunks.length > MAX_CHUNKS_PER_FILE) throw new LimitExceededError('chunks per file', f.chunks.length, MAX_CHUNKS_PER_FILE)
@@ -173,6 +187,7 @@ export class LevelChunkIndex implements ChunkIndex {
         const size = sizeValue(c.size)
         puts.push([locKey(c.id, rootId, path, c.offset), size], [fileKey(rootId, path, c.offset, c.id), size])
       }
+      if (f.stamp !== undefined) puts.push([stampKey(rootId, path), Buffer.from(f.stamp)])
     }
     await this.putLocations(puts)
   }
@@ -190,7 +205,13 @@ export class LevelChunkIndex implements ChunkIndex {
       const size = sizeValue(loc.size)
       puts.push([locKey(id, loc.rootId, path, loc.offset), size], [fileKey(loc.rootId, path, loc.offset, id), size])
     })
-    await this.putLocations(puts)
+    // a new location in a file: its stamp vouched for the others only
+    await this.putLocations(puts, locations.map((loc, n) => stampKey(loc.rootId, paths[n] as Buffer)))
+  }
+
+  async recordStamps (rootId: number, files: Array<{ relPath: string, stamp: Uint8Array }>): Promise<void> {
+    const stamps = files.map(f => [stampKey(rootId, this.checkFile(rootId, f.relPath)), Buffer.from(f.stamp)] as [Buffer, Buffer])
+    await this.stamps.record(stamps)
   }
 
   /**
@@ -198,10 +219,12 @@ export class LevelChunkIndex implements ChunkIndex {
    * (a sync stores up to 32 chunks at a time) share the next one. Each resolves once its keys are written,
    * so "recorded" still means written, at one database write per group instead of one per chunk.
    */
-  private async putLocations (puts: Array<[Buffer, Buffer]>): Promise<void> {
+  private async putLocations (puts: Array<[Buffer, Buffer]>, dels: Buffer[] = []): Promise<void> {
     if (puts.length === 0) return
+    if (dels.length > 0) this.stamps.invalidate()
     await new Promise<void>((resolve, reject) => {
       for (const p of puts) this.locationQueue.puts.push(p)
+      for (const d of dels) this.locationQueue.dels.push(d)
       this.locationQueue.waiters.push({ resolve, reject })
       if (!this.writingLocations) this.flushLocations()
     })
@@ -209,9 +232,10 @@ export class LevelChunkIndex implements ChunkIndex {
 
   private flushLocations (): void {
     const group = this.locationQueue
-    this.locationQueue = { puts: [], waiters: [] }
+    this.locationQueue = { puts: [], dels: [], waiters: [] }
     this.writingLocations = true
     const batch = this.db.batch()
+    for (const k of group.dels) batch.del(k)
     for (const [k, v] of group.puts) batch.put(k, v)
     batch.write().then(() => { for (const w of group.waiters) w.resolve() }, (err: unknown) => { for (const w of group.waiters) w.reject(err) }).finally(() => {
       this.writingLocations = false
@@ -223,9 +247,9 @@ export class LevelChunkIndex implements ChunkIndex {
     const path = pathToBytes(validateRelativePath(relPath))
     await this.fileLocks.run(`${rootId}/${relPath}`, async () => {
       const old = await this.db.keys(range(filePrefix(rootId, path))).all()
-      if (old.length === 0) return
       this.nearby.invalidate()
-      const batch = this.db.batch()
+      this.stamps.invalidate()
+      const batch = this.db.batch().del(stampKey(rootId, path))
       for (const k of old) batch.del(k).del(fileToLoc(k))
       await batch.write()
     })
@@ -339,7 +363,7 @@ export class LevelChunkIndex implements ChunkIndex {
     const first = cached ?? await this.firstLocation(id)
     if (first === undefined) return undefined
     signal?.throwIfAborted()
-    const attempt = await this.readAt(id, decodeLocKey(first[0], decodeSize(first[1])).location, signal)
+    const attempt = await this.readAt(id, first[0], decodeLocKey(first[0], decodeSize(first[1])).location, signal)
     if (attempt.kind === 'ok') return attempt.bytes
     if (cached !== undefined) this.nearby.forget(id)
     return await this.readAny(id, signal)
@@ -355,11 +379,12 @@ export class LevelChunkIndex implements ChunkIndex {
         for (const [k, v] of page) {
           signal?.throwIfAborted()
           const { location } = decodeLocKey(k, decodeSize(v))
-          const attempt = await this.readAt(id, location, signal)
+          const attempt = await this.readAt(id, k, location, signal)
           if (attempt.kind === 'ok') return attempt.bytes
           if (attempt.kind === 'error') { this.events.onReadError?.(id, location, attempt.error); continue }
           this.nearby.invalidate()
-          await this.db.batch().del(k).del(locToFile(k)).write()
+          this.stamps.invalidate()
+          await this.db.batch().del(k).del(locToFile(k)).del(stampKeyOfLoc(k)).write()
           this.events.onCorrupt?.(id, location, attempt.reason)
         }
       }
@@ -368,7 +393,7 @@ export class LevelChunkIndex implements ChunkIndex {
     }
   }
 
-  private async readAt (id: ChunkId, loc: ChunkLocation, signal: AbortSignal | undefined): Promise<Attempt> {
+  private async readAt (id: ChunkId, locKey: Buffer, loc: ChunkLocation, signal: AbortSignal | undefined): Promise<Attempt> {
     const root = this.roots.get(loc.rootId)
     if (root === undefined) return { kind: 'corrupt', reason: `root ${loc.rootId} no longer exists` }
     if (loc.size > MAX_CHUNK_SIZE) return { kind: 'corrupt', reason: `size ${loc.size} over MAX_CHUNK_SIZE` }
@@ -376,13 +401,22 @@ export class LevelChunkIndex implements ChunkIndex {
     if (abs === undefined) return { kind: 'corrupt', reason: 'path escapes its root' }
     signal?.throwIfAborted()
     let outcome
+    const sk = stampKeyOfLoc(locKey)
     try {
-      outcome = await this.reader.run({ type: 'read', path: abs, offset: loc.offset, size: loc.size, id })
+      const stamp = await this.stamps.get(sk)
+      // a copy: a Buffer from the database may be a view of a larger one, all of which would be cloned
+      outcome = await this.reader.run({ type: 'read', path: abs, offset: loc.offset, size: loc.size, id, ...(stamp === null ? {} : { stamp: new Uint8Array(stamp) }) })
     } catch (err) {
       return classify(err)
     }
     switch (outcome.kind) {
-      case 'ok': return { kind: 'ok', bytes: Buffer.from(outcome.bytes.buffer, outcome.bytes.byteOffset, outcome.bytes.byteLength) }
+      case 'ok':
+        if (outcome.hashed) this.readStats.hashed++
+        else this.readStats.trusted++
+        // the chunk is the whole file: the stamp vouches for this chunk alone (others may be recorded in the
+        // file, and a re-hash of one proves nothing about them)
+        if (outcome.stamp !== undefined && loc.offset === 0 && loc.size === stampSize(outcome.stamp)) await this.stamps.record([[sk, bindStamp(outcome.stamp, id)]]).catch(() => {})
+        return { kind: 'ok', bytes: Buffer.from(outcome.bytes.buffer, outcome.bytes.byteOffset, outcome.bytes.byteLength) }
       case 'short': return { kind: 'corrupt', reason: `short read: ${outcome.bytesRead} of ${loc.size} bytes` }
       case 'mismatch': return { kind: 'corrupt', reason: 'hash mismatch' }
     }

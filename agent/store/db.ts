@@ -8,6 +8,7 @@
 //   0x02 ROOT      0x02 rootId:u32                                     → JSON StoreRoot (without id)
 //   0x03 LOC       0x03 chunkId:32 rootId:u32 relPath '\0' offset:u64  → size:u32       chunk → where it lies
 //   0x04 FILE      0x04 rootId:u32 relPath '\0' offset:u64 chunkId:32  → size:u32       file → its chunks
+//   0x05 STAMP     0x05 rootId:u32 relPath '\0'                          → stamp:40 (or 72) the file's stamp when its chunks were known good
 //   0x10 BLOB      0x10 blobId:32                                      → raw bytes      root blobs, manifest chunks
 //   0x11 TREE      0x11 name                                           → JSON TreeRecord
 //   0x12 VERSION   0x12 tree '\0' seq:u64                              → msgpack VersionRecord
@@ -18,7 +19,9 @@
 //
 // LOC and FILE hold the same tuples in two orders: LOC answers has()/locations() with one prefix scan by
 // chunk id; FILE lets indexFile/removeFile/removeRoot find a file's or a root's locations without a full scan.
-// Every write keeps the two in step (each LOC key has exactly one FILE key and vice versa).
+// Every write keeps the two in step (each LOC key has exactly one FILE key and vice versa). A file's STAMP
+// (agent/fs/file-stamp.ts) goes in the batch that records its locations, or later once they are verified, and
+// every write that changes them deletes it: a stamp only ever vouches for the locations recorded with it.
 import { Level } from 'level'
 import { StoreLockedError, StoreOpenError } from './errors.js'
 import { pathToBytes } from '../../protocol/paths.js'
@@ -30,6 +33,8 @@ export const PREFIX = {
   ROOT: 0x02,
   LOC: 0x03,
   FILE: 0x04,
+  /** A file's stamp (device, inode, size, mtime, ctime) when its indexed chunks were known good: reads skip the re-hash while it holds. */
+  STAMP: 0x05,
   BLOB: 0x10,
   TREE: 0x11,
   VERSION: 0x12,

@@ -42,8 +42,12 @@ export interface ChunkIndex {
   updateRoot (root: StoreRoot): Promise<void>
   /** Forgets a root and every location under it. */
   removeRoot (id: number): Promise<void>
-  /** Records the chunks of one file, replacing whatever was recorded for (rootId, relPath) before. */
-  indexFile (rootId: number, relPath: string, chunks: PlacedChunk[]): Promise<void>
+  /**
+   * Records the chunks of one file, replacing whatever was recorded for (rootId, relPath) before. `stamp`:
+   * the file's stamp (agent/fs/file-stamp.ts) when these chunks were cut from its bytes; without one, a
+   * change of the locations forgets the file's stamp.
+   */
+  indexFile (rootId: number, relPath: string, chunks: PlacedChunk[], stamp?: Uint8Array): Promise<void>
   /**
    * For each file, whether every one of its chunks is still recorded at its offset (one read for them all).
    * Cheaper than indexFile when the answer is nearly always yes: a publish checks the files it verified.
@@ -53,9 +57,15 @@ export interface ChunkIndex {
    * Records the chunks of many files under a root created by the caller, for which nothing was recorded
    * yet (a fresh staging dir): one write, no read of old locations. Anything else must use indexFile.
    */
-  indexNewFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[] }>): Promise<void>
-  /** Records single chunk placements (a sync writes chunks into staging files one by one). */
+  indexNewFiles (rootId: number, files: Array<{ relPath: string, chunks: PlacedChunk[], stamp?: Uint8Array }>): Promise<void>
+  /** Records single chunk placements (a sync writes chunks into staging files one by one); forgets those files' stamps. */
   addLocations (id: ChunkId, locations: ChunkLocation[]): Promise<void>
+  /**
+   * Records files' stamps: the caller knows the chunks recorded for each file are its bytes at that stamp
+   * (verified by a publish, or written and finished by a build). Reads from a file whose stamp still
+   * matches skip the re-hash.
+   */
+  recordStamps (rootId: number, files: Array<{ relPath: string, stamp: Uint8Array }>): Promise<void>
   removeFile (rootId: number, relPath: string): Promise<void>
   locations (id: ChunkId): Promise<ChunkLocation[]>
   has (id: ChunkId): Promise<boolean>
