@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os'
 import type { Command } from 'commander'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { toHex } from '../../protocol/chunk-id.js'
-import { ManifestWriter, encodeRoot } from '../../protocol/manifest.js'
+import { ManifestWriter, encodeRoot, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { displayPath } from '../../protocol/paths.js'
 import type { SkippedEntries } from '../store/types.js'
@@ -26,7 +26,15 @@ export async function describeSite (homeArg: string | undefined): Promise<{ peer
   return { peerId, multiaddrs: addrs.map(a => `${a}/p2p/${peerId}`), publisherKey: publisherKeyText(await loadPublisherKey(home.publisherKey)) }
 }
 
+// One function per command; `deltamesh --help` lists them in this order.
 export function registerLocalCommands (program: Command): void {
+  registerInit(program)
+  registerPublish(program)
+  registerManifest(program)
+  registerVerify(program)
+}
+
+function registerInit (program: Command): void {
   program.command('init')
     .description('create an agent home: peer identity, publisher key and a commented config file; print what other sites need')
     .addOption(homeOption())
@@ -52,7 +60,9 @@ export function registerLocalCommands (program: Command): void {
           'On another site:  deltamesh peers add --home DIR <multiaddr>   and   deltamesh trust --home DIR TREE <publisher key>\n')
       }
     })
+}
 
+function registerPublish (program: Command): void {
   program.command('publish')
     .description('scan SRC, chunk and hash what changed, sign and record a new version of TREE (announced to peers when the agent runs)')
     .addOption(homeOption())
@@ -78,7 +88,9 @@ export function registerLocalCommands (program: Command): void {
         printPublish(result, opts.json === true)
       })
     })
+}
 
+function registerManifest (program: Command): void {
   program.command('manifest')
     .description('compute and print the manifest of a directory (stats, or entries as JSON lines) without an agent home')
     .argument('<src>', 'directory')
@@ -86,57 +98,92 @@ export function registerLocalCommands (program: Command): void {
     .option('--entries', 'print every entry as a JSON line')
     .option('--chunk-size <size>', 'average chunk size: 16KiB, 32KiB, 52KiB (default) or 64KiB, as [chunking] in config.toml')
     .action(async (src: string, opts: { json?: boolean, entries?: boolean, chunkSize?: string }) => {
-      const { ChunkerPool } = await import('../chunk/pool.js')
-      const { chunkBytes } = await import('../chunk/chunker.js')
       const { CHUNK_SIZES, CHUNK_SIZE_NAMES } = await import('../../protocol/chunking.js')
       const size = opts.chunkSize ?? '52KiB'
       if (!(CHUNK_SIZE_NAMES as string[]).includes(size)) throw new Error(`--chunk-size: one of ${CHUNK_SIZE_NAMES.join(', ')}`)
       const chunking = CHUNK_SIZES[size as keyof typeof CHUNK_SIZES]
-      const { scanTree } = await import('../scan/scanner.js')
-      const pool = new ChunkerPool({ size: availableParallelism() })
-      const started = Date.now()
-      try {
-        const writer = new ManifestWriter({ chunking: chunking })
-        const parts = [writer.start()]
-        const unique = new Map<string, number>()
-        const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
-        let skipped = 0
-        const onSkip = (p: string, _kind: string, reason: string): void => { skipped++; process.stderr.write(`not in the manifest: ${displayPath(p)}: ${reason}\n`) }
-        for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size, options) => await pool.chunkFile(p, chunking, s, size, options), onSkip })) {
-          parts.push(writer.write(entry))
-          if (entry.type === 'dir') counts.dirs++
-          else if (entry.type === 'symlink') counts.symlinks++
-          else {
-            counts.files++; counts.bytes += entry.size; counts.chunks += entry.chunks.length
-            for (const c of entry.chunks) unique.set(toHex(c.id), c.size)
-          }
-          if (opts.entries === true) {
-            // names in their display form (backslash, control characters and non-UTF-8 bytes escaped)
-            const shown = { ...entry, path: displayPath(entry.path) }
-            if (shown.type === 'symlink') shown.target = displayPath(shown.target)
-            const printable = shown.type === 'file' ? { ...shown, ...(shown.linkTo === undefined ? {} : { linkTo: displayPath(shown.linkTo) }), chunks: shown.chunks.map(c => [toHex(c.id), c.size]) } : shown
-            process.stdout.write(JSON.stringify(printable) + '\n')
-          }
-        }
-        const manifest = Buffer.concat(parts)
-        const chunks = chunkBytes(manifest, chunking)
-        const root = encodeRoot({ manifestSize: manifest.byteLength, entryCount: writer.entryCount, totalFileBytes: writer.totalFileBytes, chunks: chunks.map(c => ({ id: c.id, size: c.size })) })
-        const uniqueBytes = [...unique.values()].reduce((a, b) => a + b, 0)
-        const stats = { ...counts, skipped, uniqueChunks: unique.size, uniqueBytes, manifestBytes: manifest.byteLength, manifestChunks: chunks.length, root: toHex(chunkIdOf(root)), chunking: chunking, ms: Date.now() - started }
-        if (opts.entries === true) return
-        if (opts.json === true) process.stdout.write(JSON.stringify(stats) + '\n')
-        else {
-          process.stdout.write(`${src}: ${stats.files} files, ${stats.dirs} dirs, ${stats.symlinks} symlinks, ${formatBytes(stats.bytes)}\n` +
-            `chunks: ${stats.chunks} (${stats.uniqueChunks} unique, ${formatBytes(uniqueBytes)}), average ${formatBytes(stats.chunks === 0 ? 0 : Math.round(stats.bytes / stats.chunks))}\n` +
-            `manifest: ${formatBytes(stats.manifestBytes)} in ${stats.manifestChunks} chunks, root ${stats.root}\n` +
-            `chunking: ${chunking.algorithm} avgBits=${chunking.avgBits} min=${chunking.minSize} max=${chunking.maxSize}; ${stats.ms} ms\n` +
-            (skipped > 0 ? `NOT in the manifest: ${skipped} entr${skipped === 1 ? 'y' : 'ies'} (listed above)\n` : ''))
-        }
-      } finally {
-        await pool.close()
-      }
+      const stats = await computeManifest(src, chunking, entry => {
+        if (opts.entries === true) process.stdout.write(entryLine(entry))
+      })
+      if (opts.entries === true) return
+      if (opts.json === true) process.stdout.write(JSON.stringify(stats) + '\n')
+      else printManifestStats(src, stats)
     })
+}
 
+/** What `deltamesh manifest` reports of a directory: what a publish of it would record. */
+interface ManifestStats {
+  dirs: number
+  files: number
+  symlinks: number
+  bytes: number
+  chunks: number
+  skipped: number
+  uniqueChunks: number
+  uniqueBytes: number
+  manifestBytes: number
+  manifestChunks: number
+  root: string
+  chunking: ChunkingParams
+  ms: number
+}
+
+/**
+ * Scans and chunks SRC as a publish would, without an agent home or a store, and builds its manifest and
+ * root. Each entry goes to onEntry as it is written (so --entries streams); skipped entries are named on stderr.
+ */
+async function computeManifest (src: string, chunking: ChunkingParams, onEntry: (entry: ManifestEntry) => void): Promise<ManifestStats> {
+  // loaded here, not at the top: the other commands start faster
+  const { ChunkerPool } = await import('../chunk/pool.js')
+  const { chunkBytes } = await import('../chunk/chunker.js')
+  const { scanTree } = await import('../scan/scanner.js')
+  const pool = new ChunkerPool({ size: availableParallelism() })
+  const started = Date.now()
+  try {
+    const writer = new ManifestWriter({ chunking: chunking })
+    const parts = [writer.start()]
+    const unique = new Map<string, number>()
+    const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
+    let skipped = 0
+    const onSkip = (p: string, _kind: string, reason: string): void => { skipped++; process.stderr.write(`not in the manifest: ${displayPath(p)}: ${reason}\n`) }
+    for await (const { entry } of scanTree(src, { chunkFile: async (p, s, size, options) => await pool.chunkFile(p, chunking, s, size, options), onSkip })) {
+      parts.push(writer.write(entry))
+      if (entry.type === 'dir') counts.dirs++
+      else if (entry.type === 'symlink') counts.symlinks++
+      else {
+        counts.files++; counts.bytes += entry.size; counts.chunks += entry.chunks.length
+        for (const c of entry.chunks) unique.set(toHex(c.id), c.size)
+      }
+      onEntry(entry)
+    }
+    const manifest = Buffer.concat(parts)
+    const chunks = chunkBytes(manifest, chunking)
+    const root = encodeRoot({ manifestSize: manifest.byteLength, entryCount: writer.entryCount, totalFileBytes: writer.totalFileBytes, chunks: chunks.map(c => ({ id: c.id, size: c.size })) })
+    const uniqueBytes = [...unique.values()].reduce((a, b) => a + b, 0)
+    return { ...counts, skipped, uniqueChunks: unique.size, uniqueBytes, manifestBytes: manifest.byteLength, manifestChunks: chunks.length, root: toHex(chunkIdOf(root)), chunking: chunking, ms: Date.now() - started }
+  } finally {
+    await pool.close()
+  }
+}
+
+/** One entry as a JSON line, its names in their display form (backslash, control characters and non-UTF-8 bytes escaped). */
+function entryLine (entry: ManifestEntry): string {
+  const shown = { ...entry, path: displayPath(entry.path) }
+  if (shown.type === 'symlink') shown.target = displayPath(shown.target)
+  const printable = shown.type === 'file' ? { ...shown, ...(shown.linkTo === undefined ? {} : { linkTo: displayPath(shown.linkTo) }), chunks: shown.chunks.map(c => [toHex(c.id), c.size]) } : shown
+  return JSON.stringify(printable) + '\n'
+}
+
+function printManifestStats (src: string, stats: ManifestStats): void {
+  const { chunking, skipped } = stats
+  process.stdout.write(`${src}: ${stats.files} files, ${stats.dirs} dirs, ${stats.symlinks} symlinks, ${formatBytes(stats.bytes)}\n` +
+    `chunks: ${stats.chunks} (${stats.uniqueChunks} unique, ${formatBytes(stats.uniqueBytes)}), average ${formatBytes(stats.chunks === 0 ? 0 : Math.round(stats.bytes / stats.chunks))}\n` +
+    `manifest: ${formatBytes(stats.manifestBytes)} in ${stats.manifestChunks} chunks, root ${stats.root}\n` +
+    `chunking: ${chunking.algorithm} avgBits=${chunking.avgBits} min=${chunking.minSize} max=${chunking.maxSize}; ${stats.ms} ms\n` +
+    (skipped > 0 ? `NOT in the manifest: ${skipped} entr${skipped === 1 ? 'y' : 'ies'} (listed above)\n` : ''))
+}
+
+function registerVerify (program: Command): void {
   program.command('verify')
     .description('re-hash a held version of TREE against its signed manifest (exit 2 when anything differs)')
     .addOption(homeOption())
@@ -147,14 +194,12 @@ export function registerLocalCommands (program: Command): void {
       const { verifyVersion } = await import('../versions/verify.js')
       const result = (await viaAgent(opts.home, async api => await api.verify(tree, opts.seq))) ??
         await withLocalContext(opts.home, async ctx => await verifyVersion(ctx.store.catalog, tree, opts.seq))
-      {
-        if (opts.json === true) process.stdout.write(JSON.stringify(result) + '\n')
-        else {
-          process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
-          for (const p of result.problems) process.stdout.write(`  ${p.path}: ${p.reason}\n`)
-        }
-        if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${result.problems.length} file(s) differ from the manifest`, 2)
+      if (opts.json === true) process.stdout.write(JSON.stringify(result) + '\n')
+      else {
+        process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
+        for (const p of result.problems) process.stdout.write(`  ${p.path}: ${p.reason}\n`)
       }
+      if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${result.problems.length} file(s) differ from the manifest`, 2)
     })
 }
 

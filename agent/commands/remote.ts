@@ -36,12 +36,26 @@ async function requireAgent (homeArg: string | undefined): Promise<AgentApi> {
   return api
 }
 
+// One function per command; `deltamesh --help` lists them in this order.
 export function registerRemoteCommands (program: Command): void {
+  registerAgent(program)
+  registerPeers(program)
+  registerTrust(program)
+  registerSubscribe(program)
+  registerUnsubscribe(program)
+  registerSync(program)
+  registerLimit(program)
+  registerStatus(program)
+}
+
+function registerAgent (program: Command): void {
   program.command('agent')
     .description('run the agent in the foreground: talk to peers, serve and fetch chunks, follow subscriptions, answer the CLI on HOME/control.sock; stops cleanly on SIGTERM/SIGINT')
     .addOption(homeOption())
     .action(async (opts: { home?: string }) => { await runAgent(opts.home) })
+}
 
+function registerPeers (program: Command): void {
   const peers = program.command('peers').description('list or add the peers this agent dials')
   peers.command('add')
     .description('add a peer (multiaddr ending in /p2p/<peer id>, printed by `deltamesh init` on that site): told to the running agent, or written to config.toml when the agent is not running')
@@ -72,7 +86,9 @@ export function registerRemoteCommands (program: Command): void {
       process.stdout.write(`agent not running; configured peers in ${home.config}:\n` +
         (config.peers.length === 0 ? '  (none)\n' : table([['NAME', 'ADDRESS'], ...config.peers.map(p => [p.name ?? '-', p.addr])]) + '\n'))
     })
+}
 
+function registerTrust (program: Command): void {
   program.command('trust')
     .description('accept versions of TREE signed by PUBKEY (printed by `deltamesh init` on the publishing site): told to the running agent, or written to config.toml when the agent is not running')
     .addOption(homeOption())
@@ -85,7 +101,9 @@ export function registerRemoteCommands (program: Command): void {
       await appendTrust(home.config, tree, key)
       process.stdout.write(`trusting ${key} for ${tree} (written to ${home.config})\n`)
     })
+}
 
+function registerSubscribe (program: Command): void {
   program.command('subscribe')
     .description('keep a copy of TREE at PATH: the agent pulls each new trusted version and switches PATH to it atomically (needs the running agent)')
     .addOption(homeOption())
@@ -109,7 +127,9 @@ export function registerRemoteCommands (program: Command): void {
       // a version already held under other patterns is rebuilt with these and flipped to: `sync` waits for that too
       process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync ${tree}\n`)
     })
+}
 
+function registerUnsubscribe (program: Command): void {
   program.command('unsubscribe')
     .description('stop following TREE (needs the running agent)')
     .addOption(homeOption())
@@ -119,7 +139,9 @@ export function registerRemoteCommands (program: Command): void {
       await api.unsubscribe(tree)
       process.stdout.write(`unsubscribed ${tree}\n`)
     })
+}
 
+function registerSync (program: Command): void {
   program.command('sync')
     .description(`wait until the agent holds the newest announced version of TREE, showing progress; exit 0 when complete, ${EXIT_SYNC_TIMEOUT} on --timeout, 1 when the sync fails or no agent runs`)
     .addOption(homeOption())
@@ -129,7 +151,9 @@ export function registerRemoteCommands (program: Command): void {
     .action(async (tree: string, opts: { home?: string, timeout?: number, seq?: number }) => {
       await runSync(await requireAgent(opts.home), tree, opts.timeout, opts.seq)
     })
+}
 
+function registerLimit (program: Command): void {
   program.command('limit')
     .description('show or change bandwidth limits at runtime: global (no --link/--peer), a named [[links]] entry, or one peer; effective within a second, kept across restarts in HOME/limits.json (over config.toml) until --reset. With --tree and --weight: a tree\'s share of busy links')
     .addOption(homeOption())
@@ -142,7 +166,9 @@ export function registerRemoteCommands (program: Command): void {
     .option('--weight <n|reset>', 'share of a busy link relative to other trees (default 1)')
     .option('--json', 'print the links as JSON')
     .action(async (opts: LimitOptions) => { await runLimit(opts) })
+}
 
+function registerStatus (program: Command): void {
   program.command('status')
     .description('what the running agent holds and does: trees (current and newest version, subscription, sync progress), versions, peers and traffic, counters')
     .addOption(homeOption())
