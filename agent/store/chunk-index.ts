@@ -418,7 +418,7 @@ export class LevelChunkIndex implements ChunkIndex {
         if (outcome.stamp !== undefined && loc.offset === 0 && loc.size === stampSize(outcome.stamp)) await this.stamps.record([[sk, bindStamp(outcome.stamp, id)]]).catch(() => {})
         return { kind: 'ok', bytes: Buffer.from(outcome.bytes.buffer, outcome.bytes.byteOffset, outcome.bytes.byteLength) }
       case 'short': return { kind: 'corrupt', reason: `short read: ${outcome.bytesRead} of ${loc.size} bytes` }
-      case 'mismatch': return { kind: 'corrupt', reason: 'hash mismatch' }
+      case 'mismatch': this.readStats.hashed++; return { kind: 'corrupt', reason: 'hash mismatch' }
     }
   }
 
