@@ -63,8 +63,6 @@ export const DEFAULT_BATCH_BYTES = 256 * 1024
  */
 export const COALESCE_BYTES = 64 * 1024
 
-interface Pending { id: ChunkId, bytes: Promise<Uint8Array | undefined>, settled: boolean, value?: Uint8Array }
-
 export class ChunkServer {
   private readonly log
   private readonly maxOutstanding: number
@@ -162,116 +160,108 @@ export class ChunkServer {
 
   /** Runs a reader (WANT frames → queue) and a writer (queue → provider → BLOCK/DONT_HAVE) until the client closes. */
   private async serve (peer: string, frames: FrameStream, signal: AbortSignal, batched: boolean): Promise<void> {
-    const queue: ChunkId[] = []
-    let head = 0
-    const inFlight: Pending[] = []
+    const wants = new ReadAhead(id => this.readChunk(id, signal), this.readAhead)
     const wake = new Notifier()
-    let readerDone = false
-    let violation: Error | undefined
-
-    const reader = (async () => {
-      try {
-        for (;;) {
-          const msg = await frames.read()
-          if (msg === undefined) break
-          if (msg.type !== 'WANT') throw new InvalidMessageError(`unexpected ${msg.type} frame from a client`)
-          const unanswered = queue.length - head + inFlight.length + msg.ids.length
-          if (unanswered > this.maxOutstanding) {
-            violation = new ProtocolViolationError(peer, `${unanswered} unanswered wants, limit ${this.maxOutstanding}`)
-            await this.misbehave(peer, frames, 'TOO_MANY_WANTS', violation)
-            return
-          }
-          for (const id of msg.ids) queue.push(id)
-          wake.notify()
-        }
-      } catch (err) {
-        if (err instanceof InvalidMessageError) {
-          violation = new ProtocolViolationError(peer, (err as Error).message, { cause: err })
-          await this.misbehave(peer, frames, 'INVALID_REQUEST', violation)
-        } else if (!signal.aborted) {
-          this.log.trace('chunk reader for %s ended - %e', peer, err)
-        }
-      } finally {
-        readerDone = true
-        wake.notify()
-      }
-    })()
-
-    // a moving average of the sizes read, starting at a large chunk's (so a stream starts at readAhead)
-    let averageSize = 64 * 1024
-    const startReads = (): void => {
-      const limit = Math.min(MAX_READ_AHEAD, Math.max(this.readAhead, Math.floor(READ_AHEAD_BYTES / averageSize)))
-      while (inFlight.length < limit && head < queue.length) {
-        const id = queue[head++] as ChunkId
-        const pending: Pending = { id, bytes: Promise.resolve(undefined), settled: false }
-        // a hole (zeros of a sparse file) is no chunk anyone serves: answered like an unknown one
-        const read = isHoleChunk(id) ? Promise.resolve(undefined) : this.components.provider.read(id, signal)
-        pending.bytes = read.catch((err: unknown) => {
-          this.log.error('provider failed to read %s - %e', toHex(id), err)
-          return undefined
-        }).then(value => {
-          pending.settled = true
-          pending.value = value
-          if (value !== undefined) averageSize += (value.byteLength - averageSize) / 8
-          return value
-        })
-        inFlight.push(pending)
-      }
-      if (head > 1024 && head * 2 > queue.length) { queue.splice(0, head); head = 0 }
-    }
-
+    const reading: ReaderState = { done: false, violation: undefined }
+    const reader = this.readWants(peer, frames, wants, wake, reading, signal)
     try {
       for (;;) {
-        startReads()
-        const next = inFlight.shift()
+        wants.fill()
+        const next = wants.next()
         if (next === undefined) {
-          if (readerDone || violation !== undefined || signal.aborted) break
+          if (reading.done || reading.violation !== undefined || signal.aborted) break
           await wake.wait()
           continue
         }
         // with reads running ahead most are done by now: no promise and abort listener for those
         const bytes = next.settled ? next.value : await raceAbort(next.bytes, signal)
-        startReads()
-        if (violation !== undefined || signal.aborted) break
+        wants.fill()
+        if (reading.violation !== undefined || signal.aborted) break
         if (bytes === undefined) {
           const sent = await this.send(peer, frames, { type: 'DONT_HAVE', id: next.id }, signal)
           this.components.stats?.bytesUp(peer, sent)
         } else if (batched && this.policy.worthTrying(next.id, bytes)) {
-          // take the chunks already read that belong in the same batch; never wait for one that is not ready
-          const batch = [{ id: next.id, bytes }]
-          let raw = bytes.byteLength
-          for (;;) {
-            const p = inFlight[0]
-            if (p === undefined || !p.settled || p.value === undefined || !this.policy.fits(batch.length, raw, p.value.byteLength)) break
-            if (!this.policy.worthTrying(p.id, p.value)) break
-            inFlight.shift()
-            batch.push({ id: p.id, bytes: p.value })
-            raw += p.value.byteLength
-          }
-          startReads()
-          await this.sendAll(peer, frames, this.policy.pack(batch), signal)
+          await this.sendBatch(peer, frames, wants, { id: next.id, bytes }, signal)
         } else {
-          // take the chunks already read that also go out plain; never wait for one that is not ready
-          const plain: BlockMessage[] = [{ type: 'BLOCK', id: next.id, bytes }]
-          let size = bytes.byteLength
-          for (;;) {
-            const p = inFlight[0]
-            if (p === undefined || !p.settled || p.value === undefined || size + p.value.byteLength > COALESCE_BYTES) break
-            if (batched && this.policy.worthTrying(p.id, p.value)) break
-            inFlight.shift()
-            plain.push({ type: 'BLOCK', id: p.id, bytes: p.value })
-            size += p.value.byteLength
-          }
-          startReads()
-          await this.sendAll(peer, frames, plain, signal)
+          await this.sendPlain(peer, frames, wants, { id: next.id, bytes }, batched, signal)
         }
       }
     } finally {
       // stop the reader too: a writer failure (peer gone) leaves nothing to serve
-      if (!readerDone) frames.stream.abort(new Error('chunk writer stopped'))
+      if (!reading.done) frames.stream.abort(new Error('chunk writer stopped'))
       await reader
     }
-    if (violation === undefined && !signal.aborted) await frames.stream.close()
+    if (reading.violation === undefined && !signal.aborted) await frames.stream.close()
+  }
+
+  /**
+   * The reader: queues the ids of each WANT frame until the client closes its side. Too many unanswered
+   * wants, or a frame that is not a valid WANT, is a violation: the stream ends with an ERROR and a strike.
+   */
+  private async readWants (peer: string, frames: FrameStream, wants: ReadAhead, wake: Notifier, reading: ReaderState, signal: AbortSignal): Promise<void> {
+    try {
+      for (;;) {
+        const msg = await frames.read()
+        if (msg === undefined) break
+        if (msg.type !== 'WANT') throw new InvalidMessageError(`unexpected ${msg.type} frame from a client`)
+        const unanswered = wants.unanswered + msg.ids.length
+        if (unanswered > this.maxOutstanding) {
+          reading.violation = new ProtocolViolationError(peer, `${unanswered} unanswered wants, limit ${this.maxOutstanding}`)
+          await this.misbehave(peer, frames, 'TOO_MANY_WANTS', reading.violation)
+          return
+        }
+        wants.want(msg.ids)
+        wake.notify()
+      }
+    } catch (err) {
+      if (err instanceof InvalidMessageError) {
+        reading.violation = new ProtocolViolationError(peer, (err as Error).message, { cause: err })
+        await this.misbehave(peer, frames, 'INVALID_REQUEST', reading.violation)
+      } else if (!signal.aborted) {
+        this.log.trace('chunk reader for %s ended - %e', peer, err)
+      }
+    } finally {
+      reading.done = true
+      wake.notify()
+    }
+  }
+
+  /** One provider read; a provider failure is logged and answered like a chunk not held. */
+  private readChunk (id: ChunkId, signal: AbortSignal): Promise<Uint8Array | undefined> {
+    // a hole (zeros of a sparse file) is no chunk anyone serves: answered like an unknown one
+    const read = isHoleChunk(id) ? Promise.resolve(undefined) : this.components.provider.read(id, signal)
+    return read.catch((err: unknown) => {
+      this.log.error('provider failed to read %s - %e', toHex(id), err)
+      return undefined
+    })
+  }
+
+  /** A compressed batch: `first` and the chunks after it already read that belong in the same batch. */
+  private async sendBatch (peer: string, frames: FrameStream, wants: ReadAhead, first: ReadChunk, signal: AbortSignal): Promise<void> {
+    const batch = [first]
+    let raw = first.bytes.byteLength
+    for (;;) {
+      const taken = wants.takeReady((id, bytes) => this.policy.fits(batch.length, raw, bytes.byteLength) && this.policy.worthTrying(id, bytes))
+      if (taken === undefined) break
+      batch.push(taken)
+      raw += taken.bytes.byteLength
+    }
+    wants.fill()
+    await this.sendAll(peer, frames, this.policy.pack(batch), signal)
+  }
+
+  /** Plain BLOCK frames: `first` and the chunks after it already read that also go out plain, up to COALESCE_BYTES. */
+  private async sendPlain (peer: string, frames: FrameStream, wants: ReadAhead, first: ReadChunk, batched: boolean, signal: AbortSignal): Promise<void> {
+    const plain: BlockMessage[] = [{ type: 'BLOCK', id: first.id, bytes: first.bytes }]
+    let size = first.bytes.byteLength
+    for (;;) {
+      const taken = wants.takeReady((id, bytes) => size + bytes.byteLength <= COALESCE_BYTES && !(batched && this.policy.worthTrying(id, bytes)))
+      if (taken === undefined) break
+      plain.push({ type: 'BLOCK', id: taken.id, bytes: taken.bytes })
+      size += taken.bytes.byteLength
+    }
+    wants.fill()
+    await this.sendAll(peer, frames, plain, signal)
   }
 
   /**
@@ -314,5 +304,60 @@ async function raceAbort<T> (promise: Promise<T>, signal: AbortSignal): Promise<
     return await Promise.race([promise, aborted])
   } finally {
     signal.removeEventListener('abort', onAbort)
+  }
+}
+
+/** What the reader of a stream tells its writer: the client is done asking, or broke the protocol. */
+interface ReaderState { done: boolean, violation: Error | undefined }
+
+interface ReadChunk { id: ChunkId, bytes: Uint8Array }
+
+interface Pending { id: ChunkId, bytes: Promise<Uint8Array | undefined>, settled: boolean, value?: Uint8Array }
+
+/**
+ * One stream's wants, answered in the order they came: the ids waiting for a read, and the provider reads
+ * running ahead of the writer (more of them for small chunks, see READ_AHEAD_BYTES). The writer takes reads
+ * in order; it may take the next ones too when they are already done (a batch never waits for a read).
+ */
+class ReadAhead {
+  private readonly queue: ChunkId[] = []
+  private head = 0
+  private readonly inFlight: Pending[] = []
+  // a moving average of the sizes read, starting at a large chunk's (so a stream starts at readAhead)
+  private averageSize = 64 * 1024
+
+  constructor (private readonly read: (id: ChunkId) => Promise<Uint8Array | undefined>, private readonly readAhead: number) {}
+
+  /** Ids wanted and not answered yet: waiting, or being read. */
+  get unanswered (): number { return this.queue.length - this.head + this.inFlight.length }
+
+  want (ids: ChunkId[]): void { for (const id of ids) this.queue.push(id) }
+
+  /** Starts reads of waiting ids, up to the read-ahead limit for the sizes seen so far. */
+  fill (): void {
+    const limit = Math.min(MAX_READ_AHEAD, Math.max(this.readAhead, Math.floor(READ_AHEAD_BYTES / this.averageSize)))
+    while (this.inFlight.length < limit && this.head < this.queue.length) {
+      const id = this.queue[this.head++] as ChunkId
+      const pending: Pending = { id, bytes: Promise.resolve(undefined), settled: false }
+      pending.bytes = this.read(id).then(value => {
+        pending.settled = true
+        pending.value = value
+        if (value !== undefined) this.averageSize += (value.byteLength - this.averageSize) / 8
+        return value
+      })
+      this.inFlight.push(pending)
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) { this.queue.splice(0, this.head); this.head = 0 }
+  }
+
+  /** The oldest read, done or not; undefined when none is running. */
+  next (): Pending | undefined { return this.inFlight.shift() }
+
+  /** The oldest read if it is done, found the chunk, and `accept` takes it; else undefined (never waits). */
+  takeReady (accept: (id: ChunkId, bytes: Uint8Array) => boolean): ReadChunk | undefined {
+    const p = this.inFlight[0]
+    if (p === undefined || !p.settled || p.value === undefined || !accept(p.id, p.value)) return undefined
+    this.inFlight.shift()
+    return { id: p.id, bytes: p.value }
   }
 }
