@@ -47,6 +47,11 @@ export class FsBatch {
     this.idleMs = init.idleMs ?? DEFAULT_IDLE_MS
   }
 
+  /** Whether the worker thread is running now (false before the first step and idleMs after the last). */
+  get running (): boolean {
+    return this.worker !== undefined
+  }
+
   /** Runs one step; rejects with the step's own error (errno code kept), or FsWorkerError. */
   async run<T extends FsOp> (op: T): Promise<FsOutcomes[T['type']]> {
     const result = await new Promise<FsOpResult>((resolve, reject) => {
