@@ -10,7 +10,7 @@
 //
 // Run: npm run build && npm run soak -- [--versions 1000] [--files 20000] [--interval 3] [--seed 1] [--out DIR]
 import '../agent/polyfill.js'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, statfs, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { Cluster, runCli, sleep, type Site } from '../agent/demo/local-cluster.js'
 import { appendPeer, appendTrust } from '../agent/core/config.js'
@@ -20,7 +20,7 @@ import { describeTree, generateTree, prng } from '../agent/demo/tree-gen.js'
 import { mutateForSoak } from './soak/mutate.js'
 import { QUANTITIES, diskUse, sampleAgent, toCsv, withinProcessSlope, type Quantity, type Sample } from './soak/sample.js'
 import { soakSvg } from './soak/plot.js'
-import { mib, mountTmpfs, resizeTmpfs, unmount, usedBytes } from './soak/tmpfs.js'
+import { mib, mountTmpfs, resizeTmpfs, shrinkToUse, unmount } from './soak/tmpfs.js'
 
 const TREE = 'soak/compose/BaseOS'
 const SUBSET = ['Packages/x86_64/', 'repodata/']
@@ -145,11 +145,12 @@ async function main (): Promise<number> {
       await sampleAll(v)
 
       if (mounted && v === fullAt) {
-        const used = await usedBytes(fullHome)
-        await resizeTmpfs(fullHome, Math.ceil(used / 1024) + 512)
+        const before = await statfs(fullHome)
+        if (before.bavail * before.bsize < 2 * 1024 * 1024) notes.push(`lab-full's ${roomMiB} MiB tmpfs was already full before the planned step (v${v})`)
+        const sizeKiB = await shrinkToUse(fullHome, 512)
         fullUntil = v + FULL_HOLD
         marks.push({ version: v, label: 'lab-full: disk full' })
-        log(`v${v}: lab-full's tmpfs shrunk to ${(mib(used) + 0.5).toFixed(1)} MiB (what it holds + 512 KiB) for ${FULL_HOLD} versions`)
+        log(`v${v}: lab-full's tmpfs shrunk to ${(sizeKiB / 1024).toFixed(1)} MiB (what it holds + a little) for ${FULL_HOLD} versions`)
       } else if (mounted && v === fullUntil) {
         const st = await cluster.api(full).status().catch(() => undefined)
         const alive = full.process !== undefined && full.process.exitCode === null && full.process.signalCode === null
@@ -236,6 +237,8 @@ async function main (): Promise<number> {
     console.log(`VERDICT: FAIL\n  ${problems.join('\n  ')}`)
     return 1
   } finally {
+    // a run that broke still leaves what it sampled
+    if (samples.length > 0) await mkdir(o.out, { recursive: true }).then(async () => await writeFile(join(o.out, 'soak.csv'), toCsv(samples))).catch(() => {})
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await stopAll()

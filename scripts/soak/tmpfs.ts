@@ -29,6 +29,19 @@ export async function resizeTmpfs (dir: string, sizeKiB: number): Promise<void> 
   await run('mount', ['-o', `remount,size=${sizeKiB}k`, dir])
 }
 
+/**
+ * Shrinks the tmpfs to what it holds plus about `marginKiB` (more when files come and go meanwhile and the
+ * kernel refuses a size below its use); returns the size set, in KiB.
+ */
+export async function shrinkToUse (dir: string, marginKiB: number): Promise<number> {
+  let lastError: unknown
+  for (let margin = marginKiB; margin <= 64 * marginKiB; margin *= 2) {
+    const size = Math.ceil(await usedBytes(dir) / 1024) + margin
+    try { await resizeTmpfs(dir, size); return size } catch (err) { lastError = err }
+  }
+  throw lastError
+}
+
 export async function unmount (dir: string): Promise<void> {
   await run('umount', [dir]).catch(async () => await run('umount', ['-l', dir]).catch(() => {}))
 }
