@@ -13,7 +13,7 @@ import { PREFIX, deleteRange, key, range, u32, type StoreDb } from './db.js'
 import { InvalidLocationError, UnknownRootError } from './errors.js'
 import { FsBatch } from '../fs/fs-batch.js'
 import { bindStamp, stampSize } from '../fs/file-stamp.js'
-import { StampCache, rootStampsPrefix, stampKey, stampKeyOfLoc } from './file-stamps.js'
+import { StampCache, forgetStampsOfAnotherBoot, rootStampsPrefix, stampKey, stampKeyOfLoc } from './file-stamps.js'
 import { LocationCache } from './location-cache.js'
 import { KeyedMutex } from './mutex.js'
 import { decodeLocKey, decodeSize, fileKey, filePrefix, fileToLoc, locKey, locPrefix, locToFile, rootFilesPrefix, sizeValue } from './location-keys.js'
@@ -49,8 +49,7 @@ export class LevelChunkIndex implements ChunkIndex {
   private readonly nearby: LocationCache
   /** The recorded stamps of the files being read (file-stamps.ts). */
   private readonly stamps: StampCache
-  /** Chunks read: re-hashed, or served on their file's stamp. */
-  readonly readStats = { hashed: 0, trusted: 0 }
+  readonly readStats = { hashed: 0, trusted: 0 } // chunks read: re-hashed, or served on their file's stamp
   /** The read-ahead under way, if any: a read that misses the cache waits for it before looking up. */
   private readingAhead?: Promise<void>
   private readonly fileLocks = new KeyedMutex()
@@ -84,6 +83,7 @@ export class LevelChunkIndex implements ChunkIndex {
     const counter = await db.get(NEXT_ROOT_ID)
     // Concurrent addRoot batches may land out of order, so the counter alone could lag the largest id.
     const next = Math.max(counter === undefined ? 1 : counter.readUInt32BE(0), maxId + 1)
+    await forgetStampsOfAnotherBoot(db)
     return new LevelChunkIndex(db, roots, next, events, init)
   }
 

@@ -8,7 +8,8 @@
 // change to the file does not keep) but is not kept.
 import { BOUND_STAMP_BYTES, STAMP_BYTES } from '../fs/file-stamp.js'
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
-import { NUL, PREFIX, u32, type StoreDb } from './db.js'
+import { readFileSync } from 'node:fs'
+import { NUL, PREFIX, deleteRange, key, u32, type StoreDb } from './db.js'
 
 /** Stamps kept: ~150 B each → ~2.5 MiB, as many files as the location cache holds chunks. */
 export const DEFAULT_CACHED_STAMPS = 16_384
@@ -33,6 +34,25 @@ export function stampKeyOfLoc (locKey: Buffer): Buffer {
 export function stampKeyOfFile (fileKey: Buffer): Buffer {
   const nul = fileKey.indexOf(0, 1 + 4)
   return Buffer.concat([Buffer.of(PREFIX.STAMP), fileKey.subarray(1, nul + 1)])
+}
+
+const STAMPS_BOOT = key(PREFIX.META, 'stampsBoot')
+
+/** This boot's id (Linux); undefined elsewhere, where every open forgets the stamps. */
+export function bootId (): string | undefined {
+  try { return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() } catch { return undefined }
+}
+
+/**
+ * Stamps vouch for bytes as this boot's kernel had them: a power loss can lose data a stamp saw while its
+ * inode (size, ctime) reached the disk, so after a reboot they are all forgotten (a publish records them
+ * again; reads hash until then).
+ */
+export async function forgetStampsOfAnotherBoot (db: StoreDb, boot = bootId()): Promise<void> {
+  const recorded = await db.get(STAMPS_BOOT)
+  if (boot !== undefined && recorded?.toString('utf8') === boot) return
+  await deleteRange(db, Buffer.of(PREFIX.STAMP))
+  if (boot !== undefined) await db.put(STAMPS_BOOT, Buffer.from(boot, 'utf8'))
 }
 
 /** A value read back is a stamp only if it has a stamp's length (anything else vouches for nothing). */

@@ -9,6 +9,7 @@ import { bindStamp, settled, stampOf, vouches } from '../../agent/fs/file-stamp.
 import { serializeError } from '../../agent/core/workers.js'
 import { openStore, type Store } from '../../agent/store/index.js'
 import { LevelChunkIndex } from '../../agent/store/chunk-index.js'
+import { bootId, forgetStampsOfAnotherBoot } from '../../agent/store/file-stamps.js'
 import { PREFIX, range } from '../../agent/store/db.js'
 import type { PlacedChunk } from '../../agent/store/types.js'
 
@@ -170,5 +171,18 @@ describe('file stamps', () => {
     expect(await index.readChunk(c.id)).toBeDefined()
     expect(await index.readChunk(c.id)).toBeDefined()
     expect(index.readStats).toEqual({ hashed: 1, trusted: 1 })
+  })
+})
+
+describe('stamps across boots', () => {
+  it('are all forgotten when the database is opened in another boot', async () => {
+    const { s, index, rootId } = await stamped('a.bin', randomBytes(1500))
+    expect(await s.db.keys(range(Buffer.of(PREFIX.STAMP))).all()).toHaveLength(1)
+    await forgetStampsOfAnotherBoot(s.db, bootId()) // the same boot: kept
+    expect(await s.db.keys(range(Buffer.of(PREFIX.STAMP))).all()).toHaveLength(1)
+    await forgetStampsOfAnotherBoot(s.db, 'another-boot')
+    expect(await s.db.keys(range(Buffer.of(PREFIX.STAMP))).all()).toHaveLength(0)
+    expect(rootId).toBeGreaterThan(0)
+    expect(index.readStats.trusted).toBe(0)
   })
 })
