@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { lstat, mkdir, mkdtemp, rename, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,6 +12,11 @@ import { LevelChunkIndex } from '../../agent/store/chunk-index.js'
 import { bootId, forgetStampsOfAnotherBoot } from '../../agent/store/file-stamps.js'
 import { PREFIX, range } from '../../agent/store/db.js'
 import type { PlacedChunk } from '../../agent/store/types.js'
+import { publishVersion } from '../../agent/publish/publish.js'
+import { chunkFile } from '../../agent/chunk/chunker.js'
+import { DEFAULT_CHUNKING } from '../../protocol/chunking.js'
+import { generateTree, listFiles } from '../../agent/demo/tree-gen.js'
+import { silentLogger } from '../../agent/core/log.js'
 
 // Serving without re-hashing (issue 17, decision 2): a chunk is served unhashed only from a file whose stamp
 // is the one recorded when its chunks were known good; any change (in-place rewrite with mtime restored,
@@ -184,5 +189,46 @@ describe('stamps across boots', () => {
     expect(await s.db.keys(range(Buffer.of(PREFIX.STAMP))).all()).toHaveLength(0)
     expect(rootId).toBeGreaterThan(0)
     expect(index.readStats.trusted).toBe(0)
+  })
+})
+
+describe('stamps recorded by a publish', () => {
+  async function publishSrc (s: Store, now: () => number): Promise<void> {
+    await publishVersion({
+      tree: 'test/stamps', source: join(dir, 'src'), index: s.index, catalog: s.catalog, publisherKey: generateKeyPairSync('ed25519').privateKey,
+      chunking: DEFAULT_CHUNKING, chunkFile: async (path, signal) => await chunkFile(path, DEFAULT_CHUNKING, { signal }), log: silentLogger(), now, force: true,
+    })
+  }
+
+  it('serves a published tree without re-hashing; an edited file is hashed until published again', async () => {
+    const s = store = await openStore(join(dir, 'db'))
+    await generateTree(join(dir, 'src'), { seed: 'stamps', files: 20, largeBytes: 400 * 1024, largeFiles: 1, smallMax: 16 * 1024 })
+    const later = (): number => Date.now() + 3_600_000 // past the racy window: every file is settled
+    await publishSrc(s, later)
+    const index = s.index as LevelChunkIndex
+    const files = await listFiles(join(dir, 'src'))
+    const chunksOf = async (rel: string): Promise<Array<{ id: Uint8Array }>> => await chunkFile(join(dir, 'src', rel), DEFAULT_CHUNKING)
+    let total = 0
+    for (const rel of files) for (const c of await chunksOf(rel)) { expect(await index.readChunk(c.id)).toBeDefined(); total++ }
+    expect(index.readStats).toEqual({ hashed: 0, trusted: total })
+
+    const victim = files[3] as string
+    const path = join(dir, 'src', victim)
+    await sleep(30)
+    await utimes(path, MTIME_S, MTIME_S) // touched: same bytes, another ctime and mtime
+    const [first] = await chunksOf(victim) as [{ id: Uint8Array }]
+    expect(await index.readChunk(first.id)).toBeDefined()
+    expect(index.readStats.hashed).toBe(1)
+    await publishSrc(s, later) // verified (ctime changed): stamped again
+    expect(await index.readChunk(first.id)).toBeDefined()
+    expect(index.readStats).toEqual({ hashed: 1, trusted: total + 1 })
+  })
+
+  it('records no stamp for a file modified inside the racy window', async () => {
+    const s = store = await openStore(join(dir, 'db'))
+    await mkdir(join(dir, 'src'))
+    await writeFile(join(dir, 'src', 'fresh'), randomBytes(5000))
+    await publishSrc(s, Date.now)
+    expect(await s.db.keys(range(Buffer.of(PREFIX.STAMP))).all()).toHaveLength(0)
   })
 })
