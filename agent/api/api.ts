@@ -99,7 +99,7 @@ export interface AgentStatus {
   }
 }
 
-export interface PublishRequest { tree: string, source: string, label?: string, strict?: boolean }
+export interface PublishRequest { tree: string, source: string, label?: string, strict?: boolean, force?: boolean }
 export interface PublishSummary {
   tree: string
   seq: number
@@ -119,6 +119,8 @@ export interface PublishSummary {
   hardlinks?: number
   /** Entries of the source left out of the version (special or unreadable files), with the first few. */
   skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
+  /** The tree is identical to the newest version (same root): nothing was published; seq and root are that version's. */
+  unchanged?: boolean
 }
 
 export interface SubscribeRequest {

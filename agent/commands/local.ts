@@ -70,17 +70,18 @@ function registerPublish (program: Command): void {
     .argument('<src>', 'directory to publish')
     .option('--label <label>', 'version label, e.g. a compose id')
     .option('--strict', 'fail, publishing nothing, if any entry of SRC cannot be published (FIFOs, sockets, devices, unreadable files)')
+    .option('--force', 'publish a new version even when SRC is identical to the newest one')
     .option('--json', 'print the result as JSON')
-    .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean, strict?: boolean }) => {
+    .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean, strict?: boolean, force?: boolean }) => {
       // a running agent holds the database: publish through it (it also announces the version)
-      const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label, strict: opts.strict === true }))
-      if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote, skipped: remote.skipped }, opts.json === true); return }
+      const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label, strict: opts.strict === true, force: opts.force === true }))
+      if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote, skipped: remote.skipped, unchanged: remote.unchanged }, opts.json === true); return }
       const { publishVersion } = await import('../publish/publish.js')
       const { chunkingFor } = await import('../../protocol/chunking.js')
       await withLocalContext(opts.home, async ctx => {
         const chunking = chunkingFor(ctx.config.chunking, tree)
         const result = await publishVersion({
-          tree, source: src, label: opts.label, strict: opts.strict === true, index: ctx.store.index, catalog: ctx.store.catalog,
+          tree, source: src, label: opts.label, strict: opts.strict === true, force: opts.force === true, index: ctx.store.index, catalog: ctx.store.catalog,
           publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
           chunkFile: async (path, signal, size, options) => await ctx.pool.chunkFile(path, chunking, signal, size, options),
           verifyFile: async (path, chunks, signal) => await ctx.pool.verifyFile(path, chunks, signal), log: ctx.log,
@@ -136,11 +137,13 @@ async function computeManifest (src: string, chunking: ChunkingParams, onEntry: 
   // loaded here, not at the top: the other commands start faster
   const { ChunkerPool } = await import('../chunk/pool.js')
   const { chunkBytes } = await import('../chunk/chunker.js')
-  const { scanTree } = await import('../scan/scanner.js')
+  const { scanTree, sourceHeader } = await import('../scan/scanner.js')
+  const { realpath } = await import('node:fs/promises')
   const pool = new ChunkerPool({ size: availableParallelism() })
   const started = Date.now()
   try {
-    const writer = new ManifestWriter({ chunking: chunking })
+    // the same header as a publish of this directory, so that the root printed is the one it would sign
+    const writer = new ManifestWriter(await sourceHeader(await realpath(src), chunking))
     const parts = [writer.start()]
     const unique = new Map<string, number>()
     const counts = { dirs: 0, files: 0, symlinks: 0, bytes: 0, chunks: 0 }
@@ -197,17 +200,21 @@ function registerVerify (program: Command): void {
       if (opts.json === true) process.stdout.write(JSON.stringify(result) + '\n')
       else {
         process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
-        for (const p of result.problems) process.stdout.write(`  ${p.path}: ${p.reason}\n`)
+        for (const p of result.problems) process.stdout.write(`  ${displayPath(p.path)}: ${p.reason}\n`)
       }
-      if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${result.problems.length} file(s) differ from the manifest`, 2)
+      if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${new Set(result.problems.map(p => p.path)).size} file(s) differ from the manifest`, 2)
     })
 }
 
-export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number, hardlinks?: number }, skipped?: SkippedEntries }, json: boolean): void {
+export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number, hardlinks?: number }, skipped?: SkippedEntries, unchanged?: boolean }, json: boolean): void {
   const { envelope, stats } = result
   const skipped = result.skipped ?? { count: 0, sample: [] }
   if (json) {
-    process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats, skipped }) + '\n')
+    process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats, skipped, ...(result.unchanged === true ? { unchanged: true } : {}) }) + '\n')
+    return
+  }
+  if (result.unchanged === true) {
+    process.stdout.write(`unchanged: ${envelope.tree}@${envelope.seq} is this tree already (root ${result.rootHex}); nothing published (--force publishes it again)\n`)
     return
   }
   // never silent: what the version does not hold goes to stderr, whatever else is printed

@@ -159,7 +159,7 @@ async function acknowledged (res: ServerResponse, call: Promise<void>): Promise<
 
 async function publishRoute ({ req, res, api, signal }: RouteContext): Promise<void> {
   const body = await readJsonBody(req)
-  const request = { tree: str(body, 'tree'), source: absPath(body, 'source'), label: optStr(body, 'label'), strict: body.strict === true }
+  const request = { tree: str(body, 'tree'), source: absPath(body, 'source'), label: optStr(body, 'label'), strict: body.strict === true, force: body.force === true }
   sendJson(res, 200, await api.publish(request, signal))
 }
 

@@ -7,7 +7,7 @@ import { encodeRoot, type ChunkingParams } from '../../protocol/manifest.js'
 import { validateTreeName } from '../../protocol/paths.js'
 import { DeltameshError } from '../../protocol/errors.js'
 import { chunkBytes } from '../chunk/chunker.js'
-import { lstatSource, type ChunkFileFn, type VerifyFileFn } from '../scan/scanner.js'
+import { sourceHeader, type ChunkFileFn, type VerifyFileFn } from '../scan/scanner.js'
 import { SourceScan, type ScannedSource } from './source-scan.js'
 import type { Catalog, ChunkIndex, SkippedEntries, StoreRoot, VersionStats } from '../store/types.js'
 import type { Logger } from '../core/log.js'
@@ -75,9 +75,7 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const log = o.log.child({ tree })
 
   const { root, created: freshRoot } = await sourceRoot(o.index, source, tree)
-  // the top directory's own mode and times travel in the header (rsync -a keeps them for the destination)
-  const top = await lstatSource(realSource)
-  const header = { chunking: o.chunking, ...(top === undefined ? {} : { root: { mode: top.mode, mtimeMs: top.mtimeMsFloor, ...(top.mtimeNs === 0 ? {} : { mtimeNs: top.mtimeNs }) } }) }
+  const header = await sourceHeader(realSource, o.chunking)
   const scanned = await new SourceScan({ ...o, source, root, freshRoot, header, log }).run()
   const { stats: scanStats, skipped } = scanned
   // the scan cache and index are kept (the next publish reuses them); only the version is refused

@@ -1,7 +1,7 @@
 import { lstat, readdir, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { BigIntStats } from 'node:fs'
-import type { FileEntry, ManifestEntry } from '../../protocol/manifest.js'
+import type { ChunkingParams, FileEntry, ManifestEntry, ManifestHeader } from '../../protocol/manifest.js'
 import { bytesToPath, fsPath, validateRelativePath } from '../../protocol/paths.js'
 import type { PlacedChunk, ScanCacheEntry } from '../store/types.js'
 import { verifyFileChunks } from '../chunk/verify.js'
@@ -377,3 +377,14 @@ function fileItem (relPath: string, stats: SourceStat, chunks: PlacedChunk[], ho
   const stamp = cacheEntry === undefined ? undefined : stats.stamp
   return { entry, file: { entry, chunks, cached: how === 'cached', verified: how === 'verified', cacheEntry, ...(stamp === undefined ? {} : { stamp }) } }
 }
+
+/**
+ * The manifest header of a source directory: its chunking and its top directory's own mode and times (rsync -a
+ * keeps them for the destination). `root` must be the real directory, not a symlink to it.
+ */
+export async function sourceHeader (root: string, chunking: ChunkingParams): Promise<ManifestHeader> {
+  const top = await lstatSource(root)
+  if (top === undefined) return { chunking }
+  return { chunking, root: { mode: top.mode, mtimeMs: top.mtimeMsFloor, ...(top.mtimeNs === 0 ? {} : { mtimeNs: top.mtimeNs }) } }
+}
+

@@ -98,7 +98,7 @@ describe('init', () => {
 })
 
 describe('publish, manifest and verify without an agent', () => {
-  it('publishes, republishes the unchanged tree with the same root, matches manifest, verifies, detects an edit', async () => {
+  it('publishes, refuses to republish the unchanged tree unless forced (same root), matches manifest, verifies, detects an edit', async () => {
     const home = join(dir, 'pub-home')
     const src = join(dir, 'pub-src')
     await cliOk(['init', '--home', home, '--listen', '/ip4/127.0.0.1/tcp/0'])
@@ -112,7 +112,10 @@ describe('publish, manifest and verify without an agent', () => {
     const root = m?.[3] as string
     expect(Number(m?.[4])).toBe(SPEC.files + 3) // packages, one image, repomd.xml, install.sh
 
-    const again = JSON.parse(await cliOk(['publish', '--home', home, TREE, src, '--json'])) as Record<string, unknown>
+    // the unchanged tree is the newest version already: nothing is published, and the command says so
+    const same = await cliOk(['publish', '--home', home, TREE, src])
+    expect(same).toBe(`unchanged: ${TREE}@1 is this tree already (root ${root}); nothing published (--force publishes it again)\n`)
+    const again = JSON.parse(await cliOk(['publish', '--home', home, TREE, src, '--json', '--force'])) as Record<string, unknown>
     expect(again).toMatchObject({ tree: TREE, seq: 2, label: '', root, files: SPEC.files + 3 })
     for (const k of ['bytes', 'chunks', 'newBytes', 'newChunks', 'cachedFiles', 'manifestBytes', 'durationMs']) expect(typeof again[k], k).toBe('number')
     expect(again.newBytes).toBe(0) // every chunk was indexed by the first publish
@@ -135,11 +138,16 @@ describe('publish, manifest and verify without an agent', () => {
     const bad = await runCli(['verify', '--home', home, TREE])
     expect(bad.code, bad.stderr).toBe(2)
     expect(bad.stdout).toContain(victim)
-    expect(bad.stdout).toContain('1 problem(s)')
+    // the rewrite moved its mtime too; the chunk that holds byte 12345 is named by its range
+    expect(bad.stdout).toContain('2 problem(s)')
+    expect(bad.stdout).toMatch(/mtime .*, manifest says /)
+    const range = /content differs in bytes (\d+)–(\d+)/.exec(bad.stdout)
+    expect(Number(range?.[1])).toBeLessThanOrEqual(12345)
+    expect(Number(range?.[2])).toBeGreaterThanOrEqual(12345)
     expect(bad.stderr).toContain('1 file(s) differ')
     const badJson = await runCli(['verify', '--home', home, TREE, '--json'])
     expect(badJson.code).toBe(2)
-    expect((JSON.parse(badJson.stdout) as { problems: Array<{ path: string }> }).problems.map(p => p.path)).toEqual([victim])
+    expect((JSON.parse(badJson.stdout) as { problems: Array<{ path: string }> }).problems.map(p => p.path)).toEqual([victim, victim])
   })
 })
 
