@@ -125,6 +125,7 @@ async function main (): Promise<number> {
     const fullAt = Math.max(warmup + 1, Math.round(o.versions * 0.4))
     let fullUntil = 0
     let fullCrashed = false
+    let fullSizeKiB = 0
     let newest = 0
     const sampleAll = async (version: number): Promise<void> => {
       for (const s of cluster.sites) {
@@ -148,6 +149,7 @@ async function main (): Promise<number> {
         const before = await statfs(fullHome)
         if (before.bavail * before.bsize < 2 * 1024 * 1024) notes.push(`lab-full's ${roomMiB} MiB tmpfs was already full before the planned step (v${v})`)
         const sizeKiB = await shrinkToUse(fullHome, 512)
+        fullSizeKiB = sizeKiB
         fullUntil = v + FULL_HOLD
         marks.push({ version: v, label: 'lab-full: disk full' })
         log(`v${v}: lab-full's tmpfs shrunk to ${(sizeKiB / 1024).toFixed(1)} MiB (what it holds + a little) for ${FULL_HOLD} versions`)
@@ -162,7 +164,8 @@ async function main (): Promise<number> {
           problems.push(`lab-full exited on a full disk:\n${full.log.slice(-2000)}`)
           await cluster.start(full, { DELTAMESH_LOG_LEVEL: 'warn' }, [], START_MS)
         }
-        await resizeTmpfs(fullHome, roomMiB * 1024)
+        // room: the planned size, or twice what it held if staging directories had already filled that
+        await resizeTmpfs(fullHome, Math.max(roomMiB * 1024, 2 * fullSizeKiB))
         marks.push({ version: v, label: 'lab-full: room given' })
         log(`v${v}: lab-full given room again (${notes[notes.length - 1]})`)
       }
