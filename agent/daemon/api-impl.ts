@@ -1,0 +1,206 @@
+// The AgentApi of a running agent (what the control socket, the dashboard and the metrics call): status put
+// together from the parts, and the operations an operator starts at runtime (publish, subscribe, peers, trust,
+// limits). agent.ts creates the parts and starts them; this file only reads and drives them.
+import type { KeyObject } from 'node:crypto'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { parsePublisherKey } from '../../protocol/envelope.js'
+import { validateTreeName } from '../../protocol/paths.js'
+import { chunkingFor } from '../../protocol/chunking.js'
+import type { HomeLayout } from '../core/home.js'
+import type { Logger } from '../core/log.js'
+import { appendPeer, appendTrust, type AgentConfig } from '../core/config.js'
+import type { Store } from '../store/index.js'
+import type { ChunkerPool } from '../chunk/pool.js'
+import type { DeltameshNode, PeerAllowlist } from '../net/node.js'
+import type { PeerStats } from '../net/peer-stats.js'
+import type { PeerBans } from '../net/bans.js'
+import { RejectionCounters, type RejectReason } from '../net/admission.js'
+import type { Announcer } from '../net/announcer.js'
+import type { HeadsProtocol } from '../net/heads-protocol.js'
+import type { Dialer } from '../net/dialer.js'
+import { peerIdOfAddr } from '../bandwidth/from-config.js'
+import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.js'
+import { publishVersion } from '../publish/publish.js'
+import { verifyVersion } from '../versions/verify.js'
+import type { TreeManager } from './trees.js'
+import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
+
+export const AGENT_VERSION = '0.1.0'
+
+/**
+ * The peers this site knows by name and the publisher keys it trusts per tree: from config.toml, then from
+ * `peers add` and `trust` at runtime (which also append them to config.toml).
+ */
+export class PeersAndTrust {
+  readonly trust = new Map<string, Set<string>>()
+  readonly peerNames = new Map<string, { name?: string, addr: string }>()
+
+  constructor (config: AgentConfig) {
+    for (const t of config.trust) this.addTrust(t.tree, t.key)
+    for (const p of config.peers) this.peerNames.set(peerIdOfAddr(p.addr), { name: p.name, addr: p.addr })
+  }
+
+  addTrust (tree: string, key: string): void {
+    const set = this.trust.get(tree) ?? new Set<string>()
+    set.add(key)
+    this.trust.set(tree, set)
+  }
+}
+
+/** What status counts of what this agent refused: versions (per reason) and chunks. */
+export class RefusalCounts {
+  readonly counters = { envelopesRejected: 0, chunksRejected: 0 }
+  readonly rejections = new RejectionCounters()
+
+  constructor (private readonly log: Logger) {}
+
+  /** A version refused; `peer` when a protocol refused it before admission (trees.ts logs its own refusals). */
+  readonly versionRejected = (code: RejectReason, reason: string, peer?: string): void => {
+    this.rejections.count(code)
+    this.counters.envelopesRejected = this.rejections.total
+    if (peer !== undefined) this.log.warn({ peer, reason: code }, `rejected version: ${reason}`)
+  }
+
+  /** Bytes from a peer that did not hash to their id, or an indexed chunk found changed on disk. */
+  chunkRejected (): void { this.counters.chunksRejected++ }
+}
+
+/** The parts of a running agent the API reads and drives. */
+export interface AgentApiComponents {
+  home: HomeLayout
+  log: Logger
+  config: AgentConfig
+  selfId: string
+  selfPublisherKey: string
+  publisherKey: KeyObject
+  startedAtMs: number
+  store: Store
+  pool: ChunkerPool
+  node: Pick<DeltameshNode, 'getMultiaddrs' | 'getPeers'>
+  stats: PeerStats
+  bans: PeerBans
+  allowlist: PeerAllowlist
+  bandwidth: BandwidthManager
+  announcer: Announcer
+  heads: HeadsProtocol
+  dialer: Dialer
+  trees: TreeManager
+  book: PeersAndTrust
+  refusals: RefusalCounts
+  /** Listens to a tree's gossip topics. */
+  watchTree: (tree: string) => void
+  /** The dashboard's address, once operations run and when it is on. */
+  dashboardUrl: () => string | undefined
+}
+
+export function createAgentApi (c: AgentApiComponents): AgentApi {
+  const { log, bandwidth, trees } = c
+  return {
+    status: async () => await agentStatus(c),
+    publish: async (request, signal) => await publishAndAnnounce(c, request, signal),
+    subscribe: async request => { await trees.subscribe(request) },
+    unsubscribe: async tree => { await trees.unsubscribe(tree) },
+    addPeer: async (addr, name) => { await addPeer(c, addr, name) },
+    trust: async (tree, key) => { await trustKey(c, tree, key) },
+    setLimit: async request => {
+      const link = await bandwidth.change({ ...request, peer: request.peer === undefined ? undefined : canonicalPeerId(request.peer) })
+      log.info({ link: link.name, limit: link.limit, override: link.override }, 'bandwidth limit changed')
+      return link
+    },
+    setTreeWeight: async (tree, weight) => {
+      validateTreeName(tree)
+      const effective = await bandwidth.setTreeWeight(tree, weight)
+      log.info({ tree, weight: effective }, 'tree weight changed')
+      return effective
+    },
+    verify: async (tree, seq, signal) => await verifyVersion(c.store.catalog, tree, seq, signal),
+    waitForSync: async (tree, options) => await trees.waitForSync(tree, options),
+    shutdown: async () => { /* the control server's shutdown callback stops the process */ },
+  }
+}
+
+/** Every peer configured or connected, with its traffic, strikes and ban. */
+export function peerStatusOf (c: Pick<AgentApiComponents, 'node' | 'book' | 'stats' | 'bans'>): PeerStatus[] {
+  const connected = new Set(c.node.getPeers().map(p => p.toString()))
+  const ids = new Set([...c.book.peerNames.keys(), ...connected])
+  return [...ids].map(peerId => {
+    const s = c.stats.get(peerId)
+    const named = c.book.peerNames.get(peerId)
+    return { peerId, name: named?.name, addr: named?.addr, connected: connected.has(peerId), bytesUp: s.bytesUp, bytesDown: s.bytesDown, chunkBytesUp: s.chunkBytesUp, chunkBytesDown: s.chunkBytesDown, chunksUp: s.chunksServed, chunksDown: s.chunksReceived, badChunks: s.badChunks, strikes: s.strikes, bannedUntilMs: c.bans.bannedUntil(peerId) }
+  })
+}
+
+async function agentStatus (c: AgentApiComponents): Promise<AgentStatus> {
+  const peers = peerStatusOf(c)
+  return {
+    peerId: c.selfId,
+    multiaddrs: c.node.getMultiaddrs().map(a => a.toString()),
+    publisherKey: c.selfPublisherKey,
+    version: AGENT_VERSION,
+    startedAtMs: c.startedAtMs,
+    trees: await c.trees.status(),
+    peers,
+    links: c.bandwidth.status(),
+    treeWeights: c.bandwidth.weights(),
+    dashboard: dashboardOf(c.dashboardUrl()),
+    envelopeRejections: c.refusals.rejections.snapshot(),
+    counters: {
+      ...c.refusals.counters,
+      bytesUp: sum(peers, p => p.bytesUp),
+      bytesDown: sum(peers, p => p.bytesDown),
+      chunkBytesUp: sum(peers, p => p.chunkBytesUp),
+      chunkBytesDown: sum(peers, p => p.chunkBytesDown),
+    },
+  }
+}
+
+/** Publishes with the agent's store and chunker pool, then tells the trees and the peers. */
+async function publishAndAnnounce (c: AgentApiComponents, request: PublishRequest, signal?: AbortSignal): Promise<PublishSummary> {
+  const { pool, log } = c
+  const chunking = chunkingFor(c.config.chunking, request.tree)
+  const result = await publishVersion({
+    tree: request.tree, source: request.source, label: request.label, strict: request.strict, index: c.store.index, catalog: c.store.catalog, publisherKey: c.publisherKey,
+    chunking, chunkFile: async (path, s, size, options) => await pool.chunkFile(path, chunking, s, size, options),
+    verifyFile: async (path, chunks, s) => await pool.verifyFile(path, chunks, s), log, signal,
+  })
+  await c.trees.published(result.envelope)
+  await c.announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))
+  const { envelope, stats: s } = result
+  return { tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, files: s.files, bytes: s.bytes, chunks: s.chunks, newChunks: s.newChunks, newBytes: s.newBytes, cachedFiles: s.cachedFiles, verifiedFiles: s.verifiedFiles, manifestBytes: s.manifestBytes, durationMs: s.durationMs, hardlinks: s.hardlinks, skipped: result.skipped }
+}
+
+async function addPeer (c: AgentApiComponents, addr: string, name: string | undefined): Promise<void> {
+  const peerId = peerIdOfAddr(addr)
+  if (!c.book.peerNames.has(peerId)) await appendPeer(c.home.config, addr, name)
+  c.book.peerNames.set(peerId, { name, addr })
+  c.allowlist.add(peerId)
+  c.dialer.add(addr)
+}
+
+async function trustKey (c: AgentApiComponents, tree: string, key: string): Promise<void> {
+  validateTreeName(tree)
+  parsePublisherKey(key)
+  if (c.book.trust.get(tree)?.has(key) !== true) await appendTrust(c.home.config, tree, key)
+  c.book.addTrust(tree, key)
+  c.watchTree(tree)
+  // envelopes we heard before trusting this key are offered again by the peers' heads
+  for (const peer of c.node.getPeers()) {
+    c.heads.requestHeads(peer).then(async received => await c.trees.peerHeads(peer.toString(), received), err => c.log.debug({ err }, 'heads request failed'))
+  }
+}
+
+function dashboardOf (url: string | undefined): AgentStatus['dashboard'] {
+  return url === undefined ? undefined : { url }
+}
+
+function canonicalPeerId (text: string): string {
+  try {
+    return peerIdFromString(text).toString()
+  } catch {
+    throw new LimitRequestError(`not a peer id: ${JSON.stringify(text.slice(0, 100))} (peer ids look like 12D3KooW…; see \`deltamesh peers list\`)`)
+  }
+}
+
+function sum<T> (items: T[], of: (item: T) => number): number {
+  return items.reduce((n, item) => n + of(item), 0)
+}
