@@ -142,8 +142,8 @@ const BEACON_INTERVAL_MS = 1_000
 /**
  * Per-tree state of a running agent: which signed version is the newest (admission), who holds what
  * (heads, HAVE), and the one sync per subscribed tree that brings the newest version here. A newer
- * version supersedes a running sync; a failed sync is retried with backoff; waiters (`deltamesh sync`)
- * hear progress and the outcome.
+ * version is synced when the running sync ends (never aborts it: see ensureSync); a failed sync is retried
+ * with backoff; waiters (`deltamesh sync`) hear progress and the outcome.
  */
 export class TreeManager {
   private readonly trees = new Map<string, TreeState>()
@@ -358,11 +358,13 @@ export class TreeManager {
       if (state.running?.seq === newest.seq && state.running.generation === 0) return
       if (state.badManifestSeq === newest.seq) return
       if (state.refused?.seq === newest.seq) return
+      // A running sync finishes before the newest version is synced (it starts again when this one ends): a
+      // sync aborted for every newer announcement never completes when versions come faster than one sync
+      // takes (the soak found subscribers stuck at v1 with a staging directory per abandoned version). The
+      // mirror lags by at most one sync, as an rsync loop does, and no fetched chunk is thrown away.
       if (state.running !== undefined) {
-        this.log.info({ tree: state.name, seq: state.running.seq, newer: newest.seq }, 'superseded by a newer version; switching')
-        state.running.controller.abort(new Error('superseded'))
-        await state.running.done
-        if (state.newest !== newest) return
+        this.log.debug({ tree: state.name, seq: state.running.seq, newer: newest.seq }, 'newer version announced; it is synced when the running sync ends')
+        return
       }
       clearTimeout(state.retryTimer)
       const current = record.currentSeq === undefined ? undefined : await this.c.catalog.getVersion(state.name, record.currentSeq)
@@ -475,9 +477,10 @@ export class TreeManager {
       this.c.headsChanged()
       const result: SyncResult = { tree: envelope.tree, seq: envelope.seq, bytesFetched: sync.progress.bytesDone, durationMs: Date.now() - started }
       this.c.onSyncEnded?.(envelope.tree, { result })
-      if (state.newest?.seq === envelope.seq) {
-        for (const w of state.waiters) if (envelope.seq >= w.minSeq) { w.resolve(result); state.waiters.delete(w) }
-      }
+      // a waiter for a given seq is served by any version at least that new; one for "the newest" (minSeq 0)
+      // waits while a newer version is still to be synced
+      const newestHere = state.newest?.seq === envelope.seq
+      for (const w of state.waiters) if ((w.minSeq > 0 || newestHere) && envelope.seq >= w.minSeq) { w.resolve(result); state.waiters.delete(w) }
       // also removes the directory a rebuild replaced
       await applyRetention({ index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log }, envelope.tree)
         .catch(err => this.log.error({ tree: envelope.tree, err }, 'retention failed'))
