@@ -159,14 +159,17 @@ async function publishAndAnnounce (c: AgentApiComponents, request: PublishReques
   const { pool, log } = c
   const chunking = chunkingFor(c.config.chunking, request.tree)
   const result = await publishVersion({
-    tree: request.tree, source: request.source, label: request.label, strict: request.strict, index: c.store.index, catalog: c.store.catalog, publisherKey: c.publisherKey,
+    tree: request.tree, source: request.source, label: request.label, strict: request.strict, force: request.force, index: c.store.index, catalog: c.store.catalog, publisherKey: c.publisherKey,
     chunking, chunkFile: async (path, s, size, options) => await pool.chunkFile(path, chunking, s, size, options),
     verifyFile: async (path, chunks, s) => await pool.verifyFile(path, chunks, s), log, signal,
   })
-  await c.trees.published(result.envelope)
-  await c.announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))
+  // an unchanged tree is the newest version already: known here and announced when it was published
+  if (result.unchanged !== true) {
+    await c.trees.published(result.envelope)
+    await c.announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))
+  }
   const { envelope, stats: s } = result
-  return { tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, files: s.files, bytes: s.bytes, chunks: s.chunks, newChunks: s.newChunks, newBytes: s.newBytes, cachedFiles: s.cachedFiles, verifiedFiles: s.verifiedFiles, manifestBytes: s.manifestBytes, durationMs: s.durationMs, hardlinks: s.hardlinks, skipped: result.skipped }
+  return { tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, files: s.files, bytes: s.bytes, chunks: s.chunks, newChunks: s.newChunks, newBytes: s.newBytes, cachedFiles: s.cachedFiles, verifiedFiles: s.verifiedFiles, manifestBytes: s.manifestBytes, durationMs: s.durationMs, hardlinks: s.hardlinks, skipped: result.skipped, ...(result.unchanged === true ? { unchanged: true } : {}) }
 }
 
 async function addPeer (c: AgentApiComponents, addr: string, name: string | undefined): Promise<void> {
