@@ -213,15 +213,15 @@ export function printPublish (result: { envelope: { tree: string, seq: number, l
     process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats, skipped, ...(result.unchanged === true ? { unchanged: true } : {}) }) + '\n')
     return
   }
-  if (result.unchanged === true) {
-    process.stdout.write(`unchanged: ${envelope.tree}@${envelope.seq} is this tree already (root ${result.rootHex}); nothing published (--force publishes it again)\n`)
-    return
-  }
   // never silent: what the version does not hold goes to stderr, whatever else is printed
   if (skipped.count > 0) {
     process.stderr.write(`WARNING: ${skipped.count} entr${skipped.count === 1 ? 'y' : 'ies'} of the source ${skipped.count === 1 ? 'is' : 'are'} NOT in ${envelope.tree}@${envelope.seq} (use --strict to refuse to publish instead):\n` +
       skipped.sample.map(s => `  ${s.path}: ${s.reason}\n`).join('') +
       (skipped.count > skipped.sample.length ? `  … and ${skipped.count - skipped.sample.length} more (see the agent's log)\n` : ''))
+  }
+  if (result.unchanged === true) {
+    process.stdout.write(`unchanged: ${envelope.tree}@${envelope.seq} is this tree already (root ${result.rootHex}); nothing published (--force publishes it again)\n`)
+    return
   }
   const seconds = stats.durationMs / 1000
   process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
