@@ -16,6 +16,7 @@ import { ExitError, formatBytes, homeOption } from './common.js'
 import { createProgressReporter, formatDuration, formatProgressLine, formatSyncSummary } from './progress.js'
 import { FilterPatternError, validateFilter } from '../versions/filter.js'
 import { DEFAULT_MAX_DROP_PERCENT, parseMaxDrop } from '../versions/selection-guard.js'
+import { restoreYoungGenerationGrowth } from '../core/heap.js'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
 export const EXIT_SYNC_TIMEOUT = 3
@@ -296,6 +297,8 @@ async function runAgent (homeArg: string | undefined): Promise<void> {
     agent = await startAgent({ home, log })
     server = await startControlServer({ socketPath: home.controlSocket, api: agent.api, log, onShutdown: () => { stop('shutdown requested') } })
     await writeFile(home.pidFile, `${process.pid}\n`, { mode: 0o600 })
+    // start-up is over: from now on the young generation grows with real work only (core/heap.ts)
+    restoreYoungGenerationGrowth()
   } catch (err) {
     process.removeListener('SIGTERM', onSignal)
     process.removeListener('SIGINT', onSignal)
