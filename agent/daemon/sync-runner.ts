@@ -18,10 +18,14 @@ import { removeTree } from '../fs/fs-safe.js'
 import { applyRetention } from '../versions/retention.js'
 import type { PreviousVersion } from '../versions/materializer.js'
 import type { SyncResult } from '../api/api.js'
-import { holdsComplete, selectionOf, shapedFor, type TreeManagerComponents, type TreeManagerInit, type TreeState } from './tree-state.js'
+import { holdsComplete, selectionOf, shapedFor, type RunningSync, type TreeManagerComponents, type TreeManagerInit, type TreeState } from './tree-state.js'
 
 const DEFAULT_RETRY_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
 const BEACON_INTERVAL_MS = 1_000
+/** Running syncs a newer version takes over from before one must finish (SyncRunner.supersedes). */
+const MAX_OVERTAKES = 2
+/** A sync let finish for a newer version is abandoned after this long without progress (an unservable version). */
+const STALL_MS = 15_000
 
 /** A sync failure that no retry can fix: the signed root or manifest does not decode or is inconsistent. */
 function isBadManifest (err: unknown): boolean {
@@ -60,19 +64,51 @@ export class SyncRunner {
       if (state.running?.seq === newest.seq && state.running.generation === 0) return
       if (state.badManifestSeq === newest.seq) return
       if (state.refused?.seq === newest.seq) return
-      // A running sync finishes before the newest version is synced (it starts again when this one ends): a
-      // sync aborted for every newer announcement never completes when versions come faster than one sync
-      // takes (the soak found subscribers stuck at v1 with a staging directory per abandoned version). The
-      // mirror lags by at most one sync, as an rsync loop does, and no fetched chunk is thrown away.
       if (state.running !== undefined) {
-        this.log.debug({ tree: state.name, seq: state.running.seq, newer: newest.seq }, 'newer version announced; it is synced when the running sync ends')
-        return
+        if (!this.supersedes(state, newest)) return
+        this.log.info({ tree: state.name, seq: state.running.seq, newer: newest.seq, overtaken: state.overtaken }, 'superseded by a newer version; switching')
+        state.overtaken++
+        state.running.controller.abort(new Error('superseded'))
+        await state.running.done
+        if (state.newest !== newest) return
       }
       clearTimeout(state.retryTimer)
       const current = record.currentSeq === undefined ? undefined : await this.c.catalog.getVersion(state.name, record.currentSeq)
       if (state.newest !== newest || state.running !== undefined || this.stopped) return // moved on meanwhile
       this.startSync(state, newest, record, current, 0)
     })().catch(err => this.log.error({ tree: state.name, err }, 'could not start sync'))
+  }
+
+  /**
+   * Whether a newer version takes over from the running sync. It does the first MAX_OVERTAKES times (a newer
+   * version usually shares most chunks, and an older one may be unservable: a publisher that edits its source in
+   * place serves the newest only). After that the running sync is let finish, or the mirror would never move
+   * while versions come faster than one sync takes (the soak saw subscribers stuck at v1 with a staging
+   * directory per abandoned version) — unless it stalls: no byte, chunk or phase change for STALL_MS.
+   */
+  private supersedes (state: TreeState, newest: Envelope): boolean {
+    const running = state.running as RunningSync
+    if (state.overtaken < MAX_OVERTAKES) return true
+    const progress = (): string => { const p = running.sync.progress; return `${p.phase}/${p.bytesDone}/${p.chunksDone}` }
+    let seen = progress()
+    clearTimeout(state.stallTimer)
+    const check = (): void => {
+      if (state.running !== running || state.newest !== newest || this.stopped) return
+      const now = progress()
+      if (now === seen) {
+        this.log.info({ tree: state.name, seq: running.seq, newer: newest.seq }, `running sync made no progress for ${STALL_MS / 1000} s; switching to the newer version`)
+        state.overtaken = 0
+        this.ensureSync(state)
+        return
+      }
+      seen = now
+      state.stallTimer = setTimeout(check, STALL_MS)
+      state.stallTimer.unref?.()
+    }
+    state.stallTimer = setTimeout(check, STALL_MS)
+    state.stallTimer.unref?.()
+    this.log.debug({ tree: state.name, seq: running.seq, newer: newest.seq }, 'newer version announced; it is synced when the running sync ends')
+    return false
   }
 
   /**
@@ -194,6 +230,8 @@ export class SyncRunner {
     clearInterval(beacon)
     state.running = undefined
     state.failures = 0
+    state.overtaken = 0
+    clearTimeout(state.stallTimer)
     if (state.newest === envelope) this.c.listenHaves?.(envelope.tree, false)
     state.lastError = undefined
     if (state.refused?.seq === envelope.seq) state.refused = undefined
@@ -279,6 +317,7 @@ export class SyncRunner {
     const running: Array<Promise<void>> = []
     for (const state of states) {
       clearTimeout(state.retryTimer)
+      clearTimeout(state.stallTimer)
       for (const w of state.waiters) w.reject(new Error('agent is shutting down'))
       state.waiters.clear()
       if (state.running !== undefined) { state.running.controller.abort(new Error('agent stopping')); running.push(state.running.done) }

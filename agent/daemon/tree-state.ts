@@ -83,6 +83,10 @@ export interface TreeState {
   haves: Map<string, ChunkId[]>
   running?: RunningSync
   failures: number
+  /** Running syncs abandoned for a newer version since one last completed (see SyncRunner.ensureSync). */
+  overtaken: number
+  /** Set while a running sync is let finish although a newer version is known: checks that it still moves. */
+  stallTimer?: ReturnType<typeof setTimeout>
   /** A signed version whose manifest is malformed: retrying cannot help, so it is skipped until a newer one. */
   badManifestSeq?: number
   retryTimer?: ReturnType<typeof setTimeout>
@@ -100,7 +104,7 @@ export class TreeStates extends Map<string, TreeState> {
   state (tree: string): TreeState {
     let s = this.get(tree)
     if (s === undefined) {
-      s = { name: tree, newestComplete: false, holders: new Map(), haves: new Map(), failures: 0, waiters: new Set() }
+      s = { name: tree, newestComplete: false, holders: new Map(), haves: new Map(), failures: 0, overtaken: 0, waiters: new Set() }
       this.set(tree, s)
     }
     return s

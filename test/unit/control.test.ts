@@ -104,7 +104,7 @@ describe('control API over a unix socket', () => {
     expect(summary.label).toBe('L')
     await client.addPeer('/ip4/1.2.3.4/tcp/1/p2p/x', 'site-b')
     expect(api.calls[0]).toEqual(['subscribe', { tree: 'a/b', to: join(process.cwd(), 'rel/dir'), include: ['*.rpm'] }])
-    expect(api.calls[1]).toEqual(['publish', { tree: 'a/b', source: '/src', label: 'L', strict: false }])
+    expect(api.calls[1]).toEqual(['publish', { tree: 'a/b', source: '/src', label: 'L', strict: false, force: false }])
     expect(api.calls[2]).toEqual(['addPeer', { addr: '/ip4/1.2.3.4/tcp/1/p2p/x', name: 'site-b' }])
   })
 
