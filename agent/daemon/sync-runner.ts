@@ -1,6 +1,7 @@
 // The sync life cycle of the trees: one sync per subscribed tree brings its newest version here (or rebuilds
-// the held one for a changed filter); a newer version is synced when the running sync ends; a failed sync is
-// retried with backoff; waiters hear progress and the outcome.
+// the held one for a changed filter); a newer version takes over a running sync at most twice in a row, then
+// waits for it to end unless it stalls (SyncRunner.supersedes); a failed sync is retried with backoff; waiters
+// hear progress and the outcome.
 import { setMaxListeners } from 'node:events'
 import type { ChunkId } from '../../protocol/chunk-id.js'
 import { describeEnvelope, openEnvelope, type Envelope } from '../../protocol/envelope.js'

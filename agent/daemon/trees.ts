@@ -23,8 +23,9 @@ function refusalOf (err: SelectionRefusedError | undefined): SelectionRefusal | 
 /**
  * Per-tree state of a running agent: which signed version is the newest (admission), who holds what
  * (heads, HAVE), and the one sync per subscribed tree that brings the newest version here. A newer
- * version is synced when the running sync ends (never aborts it: see SyncRunner.ensureSync); a failed sync is retried
- * with backoff; waiters (`deltamesh sync`) hear progress and the outcome.
+ * version takes over a running sync at most twice in a row, then waits for it unless it stalls
+ * (SyncRunner.supersedes); a failed sync is retried with backoff; waiters (`deltamesh sync`) hear progress
+ * and the outcome.
  */
 export class TreeManager {
   private readonly trees = new TreeStates()
