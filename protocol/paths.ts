@@ -179,8 +179,8 @@ export function comparePaths (a: string, b: string): number {
     if (x !== y) return x < y ? -1 : 1
   }
   if (a.length === b.length) return 0
-  // one is a prefix of the other, so are its bytes — unless it ends in half a surrogate pair (the bytes of a
-  // lone surrogate are U+FFFD's, not a prefix of the pair's)
+  // one is a prefix of the other, so are its bytes — unless it ends in the high half of a surrogate pair
+  // (which no canonical path does, but the bytes decide whatever we are given)
   const last = Math.min(a.length, b.length) - 1
   if (last >= 0 && a.charCodeAt(last) >= 0xd800) return Buffer.compare(sortKey(a), sortKey(b))
   return a.length < b.length ? -1 : 1
