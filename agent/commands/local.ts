@@ -14,15 +14,20 @@ import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
 import { viaAgent } from './remote.js'
+import { isUnspecified } from '../net/peer-address.js'
 
 const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
 
 /** What `init` prints, so sites can be wired together by copy-paste. */
+/**
+ * What other sites need of this one. Only dialable addresses: a listen address of 0.0.0.0 or :: ("every
+ * interface") is no address to dial, so it is left out, and `init` says to announce one.
+ */
 export async function describeSite (homeArg: string | undefined): Promise<{ peerId: string, multiaddrs: string[], publisherKey: string }> {
   const home = resolveHome(homeArg)
   const config = await loadConfig(home.config)
   const peerId = peerIdFromPrivateKey(await loadOrCreatePeerKey(home.peerKey)).toString()
-  const addrs = config.agent.announce.length > 0 ? config.agent.announce : config.agent.listen
+  const addrs = (config.agent.announce.length > 0 ? config.agent.announce : config.agent.listen).filter(a => !isUnspecified(a))
   return { peerId, multiaddrs: addrs.map(a => `${a}/p2p/${peerId}`), publisherKey: publisherKeyText(await loadPublisherKey(home.publisherKey)) }
 }
 
@@ -39,13 +44,15 @@ function registerInit (program: Command): void {
     .description('create an agent home: peer identity, publisher key and a commented config file; print what other sites need')
     .addOption(homeOption())
     .option('--listen <multiaddr...>', `libp2p listen address(es) (default: ${DEFAULT_LISTEN})`)
+    .option('--announce <multiaddr...>', 'address(es) other sites should dial, e.g. /ip4/192.0.2.7/tcp/4101 (needed when listening on 0.0.0.0 or ::)')
     .option('--json', 'print {"peerId","multiaddrs","publisherKey"} as JSON')
-    .action(async (opts: { home?: string, listen?: string[], json?: boolean }) => {
+    .action(async (opts: { home?: string, listen?: string[], announce?: string[], json?: boolean }) => {
       const home = resolveHome(opts.home)
+      for (const a of opts.announce ?? []) if (isUnspecified(a)) throw new ExitError(`--announce ${a}: an unspecified address (0.0.0.0 or ::) cannot be dialled; give this site's real address`, 2)
       await mkdir(home.root, { recursive: true, mode: 0o700 })
       const exists = await stat(home.config).then(() => true, () => false)
-      if (!exists) await writeDefaultConfig(home.config, opts.listen ?? [DEFAULT_LISTEN])
-      else if (opts.listen !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen instead of passing --listen`)
+      if (!exists) await writeDefaultConfig(home.config, opts.listen ?? [DEFAULT_LISTEN], opts.announce ?? [])
+      else if (opts.listen !== undefined || opts.announce !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce instead of passing --listen or --announce`)
       await loadConfig(home.config)
       await loadOrCreatePeerKey(home.peerKey)
       if (!(await stat(home.publisherKey).then(() => true, () => false))) await createPublisherKey(home.publisherKey)
@@ -56,6 +63,7 @@ function registerInit (program: Command): void {
         process.stdout.write(`${exists ? 'Home already initialised' : 'Initialised'} ${home.root}\n` +
           `peer id:        ${site.peerId}\n` +
           site.multiaddrs.map(a => `multiaddr:      ${a}\n`).join('') +
+          (site.multiaddrs.length === 0 ? 'multiaddr:      none to give: this site listens on every interface (0.0.0.0 or ::); run `deltamesh init --announce /ip4/<this host\'s address>/tcp/<port>` on a new home, or set [agent] announce in config.toml\n' : '') +
           `publisher key:  ${site.publisherKey}\n\n` +
           'On another site:  deltamesh peers add --home DIR <multiaddr>   and   deltamesh trust --home DIR TREE <publisher key>\n')
       }

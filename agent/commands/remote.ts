@@ -17,6 +17,9 @@ import { createProgressReporter, formatDuration, formatProgressLine, formatSyncS
 import { FilterPatternError, validateFilter } from '../versions/filter.js'
 import { DEFAULT_MAX_DROP_PERCENT, parseMaxDrop } from '../versions/selection-guard.js'
 import { restoreYoungGenerationGrowth } from '../core/heap.js'
+import { checkPeerAddress } from '../net/peer-address.js'
+import { loadOrCreatePeerKey } from '../net/peer-key.js'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
 export const EXIT_SYNC_TIMEOUT = 3
@@ -67,6 +70,9 @@ function registerPeers (program: Command): void {
       const viaRunning = await viaAgent(opts.home, async api => { await api.addPeer(addr, opts.name); return true })
       if (viaRunning === true) { process.stdout.write(`added peer ${addr} to the running agent\n`); return }
       const home = resolveHome(opts.home)
+      const config = await loadConfig(home.config)
+      const selfId = peerIdFromPrivateKey(await loadOrCreatePeerKey(home.peerKey)).toString()
+      checkPeerAddress(addr, selfId, config.peers)
       await appendPeer(home.config, addr, opts.name)
       process.stdout.write(`added peer ${addr} to ${home.config} (the agent dials it when started)\n`)
     })

@@ -168,7 +168,7 @@ function tomlString (s: string): string { return JSON.stringify(s) }
 // example, under a comment that says what it is for (this file is the first documentation an operator reads).
 // Sections are joined by one blank line; only [agent] depends on the arguments.
 
-function agentSection (listen: string[]): string {
+function agentSection (listen: string[], announce: string[]): string {
   return `# deltamesh agent configuration (TOML). Written by \`deltamesh init\`; edit freely —
 # commands such as \`deltamesh peers add\` and \`deltamesh trust\` append to this file and keep your comments.
 
@@ -178,7 +178,7 @@ function agentSection (listen: string[]): string {
 # libp2p addresses this agent listens on. Peers dial these; use a public or site address on a real WAN.
 listen = [${listen.map(tomlString).join(', ')}]
 # Addresses other sites should dial, when they differ from the listen addresses (NAT, 0.0.0.0).
-announce = []
+announce = [${announce.map(tomlString).join(', ')}]
 # Seconds a peer that exceeded its misbehaviour budget (bad chunks, malformed frames) is refused; doubles on repeats.
 banSeconds = 600
 `
@@ -267,12 +267,12 @@ const PEERS_AND_TRUST_SECTION = `# Sites this agent talks to. Only these peer id
 # key = "ed25519:..."
 `
 
-export function defaultConfigText (listen: string[]): string {
-  return [agentSection(listen), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
+export function defaultConfigText (listen: string[], announce: string[] = []): string {
+  return [agentSection(listen, announce), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
 }
 
-export async function writeDefaultConfig (file: string, listen: string[]): Promise<void> {
-  await writeFile(file, defaultConfigText(listen), { flag: 'wx', mode: 0o600 })
+export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = []): Promise<void> {
+  await writeFile(file, defaultConfigText(listen, announce), { flag: 'wx', mode: 0o600 })
 }
 
 /** Appends a [[peers]] table (validated first), preserving the operator's comments. */

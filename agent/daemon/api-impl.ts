@@ -24,6 +24,7 @@ import { publishVersion } from '../publish/publish.js'
 import { verifyVersion } from '../versions/verify.js'
 import type { TreeManager } from './trees.js'
 import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
+import { checkPeerAddress } from '../net/peer-address.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -173,8 +174,8 @@ async function publishAndAnnounce (c: AgentApiComponents, request: PublishReques
 }
 
 async function addPeer (c: AgentApiComponents, addr: string, name: string | undefined): Promise<void> {
-  const peerId = peerIdOfAddr(addr)
-  if (!c.book.peerNames.has(peerId)) await appendPeer(c.home.config, addr, name)
+  const peerId = checkPeerAddress(addr, c.selfId, [...c.book.peerNames.values()].map(p => ({ addr: p.addr, name: p.name })))
+  await appendPeer(c.home.config, addr, name)
   c.book.peerNames.set(peerId, { name, addr })
   c.allowlist.add(peerId)
   c.dialer.add(addr)

@@ -179,3 +179,25 @@ describe('output to a reader that stops early', () => {
     }
   })
 })
+
+describe('addresses other sites dial', () => {
+  it('init prints no unspecified address (and says how to announce one); --announce is what it prints; peers add refuses 0.0.0.0, itself and a duplicate', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'dm-addr-'))
+    try {
+      const wild = await cliOk(['init', '--home', join(base, 'wild'), '--listen', '/ip4/0.0.0.0/tcp/0'])
+      expect(wild).not.toContain('/ip4/0.0.0.0')
+      expect(wild).toMatch(/none to give: .*--announce/)
+      const announced = JSON.parse(await cliOk(['init', '--home', join(base, 'ann'), '--listen', '/ip4/0.0.0.0/tcp/0', '--announce', '/ip4/127.0.0.1/tcp/4999', '--json'])) as { peerId: string, multiaddrs: string[] }
+      expect(announced.multiaddrs).toEqual([`/ip4/127.0.0.1/tcp/4999/p2p/${announced.peerId}`])
+      const self = JSON.parse(await cliOk(['init', '--home', join(base, 'wild'), '--json'])) as { peerId: string }
+      const refused = async (addr: string): Promise<string> => { const r = await runCli(['peers', 'add', '--home', join(base, 'wild'), addr]); expect(r.code, addr).not.toBe(0); return r.stderr }
+      expect(await refused(`/ip4/0.0.0.0/tcp/4999/p2p/${announced.peerId}`)).toMatch(/unspecified address/)
+      expect(await refused(`/ip4/127.0.0.1/tcp/4998/p2p/${self.peerId}`)).toMatch(/own peer id/)
+      await cliOk(['peers', 'add', '--home', join(base, 'wild'), '--name', 'ann', announced.multiaddrs[0] as string])
+      expect(await refused(announced.multiaddrs[0] as string)).toMatch(/listed already as ann/)
+      expect((parseToml(await readFile(join(base, 'wild', 'config.toml'), 'utf8')) as { peers: unknown[] }).peers).toHaveLength(1)
+    } finally {
+      await rm(base, { recursive: true, force: true })
+    }
+  })
+})

@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest'
+import { checkPeerAddress, isUnspecified } from '../../agent/net/peer-address.js'
+
+const A = '12D3KooWGzBR6bgTHE3E1G7nNxF4e5bCxQ7dKMrSW1ZhH8Dk1WqP'
+const B = '12D3KooWSWadyF8y8cgAKnjUFUUR5Hux8SsMisYB6y5wESBcVgdy'
+const SELF = '12D3KooWFE9B7HCHcqh197do6r3v4zf92QXs5Nekxx5K4xZuvcj7'
+
+describe('peers add: what an address must be', () => {
+  it('accepts a dialable address of another, unlisted peer and returns its id', () => {
+    expect(checkPeerAddress(`/ip4/127.0.0.1/tcp/4101/p2p/${A}`, SELF, [{ addr: `/ip4/127.0.0.1/tcp/4102/p2p/${B}` }])).toBe(A)
+  })
+
+  it('refuses an unspecified address, the own id, a listed peer and an address without /p2p/, saying what to do', () => {
+    const refusal = (addr: string, listed: Array<{ addr: string, name?: string }> = []): string => {
+      try { checkPeerAddress(addr, SELF, listed); return 'accepted' } catch (err) { expect(err).toHaveProperty('name', 'PeerAddressError'); return (err as Error).message }
+    }
+    expect(refusal(`/ip4/0.0.0.0/tcp/4101/p2p/${A}`)).toMatch(/unspecified address .* --announce/)
+    expect(refusal(`/ip6/::/tcp/4101/p2p/${A}`)).toMatch(/unspecified/)
+    expect(refusal(`/ip4/127.0.0.1/tcp/4101/p2p/${SELF}`)).toMatch(/own peer id/)
+    expect(refusal(`/ip4/127.0.0.1/tcp/4103/p2p/${B}`, [{ addr: `/ip4/127.0.0.1/tcp/4102/p2p/${B}`, name: 'brno' }])).toMatch(/listed already as brno/)
+    expect(refusal('/ip4/127.0.0.1/tcp/4101')).toMatch(/no \/p2p\//)
+    expect(refusal('not an address')).toMatch(/not a multiaddr/)
+  })
+
+  it('knows the unspecified addresses', () => {
+    expect(isUnspecified('/ip4/0.0.0.0/tcp/1')).toBe(true)
+    expect(isUnspecified('/ip6/::/tcp/1')).toBe(true)
+    expect(isUnspecified('/ip4/127.0.0.1/tcp/1')).toBe(false)
+  })
+})
