@@ -48,6 +48,9 @@ export function secondsAndNanos (mtimeMs: number, mtimeNs = 0): [number, number]
   return [sec, msInSecond * 1_000_000 + mtimeNs]
 }
 
+/** Whether this node's libuv truncates a time's double to whole microseconds toward zero (Node 20 and 22 do; 24 does not). */
+const TRUNCATES_TOWARD_ZERO = Number(process.versions.node.split('.')[0]) < 24
+
 /** Below 2^32 s (years 1834–2106) a double's error in seconds is under 240 ns: the middle of a microsecond stays in it. */
 const MICROSECOND_SAFE_SECONDS = 2 ** 32
 
@@ -60,7 +63,10 @@ const MICROSECOND_SAFE_SECONDS = 2 ** 32
  */
 export function fallbackSeconds (mtimeMs: number, mtimeNs = 0): number | string {
   const micros = mtimeMs * 1000 + Math.floor(mtimeNs / 1000)
-  let seconds = (micros + (micros < 0 ? -0.5 : 0.5)) / 1_000_000
+  // Node 20's and 22's libuv truncate toward zero (the far side of the microsecond for a time before 1970); Node 24's
+  // keeps the double's nanoseconds, so the middle of the microsecond from below is right for any sign there
+  const half = micros < 0 && TRUNCATES_TOWARD_ZERO ? -0.5 : 0.5
+  let seconds = (micros + half) / 1_000_000
   if (Math.abs(seconds) >= MICROSECOND_SAFE_SECONDS) seconds = (mtimeMs + 0.1) / 1000
   return seconds < 0 ? String(seconds) : seconds
 }
