@@ -1,21 +1,14 @@
 // Builds the BandwidthManager from config.toml and HOME/limits.json: the agent at start, and `deltamesh
 // limit` when no agent runs (it then edits limits.json through the same rules the agent applies).
 
-import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { AgentConfig } from '../core/config.js'
 import type { HomeLayout } from '../core/home.js'
 import { BandwidthManager, type BandwidthInit } from './manager.js'
 import { loadOverrides, saveOverrides } from './overrides.js'
+import { peerIdOfAddr } from '../net/peer-address.js'
 import { parseRate } from '../core/rate.js'
 import { parseWindow } from '../core/schedule.js'
-
-/** The peer id at the end of a /p2p/ multiaddr, in canonical form. */
-export function peerIdOfAddr (addr: string): string {
-  const id = multiaddr(addr).getComponents().findLast(c => c.name === 'p2p')?.value
-  if (id === undefined) throw new Error(`${addr}: no /p2p/<peer id> at the end`)
-  return peerIdFromString(id).toString()
-}
 
 /** A [[links]] peer reference: a [[peers]] name, else a peer id. */
 export function resolvePeerRef (config: AgentConfig, ref: string): string {
