@@ -9,7 +9,7 @@ import { DeltameshError } from '../../protocol/errors.js'
 import { chunkBytes } from '../chunk/chunker.js'
 import { sourceHeader, type ChunkFileFn, type VerifyFileFn } from '../scan/scanner.js'
 import { SourceScan, type ScannedSource } from './source-scan.js'
-import type { Catalog, ChunkIndex, SkippedEntries, StoreRoot, VersionStats } from '../store/types.js'
+import type { Catalog, ChunkIndex, SkippedEntries, StoreRoot, VersionRecord, VersionStats } from '../store/types.js'
 import type { Logger } from '../core/log.js'
 import { computeDeltas, type DeltaStats } from '../delta/compute.js'
 import { storeSignatures } from '../delta/signatures.js'
@@ -84,7 +84,9 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
   const { rootHash, rootBytes, manifestChunks } = await storeManifestBlobs(o.catalog, scanned, o.chunking)
   const stats = { ...scanStats, manifestBytes: scanned.manifest.byteLength, durationMs: Date.now() - started }
   // an identical tree (same root: every name, mode, time and chunk) is the newest version already
-  const newest = (await o.catalog.listVersions(tree)).filter(v => v.state === 'complete').at(-1)
+  // read once: the newest complete version is also the delta base, and the seqs give the next one
+  const versions = await o.catalog.listVersions(tree)
+  const newest = versions.filter(v => v.state === 'complete').at(-1)
   if (o.force !== true && newest !== undefined) {
     const envelope = openEnvelope(newest.envelope)
     if (idsEqual(envelope.rootHash, rootHash)) {
@@ -92,8 +94,8 @@ export async function publishVersion (o: PublishOptions): Promise<PublishResult>
       return { envelope, rootHex: toHex(rootHash), stats, skipped, unchanged: true }
     }
   }
-  const seq = await nextSeq(o.catalog, tree)
-  const deltas = await prepareNextDeltas(o, { tree, seq, realSource, scanned, manifestChunks, log })
+  const seq = await nextSeq(o.catalog, tree, versions)
+  const deltas = await prepareNextDeltas(o, { tree, baseSeq: newest?.seq, realSource, scanned, manifestChunks, log })
   const envelope = signEnvelope({
     tree,
     seq,
@@ -131,7 +133,7 @@ async function storeManifestBlobs (catalog: Catalog, scanned: ScannedSource, chu
  * before the version is announced (the caller announces after we return), so the first subscriber to ask
  * finds them. Both only save bytes: a failure here never fails the publish.
  */
-async function prepareNextDeltas (o: PublishOptions, v: { tree: string, seq: number, realSource: string, scanned: ScannedSource, manifestChunks: ChunkRef[], log: Logger }): Promise<DeltaStats | undefined> {
+async function prepareNextDeltas (o: PublishOptions, v: { tree: string, baseSeq: number | undefined, realSource: string, scanned: ScannedSource, manifestChunks: ChunkRef[], log: Logger }): Promise<DeltaStats | undefined> {
   const { scanned, log } = v
   try {
     const signatures = await storeSignatures({ source: v.realSource, files: scanned.changed, catalog: o.catalog, signal: o.signal })
@@ -140,7 +142,7 @@ async function prepareNextDeltas (o: PublishOptions, v: { tree: string, seq: num
     o.signal?.throwIfAborted()
     log.warn({ err }, 'storing block signatures failed; the next version may get fewer deltas')
   }
-  const baseSeq = (await o.catalog.listVersions(v.tree)).filter(r => r.state === 'complete' && r.seq < v.seq).at(-1)?.seq
+  const baseSeq = v.baseSeq
   // even with no file changed, every manifest chunk may be new (new mtimes): its deltas still pay
   if (baseSeq === undefined) return undefined
   try {
@@ -160,8 +162,7 @@ async function sourceRoot (index: ChunkIndex, source: string, tree: string): Pro
   return { root: await index.addRoot({ kind: 'source', path: source, tree }), created: true }
 }
 
-async function nextSeq (catalog: Catalog, tree: string): Promise<number> {
-  const versions = await catalog.listVersions(tree)
+async function nextSeq (catalog: Catalog, tree: string, versions: VersionRecord[]): Promise<number> {
   const last = versions.at(-1)?.seq ?? 0
   const current = (await catalog.getTree(tree))?.currentSeq ?? 0
   return Math.max(last, current) + 1
