@@ -41,6 +41,12 @@ export function preciseTimesAvailable (): { ok: true } | { ok: false, reason: st
   return 'native' in l ? { ok: true } : { ok: false, reason: l.reason }
 }
 
+/** A time in nanoseconds as the manifest holds it: whole milliseconds (floored, also before 1970) and the nanoseconds past them. */
+export function msAndNanos (ns: bigint): { mtimeMs: number, mtimeNs: number } {
+  const ms = ns >= 0n ? ns / 1_000_000n : -((-ns + 999_999n) / 1_000_000n)
+  return { mtimeMs: Number(ms), mtimeNs: Number(ns - ms * 1_000_000n) }
+}
+
 /** Seconds and nanoseconds (0 ≤ ns < 1e9) of a time given as whole milliseconds (floored) plus nanoseconds past them. */
 export function secondsAndNanos (mtimeMs: number, mtimeNs = 0): [number, number] {
   const sec = Math.floor(mtimeMs / 1000)

@@ -7,6 +7,7 @@ import type { PlacedChunk, ScanCacheEntry } from '../store/types.js'
 import { verifyFileChunks } from '../chunk/verify.js'
 import { stampOf } from '../fs/file-stamp.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
+import { msAndNanos } from '../fs/precise-times.js'
 
 /**
  * Cuts one file into chunks (normally ChunkerPool.chunkFile bound to the tree's chunking parameters).
@@ -195,19 +196,18 @@ export async function lstatSource (absolute: string): Promise<SourceStat | undef
   return sourceStat(st)
 }
 
-const NS_PER_MS = 1_000_000n
 const NS_PER_S = 1_000_000_000n
 
 function sourceStat (st: BigIntStats): SourceStat {
   const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFIFO() ? 'fifo' : st.isSocket() ? 'socket' : 'device'
-  const msFloor = st.mtimeNs >= 0n ? st.mtimeNs / NS_PER_MS : -((-st.mtimeNs + NS_PER_MS - 1n) / NS_PER_MS)
+  const mtime = msAndNanos(st.mtimeNs)
   return {
     kind,
     size: Number(st.size),
     mode: Number(st.mode) & 0o7777,
     mtimeMs: msOf(st.mtimeNs),
-    mtimeMsFloor: Number(msFloor),
-    mtimeNs: Number(st.mtimeNs - msFloor * NS_PER_MS),
+    mtimeMsFloor: mtime.mtimeMs,
+    mtimeNs: mtime.mtimeNs,
     ctimeMs: msOf(st.ctimeNs),
     ino: Number(st.ino),
     dev: Number(st.dev),

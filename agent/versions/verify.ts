@@ -8,7 +8,7 @@ import type { Catalog } from '../store/types.js'
 import { readManifestEntries } from '../store/manifest-io.js'
 import { globFilter } from './walk.js'
 import { bytesToPath, fsPath } from '../../protocol/paths.js'
-import { preciseTimesAvailable } from '../fs/precise-times.js'
+import { msAndNanos, preciseTimesAvailable } from '../fs/precise-times.js'
 
 export interface VerifyProblem { path: string, reason: string }
 export interface VerifyResult {
@@ -93,12 +93,7 @@ function timeDifference (mtimeNs: bigint, entry: { mtimeMs: number, mtimeNs?: nu
   const expected = BigInt(entry.mtimeMs) * 1_000_000n + BigInt(entry.mtimeNs ?? 0)
   if (mtimeNs === expected) return undefined
   // without the native helper times are set to about a microsecond past the exact millisecond (fs/precise-times.ts)
-  if (!preciseTimesAvailable().ok && floorDiv(mtimeNs, 1_000_000n) === BigInt(entry.mtimeMs)) return undefined
+  if (!preciseTimesAvailable().ok && msAndNanos(mtimeNs).mtimeMs === entry.mtimeMs) return undefined
   const show = (ns: bigint): string => `${new Date(Number(ns / 1_000_000n)).toISOString().replace('Z', '')}${String(((ns % 1_000_000n) + 1_000_000n) % 1_000_000n).padStart(6, '0')}Z`
   return `mtime ${show(mtimeNs)}, manifest says ${show(expected)}`
-}
-
-function floorDiv (a: bigint, b: bigint): bigint {
-  const q = a / b
-  return a % b < 0n ? q - 1n : q
 }
