@@ -6,7 +6,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { CHUNKS_PROTOCOL, CHUNKS_PROTOCOL_1_1 } from '../../protocol/ids.js'
 import { decompressBatch } from '../../protocol/batch-codec.js'
 import { ChunkHashMismatchError, DeltameshError, InvalidMessageError } from '../../protocol/errors.js'
-import { isChunkId, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
+import { isChunkId, toHex, verifyReceivedChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import type { ChunkRef } from '../../protocol/manifest.js'
 import { MAX_FRAME_BYTES, MAX_FRAME_BYTES_1_1, MAX_OUTSTANDING_WANTS, MAX_WANTS_PER_FRAME } from '../../protocol/wire-limits.js'
 import { FrameStream } from './frames.js'
@@ -346,7 +346,7 @@ export class ChunkClient {
   private onBlock (session: Session, want: Want, bytes: Uint8Array, wireBytes: number): void {
     const { peer } = session
     try {
-      verifyChunk(want.id, bytes, `from ${peer}`)
+      verifyReceivedChunk(want.id, bytes, `from ${peer}`)
     } catch (err) {
       const e = err as ChunkHashMismatchError
       this.components.stats?.badChunk(peer)

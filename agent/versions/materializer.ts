@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
+import { toHex, verifyChunkOnce, type ChunkId } from '../../protocol/chunk-id.js'
 import type { FileEntry } from '../../protocol/manifest.js'
 import { writeSkippingZeroBlocks } from './sparse-write.js'
 import { silentLogger, type Logger } from '../core/log.js'
@@ -199,12 +199,13 @@ export class Materializer {
 
   /**
    * Writes a chunk of the plan to every placement and records it in the index. The bytes are hashed
-   * here (identity is computed, never trusted): a mismatch throws ChunkHashMismatchError and writes
+   * here (identity is computed, never trusted), unless the chunk client already hashed these very bytes on
+   * arrival (verifyReceivedChunk): a mismatch throws ChunkHashMismatchError and writes
    * nothing. Returns false when the chunk is not (or no longer, or not yet) wanted.
    */
   async fill (id: ChunkId, bytes: Uint8Array): Promise<boolean> {
     if (this.state !== 'prepared') throw new MaterializerStateError(`fill() called in state ${this.state}`)
-    verifyChunk(id, bytes, `fill ${this.init.tree}@${this.init.seq}`)
+    verifyChunkOnce(id, bytes, `fill ${this.init.tree}@${this.init.seq}`)
     const hex = toHex(id)
     const planned = this.plan.get(hex)
     if (planned === undefined || this.inflight.has(hex)) return false
