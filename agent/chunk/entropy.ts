@@ -14,14 +14,20 @@ export const RANDOM_BITS_PER_BYTE = 7.95
 
 const counts = new Uint32Array(256)
 
-/** Shannon entropy of the byte histogram of `bytes`, in bits per byte (0 for an empty array). */
-export function bitsPerByte (bytes: Uint8Array): number {
-  const n = bytes.byteLength
-  if (n === 0) return 0
+/**
+ * Shannon entropy of the byte histogram of `bytes`, in bits per byte (0 for an empty array); with `step` > 1,
+ * of every step-th byte only (a chunk server judges every chunk it sends, and counting every byte of a
+ * 16 KiB sample was ~8 % of a serving publisher's CPU on incompressible data).
+ */
+export function bitsPerByte (bytes: Uint8Array, step = 1): number {
+  const length = bytes.byteLength
+  if (length === 0) return 0
   counts.fill(0)
-  for (let i = 0; i < n; i++) {
+  let n = 0
+  for (let i = 0; i < length; i += step) {
     const b = bytes[i] as number
     counts[b] = (counts[b] as number) + 1
+    n++
   }
   let h = 0
   for (let b = 0; b < 256; b++) {
@@ -31,7 +37,17 @@ export function bitsPerByte (bytes: Uint8Array): number {
   return h / n
 }
 
-/** Whether `bytes` look like compressed or random data (see RANDOM_BITS_PER_BYTE). */
-export function looksIncompressible (bytes: Uint8Array): boolean {
-  return bitsPerByte(bytes) >= RANDOM_BITS_PER_BYTE
+/**
+ * The level at which `n` bytes counted from a sparse sample look random. Uniform bytes measure about
+ * 8 − 255 / (2·n·ln 2) (the estimate's bias: 0.011 at 16 Ki counted, 0.045 at 4 Ki) with a spread of a few
+ * thousandths; 0.03 below that keeps random samples above the line, and RANDOM_BITS_PER_BYTE caps it.
+ */
+function sparseRandomLevel (n: number): number {
+  return Math.min(RANDOM_BITS_PER_BYTE, 8 - 255 / (2 * n * Math.LN2) - 0.03)
+}
+
+/** Whether `bytes` (every step-th of them) look like compressed or random data (see RANDOM_BITS_PER_BYTE). */
+export function looksIncompressible (bytes: Uint8Array, step = 1): boolean {
+  const level = step === 1 ? RANDOM_BITS_PER_BYTE : sparseRandomLevel(Math.ceil(bytes.byteLength / step))
+  return bitsPerByte(bytes, step) >= level
 }
