@@ -271,7 +271,7 @@ export class ChunkServer {
   private async sendAll (peer: string, frames: FrameStream, msgs: Array<BlockMessage | BlocksMessage>, signal: AbortSignal): Promise<void> {
     const encoded = msgs.map(m => frames.encode(m))
     const one = joinFrames(encoded)
-    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, one.frame.byteLength, signal)
+    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, one.wireBytes, signal)
     await frames.writeEncoded(one, signal)
     msgs.forEach((m, i) => {
       this.components.stats?.served(peer, (encoded[i] as EncodedFrame).payloadBytes, m.type === 'BLOCKS' ? m.entries.reduce((t, e) => t + e.size, 0) : m.bytes.byteLength)
@@ -281,7 +281,7 @@ export class ChunkServer {
   /** Paces by the frame's wire size (length prefix included), then writes it. */
   private async send (peer: string, frames: FrameStream, msg: Message, signal: AbortSignal): Promise<number> {
     const encoded = frames.encode(msg)
-    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, encoded.frame.byteLength, signal)
+    if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, encoded.wireBytes, signal)
     return await frames.writeEncoded(encoded, signal)
   }
 

@@ -93,14 +93,14 @@ export class DeltaService {
         const together = joinFrames(pending)
         pending = []
         pendingBytes = 0
-        await this.components.provider.pace?.(peer, together.frame.byteLength, signal)
+        await this.components.provider.pace?.(peer, together.wireBytes, signal)
         const n = await frames.writeEncoded(together, signal) // not inside stats?.(…): without stats it would never run
         this.components.stats?.bytesUp(peer, n)
       }
       const send = async (reply: Message): Promise<void> => {
         const encoded = frames.encode(reply)
         pending.push(encoded)
-        pendingBytes += encoded.frame.byteLength
+        pendingBytes += encoded.wireBytes
         if (pendingBytes >= COALESCE_BYTES) await flush()
       }
       for (let i = 0; i < msg.keys.length; i += LOOKUP_BATCH) {

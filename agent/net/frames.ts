@@ -5,6 +5,7 @@
 // Frame lengths are read by frameLength below, not by the decoder's default varint reader (see there why).
 import { LengthPrefixedDecoder } from '@libp2p/utils'
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { decodeMessage, encodeMessage, type ErrorCode, type Message } from '../../protocol/messages.js'
 import { encodeFrame, type EncodedFrame } from '../../protocol/frame-encode.js'
 import { InvalidMessageError, LimitExceededError } from '../../protocol/errors.js'
@@ -195,7 +196,8 @@ export class FrameStream {
 
   /** Writes a frame from encode(); returns its payload size (what bytesWritten and the counters count). */
   async writeEncoded (encoded: EncodedFrame, signal?: AbortSignal): Promise<number> {
-    if (!this.stream.send(encoded.frame)) await this.stream.onDrain({ signal })
+    const data = encoded.parts.length === 1 ? encoded.parts[0] as Uint8Array : new Uint8ArrayList(...encoded.parts)
+    if (!this.stream.send(data)) await this.stream.onDrain({ signal })
     this.bytesWritten += encoded.payloadBytes
     return encoded.payloadBytes
   }

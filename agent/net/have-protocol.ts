@@ -124,9 +124,9 @@ export class HaveService {
       out = { queue: [], queuedBytes: 0, pumping: false }
       this.outbound.set(key, out)
     }
-    if (out.queuedBytes + frame.frame.byteLength > MAX_QUEUED_BYTES) { this.dropped++; return }
+    if (out.queuedBytes + frame.wireBytes > MAX_QUEUED_BYTES) { this.dropped++; return }
     out.queue.push(frame)
-    out.queuedBytes += frame.frame.byteLength
+    out.queuedBytes += frame.wireBytes
     if (!out.pumping) this.pump(peer, out).catch(() => {})
   }
 
@@ -137,7 +137,7 @@ export class HaveService {
       while (out.queue.length > 0 && this.running) {
         const frames = out.frames ?? await this.open(peer, out)
         const frame = out.queue.shift() as EncodedFrame
-        out.queuedBytes -= frame.frame.byteLength
+        out.queuedBytes -= frame.wireBytes
         const sent = await frames.writeEncoded(frame, AbortSignal.timeout(OPEN_TIMEOUT_MS))
         this.components.stats?.bytesUp(key, sent)
       }

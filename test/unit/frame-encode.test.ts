@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { encodeUvarint } from '../../protocol/codec.js'
-import { encodeFrame, joinFrames } from '../../protocol/frame-encode.js'
+import { encodeFrame, frameBytes, joinFrames } from '../../protocol/frame-encode.js'
 import { MAX_CHUNK_SIZE } from '../../protocol/limits.js'
 import { decodeMessage, encodeMessage, type Message } from '../../protocol/messages.js'
 import { MAX_BATCH_RAW_BYTES, MAX_DELTA_TARGET_BYTES } from '../../protocol/wire-limits.js'
@@ -26,10 +26,11 @@ describe('encodeFrame', () => {
       // a batch's payload is at most its raw size, at most MAX_BATCH_RAW_BYTES
       if (n <= MAX_BATCH_RAW_BYTES) messages.push({ type: 'BLOCKS', codec: 'br', entries: [{ id, size: MAX_BATCH_RAW_BYTES - 1 }, { id: chunkIdOf(Uint8Array.of(1)), size: 1 }], payload: bytes })
       for (const msg of messages) {
-        const { frame, payloadBytes } = encodeFrame(msg)
+        const encoded = encodeFrame(msg)
         const plain = plainFrame(msg)
-        expect(Buffer.from(frame).equals(plain), `${msg.type} of ${n} bytes`).toBe(true)
-        expect(payloadBytes).toBe(encodeMessage(msg).byteLength)
+        expect(Buffer.from(frameBytes(encoded)).equals(plain), `${msg.type} of ${n} bytes`).toBe(true)
+        expect(encoded.payloadBytes).toBe(encodeMessage(msg).byteLength)
+        expect(encoded.wireBytes).toBe(plain.byteLength)
       }
     }
   })
@@ -37,9 +38,14 @@ describe('encodeFrame', () => {
   it('frames other messages the plain way, and what it frames decodes back', () => {
     const id = chunkIdOf(Uint8Array.of(9))
     const want: Message = { type: 'WANT', ids: [id] }
-    expect(Buffer.from(encodeFrame(want).frame).equals(plainFrame(want))).toBe(true)
+    expect(Buffer.from(frameBytes(encodeFrame(want))).equals(plainFrame(want))).toBe(true)
     const block: Message = { type: 'BLOCK', id, bytes: bytesOf(70_000) }
-    const { frame, payloadBytes } = encodeFrame(block)
+    const encoded = encodeFrame(block)
+    // the chunk is not copied: it is the frame's second part, the very same array
+    expect(encoded.parts).toHaveLength(2)
+    expect(encoded.parts[1]).toBe(block.bytes)
+    const frame = frameBytes(encoded)
+    const { payloadBytes } = encoded
     const decoded = decodeMessage(frame.subarray(frame.byteLength - payloadBytes))
     expect(decoded.type).toBe('BLOCK')
     expect(decoded.type === 'BLOCK' && Buffer.from(decoded.bytes).equals(Buffer.from(block.bytes))).toBe(true)
@@ -51,7 +57,8 @@ describe('joinFrames', () => {
     const msgs: Message[] = [{ type: 'DELTA_NONE', count: 3 }, { type: 'DELTA', key: chunkIdOf(bytesOf(5)), bytes: bytesOf(2000) }, { type: 'DONT_HAVE', id: chunkIdOf(bytesOf(6)) }]
     const frames = msgs.map(encodeFrame)
     const joined = joinFrames(frames)
-    expect(Buffer.from(joined.frame).equals(Buffer.concat(msgs.map(plainFrame)))).toBe(true)
+    expect(Buffer.from(frameBytes(joined)).equals(Buffer.concat(msgs.map(plainFrame)))).toBe(true)
+    expect(joined.wireBytes).toBe(Buffer.concat(msgs.map(plainFrame)).byteLength)
     expect(joined.payloadBytes).toBe(frames.reduce((n, f) => n + f.payloadBytes, 0))
     expect(joinFrames([frames[0]!])).toBe(frames[0])
   })

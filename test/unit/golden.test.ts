@@ -15,7 +15,7 @@ import { openEnvelope, rawPublicKeyOf, signEnvelope, type EnvelopeFields } from 
 import { decodeRoot, encodeEntry, encodeHeader, encodeRoot, HOLE_CHUNK_ID, ManifestReader, ManifestWriter, type ManifestEntry, type ManifestHeader, type ManifestRoot } from '../../protocol/manifest.js'
 import { bytesToPath, pathToBytes } from '../../protocol/paths.js'
 import { decodeMessage, encodeMessage, type Message, type MessageType } from '../../protocol/messages.js'
-import { encodeFrame } from '../../protocol/frame-encode.js'
+import { encodeFrame, frameBytes } from '../../protocol/frame-encode.js'
 import { frameLength } from '../../agent/net/frames.js'
 import { compressBatch, decompressBatch } from '../../protocol/batch-codec.js'
 import { decodeSiteStatus, encodeSiteStatus, type SiteStatus } from '../../protocol/site-status.js'
@@ -281,12 +281,12 @@ describe('golden fixtures', () => {
       ['frame-block.hex', { type: 'BLOCK', id: chunkIdOf(fixedBytes(1500, 1)), bytes: fixedBytes(1500, 1) }],
     ]
     for (const [name, msg] of cases) {
-      const bytes = golden(name, () => encodeFrame(msg).frame)
+      const bytes = golden(name, () => frameBytes(encodeFrame(msg)))
       const length = frameLength(bytes)
       const prefix = encodeUvarint(length).byteLength
       expect(prefix + length, name).toBe(bytes.byteLength)
       expect(plain(decodeMessage(bytes.subarray(prefix))), name).toEqual(plain(msg))
-      expect(hex(encodeFrame(msg).frame), name).toBe(hex(bytes))
+      expect(hex(frameBytes(encodeFrame(msg))), name).toBe(hex(bytes))
       expect(hex(Buffer.concat([encodeUvarint(length), encodeMessage(msg)])), name).toBe(hex(bytes))
     }
   })
