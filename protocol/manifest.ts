@@ -285,12 +285,26 @@ export class ManifestOrderChecker {
   get entries (): number { return this.count }
 }
 
-/** Size, mode, times and the chunk list of a file entry, as one string (equal exactly when all are). */
+/** A fingerprint spells out the chunk list itself up to this many chunks, and hashes longer ones. */
+const SPELLED_CHUNKS = 4
+
+/**
+ * Size, mode, times and the chunk list of a file entry, as one string (equal exactly when all are). Every
+ * file with several links at the publisher gets one — in a tree built as hardlinks of the previous one,
+ * every file — so the usual one-chunk file is spelled out (its id in latin1, 32 characters) instead of
+ * paying a SHA-256 object per file; only long chunk lists are hashed, to keep the string short.
+ */
 export function fileFingerprint (entry: FileEntry): string {
+  const head = `${entry.size}:${entry.mode}:${entry.mtimeMs}:${entry.mtimeNs ?? 0}:`
+  if (entry.chunks.length <= SPELLED_CHUNKS) {
+    let spelled = head
+    for (const c of entry.chunks) spelled += `${Buffer.from(c.id.buffer, c.id.byteOffset, c.id.byteLength).toString('latin1')}${c.size};`
+    return spelled
+  }
   const hash = createHash('sha256')
   for (const c of entry.chunks) hash.update(c.id)
   hash.update(Uint32Array.from(entry.chunks, c => c.size))
-  return `${entry.size}:${entry.mode}:${entry.mtimeMs}:${entry.mtimeNs ?? 0}:${hash.digest('base64')}`
+  return `${head}#${hash.digest('base64')}`
 }
 
 /** Incremental writer: feed entries in canonical order, take the bytes as they come. */

@@ -107,6 +107,25 @@ describe('manifest format 2', () => {
     expect(() => encode([...base.slice(0, -1), file('e', 2, { linkTo: 'f' }), file('f', 2, { linkable: true })])).toThrow(/not an earlier linkable/)
   })
 
+  it('compares a hardlink with its target chunk by chunk, for short chunk lists (spelled out) and long ones (hashed)', () => {
+    const base = entries().slice(0, -3)
+    for (const count of [1, 4, 5, 40]) {
+      const chunks = Array.from({ length: count }, (_, i) => ({ id: id(`c${i}`), size: 10 + i }))
+      const size = chunks.reduce((n, c) => n + c.size, 0)
+      const target: ManifestEntry = { type: 'file', path: 'e', mode: 0o644, mtimeMs: T, size, chunks, linkable: true }
+      const same: ManifestEntry = { type: 'file', path: 'f', mode: 0o644, mtimeMs: T, size, chunks, linkTo: 'e' }
+      expect(() => encode([...base, target, same]), `${count} chunks`).not.toThrow()
+      // one chunk's id swapped, or two chunks' sizes traded: another file
+      const otherId = chunks.map((c, i) => i === count - 1 ? { ...c, id: id('other') } : c)
+      expect(() => encode([...base, target, { ...same, chunks: otherId }]), `${count} chunks`).toThrow(/other content/)
+      if (count > 1) {
+        const traded = chunks.map((c, i) => i === 0 ? { ...c, size: c.size + 1 } : i === 1 ? { ...c, size: c.size - 1 } : c)
+        expect(() => encode([...base, target, { ...same, chunks: traded }]), `${count} chunks`).toThrow(/other content/)
+      }
+      expect(() => encode([...base, target, { ...same, mtimeNs: 5 }]), `${count} chunks`).toThrow(/other content/)
+    }
+  })
+
   it('still decodes format 1, and refuses format 1 records in a format 2 manifest', () => {
     const frame = (value: unknown[]): Uint8Array => { const body = encodeCanonical(value); return Buffer.concat([encodeUvarint(body.length), body]) }
     const v1 = Buffer.concat([
