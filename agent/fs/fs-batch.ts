@@ -20,7 +20,7 @@ export interface FsBatchInit {
   idleMs?: number
 }
 
-interface Pending { op: FsOp, resolve: (r: FsOpResult) => void, reject: (err: Error) => void }
+interface Pending { op: FsOp, transfer: readonly ArrayBuffer[], resolve: (r: FsOpResult) => void, reject: (err: Error) => void }
 
 const DEFAULT_MAX_BATCH = 256
 const DEFAULT_IDLE_MS = 30_000
@@ -52,10 +52,13 @@ export class FsBatch {
     return this.worker !== undefined
   }
 
-  /** Runs one step; rejects with the step's own error (errno code kept), or FsWorkerError. */
-  async run<T extends FsOp> (op: T): Promise<FsOutcomes[T['type']]> {
+  /**
+   * Runs one step; rejects with the step's own error (errno code kept), or FsWorkerError. `transfer`: buffers
+   * of the step's bytes that the caller gives up (moved to the worker, not copied; unusable here afterwards).
+   */
+  async run<T extends FsOp> (op: T, transfer: readonly ArrayBuffer[] = []): Promise<FsOutcomes[T['type']]> {
     const result = await new Promise<FsOpResult>((resolve, reject) => {
-      this.queue.push({ op, resolve, reject })
+      this.queue.push({ op, transfer, resolve, reject })
       if (this.queue.length >= this.maxBatch) this.flush()
       else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(() => this.flush()) }
     })
@@ -84,7 +87,7 @@ export class FsBatch {
     worker.ref()
     const request: FsBatchRequest = { id, ops: batch.map(p => p.op) }
     try {
-      worker.postMessage(request)
+      worker.postMessage(request, [...new Set(batch.flatMap(p => p.transfer))])
     } catch (err) {
       this.inflight.delete(id)
       const failure = new FsWorkerError((err as Error).message, { cause: err })

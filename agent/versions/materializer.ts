@@ -225,7 +225,8 @@ export class Materializer {
           // step; an exact copy of the bytes, since a view would carry its whole batch buffer to the worker
           file.created = true
           const copy = Uint8Array.prototype.slice.call(bytes)
-          await this.fs.run({ type: 'create', path: absolute, pieces: offsets.map(offset => ({ offset, bytes: copy })), mode: file.mode, mtimeMs: file.mtimeMs, mtimeNs: file.mtimeNs })
+          // the copy is moved to the worker, not cloned again on the way
+          await this.fs.run({ type: 'create', path: absolute, pieces: offsets.map(offset => ({ offset, bytes: copy })), mode: file.mode, mtimeMs: file.mtimeMs, mtimeNs: file.mtimeNs }, [copy.buffer as ArrayBuffer])
           file.pending = 0
           this.waiting.delete(path)
           continue

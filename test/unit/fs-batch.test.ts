@@ -57,6 +57,16 @@ describe('FsBatch', () => {
     expect((await lstat(join(dir, 'a'))).mode & 0o777).toBe(0o700)
   })
 
+  it('moves the bytes a step gives up to the worker (the buffer is detached here), once even when two pieces share it', async () => {
+    const dir = await scratch()
+    const fs = batch()
+    const bytes = Uint8Array.prototype.slice.call(randomBytes(100_000))
+    const expected = Buffer.from(bytes)
+    await fs.run({ type: 'create', path: join(dir, 'moved.bin'), pieces: [{ offset: 0, bytes }, { offset: 100_000, bytes }], mode: 0o644, mtimeMs: MTIME }, [bytes.buffer as ArrayBuffer])
+    expect(bytes.byteLength).toBe(0)
+    expect((await readFile(join(dir, 'moved.bin'))).equals(Buffer.concat([expected, expected]))).toBe(true)
+  })
+
   it('links only a source that still matches its manifest entry, and reports refusals apart from changes', async () => {
     const dir = await scratch()
     const fs = batch()
