@@ -334,6 +334,14 @@ export class ManifestReader {
   private buffer: Uint8Array = new Uint8Array(0)
   private headerValue: DecodedHeader | undefined
   private readonly checker = new ManifestOrderChecker()
+  private count = 0
+
+  /**
+   * `structureChecked`: these exact bytes already passed a whole read with the structure checks (order,
+   * parents, hardlinks), so only records are decoded and checked: the order checker's hardlink map and path
+   * comparisons were a large share of each pass a subscriber makes over a manifest of many small files.
+   */
+  constructor (private readonly options: { structureChecked?: boolean } = {}) {}
 
   get header (): ManifestHeader | undefined {
     if (this.headerValue === undefined) return undefined
@@ -342,7 +350,7 @@ export class ManifestReader {
   }
   /** The format the manifest was written in (1 or 2), once the header is read. */
   get format (): number | undefined { return this.headerValue?.format }
-  get entryCount (): number { return this.checker.entries }
+  get entryCount (): number { return this.count }
 
   push (bytes: Uint8Array): ManifestEntry[] {
     this.buffer = this.buffer.byteLength === 0 ? bytes : Buffer.concat([this.buffer, bytes])
@@ -361,7 +369,8 @@ export class ManifestReader {
         continue
       }
       const entry = decodeEntryValue(value, this.headerValue)
-      this.checker.check(entry)
+      if (++this.count > MAX_MANIFEST_ENTRIES) throw new LimitExceededError('manifest entries', this.count, MAX_MANIFEST_ENTRIES)
+      if (this.options.structureChecked !== true) this.checker.check(entry)
       out.push(entry)
     }
     this.buffer = this.buffer.subarray(offset)

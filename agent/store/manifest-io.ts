@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { chunkIdOf, toHex, verifyChunk, type ChunkId } from '../../protocol/chunk-id.js'
 import { InvalidMessageError } from '../../protocol/errors.js'
 import { ManifestReader, decodeRoot, encodeRoot, type ManifestEntry, type ManifestHeader, type ManifestRoot } from '../../protocol/manifest.js'
@@ -9,13 +10,36 @@ import { ManifestBlobMissingError } from './errors.js'
 // one record, whatever the size of the tree.
 
 /**
+ * Manifests (by the ids of their chunks, which fix their bytes) that were read whole in this process with
+ * every structure check passing. A subscriber reads a manifest several times per version (count, plan,
+ * previous files, deltas); the later passes decode the same verified bytes, so they skip the order and
+ * hardlink checks (ManifestReader's structureChecked). Bounded: the oldest are forgotten first.
+ */
+const structureChecked = new Set<string>()
+const MAX_REMEMBERED = 64
+
+function manifestKey (root: ManifestRoot): string {
+  const hash = createHash('sha256')
+  for (const c of root.chunks) hash.update(c.id)
+  return `${root.entryCount}:${root.totalFileBytes}:${hash.digest('base64')}`
+}
+
+function rememberChecked (key: string): void {
+  structureChecked.delete(key)
+  structureChecked.add(key)
+  if (structureChecked.size > MAX_REMEMBERED) structureChecked.delete(structureChecked.values().next().value as string)
+}
+
+/**
  * Streams the entries of the manifest described by `root`, verifying every chunk (the catalog re-hashes
  * in getBlob; we hash again, identity is computed, never trusted) and the structure (ManifestReader:
- * clean paths, canonical order, parents are directories). Throws ManifestBlobMissingError for a missing
- * chunk and InvalidMessageError (or a subclass) for anything malformed. Re-iterable: call it again.
+ * clean paths, canonical order, parents are directories; once per manifest and process, see
+ * structureChecked). Throws ManifestBlobMissingError for a missing chunk and InvalidMessageError (or a
+ * subclass) for anything malformed. Re-iterable: call it again.
  */
 export async function * readManifestEntries (catalog: BlobStore, root: ManifestRoot, signal?: AbortSignal): AsyncGenerator<ManifestEntry> {
-  const reader = new ManifestReader()
+  const key = manifestKey(root)
+  const reader = new ManifestReader({ structureChecked: structureChecked.has(key) })
   let fileBytes = 0
   for (let i = 0; i < root.chunks.length; i++) {
     signal?.throwIfAborted()
@@ -27,6 +51,7 @@ export async function * readManifestEntries (catalog: BlobStore, root: ManifestR
   reader.end()
   if (reader.entryCount !== root.entryCount) throw new InvalidMessageError(`manifest has ${reader.entryCount} entries, root says ${root.entryCount}`)
   if (fileBytes !== root.totalFileBytes) throw new InvalidMessageError(`manifest files add up to ${fileBytes} bytes, root says ${root.totalFileBytes}`)
+  rememberChecked(key)
 }
 
 /** The manifest's header (its chunking parameters): the first records of its first chunk. */
@@ -81,6 +106,7 @@ export async function storeManifest (catalog: BlobStore, chunks: Iterable<Uint8A
   }
   reader.end()
   const root: ManifestRoot = { manifestSize, entryCount: reader.entryCount, totalFileBytes, chunks: refs }
+  rememberChecked(manifestKey(root))
   const rootBytes = encodeRoot(root)
   const rootHash = chunkIdOf(rootBytes)
   await catalog.putBlob(rootHash, rootBytes)
