@@ -13,7 +13,7 @@ import { httpStatusOf } from '../../agent/control/errors.js'
 import { FilterPatternError } from '../../agent/versions/filter.js'
 import { createProgressReporter, formatProgressLine } from '../../agent/commands/progress.js'
 import { parseRate } from '../../agent/core/rate.js'
-import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/api/api.js'
+import type { AcceptResult, DiffOptions, DiffRequest, DiffSummary, EventsOptions, AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/api/api.js'
 
 const STATUS: AgentStatus = {
   peerId: '12D3KooWtest', multiaddrs: ['/ip4/127.0.0.1/tcp/4101'], publisherKey: 'ed25519:abc', version: '0.1.0', startedAtMs: 1,
@@ -58,6 +58,17 @@ class FakeApi implements AgentApi {
   }
 
   async shutdown (): Promise<void> { this.calls.push(['shutdown', undefined]) }
+  async diff (request: DiffRequest, options: DiffOptions): Promise<DiffSummary> {
+    this.calls.push(['diff', request])
+    await options.onChange({ change: 'added', path: 'a', type: 'file' })
+    return { tree: request.tree, from: request.from, to: request.to ?? 2, counts: { added: 1, removed: 0, changed: 0, 'mode-changed': 0 } }
+  }
+
+  async accept (tree: string, seq: number): Promise<AcceptResult> { this.calls.push(['accept', { tree, seq }]); return { tree, seq } }
+  async events (options: EventsOptions): Promise<void> {
+    options.onEvent({ id: 1, type: 'following', time: new Date(0).toISOString(), timeMs: 0 })
+    await new Promise<void>(resolve => { options.signal?.addEventListener('abort', () => { resolve() }) })
+  }
 }
 
 /** A raw request, so that the tests can send what the client never would. */
