@@ -2,8 +2,8 @@
 // subscribe options of the gate and post-version commands.
 import { InvalidArgumentError, type Command } from 'commander'
 import type { AgentEvent } from '../api/events.js'
-import type { DiffSummary, PathChange, SubscribeRequest } from '../api/api.js'
-import { CommandLineError, splitCommandLine } from '../core/command-line.js'
+import type { DiffSummary, PathChange, SubscribeRequest, TreeStatus } from '../api/api.js'
+import { CommandLineError, formatArgv, splitCommandLine } from '../core/command-line.js'
 import { resolveHome } from '../core/home.js'
 import { displayPath } from '../../protocol/paths.js'
 import { connectAgent } from '../control/client.js'
@@ -140,4 +140,21 @@ export function formatEvent (e: AgentEvent): string {
   if (e.count !== undefined) details.push(`${e.count} events`)
   const out = `${e.time}  ${e.type.padEnd(18)}  ${what}${details.length === 0 ? '' : '  ' + details.join(' ')}`
   return e.output === undefined || e.output.length === 0 ? out : `${out}\n${e.output.map(l => `    | ${l}`).join('\n')}`
+}
+
+/** status: each tree's commands, their counters, and a version the gate refused with the command's last lines. */
+export function formatHooks (trees: TreeStatus[]): string[] {
+  const out: string[] = []
+  for (const t of trees) {
+    if (t.gate === undefined && t.onVersion === undefined && t.gateRefused === undefined) continue
+    const h = t.hooks
+    if (t.gate !== undefined) out.push(`${t.name}: gate ${formatArgv(t.gate.argv)} (timeout ${t.gate.timeoutMs / 1000} s)${h === undefined ? '' : `: ${h.gateRuns} run, ${h.gateRefusals} refused`}`)
+    if (t.onVersion !== undefined) {
+      const last = h?.lastOnVersion
+      out.push(`${t.name}: on-version ${formatArgv(t.onVersion.argv)}${h === undefined ? '' : `: ${h.onVersionRuns} run, ${h.onVersionFailures} failed, ${h.onVersionCoalesced} coalesced${h.onVersionRunning === undefined ? '' : `, running for v${h.onVersionRunning}`}`}${last === undefined ? '' : `; last v${last.seq} ${last.ok ? 'ok' : last.reason ?? 'failed'}`}`)
+    }
+    const r = t.gateRefused
+    if (r !== undefined) out.push(`${t.name}: ${r.message}`, ...r.output.map(l => `    | ${l}`))
+  }
+  return out
 }

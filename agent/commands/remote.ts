@@ -20,7 +20,7 @@ import { restoreYoungGenerationGrowth } from '../core/heap.js'
 import { checkPeerAddress } from '../net/peer-address.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { addHookOptions, hookRequest, type HookOptions } from './react.js'
+import { addHookOptions, formatHooks, hookRequest, type HookOptions } from './react.js'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
 export const EXIT_SYNC_TIMEOUT = 3
@@ -358,10 +358,12 @@ function formatStatus (s: AgentStatus): string {
       t.sync === undefined ? (t.currentSeq !== undefined && t.currentSeq === t.newestSeq ? 'up to date' : '-') : formatProgressLine(t.sync).replace(/^sync /, ''),
     ])]))
     const versions = s.trees.flatMap(t => t.versions.map(v => [
-      `${t.name}@${v.seq}`, v.state, v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
+      `${t.name}@${v.seq}`, v.gate === undefined || v.gate.outcome === 'passed' ? v.state : `${v.state} (gate ${v.gate.outcome})`, v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
       v.files?.toString() ?? '-', v.newBytes === undefined ? '-' : formatBytes(v.newBytes), new Date(v.createdAtMs).toISOString().replace(/\.\d+Z$/, 'Z'),
     ]))
     if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))
+    const hooks = formatHooks(s.trees)
+    if (hooks.length > 0) out.push('', ...hooks)
   }
   out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
   const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)

@@ -36,8 +36,9 @@ export class EventHub {
     return event
   }
 
-  /** A sync's progress: an event at most every PROGRESS_EVENT_MS per tree, and at once when the phase changes. */
+  /** A sync's progress: an event at most every PROGRESS_EVENT_MS per tree, and at once when the phase changes (to 'complete': sync-complete). */
   progress (p: SyncProgress): void {
+    if (p.phase === 'complete') return // sync-complete says it, once the version is also gated and flipped
     const last = this.lastProgress.get(p.tree)
     const at = this.now()
     if (last !== undefined && last.phase === p.phase && at - last.atMs < PROGRESS_EVENT_MS) return
