@@ -165,7 +165,7 @@ describe('reacting to new versions (real agents)', () => {
   })
 
   it('a gate past its deadline is killed and the version refused', async () => {
-    const { origin, lab, source, mirror, out } = await start()
+    const { c, origin, lab, source, mirror, out } = await start()
     const gate = await script(out, 'slow-gate.sh', `[ "$DELTAMESH_SEQ" = 1 ] && exit 0\necho "running the long suite"\nsleep 30\necho "never printed" > "${out}/slow-gate-finished"`)
     await cliOk(['subscribe', '--home', lab.home, TREE, '--to', mirror, '--gate', gate, '--gate-timeout', '1'])
     await syncDone(lab, await publish(origin, source, 'v1'))
@@ -180,6 +180,14 @@ describe('reacting to new versions (real agents)', () => {
     expect(await readlink(mirror)).toBe(versionDir(lab, 1))
     await sleep(1_000)
     expect(await exists(join(out, 'slow-gate-finished'))).toBe(false)
+    // a restart changes nothing: the refusal is recorded with the version, which is neither synced nor gated again
+    await c.stop(lab)
+    await c.start(lab)
+    await sleep(2_000)
+    const t = await treeStatus(lab)
+    expect(t).toMatchObject({ currentSeq: 1, newestSeq: seq2, gateRefused: { seq: seq2, output: ['running the long suite'] } })
+    expect(t.hooks).toMatchObject({ gateRuns: 0 })
+    expect(await readlink(mirror)).toBe(versionDir(lab, 1))
   })
 
   it('--on-version gets the environment and change list; two quick versions during a slow run make it run once more, not twice', async () => {

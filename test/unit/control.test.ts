@@ -141,6 +141,22 @@ describe('control API over a unix socket', () => {
     expect(bad.status).toBe(400)
   })
 
+  it('carries the gate and post-version commands, a diff as it streams, accept, and the event stream until the reader stops', async () => {
+    await client.subscribe({ tree: 'a/b', to: '/m', gate: ['/bin/check', 'two words'], gateTimeoutMs: 5000, onVersion: ['/bin/notify'] })
+    expect(api.calls[0]).toEqual(['subscribe', { tree: 'a/b', to: '/m', gate: ['/bin/check', 'two words'], gateTimeoutMs: 5000, onVersion: ['/bin/notify'] }])
+    expect((await raw(socketPath, 'POST', '/v1/subscribe', JSON.stringify({ tree: 'a/b', to: '/m', gate: 'sh -c x' }))).status).toBe(400)
+    const changes: unknown[] = []
+    const summary = await client.diff({ tree: 'a/b', from: 1 }, { onChange: c => { changes.push(c) } })
+    expect(changes).toEqual([{ change: 'added', path: 'a', type: 'file' }])
+    expect(summary).toEqual({ tree: 'a/b', from: 1, to: 2, counts: { added: 1, removed: 0, changed: 0, 'mode-changed': 0 } })
+    expect(await client.accept('a/b', 7)).toEqual({ tree: 'a/b', seq: 7 })
+    expect((await raw(socketPath, 'POST', '/v1/accept', JSON.stringify({ tree: 'a/b' }))).status).toBe(400)
+    const stop = new AbortController()
+    const seen: string[] = []
+    await client.events({ signal: stop.signal, onEvent: e => { seen.push(e.type); stop.abort() } })
+    expect(seen).toEqual(['following'])
+  })
+
   it('keeps the name of a typed error across the socket', async () => {
     const err = await client.trust('a//b', 'ed25519:abc').catch((e: unknown) => e as Error)
     expect(err).toBeInstanceOf(Error)
