@@ -4,8 +4,8 @@ import './young-generation.js'
 
 // Loaded after young-generation.js has run: static imports are all parsed and compiled before any of them
 // runs, and compiling these alone grew V8's young generation to 16 MiB (see core/heap.ts).
-const [{ Command }, { registerLocalCommands }, { registerRemoteCommands }, { registerDemoCommand }] = await Promise.all([
-  import('commander'), import('./commands/local.js'), import('./commands/remote.js'), import('./commands/demo.js'),
+const [{ Command }, { registerLocalCommands }, { registerRemoteCommands }, { registerDemoCommand }, { registerReactCommands }] = await Promise.all([
+  import('commander'), import('./commands/local.js'), import('./commands/remote.js'), import('./commands/demo.js'), import('./commands/react.js'),
 ])
 
 // Thin entry: parse argv and hand over to the command modules; every error is printed as one clear line.
@@ -26,6 +26,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 
 registerLocalCommands(program)
 registerRemoteCommands(program)
+registerReactCommands(program)
 registerDemoCommand(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -5,10 +5,15 @@
 import type { LimitRequest, LinkStatus } from '../bandwidth/manager.js'
 
 import type { SyncPhase, SyncProgress } from '../sync/progress.js'
+import type { GateRecord, HookCommand } from '../store/types.js'
+import type { PathChange } from '../../protocol/manifest-diff.js'
+import type { AgentEvent, EventsOptions } from './events.js'
 
 export type { LimitRequest, LinkStatus }
 
 export type { SyncPhase, SyncProgress }
+
+export type { GateRecord, HookCommand, PathChange, AgentEvent, EventsOptions }
 
 export interface VersionSummary {
   seq: number
@@ -22,6 +27,30 @@ export interface VersionSummary {
   newBytes?: number
   /** At the publisher: entries of the source left out of this version (special or unreadable files), with the first few. */
   skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
+  /** What the subscription's gate decided of it (absent: no gate ran). */
+  gate?: GateRecord
+}
+
+/** The subscription's commands since the agent started (counters are not kept across restarts). */
+export interface HookStats {
+  gateRuns: number
+  gateRefusals: number
+  onVersionRuns: number
+  onVersionFailures: number
+  /** Versions flipped to while the post-version command ran, not run for separately. */
+  onVersionCoalesced: number
+  /** The version the post-version command runs for now. */
+  onVersionRunning?: number
+  lastOnVersion?: { seq: number, ok: boolean, reason?: string, output: string[], atMs: number }
+}
+
+/** The newest version the gate refused, newer than the one served: held here, not exposed. */
+export interface GateRefusal extends GateRecord {
+  seq: number
+  label: string
+  /** The version still served. */
+  currentSeq?: number
+  message: string
 }
 
 export interface TreeStatus {
@@ -40,6 +69,12 @@ export interface TreeStatus {
   sync?: SyncProgress
   /** The newest version (or the current one rebuilt for a changed filter) refused for what the filter selects; the served version stays. */
   refused?: SelectionRefusal
+  /** subscribe --gate and --on-version (argv, deadline). */
+  gate?: HookCommand
+  onVersion?: HookCommand
+  /** The newest version the gate refused, when it is newer than the served one. */
+  gateRefused?: GateRefusal
+  hooks?: HookStats
 }
 
 /** Why a version was not installed: its selection would empty the mirror or drop too many of its files. */
@@ -136,6 +171,48 @@ export interface SubscribeRequest {
   allowEmpty?: boolean
   /** Refuse a version that selects more than this share (%, 0–100) fewer files than the served one; default 50, 100: never. */
   maxDropPercent?: number
+  /** Run on each new complete version before the path flips to it; exit 0 lets it flip (argv, no shell). */
+  gate?: string[]
+  /** The gate's deadline (default DEFAULT_GATE_TIMEOUT_MS); past it the version is refused. */
+  gateTimeoutMs?: number
+  /** Run after the path flipped to a new version (argv, no shell), in the background. */
+  onVersion?: string[]
+  onVersionTimeoutMs?: number
+}
+
+/** subscribe --gate-timeout default: 10 minutes. */
+export const DEFAULT_GATE_TIMEOUT_MS = 10 * 60_000
+/** subscribe --on-version-timeout default: 1 hour. */
+export const DEFAULT_ON_VERSION_TIMEOUT_MS = 60 * 60_000
+/** The longest deadline a command may be given (a week). */
+export const MAX_HOOK_TIMEOUT_MS = 7 * 24 * 3600_000
+
+export interface DiffRequest {
+  tree: string
+  /** Both absent: the version before the current one and the current one; only `from`: from it to the newest. */
+  from?: number
+  to?: number
+}
+
+export interface DiffSummary {
+  tree: string
+  from?: number
+  to: number
+  counts: Record<PathChange['change'], number>
+}
+
+export interface DiffOptions {
+  signal?: AbortSignal
+  /** The next change waits for a promise it returns (a reader that is backed up). */
+  onChange: (change: PathChange) => void | Promise<void>
+}
+
+export interface AcceptResult {
+  tree: string
+  seq: number
+  /** The version served before. */
+  previousSeq?: number
+  path?: string
 }
 
 export interface SyncResult {
@@ -179,6 +256,12 @@ export interface AgentApi {
    * already does); calls onProgress while it syncs; rejects with the sync's error if it fails, or on abort.
    */
   waitForSync (tree: string, options: WaitForSyncOptions): Promise<SyncResult>
+  /** The changes between two versions held here, from their manifests (each through onChange, in path order). */
+  diff (request: DiffRequest, options: DiffOptions): Promise<DiffSummary>
+  /** Exposes a version the subscription's gate refused: the path flips to it and the post-version command runs. */
+  accept (tree: string, seq: number): Promise<AcceptResult>
+  /** Follows the agent's events until the signal aborts (resolves then). */
+  events (options: EventsOptions): Promise<void>
   /** Asks the agent to stop (the same as SIGTERM). */
   shutdown (): Promise<void>
 }

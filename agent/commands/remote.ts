@@ -20,6 +20,7 @@ import { restoreYoungGenerationGrowth } from '../core/heap.js'
 import { checkPeerAddress } from '../net/peer-address.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { addHookOptions, formatHooks, hookRequest, type HookOptions } from './react.js'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
 export const EXIT_SYNC_TIMEOUT = 3
@@ -111,7 +112,7 @@ function registerTrust (program: Command): void {
 }
 
 function registerSubscribe (program: Command): void {
-  program.command('subscribe')
+  addHookOptions(program.command('subscribe'))
     .description('keep a copy of TREE at PATH: the agent pulls each new trusted version and switches PATH to it atomically (needs the running agent)')
     .addOption(homeOption())
     .argument('<tree>', 'tree name')
@@ -122,15 +123,16 @@ function registerSubscribe (program: Command): void {
     .option('--max-drop <percent>', `refuse a version that selects more than this share fewer files than the version served (default ${DEFAULT_MAX_DROP_PERCENT}%; 100% never refuses)`, parseMaxDropOption)
     .option('--seed <dir>', 'an existing copy of the tree (an rsync mirror, a shipped disk): the first version takes every file there whose bytes match it instead of fetching it — hardlinked, so do not edit the seed in place afterwards')
     .option('--seed-copy', 'copy the seed\'s files instead of hardlinking them')
-    .action(async (tree: string, opts: { home?: string, to: string, include?: string[], exclude?: string[], seed?: string, seedCopy?: boolean, allowEmpty?: boolean, maxDrop?: number }) => {
+    .action(async (tree: string, opts: HookOptions & { home?: string, to: string, include?: string[], exclude?: string[], seed?: string, seedCopy?: boolean, allowEmpty?: boolean, maxDrop?: number }) => {
       try {
         validateFilter({ include: opts.include, exclude: opts.exclude })
       } catch (err) {
         if (err instanceof FilterPatternError) throw new ExitError(err.message, 2)
         throw err
       }
+      const hooks = hookRequest(opts)
       const api = await requireAgent(opts.home)
-      await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy, allowEmpty: opts.allowEmpty, maxDropPercent: opts.maxDrop })
+      await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy, allowEmpty: opts.allowEmpty, maxDropPercent: opts.maxDrop, ...hooks })
       // a version already held under other patterns is rebuilt with these and flipped to: `sync` waits for that too
       process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync ${tree}\n`)
     })
@@ -356,10 +358,12 @@ function formatStatus (s: AgentStatus): string {
       t.sync === undefined ? (t.currentSeq !== undefined && t.currentSeq === t.newestSeq ? 'up to date' : '-') : formatProgressLine(t.sync).replace(/^sync /, ''),
     ])]))
     const versions = s.trees.flatMap(t => t.versions.map(v => [
-      `${t.name}@${v.seq}`, v.state, v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
+      `${t.name}@${v.seq}`, v.gate === undefined || v.gate.outcome === 'passed' ? v.state : `${v.state} (gate ${v.gate.outcome})`, v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
       v.files?.toString() ?? '-', v.newBytes === undefined ? '-' : formatBytes(v.newBytes), new Date(v.createdAtMs).toISOString().replace(/\.\d+Z$/, 'Z'),
     ]))
     if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))
+    const hooks = formatHooks(s.trees)
+    if (hooks.length > 0) out.push('', ...hooks)
   }
   out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
   const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)

@@ -4,7 +4,8 @@
 import { request, type IncomingMessage } from 'node:http'
 import { dirname, resolve } from 'node:path'
 import type { HomeLayout } from '../core/home.js'
-import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../api/api.js'
+import type { AcceptResult, AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, LimitRequest, LinkStatus, PathChange, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../api/api.js'
+import { AGENT_EVENT_TYPES, type AgentEvent } from '../api/events.js'
 import { AgentNotRunningError, RemoteError } from './errors.js'
 
 /** Short calls (status, subscribe, trust…) must be answered within this; publish, verify and sync have no deadline but the caller's signal. */
@@ -71,6 +72,69 @@ export class ControlClient implements AgentApi {
 
   async verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary> {
     return await this.call('POST', '/v1/verify', { tree, seq }, { signal, timeoutMs: 0 })
+  }
+
+  async accept (tree: string, seq: number): Promise<AcceptResult> {
+    return await this.call('POST', '/v1/accept', { tree, seq })
+  }
+
+  async diff (request: DiffRequest, options: DiffOptions): Promise<DiffSummary> {
+    const q = new URLSearchParams({ tree: request.tree })
+    if (request.from !== undefined) q.set('from', String(request.from))
+    if (request.to !== undefined) q.set('to', String(request.to))
+    let summary: DiffSummary | undefined
+    await this.ndjson(`/v1/diff?${q.toString()}`, options.signal, async value => {
+      const e = value as { type?: unknown, change?: unknown, summary?: unknown, error?: { name?: unknown, message?: unknown } }
+      if (e.type === 'change' && isRecord(e.change)) { await options.onChange(e.change as unknown as PathChange); return true }
+      if (e.type === 'done' && isRecord(e.summary)) { summary = e.summary as unknown as DiffSummary; return false }
+      if (e.type === 'error' && isRecord(e.error)) throw new RemoteError(String(e.error.name ?? 'Error'), String(e.error.message ?? ''), 200)
+      throw new Error('agent sent an unknown diff line')
+    })
+    if (summary === undefined) throw new Error('the agent closed the diff stream before it was done (is it stopping?)')
+    return summary
+  }
+
+  /** Follows the events until the signal aborts (resolves) or the agent goes (rejects). */
+  async events (options: EventsOptions): Promise<void> {
+    const path = `/v1/events${options.tree === undefined ? '' : `?tree=${encodeURIComponent(options.tree)}`}`
+    try {
+      await this.ndjson(path, options.signal, async value => {
+        const e = value as Partial<AgentEvent>
+        if (typeof e.type !== 'string' || !AGENT_EVENT_TYPES.has(e.type) || typeof e.time !== 'string') throw new Error('agent sent an unknown event line')
+        options.onEvent(value as AgentEvent)
+        return true
+      })
+    } catch (err) {
+      if (options.signal?.aborted === true) return
+      throw err
+    }
+    if (options.signal?.aborted !== true) throw new Error('the agent closed the event stream (is it stopping?)')
+  }
+
+  /**
+   * An NDJSON answer, line by line through onLine (which says whether to go on; lines wait for it), until
+   * it says no or the stream ends. Each line is bounded by MAX_SYNC_EVENT_BYTES.
+   */
+  private async ndjson (path: string, signal: AbortSignal | undefined, onLine: (value: unknown) => Promise<boolean>): Promise<void> {
+    await this.exchange<undefined>('GET', path, undefined, { signal, timeoutMs: 0 }, async (res, settle) => {
+      if (res.statusCode !== 200) { settle.reject(await errorOf(res)); return }
+      res.setEncoding('utf8')
+      let buffered = ''
+      for await (const chunk of res as AsyncIterable<string>) {
+        buffered += chunk
+        let nl: number
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const text = buffered.slice(0, nl)
+          buffered = buffered.slice(nl + 1)
+          if (text.trim() === '') continue
+          let value: unknown
+          try { value = JSON.parse(text) } catch { throw new Error(`agent sent a line that is not JSON on ${path.split('?')[0] ?? path}`) }
+          if (!(await onLine(value))) { settle.resolve(undefined); return }
+        }
+        if (buffered.length > MAX_SYNC_EVENT_BYTES) throw new Error(`a line of ${path.split('?')[0] ?? path} exceeds ${MAX_SYNC_EVENT_BYTES} bytes`)
+      }
+      settle.resolve(undefined)
+    })
   }
 
   async shutdown (): Promise<void> {

@@ -61,7 +61,11 @@ export function httpStatusOf (err: unknown): number {
     case 'RangeError':
     case 'PeerInNamedLinkError':
     case 'LimitRequestError':
+    case 'CommandLineError':
       return 400
+    case 'VersionDiffError':
+    case 'AcceptError':
+      return 409
     case 'UnknownLinkError':
       return 404
     case 'UnknownEndpointError':

@@ -4,7 +4,7 @@
 //   GET  /v1/ping                          {pid}: who answers on this socket
 //   GET  /v1/status                        AgentStatus
 //   POST /v1/publish     {tree,source,label?}       PublishSummary (no timeout; aborted if the client goes)
-//   POST /v1/subscribe   {tree,to,include?,exclude?,seed?,seedCopy?,allowEmpty?,maxDropPercent?}
+//   POST /v1/subscribe   {tree,to,include?,exclude?,seed?,seedCopy?,allowEmpty?,maxDropPercent?,gate?,gateTimeoutMs?,onVersion?,onVersionTimeoutMs?}
 //   POST /v1/unsubscribe {tree}
 //   POST /v1/peers       {addr,name?}
 //   POST /v1/trust       {tree,publisherKey}
@@ -12,6 +12,9 @@
 //   POST /v1/shutdown                      202, then the agent stops
 //   GET  /v1/sync?tree=T                   NDJSON: {type:'progress',progress}… then {type:'done',result}
 //                                          or {type:'error',error:{name,message}}
+//   GET  /v1/diff?tree=T&from=A&to=B       NDJSON: {type:'change',change}… then {type:'done',summary} (streams.ts)
+//   GET  /v1/events?tree=T                 NDJSON: one AgentEvent per line, 'following' first, until the client goes
+//   POST /v1/accept      {tree,seq}                AcceptResult: expose a version the gate refused
 // Errors: HTTP status from httpStatusOf() and `{error:{name,message}}`.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
@@ -19,6 +22,7 @@ import { connect } from 'node:net'
 import { chmod, lstat, unlink } from 'node:fs/promises'
 import type { Logger } from '../core/log.js'
 import type { AgentApi, SyncProgress } from '../api/api.js'
+import { line, streamDiff, streamEvents } from './streams.js'
 import { AgentRunningError, BadRequestError, RequestTooLargeError, UnknownEndpointError, errorBody, httpStatusOf } from './errors.js'
 
 /** Control requests are small JSON objects; 1 MiB leaves room for long include/exclude lists. */
@@ -169,7 +173,9 @@ async function subscribeRoute ({ req, res, api }: RouteContext): Promise<void> {
   const maxDropPercent = body.maxDropPercent
   if (maxDropPercent !== undefined && maxDropPercent !== null && (typeof maxDropPercent !== 'number' || !(maxDropPercent >= 0 && maxDropPercent <= 100))) throw new BadRequestError('maxDropPercent: expected a number from 0 to 100')
   // the patterns themselves are checked by the agent (FilterPatternError, 400)
-  await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude'), seed, seedCopy: optBool(body, 'seedCopy'), allowEmpty: optBool(body, 'allowEmpty'), maxDropPercent: maxDropPercent ?? undefined })
+  // commands and their deadlines are checked by the agent (CommandLineError, RangeError: 400)
+  const hooks = { gate: optStrArray(body, 'gate'), gateTimeoutMs: optSeq(body, 'gateTimeoutMs'), onVersion: optStrArray(body, 'onVersion'), onVersionTimeoutMs: optSeq(body, 'onVersionTimeoutMs') }
+  await api.subscribe({ tree: str(body, 'tree'), to: absPath(body, 'to'), include: optStrArray(body, 'include'), exclude: optStrArray(body, 'exclude'), seed, seedCopy: optBool(body, 'seedCopy'), allowEmpty: optBool(body, 'allowEmpty'), maxDropPercent: maxDropPercent ?? undefined, ...hooks })
   sendJson(res, 200, { ok: true })
 }
 
@@ -203,6 +209,9 @@ const ROUTES = new Map<string, Route>([
   ['GET /v1/ping', async ({ res }) => { sendJson(res, 200, { pid: process.pid }) }],
   ['GET /v1/status', async ({ res, api }) => { sendJson(res, 200, await api.status()) }],
   ['GET /v1/sync', async ({ res, url, api, signal, log }) => { await streamSync(res, api, requiredParam(url, 'tree'), optSeqParam(url, 'minSeq'), signal, log) }],
+  ['GET /v1/diff', async ({ res, url, api, signal, log }) => { await streamDiff(res, api, { tree: requiredParam(url, 'tree'), from: optSeqParam(url, 'from'), to: optSeqParam(url, 'to') }, signal, log) }],
+  ['GET /v1/events', async ({ res, url, api, signal }) => { await streamEvents(res, api, url.searchParams.get('tree') ?? undefined, signal) }],
+  ['POST /v1/accept', async ({ req, res, api }) => { const body = await readJsonBody(req); sendJson(res, 200, await api.accept(str(body, 'tree'), optSeq(body, 'seq') ?? missing('seq'))) }],
   ['POST /v1/publish', publishRoute],
   ['POST /v1/subscribe', subscribeRoute],
   ['POST /v1/unsubscribe', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.unsubscribe(str(body, 'tree'))) }],
@@ -271,7 +280,7 @@ async function streamSync (res: ServerResponse, api: AgentApi, tree: string, min
   }
 }
 
-function line (event: unknown): string { return JSON.stringify(event) + '\n' }
+function missing (key: string): never { throw new BadRequestError(`${key}: required`) }
 
 function sendJson (res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body)

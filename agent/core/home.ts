@@ -13,6 +13,7 @@ import { treeDirName } from '../../protocol/paths.js'
  *   trees/<tree>/versions/<seq>/   materialized versions (<seq>.<generation>: rebuilt for a changed filter)
  *   trees/<tree>/staging/<seq>/    versions being built (never visible to readers)
  *   trees/<tree>/current      symlink → versions/<seq>, flipped atomically
+ *   trees/<tree>/changes/     what changed in a version, for its gate and post-version commands (DELTAMESH_CHANGES)
  *   control.sock              local control API (unix socket, mode 0600)
  */
 export class HomeLayout {
@@ -38,6 +39,7 @@ export class HomeLayout {
   versionDir (tree: string, seq: number, generation = 0): string { return join(this.versionsDir(tree), versionName(seq, generation)) }
   stagingDir (tree: string, seq: number, generation = 0): string { return join(this.treeDir(tree), 'staging', versionName(seq, generation)) }
   currentLink (tree: string): string { return join(this.treeDir(tree), 'current') }
+  changesDir (tree: string): string { return join(this.treeDir(tree), 'changes') }
 }
 
 /**

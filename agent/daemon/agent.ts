@@ -28,6 +28,8 @@ import type { BandwidthManager } from '../bandwidth/manager.js'
 import { pacedFetch } from '../sync/paced-fetch.js'
 import { DeltaService } from '../net/delta-protocol.js'
 import { TreeManager } from './trees.js'
+import { EventHub } from './events.js'
+import { VersionHooks } from './version-hooks.js'
 import { startOperations, type Operations } from './operations.js'
 import { createAgentApi, peerStatusOf, PeersAndTrust, RefusalCounts } from './api-impl.js'
 import type { AgentApi } from '../api/api.js'
@@ -52,19 +54,24 @@ export interface RunningAgent {
  */
 export async function startAgent ({ home, log }: StartAgentOptions): Promise<RunningAgent> {
   const site = await openSite(home, log)
+  const events = new EventHub(log)
   const refusals = new RefusalCounts(log)
   const book = new PeersAndTrust(site.config)
   const { store, pool, bans } = await openStorage(home, site.config, refusals, log)
   const allowlist = new PeerAllowlist(book.peerNames.keys())
   const late: LateParts = {}
   const net = await createNetwork({ home, log, site, book, refusals, store, bans, allowlist, late })
-  const trees = createTreeManager({ home, log, site, book, refusals, store, pool, net, late })
+  const hooks = new VersionHooks({ home, catalog: store.catalog, log: log.child({ component: 'hooks' }), events })
+  const trees = createTreeManager({ home, log, site, book, refusals, store, pool, net, late }, events, hooks)
   late.trees = trees
   for (const tree of book.trust.keys()) net.watchTree(tree)
 
   const detachStats = net.stats.attach(net.node)
-  const onDisconnect = (evt: CustomEvent<PeerId>): void => { late.trees?.peerGone(evt.detail.toString()) }
+  const onDisconnect = (evt: CustomEvent<PeerId>): void => { late.trees?.peerGone(evt.detail.toString()); events.emit('peer-disconnected', { peer: evt.detail.toString() }) }
+  const onConnect = (evt: CustomEvent<PeerId>): void => { events.emit('peer-connected', { peer: evt.detail.toString() }) }
   net.node.addEventListener('peer:disconnect', onDisconnect)
+  net.node.addEventListener('peer:connect', onConnect)
+  const stopBanEvents = bans.onBan((peer, ban) => { events.emit('peer-banned', { peer, untilMs: ban.untilMs, reason: ban.reason }) })
   await startInOrder(net, trees)
   const startedAtMs = Date.now()
   log.info({ peerId: site.selfId, addrs: net.node.getMultiaddrs().map(a => a.toString()), publisherKey: site.selfPublisherKey }, 'agent started')
@@ -74,6 +81,8 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     stopping ??= (async () => {
       await stopInOrder(net, trees)
       net.node.removeEventListener('peer:disconnect', onDisconnect)
+      net.node.removeEventListener('peer:connect', onConnect)
+      stopBanEvents()
       detachStats()
       await net.node.stop()
       net.bandwidth.close()
@@ -84,7 +93,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   }
   const stopAll = async (): Promise<void> => { await late.ops?.stop(); await stop() }
 
-  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, dashboardUrl: () => late.ops?.dashboardUrl }
+  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, events, dashboardUrl: () => late.ops?.dashboardUrl }
   const api = createAgentApi(parts)
   try {
     late.ops = await startOperations({
@@ -95,6 +104,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       configuredPeers: () => new Map([...book.peerNames].map(([id, p]) => [id, p.name])),
       connectedPeers: () => new Set(net.node.getPeers().map(p => p.toString())),
       publishStatus: async bytes => await net.announcer.publishStatus(bytes),
+      recentEvents: () => events.recentEvents(),
     }, {
       siteName: site.config.agent.name,
       statusIntervalMs: site.config.dashboard.statusIntervalMs,
@@ -234,7 +244,7 @@ async function createNetwork ({ home, log, site, book, refusals, store, bans, al
 }
 
 /** The trees: admission of versions, who holds what, and the syncs, fed by the protocols and the chunker pool. */
-function createTreeManager ({ home, log, site, book, refusals, store, pool, net, late }: Wiring & { pool: ChunkerPool, net: Network }): TreeManager {
+function createTreeManager ({ home, log, site, book, refusals, store, pool, net, late }: Wiring & { pool: ChunkerPool, net: Network }, events: EventHub, hooks: VersionHooks): TreeManager {
   const { deltas, chunkClient, bandwidth, haves, heads } = net
   return new TreeManager({
     selfId: site.selfId,
@@ -259,6 +269,8 @@ function createTreeManager ({ home, log, site, book, refusals, store, pool, net,
     onSyncEnded: (tree, outcome) => { late.ops?.onSyncEnded(tree, outcome) },
     verifyFile: async (path: string, chunks: readonly ChunkRef[], signal?: AbortSignal) => await pool.verifyFile(path, chunks, signal),
     chunkFile: async (path: string, params: ChunkingParams, signal?: AbortSignal) => await pool.chunkFile(path, params, signal),
+    events,
+    hooks,
   }, { windowBytes: site.config.sync.windowBytes })
 }
 

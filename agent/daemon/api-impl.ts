@@ -23,7 +23,9 @@ import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.j
 import { publishVersion } from '../publish/publish.js'
 import { verifyVersion } from '../versions/verify.js'
 import type { TreeManager } from './trees.js'
-import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
+import type { AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
+import { diffSeqsOf, diffVersions, emptyCounts } from '../versions/version-diff.js'
+import type { EventHub } from './events.js'
 import { checkPeerAddress } from '../net/peer-address.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -88,6 +90,7 @@ export interface AgentApiComponents {
   trees: TreeManager
   book: PeersAndTrust
   refusals: RefusalCounts
+  events: EventHub
   /** Listens to a tree's gossip topics. */
   watchTree: (tree: string) => void
   /** The dashboard's address, once operations run and when it is on. */
@@ -106,16 +109,21 @@ export function createAgentApi (c: AgentApiComponents): AgentApi {
     setLimit: async request => {
       const link = await bandwidth.change({ ...request, peer: request.peer === undefined ? undefined : canonicalPeerId(request.peer) })
       log.info({ link: link.name, limit: link.limit, override: link.override }, 'bandwidth limit changed')
+      c.events.emit('limit-changed', { link: link.name, limit: link.limit })
       return link
     },
     setTreeWeight: async (tree, weight) => {
       validateTreeName(tree)
       const effective = await bandwidth.setTreeWeight(tree, weight)
       log.info({ tree, weight: effective }, 'tree weight changed')
+      c.events.emit('limit-changed', { tree, weight: effective })
       return effective
     },
     verify: async (tree, seq, signal) => await verifyVersion(c.store.catalog, tree, seq, signal),
     waitForSync: async (tree, options) => await trees.waitForSync(tree, options),
+    diff: async (request, options) => await diffHeld(c, request, options),
+    accept: async (tree, seq) => await trees.accept(validateTreeName(tree), seq),
+    events: async options => { await followEvents(c.events, options) },
     shutdown: async () => { /* the control server's shutdown callback stops the process */ },
   }
 }
@@ -191,6 +199,33 @@ async function trustKey (c: AgentApiComponents, tree: string, key: string): Prom
   for (const peer of c.node.getPeers()) {
     c.heads.requestHeads(peer).then(async received => await c.trees.peerHeads(peer.toString(), received), err => c.log.debug({ err }, 'heads request failed'))
   }
+}
+
+/** The changes between two versions held here (versions/version-diff.ts), each through onChange. */
+async function diffHeld (c: AgentApiComponents, request: DiffRequest, options: DiffOptions): Promise<DiffSummary> {
+  const tree = validateTreeName(request.tree)
+  const seqs = await diffSeqsOf(c.store.catalog, tree, request.from, request.to)
+  const counts = emptyCounts()
+  for await (const change of diffVersions(c.store.catalog, tree, seqs, { signal: options.signal })) {
+    counts[change.change]++
+    await options.onChange(change)
+  }
+  return { tree, from: seqs.from, to: seqs.to, counts }
+}
+
+/** Calls onEvent for each event (of the tree, and of no tree) until the signal aborts; starts with 'following'. */
+async function followEvents (hub: EventHub, options: EventsOptions): Promise<void> {
+  const tree = options.tree === undefined ? undefined : validateTreeName(options.tree)
+  const signal = options.signal
+  if (signal?.aborted === true) return
+  // to this reader only: where its stream starts
+  options.onEvent(hub.make('following', tree === undefined ? {} : { tree }))
+  const unsubscribe = hub.subscribe(event => { if (tree === undefined || event.tree === undefined || event.tree === tree) options.onEvent(event) })
+  await new Promise<void>(resolve => {
+    if (signal === undefined) return // followed for the life of the agent (in-process callers)
+    signal.addEventListener('abort', () => { resolve() }, { once: true })
+  })
+  unsubscribe()
 }
 
 function dashboardOf (url: string | undefined): AgentStatus['dashboard'] {

@@ -2,6 +2,7 @@
 // sampling, the status gossip and the network view, Prometheus metrics, and the dashboard listener.
 import { hostname } from 'node:os'
 import type { AgentStatus, PeerStatus, SyncResult } from '../api/api.js'
+import type { AgentEvent } from '../api/events.js'
 import type { Logger } from '../core/log.js'
 import { AgentMetrics } from '../metrics/metrics.js'
 import { buildSnapshot, type DashboardSnapshot } from '../dashboard/snapshot.js'
@@ -30,6 +31,8 @@ export interface OperationsComponents {
   configuredPeers: () => ReadonlyMap<string, string | undefined>
   connectedPeers: () => ReadonlySet<string>
   publishStatus: (bytes: Uint8Array) => Promise<number>
+  /** The latest events (the dashboard's live feed). */
+  recentEvents?: () => AgentEvent[]
 }
 
 export interface OperationsInit {
@@ -80,7 +83,7 @@ export async function startOperations (c: OperationsComponents, init: Operations
 
   const snapshot = async (): Promise<DashboardSnapshot> => {
     const { status, links, sites } = await current()
-    return buildSnapshot({ status, sites, links, peerRates: id => sampler.rates(id), localHistory: sampler.history(), staleAfterMs })
+    return buildSnapshot({ status, sites, links, peerRates: id => sampler.rates(id), localHistory: sampler.history(), staleAfterMs, events: c.recentEvents?.() })
   }
 
   let server: DashboardServer | undefined

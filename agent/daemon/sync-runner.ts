@@ -19,6 +19,7 @@ import { removeTree } from '../fs/fs-safe.js'
 import { applyRetention } from '../versions/retention.js'
 import type { PreviousVersion } from '../versions/materializer.js'
 import type { SyncResult } from '../api/api.js'
+import { GateRefusedError } from './version-hooks.js'
 import { holdsComplete, selectionOf, shapedFor, type RunningSync, type TreeManagerComponents, type TreeManagerInit, type TreeState } from './tree-state.js'
 
 const DEFAULT_RETRY_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
@@ -46,6 +47,8 @@ interface Attempt {
   controller: AbortController
   beacon: ReturnType<typeof setInterval> | undefined
   started: number
+  /** The version served when it started (the gate's DELTAMESH_CURRENT_PATH, on-version's previous one). */
+  servedSeq?: number
 }
 
 export class SyncRunner {
@@ -165,11 +168,12 @@ export class SyncRunner {
     // A rebuild has none: peers know this site holds the version already.
     const beacon = rebuild ? undefined : setInterval(() => { announceHave(envelope.tree, envelope.seq, []) }, BEACON_INTERVAL_MS)
     if (!rebuild) announceHave(envelope.tree, envelope.seq, [])
-    const attempt: Attempt = { state, envelope, generation, rebuild, selection, sync, controller, beacon, started: Date.now() }
+    const attempt: Attempt = { state, envelope, generation, rebuild, selection, sync, controller, beacon, started: Date.now(), servedSeq: current?.state === 'complete' ? current.seq : undefined }
+    this.c.events.emit('sync-started', { tree: envelope.tree, seq: envelope.seq, label: envelope.label, ...(rebuild ? { reason: 'rebuild for the changed filter' } : {}) })
     const done = (async () => {
       await this.prepareStaging(attempt)
       return await sync.run()
-    })().then(async () => { await this.succeeded(attempt) }, async (err: unknown) => { await this.failed(attempt, err) })
+    })().then(async record => { await this.succeeded(attempt, record) }, async (err: unknown) => { await this.failed(attempt, err) })
     state.running = { seq: envelope.seq, generation, selection, sync, controller, beacon, done: done.then(() => {}, () => {}) }
   }
 
@@ -196,6 +200,8 @@ export class SyncRunner {
       filter: build.filter,
       selection,
       generation,
+      // a new version only: a rebuild for a changed filter is the version served already
+      gate: rebuild ? undefined : this.c.hooks.gateFor(record, envelope, current, build.signal),
       guard: {
         filter: selection,
         allowEmpty: record.allowEmpty === true,
@@ -207,7 +213,7 @@ export class SyncRunner {
       ownerGraceMs: this.init.ownerGraceMs,
       ownerStallMs: this.init.ownerStallMs,
       signal: build.signal,
-      onProgress: p => { state.lastSync = p; for (const w of state.waiters) w.onProgress?.(p) },
+      onProgress: p => { state.lastSync = p; this.c.events.progress(p); for (const w of state.waiters) w.onProgress?.(p) },
     })
   }
 
@@ -226,8 +232,12 @@ export class SyncRunner {
     }
   }
 
-  /** The version is held: peers and waiters are told, retention runs, and the next version (if any) starts. */
-  private async succeeded ({ state, envelope, sync, beacon, started }: Attempt): Promise<void> {
+  /**
+   * The version is held: peers and waiters are told, retention runs, and the next version (if any) starts.
+   * Exposed (the subscription path flipped), the post-version command follows; refused by the gate, waiters
+   * hear why.
+   */
+  private async succeeded ({ state, envelope, sync, beacon, started, rebuild, servedSeq }: Attempt, record: VersionRecord): Promise<void> {
     clearInterval(beacon)
     state.running = undefined
     state.failures = 0
@@ -240,10 +250,20 @@ export class SyncRunner {
     this.c.headsChanged()
     const result: SyncResult = { tree: envelope.tree, seq: envelope.seq, bytesFetched: sync.progress.bytesDone, durationMs: Date.now() - started }
     this.c.onSyncEnded?.(envelope.tree, { result })
+    this.c.events.progressEnded(envelope.tree)
+    this.c.events.emit('sync-complete', { tree: envelope.tree, seq: envelope.seq, label: envelope.label, bytesFetched: result.bytesFetched, durationMs: result.durationMs })
+    const refused = record.gate?.outcome === 'refused' && !rebuild
+    if (!refused) this.c.hooks.flipped(envelope.tree, envelope.seq, rebuild ? envelope.seq : servedSeq, (await this.c.catalog.getTree(envelope.tree))?.subscribedTo, !rebuild)
+    const gateError = refused ? new GateRefusedError(envelope.tree, envelope.seq, record.gate?.reason ?? 'refused', servedSeq) : undefined
     // a waiter for a given seq is served by any version at least that new; one for "the newest" (minSeq 0)
     // waits while a newer version is still to be synced
     const newestHere = state.newest?.seq === envelope.seq
-    for (const w of state.waiters) if ((w.minSeq > 0 || newestHere) && envelope.seq >= w.minSeq) { w.resolve(result); state.waiters.delete(w) }
+    for (const w of state.waiters) {
+      if (!((w.minSeq > 0 || newestHere) && envelope.seq >= w.minSeq)) continue
+      if (gateError === undefined) w.resolve(result)
+      else w.reject(gateError)
+      state.waiters.delete(w)
+    }
     // also removes the directory a rebuild replaced
     await applyRetention({ index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log }, envelope.tree)
       .catch(err => this.log.error({ tree: envelope.tree, err }, 'retention failed'))
@@ -254,9 +274,11 @@ export class SyncRunner {
   private async failed ({ state, envelope, generation, rebuild, selection, controller, beacon }: Attempt, err: unknown): Promise<void> {
     clearInterval(beacon)
     state.running = undefined
+    this.c.events.progressEnded(envelope.tree)
     if (controller.signal.aborted) return // superseded, unsubscribed, filter changed or stopping: not a failure
     state.failures++
     state.lastError = (err as Error).message
+    this.c.events.emit('sync-failed', { tree: envelope.tree, seq: envelope.seq, label: envelope.label, reason: (err as Error).name, message: state.lastError })
     if (err instanceof SelectionRefusedError) {
       // retrying cannot change what the filter selects: held until the subscription or the version changes
       state.refused = { seq: envelope.seq, generation, error: err }

@@ -11,6 +11,8 @@ import type { FetchFn } from '../sync/chunk-pump.js'
 import { sameFilter, type FilterSpec } from '../versions/filter.js'
 import type { SelectionRefusedError } from '../versions/errors.js'
 import type { SyncProgress, SyncResult } from '../api/api.js'
+import type { EventHub } from './events.js'
+import type { VersionHooks } from './version-hooks.js'
 
 export interface TreeManagerComponents {
   selfId: string
@@ -44,6 +46,10 @@ export interface TreeManagerComponents {
   verifyFile?: VersionSyncComponents['verifyFile']
   /** Chunks a file (the chunker pool): a seed file that differs lends its unchanged chunks. */
   chunkFile?: VersionSyncComponents['chunkFile']
+  /** The agent's event stream. */
+  events: EventHub
+  /** The subscriptions' gate and post-version commands. */
+  hooks: VersionHooks
 }
 
 export interface TreeManagerInit {

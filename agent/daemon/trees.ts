@@ -8,12 +8,20 @@ import type { HaveMessage } from '../../protocol/have.js'
 import type { Logger } from '../core/log.js'
 import { admitEnvelope, type Admission } from '../net/admission.js'
 import type { SelectionRefusedError } from '../versions/errors.js'
-import type { SelectionRefusal, SubscribeRequest, SyncResult, TreeStatus, VersionSummary, WaitForSyncOptions } from '../api/api.js'
+import { GateRefusedError } from './version-hooks.js'
+import type { AcceptResult, GateRefusal, SelectionRefusal, SubscribeRequest, SyncResult, TreeStatus, VersionSummary, WaitForSyncOptions } from '../api/api.js'
 import { holdsComplete, trustedKeys, TreeStates, type TreeManagerComponents, type TreeManagerInit } from './tree-state.js'
 import { SyncRunner } from './sync-runner.js'
 import { Subscriptions } from './subscriptions.js'
 
 export type { TreeManagerComponents, TreeManagerInit } from './tree-state.js'
+
+/** The newest version the gate refused, if it is newer than the one served. */
+function gateRefusalOf (tree: string, versions: VersionSummary[], currentSeq: number | undefined): GateRefusal | undefined {
+  const v = versions.filter(x => x.state === 'complete' && x.gate?.outcome === 'refused' && x.seq > (currentSeq ?? 0)).sort((a, b) => b.seq - a.seq)[0]
+  if (v?.gate === undefined) return undefined
+  return { ...v.gate, seq: v.seq, label: v.label, currentSeq, message: new GateRefusedError(tree, v.seq, v.gate.reason ?? 'refused', currentSeq).message }
+}
 
 function refusalOf (err: SelectionRefusedError | undefined): SelectionRefusal | undefined {
   if (err === undefined) return undefined
@@ -73,6 +81,7 @@ export class TreeManager {
       if (!lagging) {
         this.log.warn({ tree: envelope.tree, seq: envelope.seq, peer: from, via, reason: admission.code }, `rejected version: ${admission.reason}`)
         this.c.onRejected(admission.code, admission.reason)
+        this.c.events.emit('version-refused', { tree: envelope.tree, seq: envelope.seq, label: envelope.label, peer: from, via, reason: admission.code, message: admission.reason })
       }
       return admission
     }
@@ -85,6 +94,8 @@ export class TreeManager {
     if (existing === undefined) await this.c.catalog.putVersion({ tree: envelope.tree, seq: envelope.seq, envelope: envelope.bytes, state: 'announced' })
     if (state.newest === envelope) state.newestComplete = existing?.state === 'complete'
     this.log.info({ peer: from, via }, `new version ${describeEnvelope(envelope)}${envelope.label === '' ? '' : ` (${envelope.label})`}`)
+    this.c.events.emit('version-announced', { tree: envelope.tree, seq: envelope.seq, label: envelope.label, peer: from, via })
+    this.c.events.emit('version-admitted', { tree: envelope.tree, seq: envelope.seq, label: envelope.label, peer: from, via })
     this.runner.ensureSync(state)
     return admission
   }
@@ -146,6 +157,8 @@ export class TreeManager {
 
   async waitForSync (tree: string, options: WaitForSyncOptions): Promise<SyncResult> { return await this.subscriptions.waitForSync(tree, options) }
 
+  async accept (tree: string, seq: number): Promise<AcceptResult> { return await this.subscriptions.accept(tree, seq) }
+
   async status (): Promise<TreeStatus[]> {
     const out: TreeStatus[] = []
     const records = new Map((await this.c.catalog.listTrees()).map(r => [r.name, r]))
@@ -156,16 +169,20 @@ export class TreeManager {
       for (const v of await this.c.catalog.listVersions(name)) {
         try {
           const e = openEnvelope(v.envelope)
-          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes, ...(v.skipped === undefined ? {} : { skipped: v.skipped }) })
+          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes, ...(v.skipped === undefined ? {} : { skipped: v.skipped }), ...(v.gate === undefined ? {} : { gate: v.gate }) })
         } catch { /* unverifiable record: reported by load() */ }
       }
       const sync = state?.running?.sync.progress ?? (state?.lastError !== undefined && state.lastSync !== undefined ? { ...state.lastSync, phase: 'failed' as const, error: state.lastError } : undefined)
-      out.push({ name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, allowEmpty: record?.allowEmpty, maxDropPercent: record?.maxDropPercent, trustedKeys: [...this.c.trustedKeys(name)], versions, sync, refused: refusalOf(state?.refused?.error) })
+      out.push({
+        name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, allowEmpty: record?.allowEmpty, maxDropPercent: record?.maxDropPercent, trustedKeys: [...this.c.trustedKeys(name)], versions, sync, refused: refusalOf(state?.refused?.error),
+        gate: record?.gate, onVersion: record?.onVersion, gateRefused: gateRefusalOf(name, versions, record?.currentSeq), hooks: record?.gate === undefined && record?.onVersion === undefined ? undefined : this.c.hooks.statsOf(name),
+      })
     }
     return out
   }
 
   async stop (): Promise<void> {
     await this.runner.stop(this.trees.values())
+    await this.c.hooks.stop()
   }
 }

@@ -1,6 +1,7 @@
 // The JSON the dashboard page renders: every site (from the network view), this site's trees with their
 // version history, its links and peers, and the throughput series. Built per request from the live state.
-import type { AgentStatus, SelectionRefusal } from '../api/api.js'
+import type { AgentStatus, GateRefusal, HookStats, SelectionRefusal } from '../api/api.js'
+import type { AgentEvent } from '../api/events.js'
 import type { LinkView } from '../netview/local-status.js'
 import type { SiteView } from '../netview/network-view.js'
 import type { Rates, RatePoint } from '../netview/traffic.js'
@@ -36,6 +37,9 @@ export interface TreeRow {
   refused?: SelectionRefusal
   /** The last sync of the tree here failed (and is retried, or waits for a change): why. */
   syncError?: string
+  /** A newer version the subscription's gate refused (held, not served), with the command's last lines. */
+  gateRefused?: GateRefusal
+  hooks?: HookStats
 }
 
 export interface PeerRow {
@@ -64,6 +68,8 @@ export interface DashboardSnapshot {
   peers: PeerRow[]
   /** This site's rates, one point per second (other sites' points are in sites[].rateHistory). */
   throughput: RatePoint[]
+  /** The live feed: this agent's latest events, newest last (`deltamesh events` shows the same). */
+  events: AgentEvent[]
 }
 
 export interface SnapshotInput {
@@ -73,6 +79,7 @@ export interface SnapshotInput {
   peerRates: (peerId: string) => Rates
   localHistory: RatePoint[]
   staleAfterMs: number
+  events?: AgentEvent[]
   now?: number
 }
 
@@ -92,7 +99,7 @@ export function buildSnapshot (input: SnapshotInput): DashboardSnapshot {
     treeNames,
     trees: status.trees.map(t => ({
       name: t.name, subscribedTo: t.subscribedTo, include: t.include, exclude: t.exclude, currentSeq: t.currentSeq, newestSeq: t.newestSeq,
-      refused: t.refused, syncError: t.sync?.phase === 'failed' ? t.sync.error : undefined,
+      refused: t.refused, syncError: t.sync?.phase === 'failed' ? t.sync.error : undefined, gateRefused: t.gateRefused, hooks: t.hooks,
       versions: t.versions.map(v => ({
         seq: v.seq, label: v.label, state: v.state, createdAtMs: v.createdAtMs, publisherKey: v.publisherKey,
         publishedHere: v.publisherKey === status.publisherKey, files: v.files, bytes: v.bytes, newBytes: v.newBytes, skipped: v.skipped, heldBy: heldBy(t.name, v.seq),
@@ -107,5 +114,6 @@ export function buildSnapshot (input: SnapshotInput): DashboardSnapshot {
       }
     }),
     throughput: input.localHistory,
+    events: input.events ?? [],
   }
 }

@@ -1,6 +1,6 @@
 // Decoders of the catalog's records: `unknown` from JSON or msgpack in, a checked domain type out.
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
-import type { PlacedChunk, ScanCacheEntry, TreeRecord, SkippedEntries, VersionRecord, VersionState, VersionStats } from './types.js'
+import type { GateRecord, HookCommand, PlacedChunk, ScanCacheEntry, TreeRecord, SkippedEntries, VersionRecord, VersionState, VersionStats } from './types.js'
 import { isNonNegInt, isRecord } from './db.js'
 import { StoreCorruptError } from './errors.js'
 
@@ -26,7 +26,24 @@ export function decodeTree (name: string, raw: unknown): TreeRecord {
   const { allowEmpty, maxDropPercent } = raw
   if (allowEmpty !== undefined) { if (typeof allowEmpty !== 'boolean') throw bad('allowEmpty'); tree.allowEmpty = allowEmpty }
   if (maxDropPercent !== undefined) { if (typeof maxDropPercent !== 'number' || !(maxDropPercent >= 0 && maxDropPercent <= 100)) throw bad('maxDropPercent'); tree.maxDropPercent = maxDropPercent }
+  if (raw.gate !== undefined) tree.gate = decodeHook(raw.gate, () => bad('gate'))
+  if (raw.onVersion !== undefined) tree.onVersion = decodeHook(raw.onVersion, () => bad('onVersion'))
   return tree
+}
+
+function decodeHook (raw: unknown, bad: () => Error): HookCommand {
+  if (!isRecord(raw) || !isStringArray(raw.argv) || raw.argv.length === 0 || !isNonNegInt(raw.timeoutMs)) throw bad()
+  return { argv: raw.argv, timeoutMs: raw.timeoutMs }
+}
+
+const GATE_OUTCOMES: ReadonlySet<unknown> = new Set(['passed', 'refused', 'accepted'])
+
+function decodeGate (raw: unknown, bad: (why: string) => Error): GateRecord {
+  if (!isRecord(raw) || !GATE_OUTCOMES.has(raw.outcome) || typeof raw.durationMs !== 'number' || typeof raw.atMs !== 'number' || !isStringArray(raw.output)) throw bad('gate')
+  const { reason, exitCode } = raw
+  if (reason !== undefined && reason !== null && typeof reason !== 'string') throw bad('gate.reason')
+  if (exitCode !== undefined && exitCode !== null && !Number.isInteger(exitCode)) throw bad('gate.exitCode')
+  return { outcome: raw.outcome as GateRecord['outcome'], reason: reason ?? undefined, exitCode: exitCode as number | null | undefined, durationMs: raw.durationMs, atMs: raw.atMs, output: raw.output }
 }
 
 export function decodeVersion (tree: string, seq: number, raw: unknown): VersionRecord {
@@ -48,6 +65,7 @@ export function decodeVersion (tree: string, seq: number, raw: unknown): Version
   }
   if (generation !== undefined) { if (!isNonNegInt(generation)) throw bad('generation'); version.generation = generation }
   if (raw.skipped !== undefined) version.skipped = decodeSkipped(raw.skipped, bad)
+  if (raw.gate !== undefined) version.gate = decodeGate(raw.gate, bad)
   return version
 }
 

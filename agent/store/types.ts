@@ -116,6 +116,27 @@ export interface VersionRecord {
   selection?: { include?: string[], exclude?: string[] }
   /** 0 (absent): the directory is versions/<seq>; n: versions/<seq>.<n>, the n-th rebuild for a changed filter. */
   generation?: number
+  /** What the subscription's gate command decided (absent: no gate ran): a refused version is complete but not served. */
+  gate?: GateRecord
+}
+
+/** One run of a subscription's gate command on a complete version, before the subscription path would flip to it. */
+export interface GateRecord {
+  /** passed: exposed; refused: held, not served (`deltamesh accept` exposes it: then accepted). */
+  outcome: 'passed' | 'refused' | 'accepted'
+  /** Why it was refused, in a few words: 'exit code 3', 'timed out after 600 s (process group killed)'… */
+  reason?: string
+  exitCode?: number | null
+  durationMs: number
+  atMs: number
+  /** The last lines of the command's output. */
+  output: string[]
+}
+
+/** A command a subscription runs (argv, no shell) and its deadline. */
+export interface HookCommand {
+  argv: string[]
+  timeoutMs: number
 }
 
 export interface SkippedEntries {
@@ -152,6 +173,10 @@ export interface TreeRecord {
   allowEmpty?: boolean
   /** subscribe --max-drop: refuse a version that selects more than this share (%) fewer files than the served one (default 50). */
   maxDropPercent?: number
+  /** subscribe --gate: run on each new complete version before the subscription path flips to it; exit 0 lets it flip. */
+  gate?: HookCommand
+  /** subscribe --on-version: run after the subscription path flipped to a new version (never blocks the next sync). */
+  onVersion?: HookCommand
 }
 
 /**

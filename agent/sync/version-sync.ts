@@ -6,6 +6,7 @@ import type { HomeLayout } from '../core/home.js'
 import type { Logger } from '../core/log.js'
 import type { Catalog, ChunkIndex, VersionRecord } from '../store/types.js'
 import { Materializer, type MaterializerComponents, type PreviousVersion, type Seed } from '../versions/materializer.js'
+import type { MaterializeInit } from '../versions/build-types.js'
 import { readManifestEntries, readManifestHeader } from '../store/manifest-io.js'
 import type { PathFilter } from '../versions/filter.js'
 import type { FilterSpec } from '../versions/filter.js'
@@ -55,6 +56,8 @@ export interface VersionSyncInit {
   guard?: SelectionGuard
   /** > 0: rebuild the version held now under a changed filter (versions/<seq>.<generation>); no deltas. */
   generation?: number
+  /** Decides, once the version is complete, whether it is exposed (MaterializeInit.gate). */
+  gate?: MaterializeInit['gate']
   windowBytes: number
   ownerGraceMs?: number
   ownerStallMs?: number
@@ -151,6 +154,7 @@ export class VersionSync {
         seed: this.init.seed === undefined ? undefined : { ...this.init.seed, chunking: header.chunking },
         rootTimes: header.root,
         envelope: envelope.bytes,
+        gate: this.init.gate,
         signal,
       })
     let plan = await materializer.prepare()

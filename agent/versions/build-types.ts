@@ -6,7 +6,7 @@ import type { HomeLayout } from '../core/home.js'
 import type { Logger } from '../core/log.js'
 import type { SyncFs } from '../fs/durability.js'
 import type { FsBatch } from '../fs/fs-batch.js'
-import type { Catalog, ChunkIndex, PlacedChunk } from '../store/types.js'
+import type { Catalog, ChunkIndex, GateRecord, PlacedChunk } from '../store/types.js'
 import type { PathFilter } from './filter.js'
 
 export interface MaterializerComponents {
@@ -63,6 +63,11 @@ export interface MaterializeInit {
   selection?: { include?: string[], exclude?: string[] }
   /** The top directory's times from the manifest header (format 2), set on the version directory at install. */
   rootTimes?: { mtimeMs: number, mtimeNs?: number }
+  /**
+   * A subscription's gate: called with the version's directory once it is complete (renamed into place, its
+   * chunks served), before any link flips to it; 'refused' leaves the links and TreeRecord.currentSeq alone.
+   */
+  gate?: (versionDir: string) => Promise<GateRecord>
 }
 
 /** One place a planned chunk must be written in staging. */

@@ -6,10 +6,10 @@ import { bytesToPath, fsPath } from '../../protocol/paths.js'
 import type { Logger } from '../core/log.js'
 import type { HomeLayout } from '../core/home.js'
 import type { Catalog, ChunkIndex, StoreRoot, VersionRecord, VersionStats } from '../store/types.js'
-import { DiskFullError, LinkFlipError, ManifestError, MissingChunksError, StagingError, type VersionContext } from './errors.js'
+import { DiskFullError, ManifestError, MissingChunksError, StagingError, type VersionContext } from './errors.js'
 import { ManifestBlobMissingError } from '../store/errors.js'
 import { sameMillisecond, setFdTimes, setPathTimes } from '../fs/precise-times.js'
-import { errnoOf, flipSymlink, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin, STAGING_DIR_MODE } from '../fs/fs-safe.js'
+import { errnoOf, fsyncDir, lstatOrUndefined, openDir, openForRead, removeAny, safeJoin, STAGING_DIR_MODE } from '../fs/fs-safe.js'
 import type { MaterializeInit } from './build-types.js'
 import { walkSelected } from './walk.js'
 import { sharedFsBatch, type FsBatch } from '../fs/fs-batch.js'
@@ -17,7 +17,7 @@ import { matches } from '../fs/fs-batch-ops.js'
 import { PostOrderRunner } from './post-order.js'
 import { DurabilityPlan, fsyncPath, syncFsViaCommand, type SyncFs } from '../fs/durability.js'
 import { openTreePath } from '../fs/mirror-access.js'
-import { versionName } from '../core/home.js'
+import { flipToVersion } from './expose.js'
 
 // The second half of building a version: everything after the last chunk is written. Order matters:
 //   1. files: mode, mtime (usually set already, when the file's last chunk was written: then one lstat);
@@ -82,25 +82,27 @@ export async function finalizeVersion (ctx: BuildContext): Promise<VersionRecord
   }
 
   await ctx.index.updateRoot({ ...ctx.root, kind: 'version', path: versionDir, tree, seq })
-  await flipSymlink(ctx.home.currentLink(tree), `versions/${versionName(seq, generation)}`).catch(err => { throw new LinkFlipError(tree, seq, ctx.home.currentLink(tree), { cause: err }) })
-
-  const treeRecord = await ctx.catalog.getTree(tree) ?? { name: tree }
-  let subscriptionError: Error | undefined
-  if (treeRecord.subscribedTo !== undefined) {
-    const linkPath = treeRecord.subscribedTo
-    await flipSymlink(linkPath, versionDir).catch(err => { subscriptionError = new LinkFlipError(tree, seq, linkPath, { cause: err }) })
-  }
+  // the version is complete and its chunks served; a subscription's gate decides whether it is exposed
+  const gate = ctx.init.gate === undefined ? undefined : await ctx.init.gate(versionDir)
+  const exposed = gate?.outcome !== 'refused'
+  const flipped = exposed ? await flipToVersion(ctx, tree, seq, generation) : undefined
 
   const existing = await ctx.catalog.getVersion(tree, seq)
   const envelope = existing?.envelope ?? ctx.init.envelope
   if (envelope === undefined) throw new StagingError({ tree, seq }, 'no envelope: neither the catalog nor the caller has one for this version')
   const stats: VersionStats = { ...totals, newBytes: ctx.newBytes, newChunks: ctx.newChunks, durationMs: Date.now() - ctx.started }
-  const record: VersionRecord = { ...existing, tree, seq, envelope, state: 'complete', rootId: ctx.root.id, path: versionDir, stats, generation, selection: ctx.init.selection ?? existing?.selection }
+  const record: VersionRecord = { ...existing, tree, seq, envelope, state: 'complete', rootId: ctx.root.id, path: versionDir, stats, generation, selection: ctx.init.selection ?? existing?.selection, gate: gate ?? (generation > 0 ? existing?.gate : undefined) }
   if (generation === 0) delete record.generation
+  if (record.gate === undefined) delete record.gate
   delete record.error
   await ctx.catalog.putVersion(record)
-  await ctx.catalog.putTree({ ...treeRecord, currentSeq: seq })
+  if (flipped === undefined) {
+    ctx.log.warn({ ...stats, path: versionDir, reason: gate?.reason }, 'version complete; the gate refused it: not exposed, the previous version stays served')
+    return record
+  }
+  await ctx.catalog.putTree({ ...flipped.tree, currentSeq: seq })
   ctx.log.info({ ...stats, path: versionDir }, 'version complete; current link flipped')
+  const subscriptionError = flipped.subscriptionError
   if (subscriptionError !== undefined) throw subscriptionError
   return record
 }

@@ -107,6 +107,9 @@ describe('dashboard (three real agents, headless chromium)', () => {
     // links: the lab's cap shows as the limit of its link; the throughput plot has drawn its download
     await expect(page.locator('#links tr[data-link="global"]').innerText()).resolves.toContain('3.81 MiB/s')
     await expect(page.locator('#plot polyline').count()).resolves.toBeGreaterThan(0)
+    // the live feed: this agent's events of the sync, from the same stream as `deltamesh events`
+    await page.locator('#feed tr[data-event="sync-complete"]').filter({ hasText: `${TREE}@${seq}` }).waitFor({ timeout: 15_000 })
+    await expect(page.locator('#feed tr[data-event="sync-started"]').filter({ hasText: `${TREE}@${seq}` }).count()).resolves.toBe(1)
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-complete.png'), fullPage: true })
     process.stdout.write(`dashboard: first render ${firstRenderMs} ms; screenshots in ${ARTIFACTS}\n`)
     expect(errors).toEqual([])

@@ -13,7 +13,7 @@ import { httpStatusOf } from '../../agent/control/errors.js'
 import { FilterPatternError } from '../../agent/versions/filter.js'
 import { createProgressReporter, formatProgressLine } from '../../agent/commands/progress.js'
 import { parseRate } from '../../agent/core/rate.js'
-import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/api/api.js'
+import type { AcceptResult, DiffOptions, DiffRequest, DiffSummary, EventsOptions, AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary } from '../../agent/api/api.js'
 
 const STATUS: AgentStatus = {
   peerId: '12D3KooWtest', multiaddrs: ['/ip4/127.0.0.1/tcp/4101'], publisherKey: 'ed25519:abc', version: '0.1.0', startedAtMs: 1,
@@ -58,6 +58,17 @@ class FakeApi implements AgentApi {
   }
 
   async shutdown (): Promise<void> { this.calls.push(['shutdown', undefined]) }
+  async diff (request: DiffRequest, options: DiffOptions): Promise<DiffSummary> {
+    this.calls.push(['diff', request])
+    await options.onChange({ change: 'added', path: 'a', type: 'file' })
+    return { tree: request.tree, from: request.from, to: request.to ?? 2, counts: { added: 1, removed: 0, changed: 0, 'mode-changed': 0 } }
+  }
+
+  async accept (tree: string, seq: number): Promise<AcceptResult> { this.calls.push(['accept', { tree, seq }]); return { tree, seq } }
+  async events (options: EventsOptions): Promise<void> {
+    options.onEvent({ id: 1, type: 'following', time: new Date(0).toISOString(), timeMs: 0 })
+    await new Promise<void>(resolve => { options.signal?.addEventListener('abort', () => { resolve() }) })
+  }
 }
 
 /** A raw request, so that the tests can send what the client never would. */
@@ -128,6 +139,22 @@ describe('control API over a unix socket', () => {
     expect(err).toHaveProperty('name', 'RateParseError')
     const bad = await raw(socketPath, 'POST', '/v1/limit', JSON.stringify({ reset: 'yes' }))
     expect(bad.status).toBe(400)
+  })
+
+  it('carries the gate and post-version commands, a diff as it streams, accept, and the event stream until the reader stops', async () => {
+    await client.subscribe({ tree: 'a/b', to: '/m', gate: ['/bin/check', 'two words'], gateTimeoutMs: 5000, onVersion: ['/bin/notify'] })
+    expect(api.calls[0]).toEqual(['subscribe', { tree: 'a/b', to: '/m', gate: ['/bin/check', 'two words'], gateTimeoutMs: 5000, onVersion: ['/bin/notify'] }])
+    expect((await raw(socketPath, 'POST', '/v1/subscribe', JSON.stringify({ tree: 'a/b', to: '/m', gate: 'sh -c x' }))).status).toBe(400)
+    const changes: unknown[] = []
+    const summary = await client.diff({ tree: 'a/b', from: 1 }, { onChange: c => { changes.push(c) } })
+    expect(changes).toEqual([{ change: 'added', path: 'a', type: 'file' }])
+    expect(summary).toEqual({ tree: 'a/b', from: 1, to: 2, counts: { added: 1, removed: 0, changed: 0, 'mode-changed': 0 } })
+    expect(await client.accept('a/b', 7)).toEqual({ tree: 'a/b', seq: 7 })
+    expect((await raw(socketPath, 'POST', '/v1/accept', JSON.stringify({ tree: 'a/b' }))).status).toBe(400)
+    const stop = new AbortController()
+    const seen: string[] = []
+    await client.events({ signal: stop.signal, onEvent: e => { seen.push(e.type); stop.abort() } })
+    expect(seen).toEqual(['following'])
   })
 
   it('keeps the name of a typed error across the socket', async () => {

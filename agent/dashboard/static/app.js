@@ -148,11 +148,31 @@ function renderHistory (snap) {
       el('td', {}, v.heldBy.join(', ') || '–')))
     // a version held back (the filter selects nothing, or too few files), or a failing sync: said above the table
     const problem = t.refused ? t.refused.message : t.syncError
+    // a newer version the subscription's gate refused: held, not served; the command's last lines say why
+    const gate = t.gateRefused
     return el('div', { 'data-history': t.name }, el('h3', {}, t.name, el('span', { class: 'sub' }, ' — ' + where)),
       problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined }, problem) : null,
+      gate ? el('div', { class: 'warn', 'data-gate-refused': gate.seq }, el('p', {}, gate.message), el('pre', { class: 'output' }, gate.output.join('\n'))) : null,
       el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)))
   })
   replace('history', ...(blocks.length ? blocks : [el('p', { class: 'sub' }, 'no versions here yet')]))
+}
+
+// Live feed: the agent's latest events (the same as `deltamesh events`), newest first
+
+function eventText (e) {
+  const what = e.tree ? `${e.tree}${e.seq !== undefined ? '@' + e.seq : ''}` : (e.peer ? '…' + e.peer.slice(-12) : '')
+  const parts = [e.label, e.phase, e.bytesTotal !== undefined ? `${bytes(e.bytesDone)} of ${bytes(e.bytesTotal)}` : undefined, e.path ? '→ ' + e.path : undefined, e.reason, e.message]
+  return `${what} ${parts.filter(p => p !== undefined && p !== '').join(' · ')}`
+}
+
+function renderFeed (snap) {
+  const events = (snap.events || []).slice(-50).reverse()
+  const rows = events.map(e => el('tr', { 'data-event': e.type },
+    el('td', { class: 'mono' }, time(e.timeMs)), el('td', {}, e.type), el('td', {}, eventText(e),
+      e.output && e.output.length ? el('pre', { class: 'output' }, e.output.join('\n')) : null)))
+  replace('feed', el('tbody', {}, ...rows))
+  if (events.length === 0) $('feed').append(el('caption', { class: 'sub' }, 'no events yet'))
 }
 
 // Throughput plot: hand-drawn SVG, this site's up/down each second plus other sites' download rates.
@@ -215,6 +235,7 @@ function render (snap) {
   renderLinks(snap)
   renderPlot(snap)
   renderHistory(snap)
+  renderFeed(snap)
 }
 
 function live (on, text) {
