@@ -198,9 +198,8 @@ export class Materializer {
   }
 
   /**
-   * Writes a chunk of the plan to every placement and records it in the index. The bytes are hashed
-   * here (identity is computed, never trusted), unless the chunk client already hashed these very bytes on
-   * arrival (verifyReceivedChunk): a mismatch throws ChunkHashMismatchError and writes
+   * Writes a chunk of the plan to every placement and records it in the index. The bytes are hashed here
+   * (identity is computed, never trusted) unless the chunk client hashed these very bytes on arrival: a mismatch throws ChunkHashMismatchError and writes
    * nothing. Returns false when the chunk is not (or no longer, or not yet) wanted.
    */
   async fill (id: ChunkId, bytes: Uint8Array): Promise<boolean> {
@@ -224,8 +223,7 @@ export class Materializer {
           // the whole file is this chunk (at one offset or several): created, written, finished and closed in one
           // step; an exact copy of the bytes, since a view would carry its whole batch buffer to the worker
           file.created = true
-          const copy = Uint8Array.prototype.slice.call(bytes)
-          // the copy is moved to the worker, not cloned again on the way
+          const copy = Uint8Array.prototype.slice.call(bytes) // moved to the worker, not cloned again
           await this.fs.run({ type: 'create', path: absolute, pieces: offsets.map(offset => ({ offset, bytes: copy })), mode: file.mode, mtimeMs: file.mtimeMs, mtimeNs: file.mtimeNs }, [copy.buffer as ArrayBuffer])
           file.pending = 0
           this.waiting.delete(path)
