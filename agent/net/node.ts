@@ -3,6 +3,7 @@
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { halfWindowUpdates } from './yamux-window.js'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { gossipsub, type GossipSub, type GossipsubOpts } from '@libp2p/gossipsub'
@@ -119,6 +120,8 @@ export function inboundLimits (listedPeers: number): { inboundConnectionThreshol
 
 export async function createNode (options: NodeOptions): Promise<DeltameshNode> {
   const window = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES
+  // window updates at half the window, as Go's yamux does (yamux-window.ts)
+  halfWindowUpdates()
   const node = await createLibp2p({
     privateKey: options.privateKey,
     start: options.start ?? true,
