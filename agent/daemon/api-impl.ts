@@ -22,6 +22,7 @@ import { peerIdOfAddr } from '../net/peer-address.js'
 import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.js'
 import { publishVersion } from '../publish/publish.js'
 import { verifyVersion } from '../versions/verify.js'
+import { applyRetention } from '../versions/retention.js'
 import type { TreeManager } from './trees.js'
 import type { AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
 import { diffSeqsOf, diffVersions, emptyCounts } from '../versions/version-diff.js'
@@ -176,6 +177,10 @@ async function publishAndAnnounce (c: AgentApiComponents, request: PublishReques
   if (result.unchanged !== true) {
     await c.trees.published(result.envelope)
     await c.announcer.announce(result.envelope.bytes).catch(err => log.warn({ err }, 'announcement not sent; peers will learn the version from the heads exchange'))
+    // a publisher keeps the newest versions like any site: without this its catalog kept every version's
+    // record, manifest and deltas it ever published (found by the soak); its source roots stay indexed
+    await applyRetention({ index: c.store.index, catalog: c.store.catalog, home: c.home, log }, request.tree)
+      .catch(err => log.error({ tree: request.tree, err }, 'retention failed'))
   }
   const { envelope, stats: s } = result
   return { tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, files: s.files, bytes: s.bytes, chunks: s.chunks, newChunks: s.newChunks, newBytes: s.newBytes, cachedFiles: s.cachedFiles, verifiedFiles: s.verifiedFiles, manifestBytes: s.manifestBytes, durationMs: s.durationMs, hardlinks: s.hardlinks, skipped: result.skipped, ...(result.unchanged === true ? { unchanged: true } : {}) }
