@@ -20,7 +20,7 @@ import { isDeepStrictEqual } from 'node:util'
 import { Cluster } from '../agent/demo/local-cluster.js'
 import { describeTree } from '../agent/demo/tree-gen.js'
 import { cacheDir } from './bench/corpus.js'
-import { killStarted } from './bench/proc.js'
+import { killStarted, waitForQuiet } from './bench/proc.js'
 import { ensureSshTools, rsyncOverSsh, startSshd, type RsyncSshRun, type SshServer } from './bench/rsync-ssh.js'
 import { removeTree } from './bench/scratch.js'
 import { firstSync, FILE_TREE, REPO_TREE, startAgents, type SyncFigures } from './bench/wire-deltamesh.js'
@@ -30,7 +30,7 @@ import { wireReport, type WireFigures } from './bench/wire-report.js'
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const MiB = 1024 * 1024
 
-interface Options { sizeMiB: number, floorMiB?: number, sendKiB: number, repo?: boolean, profile?: string, keep: boolean }
+interface Options { sizeMiB: number, floorMiB?: number, sendKiB: number, repo?: boolean, profile?: string, keep: boolean, quietLoad?: number }
 
 function parseArgs (argv: string[]): Options {
   const o: Options = { sizeMiB: 1024, sendKiB: 256, keep: false }
@@ -44,8 +44,9 @@ function parseArgs (argv: string[]): Options {
       case '--repo': o.repo = true; break
       case '--profile': o.profile = resolve(value()); break
       case '--keep': o.keep = true; break
+      case '--wait-load': o.quietLoad = Number(value()); break
       case '--help':
-        console.log('options: --size MiB (the incompressible file, default 1024) --floor-size MiB (the bare stream, default --size) --send-size KiB (the floor\'s send()s, default 256) --no-repo (skip the repo corpus; default: on when `npm run bench` built it) --profile DIR (both agents under --cpu-prof into DIR) --keep (leave the temp dirs)')
+        console.log('options: --size MiB (the incompressible file, default 1024) --floor-size MiB (the bare stream, default --size) --send-size KiB (the floor\'s send()s, default 256) --no-repo (skip the repo corpus; default: on when `npm run bench` built it) --profile DIR (both agents under --cpu-prof into DIR) --keep (leave the temp dirs) --wait-load L (first wait, up to 10 min, for a 1-minute load average below L: the machine is shared)')
         process.exit(0)
         break
       default: throw new Error(`unknown option ${argv[i]}`)
@@ -171,6 +172,7 @@ async function main (): Promise<void> {
   process.once('SIGINT', stopNow)
   process.once('SIGTERM', stopNow)
   try {
+    if (o.quietLoad !== undefined) await waitForQuiet(o.quietLoad, 10, log)
     const loadAtStart = load()
     const floorBytes = (o.floorMiB ?? o.sizeMiB) * MiB
     console.log(`floor: ${floorBytes / MiB} MiB over one bare libp2p stream, ${o.sendKiB} KiB send()s (load ${loadAtStart})`)
