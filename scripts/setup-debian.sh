@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs from Debian what the benchmarks and the browser test need: rsync (the comparison in bench:sync and
-# bench:rescan) and chromium (the dashboard test drives it with playwright-core; npm's own browser download
+# bench:rescan), openssh-server and openssh-client (bench:wire starts its own sshd on 127.0.0.1 for rsync over
+# ssh; the package's own service and configuration are not used) and chromium (the dashboard test drives it with playwright-core; npm's own browser download
 # does not work on a closed network). `setup-debian.sh chromium` installs only the named packages;
 # `npm run bench` calls it with BENCH_PACKAGES below (the incumbents it compares with, xorriso for the ISO
 # corpus, dpkg-dev for the repository index, GNU time for peak RSS of the incumbents).
@@ -8,7 +9,7 @@
 # installable from the current package lists. Needs root (or sudo). The unit tests never need it.
 set -eu
 
-BENCH_PACKAGES="rsync casync zsync xorriso dpkg-dev time"
+BENCH_PACKAGES="rsync casync zsync xorriso dpkg-dev time openssh-server openssh-client"
 if [ "${1:-}" = "--bench" ]; then set -- $BENCH_PACKAGES; fi
 PACKAGES="${*:-rsync chromium}"
 
