@@ -99,6 +99,9 @@ export interface AgentStatus {
   }
 }
 
+/** The [[peers]] entry `removePeer` took out. */
+export interface RemovedPeer { peerId: string, addr: string, name?: string }
+
 export interface PublishRequest { tree: string, source: string, label?: string, strict?: boolean, force?: boolean }
 export interface PublishSummary {
   tree: string
@@ -168,6 +171,8 @@ export interface AgentApi {
   subscribe (request: SubscribeRequest): Promise<void>
   unsubscribe (tree: string): Promise<void>
   addPeer (addr: string, name?: string): Promise<void>
+  /** Forgets a listed peer (by [[peers]] name, peer id or address): off config.toml, no longer allowed or dialled, hung up. */
+  removePeer (peer: string): Promise<RemovedPeer>
   trust (tree: string, publisherKey: string): Promise<void>
   verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary>
   /** Changes bandwidth limits at once and persists them (HOME/limits.json); returns the link as it is now. */

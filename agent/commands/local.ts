@@ -13,7 +13,7 @@ import { loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
-import { viaAgent } from './remote.js'
+import { viaAgent } from './common.js'
 import { isUnspecified } from '../net/peer-address.js'
 
 const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'

@@ -5,32 +5,26 @@
 import { readFile, rm, writeFile } from 'node:fs/promises'
 import { InvalidArgumentError, type Command } from 'commander'
 import { resolveHome } from '../core/home.js'
-import { appendPeer, appendTrust, loadConfig } from '../core/config.js'
+import { appendTrust, loadConfig } from '../core/config.js'
 import { createLogger } from '../core/log.js'
 import { prepareSocketPath, startControlServer, type ControlServer } from '../control/server.js'
 import { connectAgent } from '../control/client.js'
 import { AgentNotRunningError } from '../control/errors.js'
-import type { AgentApi, AgentStatus, LinkStatus, SyncProgress } from '../api/api.js'
-import { formatRate } from '../core/rate.js'
-import { ExitError, formatBytes, homeOption } from './common.js'
-import { createProgressReporter, formatDuration, formatProgressLine, formatSyncSummary } from './progress.js'
+import type { AgentApi, LinkStatus, SyncProgress } from '../api/api.js'
+import { ExitError, formatBytes, homeOption, viaAgent } from './common.js'
+
+export { viaAgent }
+import { createProgressReporter, formatSyncSummary } from './progress.js'
 import { FilterPatternError, validateFilter } from '../versions/filter.js'
 import { DEFAULT_MAX_DROP_PERCENT, parseMaxDrop } from '../versions/selection-guard.js'
 import { restoreYoungGenerationGrowth } from '../core/heap.js'
-import { checkPeerAddress } from '../net/peer-address.js'
-import { loadOrCreatePeerKey } from '../net/peer-key.js'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { registerPeers } from './peers.js'
+import { formatLinks, formatStatus } from './format-status.js'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
 export const EXIT_SYNC_TIMEOUT = 3
 /** Exit code when a second SIGINT/SIGTERM arrives while the agent is stopping (or syncing is interrupted). */
 export const EXIT_INTERRUPTED = 130
-
-/** Runs fn against the agent running on this home; undefined (fn not called) when no agent runs. */
-export async function viaAgent<T> (homeArg: string | undefined, fn: (api: AgentApi) => Promise<T>): Promise<T | undefined> {
-  const api = await connectAgent(resolveHome(homeArg))
-  return api === undefined ? undefined : await fn(api)
-}
 
 /** The running agent, or exit 1 with how to start it. */
 async function requireAgent (homeArg: string | undefined): Promise<AgentApi> {
@@ -57,42 +51,6 @@ function registerAgent (program: Command): void {
     .description('run the agent in the foreground: talk to peers, serve and fetch chunks, follow subscriptions, answer the CLI on HOME/control.sock; stops cleanly on SIGTERM/SIGINT')
     .addOption(homeOption())
     .action(async (opts: { home?: string }) => { await runAgent(opts.home) })
-}
-
-function registerPeers (program: Command): void {
-  const peers = program.command('peers').description('list or add the peers this agent dials')
-  peers.command('add')
-    .description('add a peer (multiaddr ending in /p2p/<peer id>, printed by `deltamesh init` on that site): told to the running agent, or written to config.toml when the agent is not running')
-    .addOption(homeOption())
-    .option('--name <name>', 'a short name for the peer, shown by status')
-    .argument('<multiaddr>', 'e.g. /ip4/192.0.2.7/tcp/4101/p2p/12D3KooW…')
-    .action(async (addr: string, opts: { home?: string, name?: string }) => {
-      const viaRunning = await viaAgent(opts.home, async api => { await api.addPeer(addr, opts.name); return true })
-      if (viaRunning === true) { process.stdout.write(`added peer ${addr} to the running agent\n`); return }
-      const home = resolveHome(opts.home)
-      const config = await loadConfig(home.config)
-      const selfId = peerIdFromPrivateKey(await loadOrCreatePeerKey(home.peerKey)).toString()
-      checkPeerAddress(addr, selfId, config.peers)
-      await appendPeer(home.config, addr, opts.name)
-      process.stdout.write(`added peer ${addr} to ${home.config} (the agent dials it when started)\n`)
-    })
-  peers.command('list')
-    .description('list peers: live connection state and traffic from the running agent, else the configured peers')
-    .addOption(homeOption())
-    .option('--json', 'print the peers as JSON')
-    .action(async (opts: { home?: string, json?: boolean }) => {
-      const status = await viaAgent(opts.home, async api => await api.status())
-      if (status !== undefined) {
-        if (opts.json === true) process.stdout.write(JSON.stringify(status.peers) + '\n')
-        else process.stdout.write(status.peers.length === 0 ? 'no peers\n' : formatPeers(status) + '\n')
-        return
-      }
-      const home = resolveHome(opts.home)
-      const config = await loadConfig(home.config)
-      if (opts.json === true) { process.stdout.write(JSON.stringify(config.peers) + '\n'); return }
-      process.stdout.write(`agent not running; configured peers in ${home.config}:\n` +
-        (config.peers.length === 0 ? '  (none)\n' : table([['NAME', 'ADDRESS'], ...config.peers.map(p => [p.name ?? '-', p.addr])]) + '\n'))
-    })
 }
 
 function registerTrust (program: Command): void {
@@ -333,84 +291,4 @@ async function runAgent (homeArg: string | undefined): Promise<void> {
 async function removePidFile (file: string): Promise<void> {
   const text = await readFile(file, 'utf8').catch(() => '')
   if (text.trim() === String(process.pid)) await rm(file, { force: true })
-}
-
-// Human-readable status.
-
-function formatStatus (s: AgentStatus): string {
-  const now = Date.now()
-  const out: string[] = [
-    `agent ${s.peerId} (deltamesh ${s.version}), up ${formatDuration((now - s.startedAtMs) / 1000)}`,
-    `listening:     ${s.multiaddrs.length === 0 ? '-' : s.multiaddrs.join(' ')}`,
-    `publisher key: ${s.publisherKey}`,
-    `dashboard:     ${s.dashboard?.url ?? 'off ([dashboard] enabled = false)'}`,
-    `traffic:       up ${formatBytes(s.counters.bytesUp)}, down ${formatBytes(s.counters.bytesDown)}; ` +
-      `rejected: ${s.counters.envelopesRejected} envelopes${byReason(s.envelopeRejections)}, ${s.counters.chunksRejected} chunks`,
-    '',
-  ]
-  if (s.trees.length === 0) out.push('no trees')
-  else {
-    out.push(table([['TREE', 'CURRENT', 'NEWEST', 'SUBSCRIBED AT', 'SYNC'], ...s.trees.map(t => [
-      t.name, t.currentSeq?.toString() ?? '-', t.newestSeq?.toString() ?? '-',
-      t.subscribedTo === undefined ? '-' : t.subscribedTo + filtersOf(t.include, t.exclude, t),
-      t.sync === undefined ? (t.currentSeq !== undefined && t.currentSeq === t.newestSeq ? 'up to date' : '-') : formatProgressLine(t.sync).replace(/^sync /, ''),
-    ])]))
-    const versions = s.trees.flatMap(t => t.versions.map(v => [
-      `${t.name}@${v.seq}`, v.state, v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
-      v.files?.toString() ?? '-', v.newBytes === undefined ? '-' : formatBytes(v.newBytes), new Date(v.createdAtMs).toISOString().replace(/\.\d+Z$/, 'Z'),
-    ]))
-    if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))
-  }
-  out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
-  const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)
-  if (links.length > 0) out.push('', formatLinks(links))
-  const weights = Object.entries(s.treeWeights)
-  if (weights.length > 0) out.push('', `tree weights: ${weights.map(([t, w]) => `${t}=${w}`).join(', ')}`)
-  return out.join('\n') + '\n'
-}
-
-/** ' (replay 1, bad-signature 2)': the non-zero reasons only. */
-function byReason (counts: Record<string, number> | undefined): string {
-  const parts = Object.entries(counts ?? {}).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`)
-  return parts.length === 0 ? '' : ` (${parts.join(', ')})`
-}
-
-function filtersOf (include: string[] | undefined, exclude: string[] | undefined, t?: { allowEmpty?: boolean, maxDropPercent?: number }): string {
-  const parts = [...(include ?? []).map(g => `+${g}`), ...(exclude ?? []).map(g => `-${g}`)]
-  if (t?.allowEmpty === true) parts.push('allow-empty')
-  if (t?.maxDropPercent !== undefined) parts.push(`max-drop ${t.maxDropPercent}%`)
-  return parts.length === 0 ? '' : ` (${parts.join(' ')})`
-}
-
-function formatPeers (s: AgentStatus): string {
-  const now = Date.now()
-  return table([['PEER', 'NAME', 'STATE', 'UP', 'DOWN', 'CHUNKS UP/DOWN', 'BAD', 'STRIKES'], ...s.peers.map(p => [
-    p.peerId, p.name ?? '-',
-    p.bannedUntilMs !== undefined && p.bannedUntilMs > now ? `banned ${formatDuration((p.bannedUntilMs - now) / 1000)}` : p.connected ? 'connected' : 'disconnected',
-    formatBytes(p.bytesUp), formatBytes(p.bytesDown), `${p.chunksUp}/${p.chunksDown}`, String(p.badChunks), String(p.strikes),
-  ])])
-}
-
-function formatLinks (links: LinkStatus[]): string {
-  const limit = (n: number | null): string => n === null ? 'unlimited' : formatRate(n)
-  const source = (l: LinkStatus): string => {
-    const parts: string[] = []
-    if (l.override !== undefined) parts.push(`runtime ${Object.entries(l.override).map(([d, r]) => `${d} ${r}`).join(', ')}`)
-    if (l.window !== undefined) parts.push(`window ${l.window}`)
-    return parts.length === 0 ? 'config' : parts.join('; ')
-  }
-  const queue = (l: LinkStatus): string => l.queue.length === 0
-    ? '-'
-    : l.queue.map(q => `${q.direction === 'up' ? '↑' : '↓'}${q.flow.length > 24 ? q.flow.slice(0, 12) + '…' + q.flow.slice(-8) : q.flow}:${formatBytes(q.bytes)}${q.weight === 1 ? '' : `×${q.weight}`}`).join(' ')
-  return table([['LINK', 'LIMIT UP', 'LIMIT DOWN', 'RATE UP', 'RATE DOWN', 'SOURCE', 'QUEUED'], ...links.map(l => [
-    l.kind === 'global' ? 'global' : l.kind === 'link' ? `${l.name} (${l.peers.length} peer${l.peers.length === 1 ? '' : 's'})` : `peer ${l.name}`,
-    limit(l.limit.up), limit(l.limit.down), `${formatRate(l.rate.up)}`, `${formatRate(l.rate.down)}`, source(l), queue(l),
-  ])])
-}
-
-/** Left-aligned columns separated by two spaces; the last column is not padded. */
-export function table (rows: string[][]): string {
-  const widths: number[] = []
-  for (const row of rows) row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length) })
-  return rows.map(row => row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)).join('  ')).join('\n')
 }

@@ -4,7 +4,7 @@
 import { request, type IncomingMessage } from 'node:http'
 import { dirname, resolve } from 'node:path'
 import type { HomeLayout } from '../core/home.js'
-import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../api/api.js'
+import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, RemovedPeer, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../api/api.js'
 import { AgentNotRunningError, RemoteError } from './errors.js'
 
 /** Short calls (status, subscribe, trust…) must be answered within this; publish, verify and sync have no deadline but the caller's signal. */
@@ -55,6 +55,10 @@ export class ControlClient implements AgentApi {
 
   async addPeer (addr: string, name?: string): Promise<void> {
     await this.call('POST', '/v1/peers', { addr, name })
+  }
+
+  async removePeer (peer: string): Promise<RemovedPeer> {
+    return await this.call('POST', '/v1/peers/remove', { peer })
   }
 
   async trust (tree: string, publisherKey: string): Promise<void> {

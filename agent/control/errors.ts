@@ -61,7 +61,10 @@ export function httpStatusOf (err: unknown): number {
     case 'RangeError':
     case 'PeerInNamedLinkError':
     case 'LimitRequestError':
+    case 'PeerAddressError':
       return 400
+    case 'UnknownPeerError':
+      return 404
     case 'UnknownLinkError':
       return 404
     case 'UnknownEndpointError':

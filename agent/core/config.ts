@@ -285,6 +285,36 @@ export async function appendTrust (file: string, tree: string, key: string): Pro
   await appendValidated(file, `\n[[trust]]\ntree = ${tomlString(tree)}\nkey = ${tomlString(key)}\n`)
 }
 
+/**
+ * Removes the [[peers]] table whose addr is `addr` from the file as written: the table's lines go, the
+ * operator's comments and everything else stay. Throws a ConfigError (writing nothing) when the entry is not
+ * a plain [[peers]] table of this file, or when the file would no longer load (a [[links]] entry naming it).
+ */
+export async function removePeerEntry (file: string, addr: string): Promise<void> {
+  const text = await readFile(file, 'utf8')
+  const before = parseConfig(text, file)
+  const lines = text.split('\n')
+  const header = /^\s*\[/
+  const peersHeader = /^\s*\[\[\s*peers\s*\]\]\s*(#.*)?$/
+  for (let start = 0; start < lines.length; start++) {
+    if (!peersHeader.test(lines[start] as string)) continue
+    let end = start + 1
+    while (end < lines.length && !header.test(lines[end] as string)) end++
+    // comments and blank lines just above the next table belong to it
+    while (end > start + 1 && /^\s*(#.*)?$/.test(lines[end - 1] as string)) end--
+    const table = parseToml(['[x]', ...lines.slice(start + 1, end)].join('\n')) as { x?: { addr?: unknown } }
+    if (table.x?.addr !== addr) continue
+    // the blank line `peers add` wrote before the table goes with it
+    const from = start > 0 && (lines[start - 1] as string).trim() === '' ? start - 1 : start
+    const result = [...lines.slice(0, from), ...lines.slice(end)].join('\n')
+    const after = parseConfig(result, file)
+    if (after.peers.length !== before.peers.length - 1 || after.peers.some(p => p.addr === addr)) break
+    await writeFile(file, result)
+    return
+  }
+  throw new ConfigError(file, 'peers', `no [[peers]] table with addr = ${tomlString(addr)} that can be removed automatically: edit the file`)
+}
+
 async function appendValidated (file: string, block: string): Promise<void> {
   const current = await readFile(file, 'utf8')
   parseConfig(current + block, file) // refuse to write a config the agent could not load

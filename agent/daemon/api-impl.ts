@@ -8,7 +8,7 @@ import { validateTreeName } from '../../protocol/paths.js'
 import { chunkingFor } from '../../protocol/chunking.js'
 import type { HomeLayout } from '../core/home.js'
 import type { Logger } from '../core/log.js'
-import { appendPeer, appendTrust, type AgentConfig } from '../core/config.js'
+import { appendPeer, appendTrust, removePeerEntry, type AgentConfig } from '../core/config.js'
 import type { Store } from '../store/index.js'
 import type { ChunkerPool } from '../chunk/pool.js'
 import type { DeltameshNode, PeerAllowlist } from '../net/node.js'
@@ -23,8 +23,8 @@ import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.j
 import { publishVersion } from '../publish/publish.js'
 import { verifyVersion } from '../versions/verify.js'
 import type { TreeManager } from './trees.js'
-import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
-import { checkPeerAddress } from '../net/peer-address.js'
+import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary, RemovedPeer } from '../api/api.js'
+import { checkPeerAddress, checkRemovable, resolvePeerRef } from '../net/peer-address.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -102,6 +102,7 @@ export function createAgentApi (c: AgentApiComponents): AgentApi {
     subscribe: async request => { await trees.subscribe(request) },
     unsubscribe: async tree => { await trees.unsubscribe(tree) },
     addPeer: async (addr, name) => { await addPeer(c, addr, name) },
+    removePeer: async peer => await removePeer(c, peer),
     trust: async (tree, key) => { await trustKey(c, tree, key) },
     setLimit: async request => {
       const link = await bandwidth.change({ ...request, peer: request.peer === undefined ? undefined : canonicalPeerId(request.peer) })
@@ -179,6 +180,19 @@ async function addPeer (c: AgentApiComponents, addr: string, name: string | unde
   c.book.peerNames.set(peerId, { name, addr })
   c.allowlist.add(peerId)
   c.dialer.add(addr)
+}
+
+/** The converse of addPeer: config.toml first (nothing changes if that fails), then the running parts. */
+async function removePeer (c: AgentApiComponents, ref: string): Promise<RemovedPeer> {
+  const peer = resolvePeerRef(ref, [...c.book.peerNames.values()])
+  checkRemovable(peer, c.config.links)
+  await removePeerEntry(c.home.config, peer.addr)
+  c.book.peerNames.delete(peer.peerId)
+  c.dialer.remove(peer.peerId)
+  // off the allowlist: the gater refuses it from now on and its live connections are closed (net/node.ts)
+  c.allowlist.remove(peer.peerId)
+  c.log.info({ peer: peer.peerId, name: peer.name }, 'peer removed')
+  return peer
 }
 
 async function trustKey (c: AgentApiComponents, tree: string, key: string): Promise<void> {
