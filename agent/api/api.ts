@@ -4,11 +4,11 @@
 
 import type { LimitRequest, LinkStatus } from '../bandwidth/manager.js'
 
-import type { SyncPhase, SyncProgress } from '../sync/progress.js'
+import type { Stuck, StuckReason, SyncPhase, SyncProgress } from '../sync/progress.js'
 
 export type { LimitRequest, LinkStatus }
 
-export type { SyncPhase, SyncProgress }
+export type { Stuck, StuckReason, SyncPhase, SyncProgress }
 
 export interface VersionSummary {
   seq: number
@@ -22,6 +22,8 @@ export interface VersionSummary {
   newBytes?: number
   /** At the publisher: entries of the source left out of this version (special or unreadable files), with the first few. */
   skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
+  /** At the publisher: chunks of this version changed in its source since it was published: it cannot serve them (issue 24.4). */
+  unservable?: { chunks: number, paths: string[], sinceMs: number, message: string }
 }
 
 export interface TreeStatus {
@@ -38,6 +40,8 @@ export interface TreeStatus {
   trustedKeys: string[]
   versions: VersionSummary[]
   sync?: SyncProgress
+  /** Why this tree waits and cannot move by itself (no trusted key, no peer holds chunks, source changed), when it does. */
+  stuck?: Stuck
   /** The newest version (or the current one rebuilt for a changed filter) refused for what the filter selects; the served version stays. */
   refused?: SelectionRefusal
 }

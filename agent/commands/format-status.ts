@@ -22,8 +22,13 @@ export function formatStatus (s: AgentStatus): string {
       t.subscribedTo === undefined ? '-' : t.subscribedTo + filtersOf(t.include, t.exclude, t),
       t.sync === undefined ? (t.currentSeq !== undefined && t.currentSeq === t.newestSeq ? 'up to date' : '-') : formatProgressLine(t.sync).replace(/^sync /, ''),
     ])]))
+    // every wait with a reason, and every version its publisher cannot serve completely: said in words
+    for (const t of s.trees) {
+      if (t.stuck !== undefined) out.push(`${t.name}: waiting: ${t.stuck.message}`)
+      for (const v of t.versions) if (v.unservable !== undefined) out.push(`${t.name}@${v.seq}: ${v.unservable.message}`)
+    }
     const versions = s.trees.flatMap(t => t.versions.map(v => [
-      `${t.name}@${v.seq}`, v.state, v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
+      `${t.name}@${v.seq}`, v.state + (v.unservable === undefined ? '' : ', not fully servable'), v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
       v.files?.toString() ?? '-', v.newBytes === undefined ? '-' : formatBytes(v.newBytes), new Date(v.createdAtMs).toISOString().replace(/\.\d+Z$/, 'Z'),
     ]))
     if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))

@@ -35,15 +35,17 @@ class LineReporter implements ProgressReporter {
   last: SyncProgress | undefined
   private lastPrintedMs = -Infinity
   private lastPhase: string | undefined
+  private lastStuck: string | undefined
 
   constructor (private readonly stream: NodeJS.WritableStream, private readonly intervalMs: number, private readonly now: () => number) {}
 
   update (p: SyncProgress): void {
     this.last = p
     const t = this.now()
-    // A phase change is worth a line at once; otherwise at most one line per interval.
-    if (p.phase === this.lastPhase && t - this.lastPrintedMs < this.intervalMs) return
+    // A phase change (or a new reason to be stuck) is worth a line at once; otherwise at most one line per interval.
+    if (p.phase === this.lastPhase && p.stuck?.message === this.lastStuck && t - this.lastPrintedMs < this.intervalMs) return
     this.lastPhase = p.phase
+    this.lastStuck = p.stuck?.message
     this.lastPrintedMs = t
     this.stream.write(formatProgressLine(p) + '\n')
   }
@@ -77,7 +79,7 @@ class BarReporter implements ProgressReporter {
       chunks: `${p.chunksDone}/${p.chunksTotal}`,
       rate: formatBytes(p.rateBps),
       etaText: formatEta(p),
-      phaseText: p.phase === 'fetching' ? '' : `(${p.phase})`,
+      phaseText: (p.phase === 'fetching' ? '' : `(${p.phase})`) + (p.stuck === undefined ? '' : ` waiting: ${p.stuck.message}`),
     }
     if (!this.started) {
       this.bar.start(total, p.bytesDone, payload)
@@ -96,7 +98,7 @@ class BarReporter implements ProgressReporter {
 
 /** e.g. `sync tree@5: 41.2 MiB / 120.0 MiB (34%), 812/2300 chunks, 18.3 MiB/s, ETA 4 s` */
 export function formatProgressLine (p: SyncProgress): string {
-  if (p.phase === 'waiting') return `sync ${p.tree}: waiting for a trusted version to be announced`
+  if (p.phase === 'waiting') return `sync ${p.tree}: waiting${p.stuck === undefined ? ' for a trusted version to be announced' : `: ${p.stuck.message}`}`
   const name = `sync ${p.tree}@${p.seq}`
   if (p.phase === 'failed') return `${name}: failed${p.error === undefined ? '' : `: ${p.error}`}`
   if (p.bytesTotal === 0 && p.phase !== 'complete') return `${name}: ${p.phase}`
@@ -104,7 +106,8 @@ export function formatProgressLine (p: SyncProgress): string {
   return `${name}: ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)} (${pct}%), ${p.chunksDone}/${p.chunksTotal} chunks, ` +
     `${formatBytes(p.rateBps)}/s, ETA ${formatEta(p)}` +
     (p.sources > 0 ? `, ${p.sources} peer${p.sources === 1 ? '' : 's'}` : '') +
-    (p.phase === 'fetching' ? '' : ` (${p.phase})`)
+    (p.phase === 'fetching' ? '' : ` (${p.phase})`) +
+    (p.stuck === undefined ? '' : `; waiting: ${p.stuck.message}`)
 }
 
 /** The final line of a successful sync. */

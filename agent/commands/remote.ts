@@ -90,7 +90,13 @@ function registerSubscribe (program: Command): void {
       const api = await requireAgent(opts.home)
       await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy, allowEmpty: opts.allowEmpty, maxDropPercent: opts.maxDrop })
       // a version already held under other patterns is rebuilt with these and flipped to: `sync` waits for that too
-      process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync ${tree}\n`)
+      const home = opts.home === undefined ? '' : ` --home ${shellWord(opts.home)}`
+      process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync${home} ${tree}\n`)
+      // the agent refuses every version of a tree until a publisher key is trusted for it: say so now, not at a timeout
+      const status = (await api.status()).trees.find(t => t.name === tree)
+      if (status !== undefined && status.trustedKeys.length === 0) {
+        process.stderr.write(`warning: no publisher key is trusted for ${tree} here: its versions are refused until you run deltamesh trust${home} ${tree} <publisher key> (printed by \`deltamesh init\` on the publishing site)\n`)
+      }
     })
 }
 
@@ -177,6 +183,11 @@ async function runLimit (opts: LimitOptions): Promise<void> {
   }
 }
 
+/** A path as one shell word: quoted only when it needs to be. */
+function shellWord (s: string): string {
+  return /^[A-Za-z0-9_./:@%+,=-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`
+}
+
 function parseMaxDropOption (v: string): number {
   try {
     return parseMaxDrop(v)
@@ -213,9 +224,10 @@ async function runSync (api: AgentApi, tree: string, timeoutS: number | undefine
   }
 }
 
+/** Where a sync was given up: how far it got, and why it was waiting if it knows. */
 function where (p: SyncProgress | undefined): string {
-  if (p === undefined || p.phase === 'waiting') return 'waiting for a version to be announced'
-  return `at ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${p.tree}@${p.seq}, ${p.phase})`
+  if (p === undefined || p.phase === 'waiting') return p?.stuck === undefined ? 'waiting for a version to be announced' : `waiting: ${p.stuck.message}`
+  return `at ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${p.tree}@${p.seq}, ${p.phase})${p.stuck === undefined ? '' : `; waiting: ${p.stuck.message}`}`
 }
 
 /** `deltamesh agent`: start, serve the control API, and stop cleanly on a signal or a shutdown request. */

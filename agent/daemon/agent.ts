@@ -28,6 +28,7 @@ import type { BandwidthManager } from '../bandwidth/manager.js'
 import { pacedFetch } from '../sync/paced-fetch.js'
 import { DeltaService } from '../net/delta-protocol.js'
 import { TreeManager } from './trees.js'
+import { UnservableMarker } from './why-waiting.js'
 import { startOperations, type Operations } from './operations.js'
 import { createAgentApi, peerStatusOf, PeersAndTrust, RefusalCounts } from './api-impl.js'
 import type { AgentApi } from '../api/api.js'
@@ -131,11 +132,23 @@ async function openSite (home: HomeLayout, log: Logger): Promise<Site> {
 
 /** The store (chunk index and catalog), the chunker pool, and the peer bans kept in the catalog. */
 async function openStorage (home: HomeLayout, config: AgentConfig, refusals: RefusalCounts, log: Logger): Promise<{ store: Store, pool: ChunkerPool, bans: PeerBans }> {
+  let marker: UnservableMarker | undefined
   const store = await openStore(home.db, {
     events: {
-      onCorrupt: (id, location, reason) => { refusals.chunkRejected(); log.warn({ chunk: toHex(id), path: location.relPath, reason }, 'indexed chunk no longer matches what is on disk; location dropped') },
+      onCorrupt: (id, location, reason) => {
+        refusals.chunkRejected()
+        // a publisher's source edited since it was published: the version it published from it is marked
+        // not fully servable; the first chunk of each file is worth a warning, the rest only debug lines
+        void marker?.mark(location.rootId, location.relPath).then(marked => {
+          const fields = { chunk: toHex(id), path: location.relPath, reason }
+          if (marked === undefined) log.warn(fields, 'indexed chunk no longer matches what is on disk; location dropped')
+          else if (marked.newFile) log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `source file changed since ${marked.tree}@${marked.seq} was published: its chunks cannot be served; publish again`)
+          else log.debug({ ...fields, tree: marked.tree, seq: marked.seq }, 'another changed chunk of a published source file')
+        }, err => log.error({ err }, 'could not mark a version not fully servable'))
+      },
     },
   })
+  marker = new UnservableMarker(store)
   const pool = new ChunkerPool({ size: availableParallelism() })
   const bans = new PeerBans({ banMs: config.agent.banSeconds * 1000 })
   // bans survive a restart: a liar must not be forgiven by a crash or an upgrade
@@ -259,6 +272,11 @@ function createTreeManager ({ home, log, site, book, refusals, store, pool, net,
     onSyncEnded: (tree, outcome) => { late.ops?.onSyncEnded(tree, outcome) },
     verifyFile: async (path: string, chunks: readonly ChunkRef[], signal?: AbortSignal) => await pool.verifyFile(path, chunks, signal),
     chunkFile: async (path: string, params: ChunkingParams, signal?: AbortSignal) => await pool.chunkFile(path, params, signal),
+    peerName: peerId => book.peerNames.get(peerId)?.name,
+    explainMissing: (tree, seq) => {
+      const sites = late.ops?.cannotServe(tree, seq) ?? []
+      return sites.length === 0 ? undefined : `${sites.join(', ')} cannot serve ${tree}@${seq} completely: its source changed after it was published; publish again there`
+    },
   }, { windowBytes: site.config.sync.windowBytes })
 }
 

@@ -10,6 +10,7 @@ import { parseMaxDrop } from '../versions/selection-guard.js'
 import type { SubscribeRequest, SyncResult, WaitForSyncOptions } from '../api/api.js'
 import { shapedFor, trustedKeys, type TreeManagerComponents, type TreeStates, type Waiter } from './tree-state.js'
 import type { SyncRunner } from './sync-runner.js'
+import { waitingProgress, waitingReason } from './why-waiting.js'
 
 export class Subscriptions {
   constructor (private readonly c: TreeManagerComponents, private readonly trees: TreeStates, private readonly runner: SyncRunner, private readonly log: Logger) {}
@@ -87,7 +88,10 @@ export class Subscriptions {
       const waiter: Waiter = { minSeq, onProgress: options.onProgress, resolve: resolvePromise, reject: rejectPromise }
       state.waiters.add(waiter)
       options.signal?.addEventListener('abort', () => { state.waiters.delete(waiter); rejectPromise(options.signal?.reason ?? new Error('aborted')) }, { once: true })
-      if (state.running !== undefined) options.onProgress?.(state.running.sync.progress)
+      if (state.running !== undefined) { options.onProgress?.(state.running.sync.progress); return }
+      // nothing runs: if a refused version explains the wait, say so at once
+      const stuck = waitingReason(state.refusedOffer, record)
+      if (stuck !== undefined && state.refusedOffer !== undefined) options.onProgress?.(waitingProgress(tree, state.refusedOffer.seq, stuck))
     })
   }
 }

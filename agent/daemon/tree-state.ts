@@ -11,6 +11,7 @@ import type { FetchFn } from '../sync/chunk-pump.js'
 import { sameFilter, type FilterSpec } from '../versions/filter.js'
 import type { SelectionRefusedError } from '../versions/errors.js'
 import type { SyncProgress, SyncResult } from '../api/api.js'
+import type { RefusedOffer } from './why-waiting.js'
 
 export interface TreeManagerComponents {
   selfId: string
@@ -44,6 +45,10 @@ export interface TreeManagerComponents {
   verifyFile?: VersionSyncComponents['verifyFile']
   /** Chunks a file (the chunker pool): a seed file that differs lends its unchanged chunks. */
   chunkFile?: VersionSyncComponents['chunkFile']
+  /** Why chunks of a version may be missing everywhere, if some site says so (see VersionSyncComponents). */
+  explainMissing?: VersionSyncComponents['explainMissing']
+  /** A peer's name from [[peers]], for messages. */
+  peerName?: (peerId: string) => string | undefined
 }
 
 export interface TreeManagerInit {
@@ -94,6 +99,8 @@ export interface TreeState {
   lastSync?: SyncProgress
   /** A version refused for its selection: not retried until the subscription or the newest version changes. */
   refused?: { seq: number, generation: number, error: SelectionRefusedError }
+  /** A version newer than the newest admitted, refused on arrival (untrusted key…): why a subscriber waits. */
+  refusedOffer?: RefusedOffer
   /** The last rebuild started in this process: its staging is reused by a retry with the same filter. */
   lastRebuild?: { seq: number, generation: number, selection: FilterSpec }
   waiters: Set<Waiter>

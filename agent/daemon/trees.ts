@@ -9,8 +9,9 @@ import type { Logger } from '../core/log.js'
 import { admitEnvelope, type Admission } from '../net/admission.js'
 import type { SelectionRefusedError } from '../versions/errors.js'
 import type { SelectionRefusal, SubscribeRequest, SyncResult, TreeStatus, VersionSummary, WaitForSyncOptions } from '../api/api.js'
-import { holdsComplete, trustedKeys, TreeStates, type TreeManagerComponents, type TreeManagerInit } from './tree-state.js'
+import { holdsComplete, trustedKeys, TreeStates, type TreeManagerComponents, type TreeManagerInit, type TreeState } from './tree-state.js'
 import { SyncRunner } from './sync-runner.js'
+import { refusedOffer, unservableMessage, waitingProgress, waitingReason, type RefusedOffer } from './why-waiting.js'
 import { Subscriptions } from './subscriptions.js'
 
 export type { TreeManagerComponents, TreeManagerInit } from './tree-state.js'
@@ -73,12 +74,15 @@ export class TreeManager {
       if (!lagging) {
         this.log.warn({ tree: envelope.tree, seq: envelope.seq, peer: from, via, reason: admission.code }, `rejected version: ${admission.reason}`)
         this.c.onRejected(admission.code, admission.reason)
+        // newer than anything admitted: a subscriber waits for it in vain, and is told why
+        if (envelope.seq > (state.newest?.seq ?? 0) && envelope.seq >= (state.refusedOffer?.seq ?? 0)) this.noteRefused(state, refusedOffer(envelope, admission.code, admission.reason, from === undefined ? undefined : this.c.peerName?.(from) ?? from))
       }
       return admission
     }
     if (admission.verdict === 'duplicate') return admission
     // decided synchronously, so the same version arriving by gossip and by heads at once is admitted once
     state.newest = envelope
+    if (state.refusedOffer !== undefined && envelope.seq >= state.refusedOffer.seq) state.refusedOffer = undefined
     state.newestComplete = false
     state.haves.clear()
     const existing = await this.c.catalog.getVersion(envelope.tree, envelope.seq)
@@ -106,6 +110,14 @@ export class TreeManager {
       const running = state.running
       if (running !== undefined && complete && envelope.seq === running.seq) running.sync.setPeer(peerId, true)
     }
+  }
+
+  /** Records a refused newer version and tells the `sync` waiters (no sync runs to tell them anything). */
+  private noteRefused (state: TreeState, offer: RefusedOffer): void {
+    state.refusedOffer = offer
+    if (state.running !== undefined || state.waiters.size === 0) return
+    const stuck = waitingReason(offer, { name: state.name, subscribedTo: '-' })
+    if (stuck !== undefined) for (const w of state.waiters) w.onProgress?.(waitingProgress(state.name, offer.seq, stuck))
   }
 
   peerGone (peerId: string): void {
@@ -156,11 +168,12 @@ export class TreeManager {
       for (const v of await this.c.catalog.listVersions(name)) {
         try {
           const e = openEnvelope(v.envelope)
-          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes, ...(v.skipped === undefined ? {} : { skipped: v.skipped }) })
+          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes, ...(v.skipped === undefined ? {} : { skipped: v.skipped }), ...(v.unservable === undefined ? {} : { unservable: { ...v.unservable, message: unservableMessage(name, v.seq, v.unservable) } }) })
         } catch { /* unverifiable record: reported by load() */ }
       }
       const sync = state?.running?.sync.progress ?? (state?.lastError !== undefined && state.lastSync !== undefined ? { ...state.lastSync, phase: 'failed' as const, error: state.lastError } : undefined)
-      out.push({ name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, allowEmpty: record?.allowEmpty, maxDropPercent: record?.maxDropPercent, trustedKeys: [...this.c.trustedKeys(name)], versions, sync, refused: refusalOf(state?.refused?.error) })
+      const stuck = state?.running !== undefined ? sync?.stuck : waitingReason(state?.refusedOffer, record)
+      out.push({ ...(stuck === undefined ? {} : { stuck }), name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, allowEmpty: record?.allowEmpty, maxDropPercent: record?.maxDropPercent, trustedKeys: [...this.c.trustedKeys(name)], versions, sync, refused: refusalOf(state?.refused?.error) })
     }
     return out
   }

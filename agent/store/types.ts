@@ -116,6 +116,19 @@ export interface VersionRecord {
   selection?: { include?: string[], exclude?: string[] }
   /** 0 (absent): the directory is versions/<seq>; n: versions/<seq>.<n>, the n-th rebuild for a changed filter. */
   generation?: number
+  /**
+   * At the publisher: chunks of this version found changed in its source since it was published (a file
+   * rewritten in place). They cannot be served from here any more: the version is not fully servable.
+   */
+  unservable?: UnservableChunks
+}
+
+export interface UnservableChunks {
+  /** Chunks found changed (each counted once: its location is dropped when found). */
+  chunks: number
+  /** The first few files they lie in (relative to the source). */
+  paths: string[]
+  sinceMs: number
 }
 
 export interface SkippedEntries {

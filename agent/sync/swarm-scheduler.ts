@@ -279,6 +279,24 @@ export class SwarmScheduler {
     return false
   }
 
+  /**
+   * When nothing is in flight: the needed chunks that no peer can be asked for (no complete holder that did
+   * not answer DONT_HAVE for it, no partial holder that announced it), and how many peers could be asked at
+   * all. Undefined while requests are in flight or every needed chunk has a source: the sync still moves.
+   */
+  unreachable (): { chunks: number, bytes: number, usablePeers: number } | undefined {
+    if (this.needed.size === 0 || this.inFlight.size > 0) return undefined
+    const usable = [...this.peers.values()].filter(p => !p.banned)
+    let chunks = 0
+    let bytes = 0
+    for (const [hex, c] of this.needed) {
+      if (usable.some(p => !p.lacks.has(hex) && (p.complete || p.has.has(hex)))) continue
+      chunks++
+      bytes += c.size
+    }
+    return chunks === 0 ? undefined : { chunks, bytes, usablePeers: usable.length }
+  }
+
   private pickPeer (hex: string, open: Array<[string, PeerState]>, now: number, impatient: boolean): [string, PeerState] | undefined {
     let best: [string, PeerState] | undefined
     // Partial holders first: whatever they already hold costs the origin nothing.

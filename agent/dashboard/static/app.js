@@ -137,7 +137,7 @@ function renderHistory (snap) {
     const rows = t.versions.map(v => el('tr', { 'data-seq': v.seq },
       el('td', { class: 'num' }, v.seq),
       el('td', {}, v.label || '–'),
-      el('td', {}, v.state),
+      el('td', {}, v.state, v.unservable ? el('span', { class: 'warn', 'data-unservable': v.seq, title: v.unservable }, ' (not fully servable)') : ''),
       el('td', { class: 'mono', title: v.publisherKey }, v.publishedHere ? 'this site' : v.publisherKey.slice(0, 16) + '…'),
       el('td', {}, time(v.createdAtMs)),
       el('td', { class: 'num' }, v.files === undefined ? '–' : v.files,
@@ -147,9 +147,11 @@ function renderHistory (snap) {
       el('td', { class: 'num' }, v.newBytes === undefined ? '–' : `${bytes(v.newBytes)}${v.bytes ? ` (${(100 * v.newBytes / v.bytes).toFixed(1)} %)` : ''}`),
       el('td', {}, v.heldBy.join(', ') || '–')))
     // a version held back (the filter selects nothing, or too few files), or a failing sync: said above the table
-    const problem = t.refused ? t.refused.message : t.syncError
+    const problem = t.refused ? t.refused.message : t.stuck ? 'waiting: ' + t.stuck : t.syncError
+    const unservable = t.versions.filter(v => v.unservable).map(v => el('p', { class: 'warn' }, `v${v.seq}: ${v.unservable}`))
     return el('div', { 'data-history': t.name }, el('h3', {}, t.name, el('span', { class: 'sub' }, ' — ' + where)),
-      problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined }, problem) : null,
+      problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined, 'data-stuck': t.stuck ? 'yes' : undefined }, problem) : null,
+      ...unservable,
       el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)))
   })
   replace('history', ...(blocks.length ? blocks : [el('p', { class: 'sub' }, 'no versions here yet')]))
