@@ -151,6 +151,10 @@ export interface SyncResult {
   /** Bytes this version needed from the network, and took. */
   bytesFetched: number
   durationMs: number
+  /** The version was held already when asked: nothing ran (its files were not re-read). */
+  alreadyHeld?: boolean
+  /** The version held is known damaged (a verify found files differing, or a read found a chunk changed): what to do. */
+  damaged?: string
 }
 
 export interface VerifySummary {
@@ -160,6 +164,20 @@ export interface VerifySummary {
   files: number
   bytes: number
   problems: Array<{ path: string, reason: string }>
+  /** verify --repair: what was found before (problems is what remains after), what was repaired and what not. */
+  repair?: {
+    problemsBefore: Array<{ path: string, reason: string }>
+    /** alsoIn: other held versions whose name shared the damaged file (same content) and now share the repaired one. */
+    repaired: Array<{ path: string, fetchedChunks: number, alsoIn: number[] }>
+    unrepaired: Array<{ path: string, reason: string }>
+  }
+}
+
+export interface VerifyOptions {
+  /** The version (default: the current one). */
+  seq?: number
+  /** Rebuild what differs from the manifest from local chunks and peers, then verify again. */
+  repair?: boolean
 }
 
 export interface WaitForSyncOptions {
@@ -178,7 +196,7 @@ export interface AgentApi {
   /** Forgets a listed peer (by [[peers]] name, peer id or address): off config.toml, no longer allowed or dialled, hung up. */
   removePeer (peer: string): Promise<RemovedPeer>
   trust (tree: string, publisherKey: string): Promise<void>
-  verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary>
+  verify (tree: string, options?: VerifyOptions, signal?: AbortSignal): Promise<VerifySummary>
   /** Changes bandwidth limits at once and persists them (HOME/limits.json); returns the link as it is now. */
   setLimit (request: LimitRequest): Promise<LinkStatus>
   /** Sets a tree's weight (undefined: back to config); returns the weight in force. */

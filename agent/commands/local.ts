@@ -1,13 +1,14 @@
 import { mkdir, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { availableParallelism } from 'node:os'
-import type { Command } from 'commander'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { toHex } from '../../protocol/chunk-id.js'
 import { ManifestWriter, encodeRoot, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { displayPath } from '../../protocol/paths.js'
 import type { SkippedEntries } from '../store/types.js'
+import type { VerifySummary } from '../api/api.js'
+import { InvalidArgumentError, type Command } from 'commander'
 import { resolveHome } from '../core/home.js'
 import { loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
@@ -199,19 +200,38 @@ function registerVerify (program: Command): void {
     .description('re-hash a held version of TREE against its signed manifest (exit 2 when anything differs)')
     .addOption(homeOption())
     .argument('<tree>', 'tree name')
-    .option('--seq <n>', 'version to verify (default: current)', v => Number.parseInt(v, 10))
+    .option('--seq <n>', 'version to verify (default: current)', parseSeq)
+    .option('--repair', 'rebuild what differs from the manifest (from chunks on this disk, or asked of peers when the agent runs), then verify again; other versions sharing a damaged file (hardlinks) are repaired with it')
     .option('--json', 'print the result as JSON')
-    .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean }) => {
-      const { verifyVersion } = await import('../versions/verify.js')
-      const result = (await viaAgent(opts.home, async api => await api.verify(tree, opts.seq))) ??
-        await withLocalContext(opts.home, async ctx => await verifyVersion(ctx.store.catalog, tree, opts.seq))
+    .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean, repair?: boolean }) => {
+      const { verifyTree } = await import('../daemon/verify-repair.js')
+      const options = { seq: opts.seq, repair: opts.repair === true }
+      const result = (await viaAgent(opts.home, async api => await api.verify(tree, options))) ??
+        await withLocalContext(opts.home, async ctx => await verifyTree({ catalog: ctx.store.catalog, index: ctx.store.index }, tree, options))
       if (opts.json === true) process.stdout.write(JSON.stringify(result) + '\n')
-      else {
-        process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
-        for (const p of result.problems) process.stdout.write(`  ${displayPath(p.path)}: ${p.reason}\n`)
-      }
+      else printVerify(tree, result)
       if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${new Set(result.problems.map(p => p.path)).size} file(s) differ from the manifest`, 2)
     })
+}
+
+function printVerify (tree: string, result: VerifySummary): void {
+  const r = result.repair
+  if (r !== undefined) {
+    process.stdout.write(`${tree}@${result.seq}: ${r.problemsBefore.length} problem(s) found; repaired ${r.repaired.length} file(s), ${r.unrepaired.length} not\n`)
+    for (const p of r.repaired) {
+      process.stdout.write(`  repaired ${displayPath(p.path)}${p.fetchedChunks > 0 ? ` (${p.fetchedChunks} chunks from peers)` : ''}${p.alsoIn.length > 0 ? `; also in version${p.alsoIn.length === 1 ? '' : 's'} ${p.alsoIn.join(', ')} (same file)` : ''}\n`)
+    }
+    for (const p of r.unrepaired) process.stdout.write(`  NOT repaired ${displayPath(p.path)}: ${p.reason}\n`)
+  }
+  process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
+  for (const p of result.problems) process.stdout.write(`  ${displayPath(p.path)}: ${p.reason}\n`)
+  if (result.problems.length > 0 && r === undefined) process.stdout.write(`to rebuild them from the manifest: deltamesh verify --repair ${tree}\n`)
+}
+
+function parseSeq (v: string): number {
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a version number (1, 2, …)')
+  return n
 }
 
 export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number, hardlinks?: number }, skipped?: SkippedEntries, unchanged?: boolean }, json: boolean): void {

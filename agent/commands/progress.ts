@@ -110,12 +110,18 @@ export function formatProgressLine (p: SyncProgress): string {
     (p.stuck === undefined ? '' : `; waiting: ${p.stuck.message}`)
 }
 
-/** The final line of a successful sync. */
-export function formatSyncSummary (r: SyncResult): string {
+/**
+ * The final line of a successful sync. `seenBytes`: what the progress this command showed fetched, summed over
+ * the versions it waited through (the result counts the last version's only: a version announced during a sync
+ * is often built from the chunks the one before fetched).
+ */
+export function formatSyncSummary (r: SyncResult, seenBytes = 0): string {
   const seconds = r.durationMs / 1000
-  if (r.bytesFetched === 0) return `sync ${r.tree}@${r.seq}: complete (nothing to fetch)`
-  return `sync ${r.tree}@${r.seq}: complete, fetched ${formatBytes(r.bytesFetched)} in ${formatDuration(seconds)}` +
-    (seconds > 0 ? ` (${formatBytes(r.bytesFetched / seconds)}/s)` : '')
+  const fetched = Math.max(r.bytesFetched, seenBytes)
+  if (r.alreadyHeld === true) return `sync ${r.tree}@${r.seq}: held here already, nothing to fetch (its files were not re-read: \`deltamesh verify\` checks them)`
+  if (fetched === 0) return `sync ${r.tree}@${r.seq}: complete; every chunk was on this disk already, nothing fetched`
+  return `sync ${r.tree}@${r.seq}: complete, fetched ${formatBytes(fetched)} in ${formatDuration(seconds)}` +
+    (seconds > 0 && fetched === r.bytesFetched ? ` (${formatBytes(r.bytesFetched / seconds)}/s)` : '')
 }
 
 /** Seconds left at the current rate, or undefined when there is no rate yet. */

@@ -90,7 +90,7 @@ function registerSubscribe (program: Command): void {
       const api = await requireAgent(opts.home)
       await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy, allowEmpty: opts.allowEmpty, maxDropPercent: opts.maxDrop })
       // a version already held under other patterns is rebuilt with these and flipped to: `sync` waits for that too
-      const home = opts.home === undefined ? '' : ` --home ${shellWord(opts.home)}`
+      const home = homeArg(opts.home)
       process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync${home} ${tree}\n`)
       // the agent refuses every version of a tree until a publisher key is trusted for it: say so now, not at a timeout
       const status = (await api.status()).trees.find(t => t.name === tree)
@@ -120,7 +120,7 @@ function registerSync (program: Command): void {
     .option('--timeout <seconds>', 'give up after this many seconds', parsePositiveSeconds)
     .option('--seq <n>', 'wait for at least this version (e.g. the seq `publish` printed, before its announcement arrives)', v => Number.parseInt(v, 10))
     .action(async (tree: string, opts: { home?: string, timeout?: number, seq?: number }) => {
-      await runSync(await requireAgent(opts.home), tree, opts.timeout, opts.seq)
+      await runSync(await requireAgent(opts.home), opts.home, tree, opts.timeout, opts.seq)
     })
 }
 
@@ -183,6 +183,11 @@ async function runLimit (opts: LimitOptions): Promise<void> {
   }
 }
 
+/** ' --home DIR' as typed again (empty when $DELTAMESH_HOME gave it). */
+function homeArg (home: string | undefined): string {
+  return home === undefined ? '' : ` --home ${shellWord(home)}`
+}
+
 /** A path as one shell word: quoted only when it needs to be. */
 function shellWord (s: string): string {
   return /^[A-Za-z0-9_./:@%+,=-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`
@@ -202,7 +207,7 @@ function parsePositiveSeconds (v: string): number {
   return n
 }
 
-async function runSync (api: AgentApi, tree: string, timeoutS: number | undefined, minSeq?: number): Promise<void> {
+async function runSync (api: AgentApi, home: string | undefined, tree: string, timeoutS: number | undefined, minSeq?: number): Promise<void> {
   const reporter = createProgressReporter()
   const interrupted = new AbortController()
   const onInterrupt = (): void => { interrupted.abort() }
@@ -210,11 +215,15 @@ async function runSync (api: AgentApi, tree: string, timeoutS: number | undefine
   const timeout = timeoutS === undefined ? undefined : AbortSignal.timeout(timeoutS * 1000)
   const signal = timeout === undefined ? interrupted.signal : AbortSignal.any([timeout, interrupted.signal])
   try {
-    const result = await api.waitForSync(tree, { signal, minSeq, onProgress: p => { reporter.update(p) } })
+    // bytes fetched per version this command watched (see formatSyncSummary)
+    const seen = new Map<number, number>()
+    const result = await api.waitForSync(tree, { signal, minSeq, onProgress: p => { seen.set(p.seq, Math.max(seen.get(p.seq) ?? 0, p.bytesDone)); reporter.update(p) } })
     reporter.stop()
-    process.stdout.write(formatSyncSummary(result) + '\n')
+    if (result.damaged !== undefined) throw new ExitError(`sync ${tree}: ${result.damaged.replace(' --home DIR', homeArg(home))}`, 2)
+    process.stdout.write(formatSyncSummary(result, [...seen.values()].reduce((a, b) => a + b, 0)) + '\n')
   } catch (err) {
     reporter.stop()
+    if (err instanceof ExitError) throw err
     if (timeout?.aborted === true) throw new ExitError(`sync ${tree}: timed out after ${timeoutS} s ${where(reporter.last)}`, EXIT_SYNC_TIMEOUT)
     if (interrupted.signal.aborted) throw new ExitError(`sync ${tree}: interrupted ${where(reporter.last)}`, EXIT_INTERRUPTED)
     const error = err as Error

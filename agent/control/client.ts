@@ -4,7 +4,7 @@
 import { request, type IncomingMessage } from 'node:http'
 import { dirname, resolve } from 'node:path'
 import type { HomeLayout } from '../core/home.js'
-import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, RemovedPeer, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../api/api.js'
+import type { AgentApi, AgentStatus, LimitRequest, LinkStatus, PublishRequest, PublishSummary, RemovedPeer, SubscribeRequest, SyncProgress, SyncResult, VerifyOptions, VerifySummary, WaitForSyncOptions } from '../api/api.js'
 import { AgentNotRunningError, RemoteError } from './errors.js'
 
 /** Short calls (status, subscribe, trust…) must be answered within this; publish, verify and sync have no deadline but the caller's signal. */
@@ -73,8 +73,8 @@ export class ControlClient implements AgentApi {
     return (await this.call<{ weight: number }>('POST', '/v1/weight', { tree, weight: weight ?? null })).weight
   }
 
-  async verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary> {
-    return await this.call('POST', '/v1/verify', { tree, seq }, { signal, timeoutMs: 0 })
+  async verify (tree: string, options: VerifyOptions = {}, signal?: AbortSignal): Promise<VerifySummary> {
+    return await this.call('POST', '/v1/verify', { tree, seq: options.seq, repair: options.repair === true }, { signal, timeoutMs: 0 })
   }
 
   async shutdown (): Promise<void> {

@@ -9,7 +9,7 @@
 //   POST /v1/peers       {addr,name?}
 //   POST /v1/peers/remove {peer}                   RemovedPeer {peerId,addr,name?}
 //   POST /v1/trust       {tree,publisherKey}
-//   POST /v1/verify      {tree,seq?}                VerifySummary (aborted if the client goes)
+//   POST /v1/verify      {tree,seq?,repair?}        VerifySummary (aborted if the client goes)
 //   POST /v1/shutdown                      202, then the agent stops
 //   GET  /v1/sync?tree=T                   NDJSON: {type:'progress',progress}… then {type:'done',result}
 //                                          or {type:'error',error:{name,message}}
@@ -212,7 +212,7 @@ const ROUTES = new Map<string, Route>([
   ['POST /v1/trust', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.trust(str(body, 'tree'), str(body, 'publisherKey'))) }],
   ['POST /v1/limit', limitRoute],
   ['POST /v1/weight', weightRoute],
-  ['POST /v1/verify', async ({ req, res, api, signal }) => { const body = await readJsonBody(req); sendJson(res, 200, await api.verify(str(body, 'tree'), optSeq(body, 'seq'), signal)) }],
+  ['POST /v1/verify', async ({ req, res, api, signal }) => { const body = await readJsonBody(req); sendJson(res, 200, await api.verify(str(body, 'tree'), { seq: optSeq(body, 'seq'), repair: body.repair === true }, signal)) }],
   ['POST /v1/shutdown', shutdownRoute],
 ])
 

@@ -26,6 +26,8 @@ import { HaveService } from '../net/have-protocol.js'
 import { bandwidthFromConfig } from '../bandwidth/from-config.js'
 import type { BandwidthManager } from '../bandwidth/manager.js'
 import { pacedFetch } from '../sync/paced-fetch.js'
+import { fetchFromAny } from '../sync/fetch-any.js'
+import type { RepairFetch } from '../versions/repair.js'
 import { DeltaService } from '../net/delta-protocol.js'
 import { TreeManager } from './trees.js'
 import { UnservableMarker } from './why-waiting.js'
@@ -55,9 +57,9 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const site = await openSite(home, log)
   const refusals = new RefusalCounts(log)
   const book = new PeersAndTrust(site.config)
-  const { store, pool, bans } = await openStorage(home, site.config, refusals, log)
-  const allowlist = new PeerAllowlist(book.peerNames.keys())
   const late: LateParts = {}
+  const { store, pool, bans } = await openStorage(home, site.config, refusals, log, (tree, seq) => late.trees?.chunkChanged(tree, seq))
+  const allowlist = new PeerAllowlist(book.peerNames.keys())
   const net = await createNetwork({ home, log, site, book, refusals, store, bans, allowlist, late })
   const trees = createTreeManager({ home, log, site, book, refusals, store, pool, net, late })
   late.trees = trees
@@ -85,7 +87,19 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   }
   const stopAll = async (): Promise<void> => { await late.ops?.stop(); await stop() }
 
-  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, dashboardUrl: () => late.ops?.dashboardUrl }
+  const repairFetch = (tree: string): RepairFetch => async (wanted, onChunk, signal) => {
+    await fetchFromAny({
+      selfId: site.selfId,
+      fetch: pacedFetch(async (peerId, wants, options) => await net.chunkClient.fetch(peerIdFromString(peerId), wants, options), net.bandwidth, tree),
+      peers: net.node.getPeers().map(p => p.toString()),
+      wanted,
+      onChunk,
+      onBadChunk: () => { refusals.chunkRejected() },
+      windowBytes: site.config.sync.windowBytes,
+      signal,
+    })
+  }
+  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, repairFetch, dashboardUrl: () => late.ops?.dashboardUrl }
   const api = createAgentApi(parts)
   try {
     late.ops = await startOperations({
@@ -131,7 +145,7 @@ async function openSite (home: HomeLayout, log: Logger): Promise<Site> {
 }
 
 /** The store (chunk index and catalog), the chunker pool, and the peer bans kept in the catalog. */
-async function openStorage (home: HomeLayout, config: AgentConfig, refusals: RefusalCounts, log: Logger): Promise<{ store: Store, pool: ChunkerPool, bans: PeerBans }> {
+async function openStorage (home: HomeLayout, config: AgentConfig, refusals: RefusalCounts, log: Logger, onHeldDamaged: (tree: string, seq: number) => void): Promise<{ store: Store, pool: ChunkerPool, bans: PeerBans }> {
   let marker: UnservableMarker | undefined
   const store = await openStore(home.db, {
     events: {
@@ -141,7 +155,7 @@ async function openStorage (home: HomeLayout, config: AgentConfig, refusals: Ref
         // not fully servable; the first chunk of each file is worth a warning, the rest only debug lines
         void marker?.mark(location.rootId, location.relPath).then(marked => {
           const fields = { chunk: toHex(id), path: location.relPath, reason }
-          if (marked === undefined) log.warn(fields, 'indexed chunk no longer matches what is on disk; location dropped')
+          if (marked?.held === true) { onHeldDamaged(marked.tree, marked.seq); log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `a file of ${marked.tree}@${marked.seq} no longer matches its manifest; deltamesh verify --repair mends it`) } else if (marked === undefined) log.warn(fields, 'indexed chunk no longer matches what is on disk; location dropped')
           else if (marked.newFile) log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `source file changed since ${marked.tree}@${marked.seq} was published: its chunks cannot be served; publish again`)
           else log.debug({ ...fields, tree: marked.tree, seq: marked.seq }, 'another changed chunk of a published source file')
         }, err => log.error({ err }, 'could not mark a version not fully servable'))

@@ -21,7 +21,8 @@ import type { Dialer } from '../net/dialer.js'
 import { peerIdOfAddr } from '../net/peer-address.js'
 import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.js'
 import { publishVersion } from '../publish/publish.js'
-import { verifyVersion } from '../versions/verify.js'
+import { verifyTree } from './verify-repair.js'
+import type { RepairFetch } from '../versions/repair.js'
 import type { TreeManager } from './trees.js'
 import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary, RemovedPeer } from '../api/api.js'
 import { checkPeerAddress, checkRemovable, resolvePeerRef } from '../net/peer-address.js'
@@ -90,6 +91,8 @@ export interface AgentApiComponents {
   refusals: RefusalCounts
   /** Listens to a tree's gossip topics. */
   watchTree: (tree: string) => void
+  /** Chunks for verify --repair from the connected peers, paced as the tree's syncs are. */
+  repairFetch: (tree: string) => RepairFetch
   /** The dashboard's address, once operations run and when it is on. */
   dashboardUrl: () => string | undefined
 }
@@ -115,7 +118,11 @@ export function createAgentApi (c: AgentApiComponents): AgentApi {
       log.info({ tree, weight: effective }, 'tree weight changed')
       return effective
     },
-    verify: async (tree, seq, signal) => await verifyVersion(c.store.catalog, tree, seq, signal),
+    verify: async (tree, options, signal) => {
+      const result = await verifyTree({ catalog: c.store.catalog, index: c.store.index, fetch: c.repairFetch(tree) }, tree, options ?? {}, signal)
+      trees.verified(tree, result.seq, new Set(result.problems.map(p => p.path)).size)
+      return result
+    },
     waitForSync: async (tree, options) => await trees.waitForSync(tree, options),
     shutdown: async () => { /* the control server's shutdown callback stops the process */ },
   }

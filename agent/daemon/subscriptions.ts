@@ -79,7 +79,8 @@ export class Subscriptions {
     const minSeq = options.minSeq ?? 0
     const current = record.currentSeq === undefined ? undefined : await this.c.catalog.getVersion(tree, record.currentSeq)
     if (state.newest !== undefined && record.currentSeq !== undefined && record.currentSeq >= state.newest.seq && record.currentSeq >= minSeq && shapedFor(current, record)) {
-      return { tree, seq: record.currentSeq, bytesFetched: 0, durationMs: 0 }
+      const damaged = state.damaged?.seq === record.currentSeq ? state.damaged.message : undefined
+      return { tree, seq: record.currentSeq, bytesFetched: 0, durationMs: 0, alreadyHeld: true, ...(damaged === undefined ? {} : { damaged }) }
     }
     // refused for its selection, it is not retried: waiting could only time out
     const refused = state.refused

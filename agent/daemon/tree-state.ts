@@ -99,6 +99,8 @@ export interface TreeState {
   lastSync?: SyncProgress
   /** A version refused for its selection: not retried until the subscription or the newest version changes. */
   refused?: { seq: number, generation: number, error: SelectionRefusedError }
+  /** The held version known damaged (verify found files differing, or a read a changed chunk), until a clean verify. */
+  damaged?: { seq: number, message: string }
   /** A version newer than the newest admitted, refused on arrival (untrusted key…): why a subscriber waits. */
   refusedOffer?: RefusedOffer
   /** The last rebuild started in this process: its staging is reused by a retry with the same filter. */

@@ -120,6 +120,20 @@ export class TreeManager {
     if (stuck !== undefined) for (const w of state.waiters) w.onProgress?.(waitingProgress(state.name, offer.seq, stuck))
   }
 
+  /** What a verify found of a held version (files differing): `sync` says a damaged version is damaged, until a clean verify. */
+  verified (tree: string, seq: number, files: number): void {
+    const state = this.trees.state(tree)
+    if (files === 0) { if (state.damaged?.seq === seq) state.damaged = undefined; return }
+    state.damaged = { seq, message: `${tree}@${seq} is held here but damaged: ${files === 1 ? '1 file differs' : `${files} files differ`} from the manifest; run deltamesh verify --repair --home DIR ${tree}` }
+  }
+
+  /** A chunk read from a held version's files no longer matched its id (edited behind the agent's back). */
+  chunkChanged (tree: string, seq: number): void {
+    const state = this.trees.state(tree)
+    if (state.damaged?.seq === seq) return
+    state.damaged = { seq, message: `${tree}@${seq} is held here but damaged: a chunk read from its files no longer matched the manifest; run deltamesh verify --repair --home DIR ${tree}` }
+  }
+
   peerGone (peerId: string): void {
     for (const state of this.trees.values()) {
       state.holders.delete(peerId)

@@ -15,6 +15,8 @@ export interface RefusedOffer {
   atMs: number
 }
 
+export interface Marked { tree: string, seq: number, newFile: boolean, held: boolean }
+
 /** Files named per unservable version (the count goes on). */
 export const MAX_UNSERVABLE_PATHS = 10
 
@@ -62,15 +64,19 @@ export class UnservableMarker {
 
   constructor (private readonly c: { index: Pick<ChunkIndex, 'getRoot'>, catalog: Pick<Catalog, 'listVersions' | 'putVersion'> }) {}
 
-  /** Resolves to the version marked, and whether `relPath` is a file not named before (worth a warning). */
-  mark (rootId: number, relPath: string): Promise<{ tree: string, seq: number, newFile: boolean } | undefined> {
+  /**
+   * Resolves to the version marked, and whether `relPath` is a file not named before (worth a warning); for a
+   * materialized version's root, to that version (held: damaged behind the agent's back, nothing marked).
+   */
+  mark (rootId: number, relPath: string): Promise<Marked | undefined> {
     const run = this.queue.then(async () => await this.markNow(rootId, relPath))
     this.queue = run.catch(() => {})
     return run
   }
 
-  private async markNow (rootId: number, relPath: string): Promise<{ tree: string, seq: number, newFile: boolean } | undefined> {
+  private async markNow (rootId: number, relPath: string): Promise<Marked | undefined> {
     const root = await this.c.index.getRoot(rootId)
+    if (root?.kind === 'version' && root.tree !== undefined && root.seq !== undefined) return { tree: root.tree, seq: root.seq, newFile: false, held: true }
     if (root?.kind !== 'source' || root.tree === undefined) return undefined
     const published = (await this.c.catalog.listVersions(root.tree)).filter(v => v.rootId === rootId && v.state === 'complete')
     const version = published.reduce<typeof published[number] | undefined>((a, v) => a === undefined || v.seq > a.seq ? v : a, undefined)
@@ -78,6 +84,6 @@ export class UnservableMarker {
     const u = version.unservable ?? { chunks: 0, paths: [], sinceMs: Date.now() }
     const newFile = !u.paths.includes(relPath)
     await this.c.catalog.putVersion({ ...version, unservable: { ...u, chunks: u.chunks + 1, paths: newFile && u.paths.length < MAX_UNSERVABLE_PATHS ? [...u.paths, relPath] : u.paths } })
-    return { tree: root.tree, seq: version.seq, newFile }
+    return { tree: root.tree, seq: version.seq, newFile, held: false }
   }
 }

@@ -45,7 +45,7 @@ class FakeApi implements AgentApi {
   async addPeer (addr: string, name?: string): Promise<void> { this.calls.push(['addPeer', { addr, name }]) }
   async removePeer (peer: string): Promise<{ peerId: string, addr: string }> { this.calls.push(['removePeer', peer]); return { peerId: peer, addr: `/ip4/1.2.3.4/tcp/1/p2p/${peer}` } }
   async trust (tree: string): Promise<void> { throw new InvalidTreeNameError(tree, 'segment is empty') }
-  async verify (tree: string, seq?: number): Promise<VerifySummary> { return { tree, seq: seq ?? 0, path: '/x', files: 0, bytes: 0, problems: [] } }
+  async verify (tree: string, options: { seq?: number } = {}): Promise<VerifySummary> { return { tree, seq: options.seq ?? 0, path: '/x', files: 0, bytes: 0, problems: [] } }
   async setLimit (request: LimitRequest): Promise<LinkStatus> {
     this.calls.push(['setLimit', request])
     if (request.up !== undefined) parseRate(request.up)
