@@ -74,10 +74,14 @@ export function formatLinks (links: LinkStatus[]): string {
   const queue = (l: LinkStatus): string => l.queue.length === 0
     ? '-'
     : l.queue.map(q => `${q.direction === 'up' ? '↑' : '↓'}${q.flow.length > 24 ? q.flow.slice(0, 12) + '…' + q.flow.slice(-8) : q.flow}:${formatBytes(q.bytes)}${q.weight === 1 ? '' : `×${q.weight}`}`).join(' ')
-  return table([['LINK', 'LIMIT UP', 'LIMIT DOWN', 'RATE UP', 'RATE DOWN', 'SOURCE', 'QUEUED'], ...links.map(l => [
-    l.kind === 'global' ? 'global' : l.kind === 'link' ? `${l.name} (${l.peers.length} peer${l.peers.length === 1 ? '' : 's'})` : `peer ${l.name}`,
-    limit(l.limit.up), limit(l.limit.down), `${formatRate(l.rate.up)}`, `${formatRate(l.rate.down)}`, source(l), queue(l),
+  const linkName = (l: LinkStatus): string => l.kind === 'global' ? 'global' : l.kind === 'link' ? `${l.name} (${l.peers.length} peer${l.peers.length === 1 ? '' : 's'})` : `peer ${l.name}`
+  const rows = table([['LINK', 'LIMIT UP', 'LIMIT DOWN', 'RATE UP', 'RATE DOWN', 'SOURCE', 'QUEUED'], ...links.map(l => [
+    linkName(l), limit(l.limit.up), limit(l.limit.down), `${formatRate(l.rate.up)}`, `${formatRate(l.rate.down)}`, source(l), queue(l),
   ])])
+  // the schedules of config.toml, window by window, the one in force now marked
+  const windows = links.flatMap(l => l.schedule.map(w => `  ${l.kind === 'global' ? 'global' : l.name}: ${w.window}` +
+    `${w.up === undefined ? '' : ` up ${limit(w.up)}`}${w.down === undefined ? '' : ` down ${limit(w.down)}`}${l.window === w.window ? '  (in force now)' : ''}`))
+  return rows + (windows.length === 0 ? '' : `\nschedules (config.toml, the agent's local time; rates in decimal bytes/s):\n${windows.join('\n')}`)
 }
 
 /** Left-aligned columns separated by two spaces; the last column is not padded. */

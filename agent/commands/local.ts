@@ -10,6 +10,7 @@ import type { SkippedEntries } from '../store/types.js'
 import type { VerifySummary } from '../api/api.js'
 import { InvalidArgumentError, type Command } from 'commander'
 import { resolveHome } from '../core/home.js'
+import { formatRate } from '../core/rate.js'
 import { loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
@@ -255,5 +256,5 @@ export function printPublish (result: { envelope: { tree: string, seq: number, l
   process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
     `  ${stats.files} files, ${formatBytes(stats.bytes)}, ${stats.chunks} chunks; new: ${stats.newChunks} chunks, ${formatBytes(stats.newBytes)}; ` +
     `${stats.hardlinks !== undefined && stats.hardlinks > 0 ? `${stats.hardlinks} hardlinks; ` : ''}${stats.cachedFiles} files unchanged (not re-read), ${stats.verifiedFiles ?? 0} re-read and found unchanged (only their ctime moved); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
-    `${seconds > 0 ? `, ${formatBytes((stats.bytes - 0) / seconds)}/s` : ''}\n`)
+    `${seconds > 0 ? `, ${formatRate(stats.bytes / seconds)}` : ''}\n`)
 }

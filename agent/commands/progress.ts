@@ -4,6 +4,7 @@
 import { SingleBar } from 'cli-progress'
 import type { SyncProgress, SyncResult } from '../api/api.js'
 import { formatBytes } from '../core/format.js'
+import { formatRate } from '../core/rate.js'
 
 export { formatBytes }
 
@@ -61,7 +62,7 @@ class BarReporter implements ProgressReporter {
   constructor (stream: NodeJS.WritableStream) {
     this.bar = new SingleBar({
       stream,
-      format: 'sync {name} [{bar}] {percentage}% | {done} / {size} | {chunks} chunks | {rate}/s | ETA {etaText} {phaseText}',
+      format: 'sync {name} [{bar}] {percentage}% | {done} / {size} | {chunks} chunks | {rate} | ETA {etaText} {phaseText}',
       barCompleteChar: '\u2588',
       barIncompleteChar: '\u2591',
       hideCursor: true,
@@ -77,7 +78,7 @@ class BarReporter implements ProgressReporter {
       done: formatBytes(p.bytesDone),
       size: formatBytes(p.bytesTotal),
       chunks: `${p.chunksDone}/${p.chunksTotal}`,
-      rate: formatBytes(p.rateBps),
+      rate: formatRate(p.rateBps),
       etaText: formatEta(p),
       phaseText: (p.phase === 'fetching' ? '' : `(${p.phase})`) + (p.stuck === undefined ? '' : ` waiting: ${p.stuck.message}`),
     }
@@ -104,7 +105,7 @@ export function formatProgressLine (p: SyncProgress): string {
   if (p.bytesTotal === 0 && p.phase !== 'complete') return `${name}: ${p.phase}`
   const pct = p.bytesTotal === 0 ? 100 : Math.floor(100 * p.bytesDone / p.bytesTotal)
   return `${name}: ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)} (${pct}%), ${p.chunksDone}/${p.chunksTotal} chunks, ` +
-    `${formatBytes(p.rateBps)}/s, ETA ${formatEta(p)}` +
+    `${formatRate(p.rateBps)}, ETA ${formatEta(p)}` +
     (p.sources > 0 ? `, ${p.sources} peer${p.sources === 1 ? '' : 's'}` : '') +
     (p.phase === 'fetching' ? '' : ` (${p.phase})`) +
     (p.stuck === undefined ? '' : `; waiting: ${p.stuck.message}`)
@@ -121,7 +122,7 @@ export function formatSyncSummary (r: SyncResult, seenBytes = 0): string {
   if (r.alreadyHeld === true) return `sync ${r.tree}@${r.seq}: held here already, nothing to fetch (its files were not re-read: \`deltamesh verify\` checks them)`
   if (fetched === 0) return `sync ${r.tree}@${r.seq}: complete; every chunk was on this disk already, nothing fetched`
   return `sync ${r.tree}@${r.seq}: complete, fetched ${formatBytes(fetched)} in ${formatDuration(seconds)}` +
-    (seconds > 0 && fetched === r.bytesFetched ? ` (${formatBytes(r.bytesFetched / seconds)}/s)` : '')
+    (seconds > 0 && fetched === r.bytesFetched ? ` (${formatRate(r.bytesFetched / seconds)})` : '')
 }
 
 /** Seconds left at the current rate, or undefined when there is no rate yet. */

@@ -19,6 +19,7 @@ import { FilterPatternError, validateFilter } from '../versions/filter.js'
 import { DEFAULT_MAX_DROP_PERCENT, parseMaxDrop } from '../versions/selection-guard.js'
 import { restoreYoungGenerationGrowth } from '../core/heap.js'
 import { registerPeers } from './peers.js'
+import { resolvePeerRef } from '../net/peer-address.js'
 import { formatLinks, formatStatus } from './format-status.js'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
@@ -129,7 +130,7 @@ function registerLimit (program: Command): void {
     .description('show or change bandwidth limits at runtime: global (no --link/--peer), a named [[links]] entry, or one peer; effective within a second, kept across restarts in HOME/limits.json (over config.toml) until --reset. With --tree and --weight: a tree\'s share of busy links')
     .addOption(homeOption())
     .option('--link <name>', 'a link from [[links]] in config.toml')
-    .option('--peer <peer id>', 'one peer (that is in no named link)')
+    .option('--peer <peer>', 'one peer (that is in no named link): its [[peers]] name or its peer id, as [[links]] takes them')
     .option('--up <rate>', "what we send, e.g. 10MB/s, 80Mbit/s, 'unlimited'")
     .option('--down <rate>', 'what we ask of peers')
     .option('--reset', 'drop runtime limits of the target: back to config.toml and its schedule')
@@ -157,7 +158,8 @@ async function runLimit (opts: LimitOptions): Promise<void> {
   const weight = opts.weight === undefined || opts.weight === 'reset' ? undefined : Number(opts.weight)
   if (weight !== undefined && !(weight > 0 && weight <= 1000)) throw new ExitError(`--weight: expected a number in (0, 1000] or 'reset', not ${opts.weight ?? ''}`, 2)
   const changing = opts.up !== undefined || opts.down !== undefined || opts.reset === true
-  const request = { link: opts.link, peer: opts.peer, up: opts.up, down: opts.down, reset: opts.reset }
+  const home = resolveHome(opts.home)
+  const request = { link: opts.link, peer: opts.peer === undefined ? undefined : peerIdOf(opts.peer, (await loadConfig(home.config)).peers), up: opts.up, down: opts.down, reset: opts.reset }
   const print = (links: LinkStatus[], note: string): void => {
     if (opts.json === true) { process.stdout.write(JSON.stringify(links) + '\n'); return }
     process.stdout.write((note === '' ? '' : note + '\n') + formatLinks(links) + '\n')
@@ -171,7 +173,6 @@ async function runLimit (opts: LimitOptions): Promise<void> {
   })
   if (running === true) return
   // No agent: edit limits.json by the agent's own rules; it applies them when it starts.
-  const home = resolveHome(opts.home)
   const { bandwidthFromConfig } = await import('../bandwidth/from-config.js')
   const bandwidth = await bandwidthFromConfig(await loadConfig(home.config), home, { tickMs: 0 })
   try {
@@ -191,6 +192,16 @@ function homeArg (home: string | undefined): string {
 /** A path as one shell word: quoted only when it needs to be. */
 function shellWord (s: string): string {
   return /^[A-Za-z0-9_./:@%+,=-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`
+}
+
+/** `--peer`: a [[peers]] name or a peer id (one not listed is passed on: the agent says what it makes of it). */
+function peerIdOf (ref: string, listed: Array<{ addr: string, name?: string }>): string {
+  try {
+    return resolvePeerRef(ref, listed).peerId
+  } catch (err) {
+    if (/^(12D3Koo|Qm)[1-9A-HJ-NP-Za-km-z]+$/.test(ref)) return ref
+    throw new ExitError(`--peer: ${(err as Error).message}`, 2)
+  }
 }
 
 function parseMaxDropOption (v: string): number {

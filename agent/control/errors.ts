@@ -57,6 +57,7 @@ export function httpStatusOf (err: unknown): number {
     case 'InvalidPathError':
     case 'FilterPatternError':
     case 'ConfigError':
+    case 'InvalidInputError':
     case 'RateParseError':
     case 'RangeError':
     case 'PeerInNamedLinkError':

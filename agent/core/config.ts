@@ -278,11 +278,11 @@ export async function writeDefaultConfig (file: string, listen: string[], announ
 /** Appends a [[peers]] table (validated first), preserving the operator's comments. */
 export async function appendPeer (file: string, addr: string, name?: string): Promise<void> {
   const block = `\n[[peers]]\naddr = ${tomlString(addr)}\n${name === undefined ? '' : `name = ${tomlString(name)}\n`}`
-  await appendValidated(file, block)
+  await appendValidated(file, block, { addr, name })
 }
 
 export async function appendTrust (file: string, tree: string, key: string): Promise<void> {
-  await appendValidated(file, `\n[[trust]]\ntree = ${tomlString(tree)}\nkey = ${tomlString(key)}\n`)
+  await appendValidated(file, `\n[[trust]]\ntree = ${tomlString(tree)}\nkey = ${tomlString(key)}\n`, { tree, key })
 }
 
 /**
@@ -315,8 +315,27 @@ export async function removePeerEntry (file: string, addr: string): Promise<void
   throw new ConfigError(file, 'peers', `no [[peers]] table with addr = ${tomlString(addr)} that can be removed automatically: edit the file`)
 }
 
-async function appendValidated (file: string, block: string): Promise<void> {
+/** A value given on the command line (or over the control socket) that config.toml could not hold: the input's fault, not the file's. */
+export class InvalidInputError extends DeltameshError {
+  static override name = 'InvalidInputError'
+  constructor (readonly field: string, readonly value: string, expected: string) {
+    super(`invalid ${field} ${JSON.stringify(value.slice(0, 200))}: ${expected}`)
+    this.name = 'InvalidInputError'
+  }
+}
+
+async function appendValidated (file: string, block: string, inputs: Record<string, string | undefined> = {}): Promise<void> {
   const current = await readFile(file, 'utf8')
-  parseConfig(current + block, file) // refuse to write a config the agent could not load
+  parseConfig(current, file) // a file already broken is the file's error, named as such
+  try {
+    parseConfig(current + block, file) // refuse to write a config the agent could not load
+  } catch (err) {
+    // the file was fine: what was given is at fault; say which argument, not which line of the file
+    if (!(err instanceof ConfigError)) throw err
+    const field = /([A-Za-z]+)$/.exec(err.key)?.[1] ?? ''
+    const value = inputs[field]
+    if (value !== undefined) throw new InvalidInputError(field === 'addr' ? 'address' : field, value, err.expected.replace(/^expected /, ''))
+    throw err
+  }
   await appendFile(file, block)
 }

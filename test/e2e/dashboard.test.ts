@@ -105,7 +105,7 @@ describe('dashboard (three real agents, headless chromium)', () => {
     expect(row).toContain('complete')
     expect(row).toMatch(/MiB \(\d+\.\d %\)/)
     // links: the lab's cap shows as the limit of its link; the throughput plot has drawn its download
-    await expect(page.locator('#links tr[data-link="global"]').innerText()).resolves.toContain('3.81 MiB/s')
+    await expect(page.locator('#links tr[data-link="global"]').innerText()).resolves.toContain('4.0MB/s') // as written in config.toml: rates are decimal everywhere
     await expect(page.locator('#plot polyline').count()).resolves.toBeGreaterThan(0)
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-complete.png'), fullPage: true })
     process.stdout.write(`dashboard: first render ${firstRenderMs} ms; screenshots in ${ARTIFACTS}\n`)

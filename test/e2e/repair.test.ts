@@ -46,6 +46,11 @@ describe('verify --repair (real agents)', () => {
     const v1 = join(new HomeLayout(lab.home).versionDir(TREE, 1), 'images', 'disk.img')
     const image = join(mirror, 'images', 'disk.img')
     expect((await stat(image)).ino).toBe((await stat(v1)).ino) // unchanged between versions: one inode
+    // the two ends of the link count the same chunks (a compressed BLOCKS frame counts each chunk it carries)
+    const up = (await c.status(origin)).peers.find(p => p.peerId === lab.peerId)
+    const down = (await c.status(lab)).peers.find(p => p.peerId === origin.peerId)
+    expect(up?.chunksUp).toBeGreaterThan(40)
+    expect([up?.chunksUp, up?.chunkBytesUp]).toEqual([down?.chunksDown, down?.chunkBytesDown])
 
     // one byte changed in place, at offset 1000: both versions hold the damaged inode
     const handle = await open(image, 'r+')

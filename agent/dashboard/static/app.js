@@ -30,7 +30,13 @@ function bytes (n) {
   while (Math.abs(v) >= 1024 && u < units.length - 1) { v /= 1024; u++ }
   return `${u === 0 ? Math.round(v) : v.toFixed(Math.abs(v) < 10 ? 2 : 1)} ${units[u]}`
 }
-const rate = (n) => (n === undefined || n === null) ? 'unlimited' : `${bytes(n)}/s`
+// rates in decimal bytes per second, as limits are written (agent/core/rate.ts formatRate); sizes in binary units
+function rate (n) {
+  if (n === undefined || n === null) return 'unlimited'
+  if (n >= 1e6) return `${(n / 1e6).toFixed(n >= 1e7 ? 0 : 1)}MB/s`
+  if (n >= 1e3) return `${(n / 1e3).toFixed(0)}kB/s`
+  return `${Math.round(n)}B/s`
+}
 function ago (ms) {
   if (ms === undefined || ms === null) return 'never'
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000))
