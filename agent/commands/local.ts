@@ -11,7 +11,7 @@ import type { VerifySummary } from '../api/api.js'
 import { InvalidArgumentError, type Command } from 'commander'
 import { resolveHome } from '../core/home.js'
 import { formatRate } from '../core/rate.js'
-import { loadConfig, writeDefaultConfig } from '../core/config.js'
+import { ConfigError, loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
@@ -47,14 +47,16 @@ function registerInit (program: Command): void {
     .addOption(homeOption())
     .option('--listen <multiaddr...>', `libp2p listen address(es) (default: ${DEFAULT_LISTEN})`)
     .option('--announce <multiaddr...>', 'address(es) other sites should dial, e.g. /ip4/192.0.2.7/tcp/4101 (needed when listening on 0.0.0.0 or ::)')
+    .option('--name <site>', 'this site\'s name on every dashboard ([agent] name; default: the host name)')
+    .option('--dashboard <host:port>', 'where the dashboard and /metrics listen (default 127.0.0.1:7180; several agents on one host each need their own port)')
     .option('--json', 'print {"peerId","multiaddrs","publisherKey"} as JSON')
-    .action(async (opts: { home?: string, listen?: string[], announce?: string[], json?: boolean }) => {
+    .action(async (opts: { home?: string, listen?: string[], announce?: string[], dashboard?: string, name?: string, json?: boolean }) => {
       const home = resolveHome(opts.home)
       for (const a of opts.announce ?? []) if (isUnspecified(a)) throw new ExitError(`--announce ${a}: an unspecified address (0.0.0.0 or ::) cannot be dialled; give this site's real address`, 2)
       await mkdir(home.root, { recursive: true, mode: 0o700 })
       const exists = await stat(home.config).then(() => true, () => false)
-      if (!exists) await writeDefaultConfig(home.config, opts.listen ?? [DEFAULT_LISTEN], opts.announce ?? [])
-      else if (opts.listen !== undefined || opts.announce !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce instead of passing --listen or --announce`)
+      if (!exists) await writeInitialConfig(home.config, opts)
+      else if (opts.listen !== undefined || opts.announce !== undefined || opts.dashboard !== undefined || opts.name !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce, or [dashboard] listen, instead of passing --listen, --announce or --dashboard`)
       await loadConfig(home.config)
       await loadOrCreatePeerKey(home.peerKey)
       if (!(await stat(home.publisherKey).then(() => true, () => false))) await createPublisherKey(home.publisherKey)
@@ -70,6 +72,17 @@ function registerInit (program: Command): void {
           'On another site:  deltamesh peers add --home DIR <multiaddr>   and   deltamesh trust --home DIR TREE <publisher key>\n')
       }
     })
+}
+
+/** config.toml from init's options; a bad option is the command line's error, named as such. */
+async function writeInitialConfig (file: string, opts: { listen?: string[], announce?: string[], dashboard?: string, name?: string }): Promise<void> {
+  try {
+    await writeDefaultConfig(file, opts.listen ?? [DEFAULT_LISTEN], opts.announce ?? [], opts.dashboard, opts.name)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    const option = err.key.startsWith('dashboard') ? '--dashboard' : err.key === 'agent.name' ? '--name' : err.key.includes('announce') ? '--announce' : '--listen'
+    throw new ExitError(`${option}: ${err.expected.replace(/^expected /, '')}`, 2)
+  }
 }
 
 function registerPublish (program: Command): void {

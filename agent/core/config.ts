@@ -168,13 +168,13 @@ function tomlString (s: string): string { return JSON.stringify(s) }
 // example, under a comment that says what it is for (this file is the first documentation an operator reads).
 // Sections are joined by one blank line; only [agent] depends on the arguments.
 
-function agentSection (listen: string[], announce: string[]): string {
+function agentSection (listen: string[], announce: string[], name?: string): string {
   return `# deltamesh agent configuration (TOML). Written by \`deltamesh init\`; edit freely —
 # commands such as \`deltamesh peers add\` and \`deltamesh trust\` append to this file and keep your comments.
 
 [agent]
 # Site name shown on every dashboard (default: this host's name).
-# name = "brisbane"
+${name === undefined ? '# name = "brisbane"' : `name = ${tomlString(name)}`}
 # libp2p addresses this agent listens on. Peers dial these; use a public or site address on a real WAN.
 listen = [${listen.map(tomlString).join(', ')}]
 # Addresses other sites should dial, when they differ from the listen addresses (NAT, 0.0.0.0).
@@ -185,11 +185,11 @@ banSeconds = 600
 }
 
 /** The dashboard and metrics listener, and how often this site gossips its status. */
-const DASHBOARD_SECTION = `[dashboard]
+const dashboardSection = (listen: string): string => `[dashboard]
 # Web dashboard of the whole network, plus Prometheus /metrics, served by this agent. Keep it on loopback
 # (reach it with an SSH tunnel or a reverse proxy); port 0 picks a free port (\`deltamesh status\` shows it).
 enabled = true
-listen = "${DEFAULT_DASHBOARD_LISTEN}"
+listen = ${tomlString(listen)}
 # How often this site looks for news in its status (versions, sync progress, peers, rates), in milliseconds:
 # sent at the next tick after it changes, and at least every 6 ticks.
 statusIntervalMs = 5000
@@ -267,12 +267,14 @@ const PEERS_AND_TRUST_SECTION = `# Sites this agent talks to. Only these peer id
 # key = "ed25519:..."
 `
 
-export function defaultConfigText (listen: string[], announce: string[] = []): string {
-  return [agentSection(listen, announce), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
+export function defaultConfigText (listen: string[], announce: string[] = [], dashboard = DEFAULT_DASHBOARD_LISTEN, name?: string): string {
+  return [agentSection(listen, announce, name), dashboardSection(dashboard), BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
 }
 
-export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = []): Promise<void> {
-  await writeFile(file, defaultConfigText(listen, announce), { flag: 'wx', mode: 0o600 })
+export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = [], dashboard?: string, name?: string): Promise<void> {
+  const text = defaultConfigText(listen, announce, dashboard, name)
+  parseConfig(text, file) // --listen, --announce and --dashboard are checked before anything is written
+  await writeFile(file, text, { flag: 'wx', mode: 0o600 })
 }
 
 /** Appends a [[peers]] table (validated first), preserving the operator's comments. */

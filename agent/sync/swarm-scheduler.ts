@@ -116,6 +116,9 @@ export class SwarmScheduler {
   setPeer (peerId: string, complete: boolean): void {
     const existing = this.peers.get(peerId)
     if (existing !== undefined) {
+      // a peer that now holds the whole version has every chunk it said it lacked while it was syncing it
+      // (without this, a chunk asked of a hub mid-sync was never asked of it again: the walkthrough's lab waited forever)
+      if (complete && !existing.complete) existing.lacks.clear()
       existing.complete = complete
     } else {
       this.peers.set(peerId, { complete, has: new Set(), lacks: new Set(), outstandingBytes: 0, inFlight: new Set(), lastHaveMs: this.now(), banned: false, meterBytes: 0, meterMs: 0, busyMarkMs: 0 })

@@ -111,6 +111,21 @@ describe('SwarmScheduler', () => {
     expect(s.unreachable()).toBeUndefined()
   })
 
+  it('a partial peer that said DONT_HAVE is asked again once it holds the whole version', () => {
+    const now = { t: 5000 }
+    const s = scheduler('A', now)
+    const [c] = chunks(1)
+    s.setNeeded([c!])
+    s.setPeer('hub', false)
+    s.peerHas('hub', [c!.id])
+    expect(s.next()[0]!.peerId).toBe('hub')
+    s.failed(c!.id, 'hub', 'dont-have')
+    expect(s.next()).toEqual([])
+    expect(s.unreachable()).toEqual({ chunks: 1, bytes: 1000, usablePeers: 1 })
+    s.setPeer('hub', true) // its heads: complete
+    expect(s.next()[0]!.peerId).toBe('hub')
+  })
+
   it('does not let a slow owner hold a fast site hostage: idle past idleWaitMs, it takes the rest from the origin', () => {
     const now = { t: 0 }
     const s = new SwarmScheduler({ selfId: 'A', windowBytes: 1e9, ownerGraceMs: 1000, ownerStallMs: 60_000, idleWaitMs: 2000, now: () => now.t })
