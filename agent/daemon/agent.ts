@@ -155,7 +155,7 @@ async function openStorage (home: HomeLayout, config: AgentConfig, refusals: Ref
         // not fully servable; the first chunk of each file is worth a warning, the rest only debug lines
         void marker?.mark(location.rootId, location.relPath).then(marked => {
           const fields = { chunk: toHex(id), path: location.relPath, reason }
-          if (marked?.held === true) { onHeldDamaged(marked.tree, marked.seq); log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `a file of ${marked.tree}@${marked.seq} no longer matches its manifest; deltamesh verify --repair mends it`) } else if (marked === undefined) log.warn(fields, 'indexed chunk no longer matches what is on disk; location dropped')
+          if (marked?.held === true) { onHeldDamaged(marked.tree, marked.seq); log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `indexed chunk no longer matches what is on disk; location dropped: a file of ${marked.tree}@${marked.seq} was changed here; deltamesh verify --repair mends it`) } else if (marked === undefined) log.warn(fields, 'indexed chunk no longer matches what is on disk; location dropped')
           else if (marked.newFile) log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `source file changed since ${marked.tree}@${marked.seq} was published: its chunks cannot be served; publish again`)
           else log.debug({ ...fields, tree: marked.tree, seq: marked.seq }, 'another changed chunk of a published source file')
         }, err => log.error({ err }, 'could not mark a version not fully servable'))
