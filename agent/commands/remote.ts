@@ -115,7 +115,7 @@ function registerUnsubscribe (program: Command): void {
 
 function registerSync (program: Command): void {
   program.command('sync')
-    .description(`wait until the agent holds the newest announced version of TREE, showing progress; exit 0 when complete, ${EXIT_SYNC_TIMEOUT} on --timeout, 1 when the sync fails or no agent runs`)
+    .description(`wait until the agent holds the newest announced version of TREE, showing progress; exit 0 when complete, ${EXIT_SYNC_TIMEOUT} on --timeout (saying why it waited, when it knows), 2 when the version held is known damaged (run verify --repair), 1 when the sync fails or no agent runs`)
     .addOption(homeOption())
     .argument('<tree>', 'tree name')
     .option('--timeout <seconds>', 'give up after this many seconds', parsePositiveSeconds)
