@@ -11,7 +11,9 @@ import { MAX_STATUS_BYTES } from './wire-limits.js'
 //
 //   ['deltamesh/status', 1, sentAtMs, name, agentVersion, startedAtMs, totals, trees, peers, links]
 //   totals = [bytesUp, bytesDown, rateUp, rateDown]
-//   tree   = [name, currentSeq|nil, newestSeq|nil, [heldSeq…], sync|nil]
+//   tree   = [name, currentSeq|nil, newestSeq|nil, [heldSeq…], sync|nil (, unservableSeq)]
+//            unservableSeq only when set (a publisher whose source changed since it published that version),
+//            so that the statuses of every other site still decode at agents from before it
 //   sync   = [seq, phase, bytesDone, bytesTotal, rateBps, startedAtMs]
 //   peer   = [peerId, connected, rateUp, rateDown]
 //   link   = [name, limitUp|nil, limitDown|nil, rateUp, rateDown, peers]
@@ -59,6 +61,8 @@ export interface StatusTree {
   /** Complete versions held, ascending (at most MAX_HELD_SEQS, the newest ones). */
   held: number[]
   sync?: StatusSync
+  /** At a publisher: its newest version of the tree that it cannot serve completely (its source changed since). */
+  unservableSeq?: number
 }
 
 export interface StatusPeer {
@@ -121,6 +125,7 @@ export function encodeSiteStatus (s: SiteStatus): Uint8Array {
     s.trees.map(t => [
       validateTreeName(t.name), t.currentSeq ?? null, t.newestSeq ?? null, t.held.slice(-MAX_HELD_SEQS),
       t.sync === undefined ? null : [t.sync.seq, t.sync.phase, t.sync.bytesDone, t.sync.bytesTotal, rate(t.sync.rateBps), t.sync.startedAtMs],
+      ...(t.unservableSeq === undefined ? [] : [t.unservableSeq]),
     ]),
     s.peers.map(p => [p.peerId, p.connected, rate(p.rateUp), rate(p.rateDown)]),
     s.links.map(l => [l.name, l.limitUp ?? null, l.limitDown ?? null, rate(l.rateUp), rate(l.rateDown), l.peers]),
@@ -172,7 +177,7 @@ export function decodeSiteStatus (bytes: Uint8Array): SiteStatus {
 }
 
 function decodeTree (v: unknown): StatusTree {
-  const t = tuple(v, 'STATUS tree', 5)
+  const t = Array.isArray(v) && v.length === 6 ? v : tuple(v, 'STATUS tree', 5)
   const name = treeName(expectString(t[0], 'STATUS tree name', MAX_TREE_NAME_BYTES))
   const held = list(t[3], 'STATUS held versions', MAX_HELD_SEQS).map(s => u53(s, 'STATUS held seq', 1))
   for (let i = 1; i < held.length; i++) if ((held[i] as number) <= (held[i - 1] as number)) throw new InvalidMessageError('STATUS held versions: not ascending')
@@ -182,6 +187,7 @@ function decodeTree (v: unknown): StatusTree {
     newestSeq: optional(t[2], s => u53(s, 'STATUS newestSeq', 1)),
     held,
     sync: optional(t[4], decodeSync),
+    ...(t.length === 6 ? { unservableSeq: u53(t[5], 'STATUS unservableSeq', 1) } : {}),
   }
 }
 

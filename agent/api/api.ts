@@ -4,14 +4,14 @@
 
 import type { LimitRequest, LinkStatus } from '../bandwidth/manager.js'
 
-import type { SyncPhase, SyncProgress } from '../sync/progress.js'
+import type { Stuck, StuckReason, SyncPhase, SyncProgress } from '../sync/progress.js'
 import type { GateRecord, HookCommand } from '../store/types.js'
 import type { PathChange } from '../../protocol/manifest-diff.js'
 import type { AgentEvent, EventsOptions } from './events.js'
 
 export type { LimitRequest, LinkStatus }
 
-export type { SyncPhase, SyncProgress }
+export type { Stuck, StuckReason, SyncPhase, SyncProgress }
 
 export type { GateRecord, HookCommand, PathChange, AgentEvent, EventsOptions }
 
@@ -29,6 +29,8 @@ export interface VersionSummary {
   skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
   /** What the subscription's gate decided of it (absent: no gate ran). */
   gate?: GateRecord
+  /** At the publisher: chunks of this version changed in its source since it was published: it cannot serve them (issue 24.4). */
+  unservable?: { chunks: number, paths: string[], sinceMs: number, message: string }
 }
 
 /** The subscription's commands since the agent started (counters are not kept across restarts). */
@@ -67,6 +69,8 @@ export interface TreeStatus {
   trustedKeys: string[]
   versions: VersionSummary[]
   sync?: SyncProgress
+  /** Why this tree waits and cannot move by itself (no trusted key, no peer holds chunks, source changed), when it does. */
+  stuck?: Stuck
   /** The newest version (or the current one rebuilt for a changed filter) refused for what the filter selects; the served version stays. */
   refused?: SelectionRefusal
   /** subscribe --gate and --on-version (argv, deadline). */
@@ -133,6 +137,9 @@ export interface AgentStatus {
     chunkBytesDown: number
   }
 }
+
+/** The [[peers]] entry `removePeer` took out. */
+export interface RemovedPeer { peerId: string, addr: string, name?: string }
 
 export interface PublishRequest { tree: string, source: string, label?: string, strict?: boolean, force?: boolean }
 export interface PublishSummary {
@@ -221,6 +228,10 @@ export interface SyncResult {
   /** Bytes this version needed from the network, and took. */
   bytesFetched: number
   durationMs: number
+  /** The version was held already when asked: nothing ran (its files were not re-read). */
+  alreadyHeld?: boolean
+  /** The version held is known damaged (a verify found files differing, or a read found a chunk changed): what to do. */
+  damaged?: string
 }
 
 export interface VerifySummary {
@@ -230,6 +241,20 @@ export interface VerifySummary {
   files: number
   bytes: number
   problems: Array<{ path: string, reason: string }>
+  /** verify --repair: what was found before (problems is what remains after), what was repaired and what not. */
+  repair?: {
+    problemsBefore: Array<{ path: string, reason: string }>
+    /** alsoIn: other held versions whose name shared the damaged file (same content) and now share the repaired one. */
+    repaired: Array<{ path: string, fetchedChunks: number, alsoIn: number[] }>
+    unrepaired: Array<{ path: string, reason: string }>
+  }
+}
+
+export interface VerifyOptions {
+  /** The version (default: the current one). */
+  seq?: number
+  /** Rebuild what differs from the manifest from local chunks and peers, then verify again. */
+  repair?: boolean
 }
 
 export interface WaitForSyncOptions {
@@ -245,8 +270,10 @@ export interface AgentApi {
   subscribe (request: SubscribeRequest): Promise<void>
   unsubscribe (tree: string): Promise<void>
   addPeer (addr: string, name?: string): Promise<void>
+  /** Forgets a listed peer (by [[peers]] name, peer id or address): off config.toml, no longer allowed or dialled, hung up. */
+  removePeer (peer: string): Promise<RemovedPeer>
   trust (tree: string, publisherKey: string): Promise<void>
-  verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary>
+  verify (tree: string, options?: VerifyOptions, signal?: AbortSignal): Promise<VerifySummary>
   /** Changes bandwidth limits at once and persists them (HOME/limits.json); returns the link as it is now. */
   setLimit (request: LimitRequest): Promise<LinkStatus>
   /** Sets a tree's weight (undefined: back to config); returns the weight in force. */

@@ -52,7 +52,8 @@ export interface LinkStatus {
   limit: { up: RateValue, down: RateValue }
   /** From config.toml, before schedule and overrides. */
   configured: { up: RateValue, down: RateValue }
-  schedule: string[]
+  /** config.toml's windows: when (as written), and the rates in bytes/s (null: unlimited; absent: the base rate). */
+  schedule: Array<{ window: string, up?: RateValue, down?: RateValue }>
   /** The schedule window in force now, if any. */
   window?: string
   /** Runtime overrides (`deltamesh limit`), as typed. */
@@ -143,7 +144,7 @@ class Link {
       peers: [...this.peers],
       limit: { up: toValue(this.up.rate), down: toValue(this.down.rate) },
       configured: { up: toValue(this.base.up), down: toValue(this.base.down) },
-      schedule: this.schedule.map(w => w.text),
+      schedule: this.schedule.map(w => ({ window: w.text, ...(w.up === undefined ? {} : { up: toValue(w.up) }), ...(w.down === undefined ? {} : { down: toValue(w.down) }) })),
       window: this.window?.text,
       override: hasOverride ? { ...this.override } : undefined,
       rate: { up: Math.max(0, this.upMeter.rate()), down: Math.max(0, this.downMeter.rate()) },

@@ -5,6 +5,14 @@ import { loadConfig, type AgentConfig } from '../core/config.js'
 import type { Store } from '../store/index.js'
 import type { ChunkerPool } from '../chunk/pool.js'
 import { createLogger, type Logger } from '../core/log.js'
+import { connectAgent } from '../control/client.js'
+import type { AgentApi } from '../api/api.js'
+
+/** Runs fn against the agent running on this home; undefined (fn not called) when no agent runs. */
+export async function viaAgent<T> (homeArg: string | undefined, fn: (api: AgentApi) => Promise<T>): Promise<T | undefined> {
+  const api = await connectAgent(resolveHome(homeArg))
+  return api === undefined ? undefined : await fn(api)
+}
 
 export const homeOption = (): Option => new Option('--home <dir>', 'agent home directory (default: $DELTAMESH_HOME)')
 

@@ -1,19 +1,21 @@
 import { mkdir, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { availableParallelism } from 'node:os'
-import type { Command } from 'commander'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { toHex } from '../../protocol/chunk-id.js'
 import { ManifestWriter, encodeRoot, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { displayPath } from '../../protocol/paths.js'
 import type { SkippedEntries } from '../store/types.js'
+import type { VerifySummary } from '../api/api.js'
+import { InvalidArgumentError, type Command } from 'commander'
 import { resolveHome } from '../core/home.js'
-import { loadConfig, writeDefaultConfig } from '../core/config.js'
+import { formatRate } from '../core/rate.js'
+import { ConfigError, loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
-import { viaAgent } from './remote.js'
+import { viaAgent } from './common.js'
 import { isUnspecified } from '../net/peer-address.js'
 
 const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
@@ -45,14 +47,16 @@ function registerInit (program: Command): void {
     .addOption(homeOption())
     .option('--listen <multiaddr...>', `libp2p listen address(es) (default: ${DEFAULT_LISTEN})`)
     .option('--announce <multiaddr...>', 'address(es) other sites should dial, e.g. /ip4/192.0.2.7/tcp/4101 (needed when listening on 0.0.0.0 or ::)')
+    .option('--name <site>', 'this site\'s name on every dashboard ([agent] name; default: the host name)')
+    .option('--dashboard <host:port>', 'where the dashboard and /metrics listen (default 127.0.0.1:7180; several agents on one host each need their own port)')
     .option('--json', 'print {"peerId","multiaddrs","publisherKey"} as JSON')
-    .action(async (opts: { home?: string, listen?: string[], announce?: string[], json?: boolean }) => {
+    .action(async (opts: { home?: string, listen?: string[], announce?: string[], dashboard?: string, name?: string, json?: boolean }) => {
       const home = resolveHome(opts.home)
       for (const a of opts.announce ?? []) if (isUnspecified(a)) throw new ExitError(`--announce ${a}: an unspecified address (0.0.0.0 or ::) cannot be dialled; give this site's real address`, 2)
       await mkdir(home.root, { recursive: true, mode: 0o700 })
       const exists = await stat(home.config).then(() => true, () => false)
-      if (!exists) await writeDefaultConfig(home.config, opts.listen ?? [DEFAULT_LISTEN], opts.announce ?? [])
-      else if (opts.listen !== undefined || opts.announce !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce instead of passing --listen or --announce`)
+      if (!exists) await writeInitialConfig(home.config, opts)
+      else if (opts.listen !== undefined || opts.announce !== undefined || opts.dashboard !== undefined || opts.name !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce, or [dashboard] listen, instead of passing --listen, --announce or --dashboard`)
       await loadConfig(home.config)
       await loadOrCreatePeerKey(home.peerKey)
       if (!(await stat(home.publisherKey).then(() => true, () => false))) await createPublisherKey(home.publisherKey)
@@ -68,6 +72,17 @@ function registerInit (program: Command): void {
           'On another site:  deltamesh peers add --home DIR <multiaddr>   and   deltamesh trust --home DIR TREE <publisher key>\n')
       }
     })
+}
+
+/** config.toml from init's options; a bad option is the command line's error, named as such. */
+async function writeInitialConfig (file: string, opts: { listen?: string[], announce?: string[], dashboard?: string, name?: string }): Promise<void> {
+  try {
+    await writeDefaultConfig(file, opts.listen ?? [DEFAULT_LISTEN], opts.announce ?? [], opts.dashboard, opts.name)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    const option = err.key.startsWith('dashboard') ? '--dashboard' : err.key === 'agent.name' ? '--name' : err.key.includes('announce') ? '--announce' : '--listen'
+    throw new ExitError(`${option}: ${err.expected.replace(/^expected /, '')}`, 2)
+  }
 }
 
 function registerPublish (program: Command): void {
@@ -199,19 +214,38 @@ function registerVerify (program: Command): void {
     .description('re-hash a held version of TREE against its signed manifest (exit 2 when anything differs)')
     .addOption(homeOption())
     .argument('<tree>', 'tree name')
-    .option('--seq <n>', 'version to verify (default: current)', v => Number.parseInt(v, 10))
+    .option('--seq <n>', 'version to verify (default: current)', parseSeq)
+    .option('--repair', 'rebuild what differs from the manifest (from chunks on this disk, or asked of peers when the agent runs), then verify again; other versions sharing a damaged file (hardlinks) are repaired with it')
     .option('--json', 'print the result as JSON')
-    .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean }) => {
-      const { verifyVersion } = await import('../versions/verify.js')
-      const result = (await viaAgent(opts.home, async api => await api.verify(tree, opts.seq))) ??
-        await withLocalContext(opts.home, async ctx => await verifyVersion(ctx.store.catalog, tree, opts.seq))
+    .action(async (tree: string, opts: { home?: string, seq?: number, json?: boolean, repair?: boolean }) => {
+      const { verifyTree } = await import('../daemon/verify-repair.js')
+      const options = { seq: opts.seq, repair: opts.repair === true }
+      const result = (await viaAgent(opts.home, async api => await api.verify(tree, options))) ??
+        await withLocalContext(opts.home, async ctx => await verifyTree({ catalog: ctx.store.catalog, index: ctx.store.index }, tree, options))
       if (opts.json === true) process.stdout.write(JSON.stringify(result) + '\n')
-      else {
-        process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
-        for (const p of result.problems) process.stdout.write(`  ${displayPath(p.path)}: ${p.reason}\n`)
-      }
+      else printVerify(tree, result)
       if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${new Set(result.problems.map(p => p.path)).size} file(s) differ from the manifest`, 2)
     })
+}
+
+function printVerify (tree: string, result: VerifySummary): void {
+  const r = result.repair
+  if (r !== undefined) {
+    process.stdout.write(`${tree}@${result.seq}: ${r.problemsBefore.length} problem(s) found; repaired ${r.repaired.length} file(s), ${r.unrepaired.length} not\n`)
+    for (const p of r.repaired) {
+      process.stdout.write(`  repaired ${displayPath(p.path)}${p.fetchedChunks > 0 ? ` (${p.fetchedChunks} chunks from peers)` : ''}${p.alsoIn.length > 0 ? `; also in version${p.alsoIn.length === 1 ? '' : 's'} ${p.alsoIn.join(', ')} (same file)` : ''}\n`)
+    }
+    for (const p of r.unrepaired) process.stdout.write(`  NOT repaired ${displayPath(p.path)}: ${p.reason}\n`)
+  }
+  process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
+  for (const p of result.problems) process.stdout.write(`  ${displayPath(p.path)}: ${p.reason}\n`)
+  if (result.problems.length > 0 && r === undefined) process.stdout.write(`to rebuild them from the manifest: deltamesh verify --repair ${tree}\n`)
+}
+
+function parseSeq (v: string): number {
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a version number (1, 2, …)')
+  return n
 }
 
 export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number, hardlinks?: number }, skipped?: SkippedEntries, unchanged?: boolean }, json: boolean): void {
@@ -235,5 +269,5 @@ export function printPublish (result: { envelope: { tree: string, seq: number, l
   process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
     `  ${stats.files} files, ${formatBytes(stats.bytes)}, ${stats.chunks} chunks; new: ${stats.newChunks} chunks, ${formatBytes(stats.newBytes)}; ` +
     `${stats.hardlinks !== undefined && stats.hardlinks > 0 ? `${stats.hardlinks} hardlinks; ` : ''}${stats.cachedFiles} files unchanged (not re-read), ${stats.verifiedFiles ?? 0} re-read and found unchanged (only their ctime moved); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
-    `${seconds > 0 ? `, ${formatBytes((stats.bytes - 0) / seconds)}/s` : ''}\n`)
+    `${seconds > 0 ? `, ${formatRate(stats.bytes / seconds)}` : ''}\n`)
 }

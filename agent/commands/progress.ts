@@ -4,6 +4,7 @@
 import { SingleBar } from 'cli-progress'
 import type { SyncProgress, SyncResult } from '../api/api.js'
 import { formatBytes } from '../core/format.js'
+import { formatRate } from '../core/rate.js'
 
 export { formatBytes }
 
@@ -35,15 +36,17 @@ class LineReporter implements ProgressReporter {
   last: SyncProgress | undefined
   private lastPrintedMs = -Infinity
   private lastPhase: string | undefined
+  private lastStuck: string | undefined
 
   constructor (private readonly stream: NodeJS.WritableStream, private readonly intervalMs: number, private readonly now: () => number) {}
 
   update (p: SyncProgress): void {
     this.last = p
     const t = this.now()
-    // A phase change is worth a line at once; otherwise at most one line per interval.
-    if (p.phase === this.lastPhase && t - this.lastPrintedMs < this.intervalMs) return
+    // A phase change (or a new reason to be stuck) is worth a line at once; otherwise at most one line per interval.
+    if (p.phase === this.lastPhase && p.stuck?.message === this.lastStuck && t - this.lastPrintedMs < this.intervalMs) return
     this.lastPhase = p.phase
+    this.lastStuck = p.stuck?.message
     this.lastPrintedMs = t
     this.stream.write(formatProgressLine(p) + '\n')
   }
@@ -59,7 +62,7 @@ class BarReporter implements ProgressReporter {
   constructor (stream: NodeJS.WritableStream) {
     this.bar = new SingleBar({
       stream,
-      format: 'sync {name} [{bar}] {percentage}% | {done} / {size} | {chunks} chunks | {rate}/s | ETA {etaText} {phaseText}',
+      format: 'sync {name} [{bar}] {percentage}% | {done} / {size} | {chunks} chunks | {rate} | ETA {etaText} {phaseText}',
       barCompleteChar: '\u2588',
       barIncompleteChar: '\u2591',
       hideCursor: true,
@@ -75,9 +78,9 @@ class BarReporter implements ProgressReporter {
       done: formatBytes(p.bytesDone),
       size: formatBytes(p.bytesTotal),
       chunks: `${p.chunksDone}/${p.chunksTotal}`,
-      rate: formatBytes(p.rateBps),
+      rate: formatRate(p.rateBps),
       etaText: formatEta(p),
-      phaseText: p.phase === 'fetching' ? '' : `(${p.phase})`,
+      phaseText: (p.phase === 'fetching' ? '' : `(${p.phase})`) + (p.stuck === undefined ? '' : ` waiting: ${p.stuck.message}`),
     }
     if (!this.started) {
       this.bar.start(total, p.bytesDone, payload)
@@ -96,23 +99,30 @@ class BarReporter implements ProgressReporter {
 
 /** e.g. `sync tree@5: 41.2 MiB / 120.0 MiB (34%), 812/2300 chunks, 18.3 MiB/s, ETA 4 s` */
 export function formatProgressLine (p: SyncProgress): string {
-  if (p.phase === 'waiting') return `sync ${p.tree}: waiting for a trusted version to be announced`
+  if (p.phase === 'waiting') return `sync ${p.tree}: waiting${p.stuck === undefined ? ' for a trusted version to be announced' : `: ${p.stuck.message}`}`
   const name = `sync ${p.tree}@${p.seq}`
   if (p.phase === 'failed') return `${name}: failed${p.error === undefined ? '' : `: ${p.error}`}`
   if (p.bytesTotal === 0 && p.phase !== 'complete') return `${name}: ${p.phase}`
   const pct = p.bytesTotal === 0 ? 100 : Math.floor(100 * p.bytesDone / p.bytesTotal)
   return `${name}: ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)} (${pct}%), ${p.chunksDone}/${p.chunksTotal} chunks, ` +
-    `${formatBytes(p.rateBps)}/s, ETA ${formatEta(p)}` +
+    `${formatRate(p.rateBps)}, ETA ${formatEta(p)}` +
     (p.sources > 0 ? `, ${p.sources} peer${p.sources === 1 ? '' : 's'}` : '') +
-    (p.phase === 'fetching' ? '' : ` (${p.phase})`)
+    (p.phase === 'fetching' ? '' : ` (${p.phase})`) +
+    (p.stuck === undefined ? '' : `; waiting: ${p.stuck.message}`)
 }
 
-/** The final line of a successful sync. */
-export function formatSyncSummary (r: SyncResult): string {
+/**
+ * The final line of a successful sync. `seenBytes`: what the progress this command showed fetched, summed over
+ * the versions it waited through (the result counts the last version's only: a version announced during a sync
+ * is often built from the chunks the one before fetched).
+ */
+export function formatSyncSummary (r: SyncResult, seenBytes = 0): string {
   const seconds = r.durationMs / 1000
-  if (r.bytesFetched === 0) return `sync ${r.tree}@${r.seq}: complete (nothing to fetch)`
-  return `sync ${r.tree}@${r.seq}: complete, fetched ${formatBytes(r.bytesFetched)} in ${formatDuration(seconds)}` +
-    (seconds > 0 ? ` (${formatBytes(r.bytesFetched / seconds)}/s)` : '')
+  const fetched = Math.max(r.bytesFetched, seenBytes)
+  if (r.alreadyHeld === true) return `sync ${r.tree}@${r.seq}: held here already, nothing to fetch (its files were not re-read: \`deltamesh verify\` checks them)`
+  if (fetched === 0) return `sync ${r.tree}@${r.seq}: complete; every chunk was on this disk already, nothing fetched`
+  return `sync ${r.tree}@${r.seq}: complete, fetched ${formatBytes(fetched)} in ${formatDuration(seconds)}` +
+    (seconds > 0 && fetched === r.bytesFetched ? ` (${formatRate(r.bytesFetched / seconds)})` : '')
 }
 
 /** Seconds left at the current rate, or undefined when there is no rate yet. */

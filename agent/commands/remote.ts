@@ -5,33 +5,28 @@
 import { readFile, rm, writeFile } from 'node:fs/promises'
 import { InvalidArgumentError, type Command } from 'commander'
 import { resolveHome } from '../core/home.js'
-import { appendPeer, appendTrust, loadConfig } from '../core/config.js'
+import { appendTrust, loadConfig } from '../core/config.js'
 import { createLogger } from '../core/log.js'
 import { prepareSocketPath, startControlServer, type ControlServer } from '../control/server.js'
 import { connectAgent } from '../control/client.js'
 import { AgentNotRunningError } from '../control/errors.js'
-import type { AgentApi, AgentStatus, LinkStatus, SyncProgress } from '../api/api.js'
-import { formatRate } from '../core/rate.js'
-import { ExitError, formatBytes, homeOption } from './common.js'
-import { createProgressReporter, formatDuration, formatProgressLine, formatSyncSummary } from './progress.js'
+import type { AgentApi, LinkStatus, SyncProgress } from '../api/api.js'
+import { ExitError, formatBytes, homeOption, viaAgent } from './common.js'
+
+export { viaAgent }
+import { createProgressReporter, formatSyncSummary } from './progress.js'
 import { FilterPatternError, validateFilter } from '../versions/filter.js'
 import { DEFAULT_MAX_DROP_PERCENT, parseMaxDrop } from '../versions/selection-guard.js'
 import { restoreYoungGenerationGrowth } from '../core/heap.js'
-import { checkPeerAddress } from '../net/peer-address.js'
-import { loadOrCreatePeerKey } from '../net/peer-key.js'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { addHookOptions, formatHooks, hookRequest, type HookOptions } from './react.js'
+import { addHookOptions, hookRequest, type HookOptions } from './react.js'
+import { registerPeers } from './peers.js'
+import { resolvePeerRef } from '../net/peer-address.js'
+import { formatLinks, formatStatus } from './format-status.js'
 
 /** Exit code of `sync` when --timeout expires (1 is any other failure). */
 export const EXIT_SYNC_TIMEOUT = 3
 /** Exit code when a second SIGINT/SIGTERM arrives while the agent is stopping (or syncing is interrupted). */
 export const EXIT_INTERRUPTED = 130
-
-/** Runs fn against the agent running on this home; undefined (fn not called) when no agent runs. */
-export async function viaAgent<T> (homeArg: string | undefined, fn: (api: AgentApi) => Promise<T>): Promise<T | undefined> {
-  const api = await connectAgent(resolveHome(homeArg))
-  return api === undefined ? undefined : await fn(api)
-}
 
 /** The running agent, or exit 1 with how to start it. */
 async function requireAgent (homeArg: string | undefined): Promise<AgentApi> {
@@ -58,42 +53,6 @@ function registerAgent (program: Command): void {
     .description('run the agent in the foreground: talk to peers, serve and fetch chunks, follow subscriptions, answer the CLI on HOME/control.sock; stops cleanly on SIGTERM/SIGINT')
     .addOption(homeOption())
     .action(async (opts: { home?: string }) => { await runAgent(opts.home) })
-}
-
-function registerPeers (program: Command): void {
-  const peers = program.command('peers').description('list or add the peers this agent dials')
-  peers.command('add')
-    .description('add a peer (multiaddr ending in /p2p/<peer id>, printed by `deltamesh init` on that site): told to the running agent, or written to config.toml when the agent is not running')
-    .addOption(homeOption())
-    .option('--name <name>', 'a short name for the peer, shown by status')
-    .argument('<multiaddr>', 'e.g. /ip4/192.0.2.7/tcp/4101/p2p/12D3KooW…')
-    .action(async (addr: string, opts: { home?: string, name?: string }) => {
-      const viaRunning = await viaAgent(opts.home, async api => { await api.addPeer(addr, opts.name); return true })
-      if (viaRunning === true) { process.stdout.write(`added peer ${addr} to the running agent\n`); return }
-      const home = resolveHome(opts.home)
-      const config = await loadConfig(home.config)
-      const selfId = peerIdFromPrivateKey(await loadOrCreatePeerKey(home.peerKey)).toString()
-      checkPeerAddress(addr, selfId, config.peers)
-      await appendPeer(home.config, addr, opts.name)
-      process.stdout.write(`added peer ${addr} to ${home.config} (the agent dials it when started)\n`)
-    })
-  peers.command('list')
-    .description('list peers: live connection state and traffic from the running agent, else the configured peers')
-    .addOption(homeOption())
-    .option('--json', 'print the peers as JSON')
-    .action(async (opts: { home?: string, json?: boolean }) => {
-      const status = await viaAgent(opts.home, async api => await api.status())
-      if (status !== undefined) {
-        if (opts.json === true) process.stdout.write(JSON.stringify(status.peers) + '\n')
-        else process.stdout.write(status.peers.length === 0 ? 'no peers\n' : formatPeers(status) + '\n')
-        return
-      }
-      const home = resolveHome(opts.home)
-      const config = await loadConfig(home.config)
-      if (opts.json === true) { process.stdout.write(JSON.stringify(config.peers) + '\n'); return }
-      process.stdout.write(`agent not running; configured peers in ${home.config}:\n` +
-        (config.peers.length === 0 ? '  (none)\n' : table([['NAME', 'ADDRESS'], ...config.peers.map(p => [p.name ?? '-', p.addr])]) + '\n'))
-    })
 }
 
 function registerTrust (program: Command): void {
@@ -134,7 +93,13 @@ function registerSubscribe (program: Command): void {
       const api = await requireAgent(opts.home)
       await api.subscribe({ tree, to: opts.to, include: opts.include, exclude: opts.exclude, seed: opts.seed, seedCopy: opts.seedCopy, allowEmpty: opts.allowEmpty, maxDropPercent: opts.maxDrop, ...hooks })
       // a version already held under other patterns is rebuilt with these and flipped to: `sync` waits for that too
-      process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync ${tree}\n`)
+      const home = homeArg(opts.home)
+      process.stdout.write(`subscribed ${tree} at ${opts.to}; wait for it with: deltamesh sync${home} ${tree}\n`)
+      // the agent refuses every version of a tree until a publisher key is trusted for it: say so now, not at a timeout
+      const status = (await api.status()).trees.find(t => t.name === tree)
+      if (status !== undefined && status.trustedKeys.length === 0) {
+        process.stderr.write(`warning: no publisher key is trusted for ${tree} here: its versions are refused until you run deltamesh trust${home} ${tree} <publisher key> (printed by \`deltamesh init\` on the publishing site)\n`)
+      }
     })
 }
 
@@ -152,13 +117,13 @@ function registerUnsubscribe (program: Command): void {
 
 function registerSync (program: Command): void {
   program.command('sync')
-    .description(`wait until the agent holds the newest announced version of TREE, showing progress; exit 0 when complete, ${EXIT_SYNC_TIMEOUT} on --timeout, 1 when the sync fails or no agent runs`)
+    .description(`wait until the agent holds the newest announced version of TREE, showing progress; exit 0 when complete, ${EXIT_SYNC_TIMEOUT} on --timeout (saying why it waited, when it knows), 2 when the version held is known damaged (run verify --repair), 1 when the sync fails or no agent runs`)
     .addOption(homeOption())
     .argument('<tree>', 'tree name')
     .option('--timeout <seconds>', 'give up after this many seconds', parsePositiveSeconds)
     .option('--seq <n>', 'wait for at least this version (e.g. the seq `publish` printed, before its announcement arrives)', v => Number.parseInt(v, 10))
     .action(async (tree: string, opts: { home?: string, timeout?: number, seq?: number }) => {
-      await runSync(await requireAgent(opts.home), tree, opts.timeout, opts.seq)
+      await runSync(await requireAgent(opts.home), opts.home, tree, opts.timeout, opts.seq)
     })
 }
 
@@ -167,7 +132,7 @@ function registerLimit (program: Command): void {
     .description('show or change bandwidth limits at runtime: global (no --link/--peer), a named [[links]] entry, or one peer; effective within a second, kept across restarts in HOME/limits.json (over config.toml) until --reset. With --tree and --weight: a tree\'s share of busy links')
     .addOption(homeOption())
     .option('--link <name>', 'a link from [[links]] in config.toml')
-    .option('--peer <peer id>', 'one peer (that is in no named link)')
+    .option('--peer <peer>', 'one peer (that is in no named link): its [[peers]] name or its peer id, as [[links]] takes them')
     .option('--up <rate>', "what we send, e.g. 10MB/s, 80Mbit/s, 'unlimited'")
     .option('--down <rate>', 'what we ask of peers')
     .option('--reset', 'drop runtime limits of the target: back to config.toml and its schedule')
@@ -195,7 +160,8 @@ async function runLimit (opts: LimitOptions): Promise<void> {
   const weight = opts.weight === undefined || opts.weight === 'reset' ? undefined : Number(opts.weight)
   if (weight !== undefined && !(weight > 0 && weight <= 1000)) throw new ExitError(`--weight: expected a number in (0, 1000] or 'reset', not ${opts.weight ?? ''}`, 2)
   const changing = opts.up !== undefined || opts.down !== undefined || opts.reset === true
-  const request = { link: opts.link, peer: opts.peer, up: opts.up, down: opts.down, reset: opts.reset }
+  const home = resolveHome(opts.home)
+  const request = { link: opts.link, peer: opts.peer === undefined ? undefined : peerIdOf(opts.peer, (await loadConfig(home.config)).peers), up: opts.up, down: opts.down, reset: opts.reset }
   const print = (links: LinkStatus[], note: string): void => {
     if (opts.json === true) { process.stdout.write(JSON.stringify(links) + '\n'); return }
     process.stdout.write((note === '' ? '' : note + '\n') + formatLinks(links) + '\n')
@@ -209,7 +175,6 @@ async function runLimit (opts: LimitOptions): Promise<void> {
   })
   if (running === true) return
   // No agent: edit limits.json by the agent's own rules; it applies them when it starts.
-  const home = resolveHome(opts.home)
   const { bandwidthFromConfig } = await import('../bandwidth/from-config.js')
   const bandwidth = await bandwidthFromConfig(await loadConfig(home.config), home, { tickMs: 0 })
   try {
@@ -218,6 +183,26 @@ async function runLimit (opts: LimitOptions): Promise<void> {
     else print(bandwidth.status(), 'agent not running; limits from config.toml and limits.json:')
   } finally {
     bandwidth.close()
+  }
+}
+
+/** ' --home DIR' as typed again (empty when $DELTAMESH_HOME gave it). */
+function homeArg (home: string | undefined): string {
+  return home === undefined ? '' : ` --home ${shellWord(home)}`
+}
+
+/** A path as one shell word: quoted only when it needs to be. */
+function shellWord (s: string): string {
+  return /^[A-Za-z0-9_./:@%+,=-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`
+}
+
+/** `--peer`: a [[peers]] name or a peer id (one not listed is passed on: the agent says what it makes of it). */
+function peerIdOf (ref: string, listed: Array<{ addr: string, name?: string }>): string {
+  try {
+    return resolvePeerRef(ref, listed).peerId
+  } catch (err) {
+    if (/^(12D3Koo|Qm)[1-9A-HJ-NP-Za-km-z]+$/.test(ref)) return ref
+    throw new ExitError(`--peer: ${(err as Error).message}`, 2)
   }
 }
 
@@ -235,7 +220,7 @@ function parsePositiveSeconds (v: string): number {
   return n
 }
 
-async function runSync (api: AgentApi, tree: string, timeoutS: number | undefined, minSeq?: number): Promise<void> {
+async function runSync (api: AgentApi, home: string | undefined, tree: string, timeoutS: number | undefined, minSeq?: number): Promise<void> {
   const reporter = createProgressReporter()
   const interrupted = new AbortController()
   const onInterrupt = (): void => { interrupted.abort() }
@@ -243,11 +228,15 @@ async function runSync (api: AgentApi, tree: string, timeoutS: number | undefine
   const timeout = timeoutS === undefined ? undefined : AbortSignal.timeout(timeoutS * 1000)
   const signal = timeout === undefined ? interrupted.signal : AbortSignal.any([timeout, interrupted.signal])
   try {
-    const result = await api.waitForSync(tree, { signal, minSeq, onProgress: p => { reporter.update(p) } })
+    // bytes fetched per version this command watched (see formatSyncSummary)
+    const seen = new Map<number, number>()
+    const result = await api.waitForSync(tree, { signal, minSeq, onProgress: p => { seen.set(p.seq, Math.max(seen.get(p.seq) ?? 0, p.bytesDone)); reporter.update(p) } })
     reporter.stop()
-    process.stdout.write(formatSyncSummary(result) + '\n')
+    if (result.damaged !== undefined) throw new ExitError(`sync ${tree}: ${result.damaged.replace(' --home DIR', homeArg(home))}`, 2)
+    process.stdout.write(formatSyncSummary(result, [...seen.values()].reduce((a, b) => a + b, 0)) + '\n')
   } catch (err) {
     reporter.stop()
+    if (err instanceof ExitError) throw err
     if (timeout?.aborted === true) throw new ExitError(`sync ${tree}: timed out after ${timeoutS} s ${where(reporter.last)}`, EXIT_SYNC_TIMEOUT)
     if (interrupted.signal.aborted) throw new ExitError(`sync ${tree}: interrupted ${where(reporter.last)}`, EXIT_INTERRUPTED)
     const error = err as Error
@@ -257,9 +246,10 @@ async function runSync (api: AgentApi, tree: string, timeoutS: number | undefine
   }
 }
 
+/** Where a sync was given up: how far it got, and why it was waiting if it knows. */
 function where (p: SyncProgress | undefined): string {
-  if (p === undefined || p.phase === 'waiting') return 'waiting for a version to be announced'
-  return `at ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${p.tree}@${p.seq}, ${p.phase})`
+  if (p === undefined || p.phase === 'waiting') return p?.stuck === undefined ? 'waiting for a version to be announced' : `waiting: ${p.stuck.message}`
+  return `at ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${p.tree}@${p.seq}, ${p.phase})${p.stuck === undefined ? '' : `; waiting: ${p.stuck.message}`}`
 }
 
 /** `deltamesh agent`: start, serve the control API, and stop cleanly on a signal or a shutdown request. */
@@ -335,86 +325,4 @@ async function runAgent (homeArg: string | undefined): Promise<void> {
 async function removePidFile (file: string): Promise<void> {
   const text = await readFile(file, 'utf8').catch(() => '')
   if (text.trim() === String(process.pid)) await rm(file, { force: true })
-}
-
-// Human-readable status.
-
-function formatStatus (s: AgentStatus): string {
-  const now = Date.now()
-  const out: string[] = [
-    `agent ${s.peerId} (deltamesh ${s.version}), up ${formatDuration((now - s.startedAtMs) / 1000)}`,
-    `listening:     ${s.multiaddrs.length === 0 ? '-' : s.multiaddrs.join(' ')}`,
-    `publisher key: ${s.publisherKey}`,
-    `dashboard:     ${s.dashboard?.url ?? 'off ([dashboard] enabled = false)'}`,
-    `traffic:       up ${formatBytes(s.counters.bytesUp)}, down ${formatBytes(s.counters.bytesDown)}; ` +
-      `rejected: ${s.counters.envelopesRejected} envelopes${byReason(s.envelopeRejections)}, ${s.counters.chunksRejected} chunks`,
-    '',
-  ]
-  if (s.trees.length === 0) out.push('no trees')
-  else {
-    out.push(table([['TREE', 'CURRENT', 'NEWEST', 'SUBSCRIBED AT', 'SYNC'], ...s.trees.map(t => [
-      t.name, t.currentSeq?.toString() ?? '-', t.newestSeq?.toString() ?? '-',
-      t.subscribedTo === undefined ? '-' : t.subscribedTo + filtersOf(t.include, t.exclude, t),
-      t.sync === undefined ? (t.currentSeq !== undefined && t.currentSeq === t.newestSeq ? 'up to date' : '-') : formatProgressLine(t.sync).replace(/^sync /, ''),
-    ])]))
-    const versions = s.trees.flatMap(t => t.versions.map(v => [
-      `${t.name}@${v.seq}`, v.gate === undefined || v.gate.outcome === 'passed' ? v.state : `${v.state} (gate ${v.gate.outcome})`, v.label === '' ? '-' : v.label, v.bytes === undefined ? '-' : formatBytes(v.bytes),
-      v.files?.toString() ?? '-', v.newBytes === undefined ? '-' : formatBytes(v.newBytes), new Date(v.createdAtMs).toISOString().replace(/\.\d+Z$/, 'Z'),
-    ]))
-    if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))
-    const hooks = formatHooks(s.trees)
-    if (hooks.length > 0) out.push('', ...hooks)
-  }
-  out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
-  const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)
-  if (links.length > 0) out.push('', formatLinks(links))
-  const weights = Object.entries(s.treeWeights)
-  if (weights.length > 0) out.push('', `tree weights: ${weights.map(([t, w]) => `${t}=${w}`).join(', ')}`)
-  return out.join('\n') + '\n'
-}
-
-/** ' (replay 1, bad-signature 2)': the non-zero reasons only. */
-function byReason (counts: Record<string, number> | undefined): string {
-  const parts = Object.entries(counts ?? {}).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`)
-  return parts.length === 0 ? '' : ` (${parts.join(', ')})`
-}
-
-function filtersOf (include: string[] | undefined, exclude: string[] | undefined, t?: { allowEmpty?: boolean, maxDropPercent?: number }): string {
-  const parts = [...(include ?? []).map(g => `+${g}`), ...(exclude ?? []).map(g => `-${g}`)]
-  if (t?.allowEmpty === true) parts.push('allow-empty')
-  if (t?.maxDropPercent !== undefined) parts.push(`max-drop ${t.maxDropPercent}%`)
-  return parts.length === 0 ? '' : ` (${parts.join(' ')})`
-}
-
-function formatPeers (s: AgentStatus): string {
-  const now = Date.now()
-  return table([['PEER', 'NAME', 'STATE', 'UP', 'DOWN', 'CHUNKS UP/DOWN', 'BAD', 'STRIKES'], ...s.peers.map(p => [
-    p.peerId, p.name ?? '-',
-    p.bannedUntilMs !== undefined && p.bannedUntilMs > now ? `banned ${formatDuration((p.bannedUntilMs - now) / 1000)}` : p.connected ? 'connected' : 'disconnected',
-    formatBytes(p.bytesUp), formatBytes(p.bytesDown), `${p.chunksUp}/${p.chunksDown}`, String(p.badChunks), String(p.strikes),
-  ])])
-}
-
-function formatLinks (links: LinkStatus[]): string {
-  const limit = (n: number | null): string => n === null ? 'unlimited' : formatRate(n)
-  const source = (l: LinkStatus): string => {
-    const parts: string[] = []
-    if (l.override !== undefined) parts.push(`runtime ${Object.entries(l.override).map(([d, r]) => `${d} ${r}`).join(', ')}`)
-    if (l.window !== undefined) parts.push(`window ${l.window}`)
-    return parts.length === 0 ? 'config' : parts.join('; ')
-  }
-  const queue = (l: LinkStatus): string => l.queue.length === 0
-    ? '-'
-    : l.queue.map(q => `${q.direction === 'up' ? '↑' : '↓'}${q.flow.length > 24 ? q.flow.slice(0, 12) + '…' + q.flow.slice(-8) : q.flow}:${formatBytes(q.bytes)}${q.weight === 1 ? '' : `×${q.weight}`}`).join(' ')
-  return table([['LINK', 'LIMIT UP', 'LIMIT DOWN', 'RATE UP', 'RATE DOWN', 'SOURCE', 'QUEUED'], ...links.map(l => [
-    l.kind === 'global' ? 'global' : l.kind === 'link' ? `${l.name} (${l.peers.length} peer${l.peers.length === 1 ? '' : 's'})` : `peer ${l.name}`,
-    limit(l.limit.up), limit(l.limit.down), `${formatRate(l.rate.up)}`, `${formatRate(l.rate.down)}`, source(l), queue(l),
-  ])])
-}
-
-/** Left-aligned columns separated by two spaces; the last column is not padded. */
-export function table (rows: string[][]): string {
-  const widths: number[] = []
-  for (const row of rows) row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length) })
-  return rows.map(row => row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)).join('  ')).join('\n')
 }

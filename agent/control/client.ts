@@ -4,7 +4,7 @@
 import { request, type IncomingMessage } from 'node:http'
 import { dirname, resolve } from 'node:path'
 import type { HomeLayout } from '../core/home.js'
-import type { AcceptResult, AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, LimitRequest, LinkStatus, PathChange, PublishRequest, PublishSummary, SubscribeRequest, SyncProgress, SyncResult, VerifySummary, WaitForSyncOptions } from '../api/api.js'
+import type { AcceptResult, AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, LimitRequest, LinkStatus, PathChange, PublishRequest, PublishSummary, RemovedPeer, SubscribeRequest, SyncProgress, SyncResult, VerifyOptions, VerifySummary, WaitForSyncOptions } from '../api/api.js'
 import { AGENT_EVENT_TYPES, type AgentEvent } from '../api/events.js'
 import { AgentNotRunningError, RemoteError } from './errors.js'
 
@@ -58,6 +58,10 @@ export class ControlClient implements AgentApi {
     await this.call('POST', '/v1/peers', { addr, name })
   }
 
+  async removePeer (peer: string): Promise<RemovedPeer> {
+    return await this.call('POST', '/v1/peers/remove', { peer })
+  }
+
   async trust (tree: string, publisherKey: string): Promise<void> {
     await this.call('POST', '/v1/trust', { tree, publisherKey })
   }
@@ -70,8 +74,8 @@ export class ControlClient implements AgentApi {
     return (await this.call<{ weight: number }>('POST', '/v1/weight', { tree, weight: weight ?? null })).weight
   }
 
-  async verify (tree: string, seq?: number, signal?: AbortSignal): Promise<VerifySummary> {
-    return await this.call('POST', '/v1/verify', { tree, seq }, { signal, timeoutMs: 0 })
+  async verify (tree: string, options: VerifyOptions = {}, signal?: AbortSignal): Promise<VerifySummary> {
+    return await this.call('POST', '/v1/verify', { tree, seq: options.seq, repair: options.repair === true }, { signal, timeoutMs: 0 })
   }
 
   async accept (tree: string, seq: number): Promise<AcceptResult> {

@@ -57,6 +57,7 @@ export function httpStatusOf (err: unknown): number {
     case 'InvalidPathError':
     case 'FilterPatternError':
     case 'ConfigError':
+    case 'InvalidInputError':
     case 'RateParseError':
     case 'RangeError':
     case 'PeerInNamedLinkError':
@@ -66,6 +67,10 @@ export function httpStatusOf (err: unknown): number {
     case 'VersionDiffError':
     case 'AcceptError':
       return 409
+    case 'PeerAddressError':
+      return 400
+    case 'UnknownPeerError':
+      return 404
     case 'UnknownLinkError':
       return 404
     case 'UnknownEndpointError':

@@ -7,8 +7,9 @@
 //   POST /v1/subscribe   {tree,to,include?,exclude?,seed?,seedCopy?,allowEmpty?,maxDropPercent?,gate?,gateTimeoutMs?,onVersion?,onVersionTimeoutMs?}
 //   POST /v1/unsubscribe {tree}
 //   POST /v1/peers       {addr,name?}
+//   POST /v1/peers/remove {peer}                   RemovedPeer {peerId,addr,name?}
 //   POST /v1/trust       {tree,publisherKey}
-//   POST /v1/verify      {tree,seq?}                VerifySummary (aborted if the client goes)
+//   POST /v1/verify      {tree,seq?,repair?}        VerifySummary (aborted if the client goes)
 //   POST /v1/shutdown                      202, then the agent stops
 //   GET  /v1/sync?tree=T                   NDJSON: {type:'progress',progress}… then {type:'done',result}
 //                                          or {type:'error',error:{name,message}}
@@ -216,10 +217,11 @@ const ROUTES = new Map<string, Route>([
   ['POST /v1/subscribe', subscribeRoute],
   ['POST /v1/unsubscribe', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.unsubscribe(str(body, 'tree'))) }],
   ['POST /v1/peers', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.addPeer(str(body, 'addr'), optStr(body, 'name'))) }],
+  ['POST /v1/peers/remove', async ({ req, res, api }) => { const body = await readJsonBody(req); sendJson(res, 200, await api.removePeer(str(body, 'peer'))) }],
   ['POST /v1/trust', async ({ req, res, api }) => { const body = await readJsonBody(req); await acknowledged(res, api.trust(str(body, 'tree'), str(body, 'publisherKey'))) }],
   ['POST /v1/limit', limitRoute],
   ['POST /v1/weight', weightRoute],
-  ['POST /v1/verify', async ({ req, res, api, signal }) => { const body = await readJsonBody(req); sendJson(res, 200, await api.verify(str(body, 'tree'), optSeq(body, 'seq'), signal)) }],
+  ['POST /v1/verify', async ({ req, res, api, signal }) => { const body = await readJsonBody(req); sendJson(res, 200, await api.verify(str(body, 'tree'), { seq: optSeq(body, 'seq'), repair: body.repair === true }, signal)) }],
   ['POST /v1/shutdown', shutdownRoute],
 ])
 

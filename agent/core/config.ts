@@ -168,13 +168,13 @@ function tomlString (s: string): string { return JSON.stringify(s) }
 // example, under a comment that says what it is for (this file is the first documentation an operator reads).
 // Sections are joined by one blank line; only [agent] depends on the arguments.
 
-function agentSection (listen: string[], announce: string[]): string {
+function agentSection (listen: string[], announce: string[], name?: string): string {
   return `# deltamesh agent configuration (TOML). Written by \`deltamesh init\`; edit freely —
 # commands such as \`deltamesh peers add\` and \`deltamesh trust\` append to this file and keep your comments.
 
 [agent]
 # Site name shown on every dashboard (default: this host's name).
-# name = "brisbane"
+${name === undefined ? '# name = "brisbane"' : `name = ${tomlString(name)}`}
 # libp2p addresses this agent listens on. Peers dial these; use a public or site address on a real WAN.
 listen = [${listen.map(tomlString).join(', ')}]
 # Addresses other sites should dial, when they differ from the listen addresses (NAT, 0.0.0.0).
@@ -185,11 +185,11 @@ banSeconds = 600
 }
 
 /** The dashboard and metrics listener, and how often this site gossips its status. */
-const DASHBOARD_SECTION = `[dashboard]
+const dashboardSection = (listen: string): string => `[dashboard]
 # Web dashboard of the whole network, plus Prometheus /metrics, served by this agent. Keep it on loopback
 # (reach it with an SSH tunnel or a reverse proxy); port 0 picks a free port (\`deltamesh status\` shows it).
 enabled = true
-listen = "${DEFAULT_DASHBOARD_LISTEN}"
+listen = ${tomlString(listen)}
 # How often this site looks for news in its status (versions, sync progress, peers, rates), in milliseconds:
 # sent at the next tick after it changes, and at least every 6 ticks.
 statusIntervalMs = 5000
@@ -267,26 +267,77 @@ const PEERS_AND_TRUST_SECTION = `# Sites this agent talks to. Only these peer id
 # key = "ed25519:..."
 `
 
-export function defaultConfigText (listen: string[], announce: string[] = []): string {
-  return [agentSection(listen, announce), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
+export function defaultConfigText (listen: string[], announce: string[] = [], dashboard = DEFAULT_DASHBOARD_LISTEN, name?: string): string {
+  return [agentSection(listen, announce, name), dashboardSection(dashboard), BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
 }
 
-export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = []): Promise<void> {
-  await writeFile(file, defaultConfigText(listen, announce), { flag: 'wx', mode: 0o600 })
+export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = [], dashboard?: string, name?: string): Promise<void> {
+  const text = defaultConfigText(listen, announce, dashboard, name)
+  parseConfig(text, file) // --listen, --announce and --dashboard are checked before anything is written
+  await writeFile(file, text, { flag: 'wx', mode: 0o600 })
 }
 
 /** Appends a [[peers]] table (validated first), preserving the operator's comments. */
 export async function appendPeer (file: string, addr: string, name?: string): Promise<void> {
   const block = `\n[[peers]]\naddr = ${tomlString(addr)}\n${name === undefined ? '' : `name = ${tomlString(name)}\n`}`
-  await appendValidated(file, block)
+  await appendValidated(file, block, { addr, name })
 }
 
 export async function appendTrust (file: string, tree: string, key: string): Promise<void> {
-  await appendValidated(file, `\n[[trust]]\ntree = ${tomlString(tree)}\nkey = ${tomlString(key)}\n`)
+  await appendValidated(file, `\n[[trust]]\ntree = ${tomlString(tree)}\nkey = ${tomlString(key)}\n`, { tree, key })
 }
 
-async function appendValidated (file: string, block: string): Promise<void> {
+/**
+ * Removes the [[peers]] table whose addr is `addr` from the file as written: the table's lines go, the
+ * operator's comments and everything else stay. Throws a ConfigError (writing nothing) when the entry is not
+ * a plain [[peers]] table of this file, or when the file would no longer load (a [[links]] entry naming it).
+ */
+export async function removePeerEntry (file: string, addr: string): Promise<void> {
+  const text = await readFile(file, 'utf8')
+  const before = parseConfig(text, file)
+  const lines = text.split('\n')
+  const header = /^\s*\[/
+  const peersHeader = /^\s*\[\[\s*peers\s*\]\]\s*(#.*)?$/
+  for (let start = 0; start < lines.length; start++) {
+    if (!peersHeader.test(lines[start] as string)) continue
+    let end = start + 1
+    while (end < lines.length && !header.test(lines[end] as string)) end++
+    // comments and blank lines just above the next table belong to it
+    while (end > start + 1 && /^\s*(#.*)?$/.test(lines[end - 1] as string)) end--
+    const table = parseToml(['[x]', ...lines.slice(start + 1, end)].join('\n')) as { x?: { addr?: unknown } }
+    if (table.x?.addr !== addr) continue
+    // the blank line `peers add` wrote before the table goes with it
+    const from = start > 0 && (lines[start - 1] as string).trim() === '' ? start - 1 : start
+    const result = [...lines.slice(0, from), ...lines.slice(end)].join('\n')
+    const after = parseConfig(result, file)
+    if (after.peers.length !== before.peers.length - 1 || after.peers.some(p => p.addr === addr)) break
+    await writeFile(file, result)
+    return
+  }
+  throw new ConfigError(file, 'peers', `no [[peers]] table with addr = ${tomlString(addr)} that can be removed automatically: edit the file`)
+}
+
+/** A value given on the command line (or over the control socket) that config.toml could not hold: the input's fault, not the file's. */
+export class InvalidInputError extends DeltameshError {
+  static override name = 'InvalidInputError'
+  constructor (readonly field: string, readonly value: string, expected: string) {
+    super(`invalid ${field} ${JSON.stringify(value.slice(0, 200))}: ${expected}`)
+    this.name = 'InvalidInputError'
+  }
+}
+
+async function appendValidated (file: string, block: string, inputs: Record<string, string | undefined> = {}): Promise<void> {
   const current = await readFile(file, 'utf8')
-  parseConfig(current + block, file) // refuse to write a config the agent could not load
+  parseConfig(current, file) // a file already broken is the file's error, named as such
+  try {
+    parseConfig(current + block, file) // refuse to write a config the agent could not load
+  } catch (err) {
+    // the file was fine: what was given is at fault; say which argument, not which line of the file
+    if (!(err instanceof ConfigError)) throw err
+    const field = /([A-Za-z]+)$/.exec(err.key)?.[1] ?? ''
+    const value = inputs[field]
+    if (value !== undefined) throw new InvalidInputError(field === 'addr' ? 'address' : field, value, err.expected.replace(/^expected /, ''))
+    throw err
+  }
   await appendFile(file, block)
 }

@@ -26,10 +26,13 @@ import { HaveService } from '../net/have-protocol.js'
 import { bandwidthFromConfig } from '../bandwidth/from-config.js'
 import type { BandwidthManager } from '../bandwidth/manager.js'
 import { pacedFetch } from '../sync/paced-fetch.js'
+import { fetchFromAny } from '../sync/fetch-any.js'
+import type { RepairFetch } from '../versions/repair.js'
 import { DeltaService } from '../net/delta-protocol.js'
 import { TreeManager } from './trees.js'
 import { EventHub } from './events.js'
 import { VersionHooks } from './version-hooks.js'
+import { UnservableMarker } from './why-waiting.js'
 import { startOperations, type Operations } from './operations.js'
 import { createAgentApi, peerStatusOf, PeersAndTrust, RefusalCounts } from './api-impl.js'
 import type { AgentApi } from '../api/api.js'
@@ -57,9 +60,9 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   const events = new EventHub(log)
   const refusals = new RefusalCounts(log)
   const book = new PeersAndTrust(site.config)
-  const { store, pool, bans } = await openStorage(home, site.config, refusals, log)
-  const allowlist = new PeerAllowlist(book.peerNames.keys())
   const late: LateParts = {}
+  const { store, pool, bans } = await openStorage(home, site.config, refusals, log, (tree, seq) => late.trees?.chunkChanged(tree, seq))
+  const allowlist = new PeerAllowlist(book.peerNames.keys())
   const net = await createNetwork({ home, log, site, book, refusals, store, bans, allowlist, late })
   const hooks = new VersionHooks({ home, catalog: store.catalog, log: log.child({ component: 'hooks' }), events })
   const trees = createTreeManager({ home, log, site, book, refusals, store, pool, net, late }, events, hooks)
@@ -93,7 +96,19 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   }
   const stopAll = async (): Promise<void> => { await late.ops?.stop(); await stop() }
 
-  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, events, dashboardUrl: () => late.ops?.dashboardUrl }
+  const repairFetch = (tree: string): RepairFetch => async (wanted, onChunk, signal) => {
+    await fetchFromAny({
+      selfId: site.selfId,
+      fetch: pacedFetch(async (peerId, wants, options) => await net.chunkClient.fetch(peerIdFromString(peerId), wants, options), net.bandwidth, tree),
+      peers: net.node.getPeers().map(p => p.toString()),
+      wanted,
+      onChunk,
+      onBadChunk: () => { refusals.chunkRejected() },
+      windowBytes: site.config.sync.windowBytes,
+      signal,
+    })
+  }
+  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, repairFetch, events, dashboardUrl: () => late.ops?.dashboardUrl }
   const api = createAgentApi(parts)
   try {
     late.ops = await startOperations({
@@ -140,12 +155,24 @@ async function openSite (home: HomeLayout, log: Logger): Promise<Site> {
 }
 
 /** The store (chunk index and catalog), the chunker pool, and the peer bans kept in the catalog. */
-async function openStorage (home: HomeLayout, config: AgentConfig, refusals: RefusalCounts, log: Logger): Promise<{ store: Store, pool: ChunkerPool, bans: PeerBans }> {
+async function openStorage (home: HomeLayout, config: AgentConfig, refusals: RefusalCounts, log: Logger, onHeldDamaged: (tree: string, seq: number) => void): Promise<{ store: Store, pool: ChunkerPool, bans: PeerBans }> {
+  let marker: UnservableMarker | undefined
   const store = await openStore(home.db, {
     events: {
-      onCorrupt: (id, location, reason) => { refusals.chunkRejected(); log.warn({ chunk: toHex(id), path: location.relPath, reason }, 'indexed chunk no longer matches what is on disk; location dropped') },
+      onCorrupt: (id, location, reason) => {
+        refusals.chunkRejected()
+        // a publisher's source edited since it was published: the version it published from it is marked
+        // not fully servable; the first chunk of each file is worth a warning, the rest only debug lines
+        void marker?.mark(location.rootId, location.relPath).then(marked => {
+          const fields = { chunk: toHex(id), path: location.relPath, reason }
+          if (marked?.held === true) { onHeldDamaged(marked.tree, marked.seq); log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `indexed chunk no longer matches what is on disk; location dropped: a file of ${marked.tree}@${marked.seq} was changed here; deltamesh verify --repair mends it`) } else if (marked === undefined) log.warn(fields, 'indexed chunk no longer matches what is on disk; location dropped')
+          else if (marked.newFile) log.warn({ ...fields, tree: marked.tree, seq: marked.seq }, `source file changed since ${marked.tree}@${marked.seq} was published: its chunks cannot be served; publish again`)
+          else log.debug({ ...fields, tree: marked.tree, seq: marked.seq }, 'another changed chunk of a published source file')
+        }, err => log.error({ err }, 'could not mark a version not fully servable'))
+      },
     },
   })
+  marker = new UnservableMarker(store)
   const pool = new ChunkerPool({ size: availableParallelism() })
   const bans = new PeerBans({ banMs: config.agent.banSeconds * 1000 })
   // bans survive a restart: a liar must not be forgiven by a crash or an upgrade
@@ -271,6 +298,11 @@ function createTreeManager ({ home, log, site, book, refusals, store, pool, net,
     chunkFile: async (path: string, params: ChunkingParams, signal?: AbortSignal) => await pool.chunkFile(path, params, signal),
     events,
     hooks,
+    peerName: peerId => book.peerNames.get(peerId)?.name,
+    explainMissing: (tree, seq) => {
+      const sites = late.ops?.cannotServe(tree, seq) ?? []
+      return sites.length === 0 ? undefined : `${sites.join(', ')} cannot serve ${tree}@${seq} completely: its source changed after it was published; publish again there`
+    },
   }, { windowBytes: site.config.sync.windowBytes })
 }
 

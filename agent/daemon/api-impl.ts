@@ -8,7 +8,7 @@ import { validateTreeName } from '../../protocol/paths.js'
 import { chunkingFor } from '../../protocol/chunking.js'
 import type { HomeLayout } from '../core/home.js'
 import type { Logger } from '../core/log.js'
-import { appendPeer, appendTrust, type AgentConfig } from '../core/config.js'
+import { appendPeer, appendTrust, removePeerEntry, type AgentConfig } from '../core/config.js'
 import type { Store } from '../store/index.js'
 import type { ChunkerPool } from '../chunk/pool.js'
 import type { DeltameshNode, PeerAllowlist } from '../net/node.js'
@@ -21,13 +21,14 @@ import type { Dialer } from '../net/dialer.js'
 import { peerIdOfAddr } from '../net/peer-address.js'
 import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.js'
 import { publishVersion } from '../publish/publish.js'
-import { verifyVersion } from '../versions/verify.js'
+import { verifyTree } from './verify-repair.js'
+import type { RepairFetch } from '../versions/repair.js'
 import { applyRetention } from '../versions/retention.js'
 import type { TreeManager } from './trees.js'
-import type { AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
+import type { AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, PeerStatus, PublishRequest, PublishSummary, RemovedPeer } from '../api/api.js'
 import { diffSeqsOf, diffVersions, emptyCounts } from '../versions/version-diff.js'
 import type { EventHub } from './events.js'
-import { checkPeerAddress } from '../net/peer-address.js'
+import { checkPeerAddress, checkRemovable, resolvePeerRef } from '../net/peer-address.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -94,6 +95,8 @@ export interface AgentApiComponents {
   events: EventHub
   /** Listens to a tree's gossip topics. */
   watchTree: (tree: string) => void
+  /** Chunks for verify --repair from the connected peers, paced as the tree's syncs are. */
+  repairFetch: (tree: string) => RepairFetch
   /** The dashboard's address, once operations run and when it is on. */
   dashboardUrl: () => string | undefined
 }
@@ -106,6 +109,7 @@ export function createAgentApi (c: AgentApiComponents): AgentApi {
     subscribe: async request => { await trees.subscribe(request) },
     unsubscribe: async tree => { await trees.unsubscribe(tree) },
     addPeer: async (addr, name) => { await addPeer(c, addr, name) },
+    removePeer: async peer => await removePeer(c, peer),
     trust: async (tree, key) => { await trustKey(c, tree, key) },
     setLimit: async request => {
       const link = await bandwidth.change({ ...request, peer: request.peer === undefined ? undefined : canonicalPeerId(request.peer) })
@@ -120,7 +124,11 @@ export function createAgentApi (c: AgentApiComponents): AgentApi {
       c.events.emit('limit-changed', { tree, weight: effective })
       return effective
     },
-    verify: async (tree, seq, signal) => await verifyVersion(c.store.catalog, tree, seq, signal),
+    verify: async (tree, options, signal) => {
+      const result = await verifyTree({ catalog: c.store.catalog, index: c.store.index, fetch: c.repairFetch(tree) }, tree, options ?? {}, signal)
+      trees.verified(tree, result.seq, new Set(result.problems.map(p => p.path)).size)
+      return result
+    },
     waitForSync: async (tree, options) => await trees.waitForSync(tree, options),
     diff: async (request, options) => await diffHeld(c, request, options),
     accept: async (tree, seq) => await trees.accept(validateTreeName(tree), seq),
@@ -192,6 +200,19 @@ async function addPeer (c: AgentApiComponents, addr: string, name: string | unde
   c.book.peerNames.set(peerId, { name, addr })
   c.allowlist.add(peerId)
   c.dialer.add(addr)
+}
+
+/** The converse of addPeer: config.toml first (nothing changes if that fails), then the running parts. */
+async function removePeer (c: AgentApiComponents, ref: string): Promise<RemovedPeer> {
+  const peer = resolvePeerRef(ref, [...c.book.peerNames.values()])
+  checkRemovable(peer, c.config.links)
+  await removePeerEntry(c.home.config, peer.addr)
+  c.book.peerNames.delete(peer.peerId)
+  c.dialer.remove(peer.peerId)
+  // off the allowlist: the gater refuses it from now on and its live connections are closed (net/node.ts)
+  c.allowlist.remove(peer.peerId)
+  c.log.info({ peer: peer.peerId, name: peer.name }, 'peer removed')
+  return peer
 }
 
 async function trustKey (c: AgentApiComponents, tree: string, key: string): Promise<void> {

@@ -50,6 +50,8 @@ export interface Operations {
   onChunkReceived: (tree: string, bytes: number) => void
   onSyncEnded: (tree: string, outcome: { result: SyncResult } | { error: Error }) => void
   snapshot: () => Promise<DashboardSnapshot>
+  /** The sites whose last status says they cannot serve `tree`@`seq` completely (its source changed since they published it). */
+  cannotServe: (tree: string, seq: number) => string[]
   /** Bytes of the last status this site gossiped. */
   lastStatusBytes: () => number
   stop: () => Promise<void>
@@ -112,6 +114,7 @@ export async function startOperations (c: OperationsComponents, init: Operations
     onChunkReceived: (tree, bytes) => { metrics.chunkReceived(tree, bytes) },
     onSyncEnded: (tree, outcome) => { metrics.syncEnded(tree, outcome) },
     snapshot,
+    cannotServe: (tree, seq) => view.reports(s => s.trees.some(t => t.name === tree && t.unservableSeq === seq)),
     lastStatusBytes: () => gossip.lastSentBytes,
     stop: async () => {
       clearInterval(sampling)

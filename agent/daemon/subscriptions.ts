@@ -16,6 +16,7 @@ import { flipToVersion } from '../versions/expose.js'
 import { GateRefusedError } from './version-hooks.js'
 import { shapedFor, trustedKeys, type TreeManagerComponents, type TreeStates, type Waiter } from './tree-state.js'
 import type { SyncRunner } from './sync-runner.js'
+import { waitingProgress, waitingReason } from './why-waiting.js'
 
 /** `accept` asked of a version that cannot be accepted (not held, not refused, older than the served one). */
 export class AcceptError extends DeltameshError {
@@ -122,7 +123,8 @@ export class Subscriptions {
     const minSeq = options.minSeq ?? 0
     const current = record.currentSeq === undefined ? undefined : await this.c.catalog.getVersion(tree, record.currentSeq)
     if (state.newest !== undefined && record.currentSeq !== undefined && record.currentSeq >= state.newest.seq && record.currentSeq >= minSeq && shapedFor(current, record)) {
-      return { tree, seq: record.currentSeq, bytesFetched: 0, durationMs: 0 }
+      const damaged = state.damaged?.seq === record.currentSeq ? state.damaged.message : undefined
+      return { tree, seq: record.currentSeq, bytesFetched: 0, durationMs: 0, alreadyHeld: true, ...(damaged === undefined ? {} : { damaged }) }
     }
     // refused for its selection, it is not retried: waiting could only time out
     const refused = state.refused
@@ -136,7 +138,10 @@ export class Subscriptions {
       const waiter: Waiter = { minSeq, onProgress: options.onProgress, resolve: resolvePromise, reject: rejectPromise }
       state.waiters.add(waiter)
       options.signal?.addEventListener('abort', () => { state.waiters.delete(waiter); rejectPromise(options.signal?.reason ?? new Error('aborted')) }, { once: true })
-      if (state.running !== undefined) options.onProgress?.(state.running.sync.progress)
+      if (state.running !== undefined) { options.onProgress?.(state.running.sync.progress); return }
+      // nothing runs: if a refused version explains the wait, say so at once
+      const stuck = waitingReason(state.refusedOffer, record)
+      if (stuck !== undefined && state.refusedOffer !== undefined) options.onProgress?.(waitingProgress(tree, state.refusedOffer.seq, stuck))
     })
   }
 }

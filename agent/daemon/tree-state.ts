@@ -13,6 +13,7 @@ import type { SelectionRefusedError } from '../versions/errors.js'
 import type { SyncProgress, SyncResult } from '../api/api.js'
 import type { EventHub } from './events.js'
 import type { VersionHooks } from './version-hooks.js'
+import type { RefusedOffer } from './why-waiting.js'
 
 export interface TreeManagerComponents {
   selfId: string
@@ -50,6 +51,10 @@ export interface TreeManagerComponents {
   events: EventHub
   /** The subscriptions' gate and post-version commands. */
   hooks: VersionHooks
+  /** Why chunks of a version may be missing everywhere, if some site says so (see VersionSyncComponents). */
+  explainMissing?: VersionSyncComponents['explainMissing']
+  /** A peer's name from [[peers]], for messages. */
+  peerName?: (peerId: string) => string | undefined
 }
 
 export interface TreeManagerInit {
@@ -100,6 +105,10 @@ export interface TreeState {
   lastSync?: SyncProgress
   /** A version refused for its selection: not retried until the subscription or the newest version changes. */
   refused?: { seq: number, generation: number, error: SelectionRefusedError }
+  /** The held version known damaged (verify found files differing, or a read a changed chunk), until a clean verify. */
+  damaged?: { seq: number, message: string }
+  /** A version newer than the newest admitted, refused on arrival (untrusted key…): why a subscriber waits. */
+  refusedOffer?: RefusedOffer
   /** The last rebuild started in this process: its staging is reused by a retry with the same filter. */
   lastRebuild?: { seq: number, generation: number, selection: FilterSpec }
   waiters: Set<Waiter>

@@ -10,8 +10,9 @@ import { admitEnvelope, type Admission } from '../net/admission.js'
 import type { SelectionRefusedError } from '../versions/errors.js'
 import { GateRefusedError } from './version-hooks.js'
 import type { AcceptResult, GateRefusal, SelectionRefusal, SubscribeRequest, SyncResult, TreeStatus, VersionSummary, WaitForSyncOptions } from '../api/api.js'
-import { holdsComplete, trustedKeys, TreeStates, type TreeManagerComponents, type TreeManagerInit } from './tree-state.js'
+import { holdsComplete, trustedKeys, TreeStates, type TreeManagerComponents, type TreeManagerInit, type TreeState } from './tree-state.js'
 import { SyncRunner } from './sync-runner.js'
+import { refusedOffer, unservableMessage, waitingProgress, waitingReason, type RefusedOffer } from './why-waiting.js'
 import { Subscriptions } from './subscriptions.js'
 
 export type { TreeManagerComponents, TreeManagerInit } from './tree-state.js'
@@ -82,12 +83,15 @@ export class TreeManager {
         this.log.warn({ tree: envelope.tree, seq: envelope.seq, peer: from, via, reason: admission.code }, `rejected version: ${admission.reason}`)
         this.c.onRejected(admission.code, admission.reason)
         this.c.events.emit('version-refused', { tree: envelope.tree, seq: envelope.seq, label: envelope.label, peer: from, via, reason: admission.code, message: admission.reason })
+        // newer than anything admitted: a subscriber waits for it in vain, and is told why
+        if (envelope.seq > (state.newest?.seq ?? 0) && envelope.seq >= (state.refusedOffer?.seq ?? 0)) this.noteRefused(state, refusedOffer(envelope, admission.code, admission.reason, from === undefined ? undefined : this.c.peerName?.(from) ?? from))
       }
       return admission
     }
     if (admission.verdict === 'duplicate') return admission
     // decided synchronously, so the same version arriving by gossip and by heads at once is admitted once
     state.newest = envelope
+    if (state.refusedOffer !== undefined && envelope.seq >= state.refusedOffer.seq) state.refusedOffer = undefined
     state.newestComplete = false
     state.haves.clear()
     const existing = await this.c.catalog.getVersion(envelope.tree, envelope.seq)
@@ -117,6 +121,28 @@ export class TreeManager {
       const running = state.running
       if (running !== undefined && complete && envelope.seq === running.seq) running.sync.setPeer(peerId, true)
     }
+  }
+
+  /** Records a refused newer version and tells the `sync` waiters (no sync runs to tell them anything). */
+  private noteRefused (state: TreeState, offer: RefusedOffer): void {
+    state.refusedOffer = offer
+    if (state.running !== undefined || state.waiters.size === 0) return
+    const stuck = waitingReason(offer, { name: state.name, subscribedTo: '-' })
+    if (stuck !== undefined) for (const w of state.waiters) w.onProgress?.(waitingProgress(state.name, offer.seq, stuck))
+  }
+
+  /** What a verify found of a held version (files differing): `sync` says a damaged version is damaged, until a clean verify. */
+  verified (tree: string, seq: number, files: number): void {
+    const state = this.trees.state(tree)
+    if (files === 0) { if (state.damaged?.seq === seq) state.damaged = undefined; return }
+    state.damaged = { seq, message: `${tree}@${seq} is held here but damaged: ${files === 1 ? '1 file differs' : `${files} files differ`} from the manifest; run deltamesh verify --repair --home DIR ${tree}` }
+  }
+
+  /** A chunk read from a held version's files no longer matched its id (edited behind the agent's back). */
+  chunkChanged (tree: string, seq: number): void {
+    const state = this.trees.state(tree)
+    if (state.damaged?.seq === seq) return
+    state.damaged = { seq, message: `${tree}@${seq} is held here but damaged: a chunk read from its files no longer matched the manifest; run deltamesh verify --repair --home DIR ${tree}` }
   }
 
   peerGone (peerId: string): void {
@@ -169,12 +195,13 @@ export class TreeManager {
       for (const v of await this.c.catalog.listVersions(name)) {
         try {
           const e = openEnvelope(v.envelope)
-          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes, ...(v.skipped === undefined ? {} : { skipped: v.skipped }), ...(v.gate === undefined ? {} : { gate: v.gate }) })
+          versions.push({ seq: v.seq, label: e.label, state: v.state, createdAtMs: e.createdAtMs, publisherKey: formatPublisherKey(e.publisherKey), root: toHex(e.rootHash), files: v.stats?.files, bytes: v.stats?.bytes, newBytes: v.stats?.newBytes, ...(v.skipped === undefined ? {} : { skipped: v.skipped }), ...(v.gate === undefined ? {} : { gate: v.gate }), ...(v.unservable === undefined ? {} : { unservable: { ...v.unservable, message: unservableMessage(name, v.seq, v.unservable) } }) })
         } catch { /* unverifiable record: reported by load() */ }
       }
       const sync = state?.running?.sync.progress ?? (state?.lastError !== undefined && state.lastSync !== undefined ? { ...state.lastSync, phase: 'failed' as const, error: state.lastError } : undefined)
+      const stuck = state?.running !== undefined ? sync?.stuck : waitingReason(state?.refusedOffer, record)
       out.push({
-        name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, allowEmpty: record?.allowEmpty, maxDropPercent: record?.maxDropPercent, trustedKeys: [...this.c.trustedKeys(name)], versions, sync, refused: refusalOf(state?.refused?.error),
+        ...(stuck === undefined ? {} : { stuck }), name, currentSeq: record?.currentSeq, newestSeq: state?.newest?.seq, subscribedTo: record?.subscribedTo, include: record?.include, exclude: record?.exclude, allowEmpty: record?.allowEmpty, maxDropPercent: record?.maxDropPercent, trustedKeys: [...this.c.trustedKeys(name)], versions, sync, refused: refusalOf(state?.refused?.error),
         gate: record?.gate, onVersion: record?.onVersion, gateRefused: gateRefusalOf(name, versions, record?.currentSeq), hooks: record?.gate === undefined && record?.onVersion === undefined ? undefined : this.c.hooks.statsOf(name),
       })
     }

@@ -23,6 +23,8 @@ export interface VersionRow {
   skipped?: { count: number, sample: Array<{ path: string, kind: string, reason: string }> }
   /** Sites whose last status lists this version as complete. */
   heldBy: string[]
+  /** At the publisher: why it cannot serve this version completely (its source changed since). */
+  unservable?: string
 }
 
 export interface TreeRow {
@@ -40,6 +42,8 @@ export interface TreeRow {
   /** A newer version the subscription's gate refused (held, not served), with the command's last lines. */
   gateRefused?: GateRefusal
   hooks?: HookStats
+  /** Why the tree waits and cannot move by itself (a refused version, chunks no peer holds), in words. */
+  stuck?: string
 }
 
 export interface PeerRow {
@@ -99,10 +103,10 @@ export function buildSnapshot (input: SnapshotInput): DashboardSnapshot {
     treeNames,
     trees: status.trees.map(t => ({
       name: t.name, subscribedTo: t.subscribedTo, include: t.include, exclude: t.exclude, currentSeq: t.currentSeq, newestSeq: t.newestSeq,
-      refused: t.refused, syncError: t.sync?.phase === 'failed' ? t.sync.error : undefined, gateRefused: t.gateRefused, hooks: t.hooks,
+      refused: t.refused, syncError: t.sync?.phase === 'failed' ? t.sync.error : undefined, gateRefused: t.gateRefused, hooks: t.hooks, stuck: t.stuck?.message,
       versions: t.versions.map(v => ({
         seq: v.seq, label: v.label, state: v.state, createdAtMs: v.createdAtMs, publisherKey: v.publisherKey,
-        publishedHere: v.publisherKey === status.publisherKey, files: v.files, bytes: v.bytes, newBytes: v.newBytes, skipped: v.skipped, heldBy: heldBy(t.name, v.seq),
+        publishedHere: v.publisherKey === status.publisherKey, files: v.files, bytes: v.bytes, newBytes: v.newBytes, skipped: v.skipped, heldBy: heldBy(t.name, v.seq), unservable: v.unservable?.message,
       })).reverse(),
     })),
     links: input.links.map(l => ({ ...l, peerNames: (l.peerIds ?? []).map(id => nameOf.get(id) ?? id.slice(-8)) })),

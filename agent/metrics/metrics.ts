@@ -173,7 +173,7 @@ function registerTreeGauges (registers: Registry[], read: ReadSnapshot): void {
   treeGauge('deltamesh_tree_current_seq', 'Version this site serves at its subscription path (or published)', t => t.currentSeq)
   treeGauge('deltamesh_tree_newest_seq', 'Newest version announced by a trusted publisher', t => t.newestSeq)
   treeGauge('deltamesh_tree_versions_behind', 'newest_seq - current_seq for a subscribed tree', t => t.subscribedTo === undefined || t.newestSeq === undefined ? undefined : t.newestSeq - (t.currentSeq ?? 0))
-  treeGauge('deltamesh_tree_sync_bytes_total', 'Bytes the running sync must fetch', t => t.sync?.bytesTotal)
+  treeGauge('deltamesh_tree_sync_bytes_planned', 'Bytes the running sync must fetch (a gauge: the plan of the version being synced; was deltamesh_tree_sync_bytes_total)', t => t.sync?.bytesTotal)
   treeGauge('deltamesh_tree_sync_bytes_done', 'Bytes the running sync has fetched', t => t.sync?.bytesDone)
 }
 

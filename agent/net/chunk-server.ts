@@ -274,7 +274,7 @@ export class ChunkServer {
     if (this.components.provider.pace !== undefined) await this.components.provider.pace(peer, one.wireBytes, signal)
     await frames.writeEncoded(one, signal)
     msgs.forEach((m, i) => {
-      this.components.stats?.served(peer, (encoded[i] as EncodedFrame).payloadBytes, m.type === 'BLOCKS' ? m.entries.reduce((t, e) => t + e.size, 0) : m.bytes.byteLength)
+      this.components.stats?.served(peer, (encoded[i] as EncodedFrame).payloadBytes, m.type === 'BLOCKS' ? m.entries.reduce((t, e) => t + e.size, 0) : m.bytes.byteLength, m.type === 'BLOCKS' ? m.entries.length : 1)
     })
   }
 

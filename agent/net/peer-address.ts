@@ -47,3 +47,38 @@ export function checkPeerAddress (addr: string, selfId: string, listed: Readonly
   }
   return peerId
 }
+
+/** `peers remove` (or `limit --peer`) of a peer this site does not list. */
+export class UnknownPeerError extends DeltameshError {
+  static override name = 'UnknownPeerError'
+  constructor (readonly ref: string, known: ReadonlyArray<{ name?: string, peerId: string }>) {
+    super(`no peer ${JSON.stringify(ref.slice(0, 100))} is listed here (a [[peers]] name, a peer id or its address; ` +
+      `${known.length === 0 ? 'none is listed' : `listed: ${known.map(p => p.name ?? p.peerId).join(', ')}`}; see \`deltamesh peers list\`)`)
+    this.name = 'UnknownPeerError'
+  }
+}
+
+export interface ListedPeer { peerId: string, addr: string, name?: string }
+
+/**
+ * The listed peer that `ref` names: its [[peers]] name, its peer id, or its address as listed. Throws
+ * UnknownPeerError when none does.
+ */
+export function resolvePeerRef (ref: string, listed: ReadonlyArray<{ addr: string, name?: string }>): ListedPeer {
+  const peers = listed.flatMap(p => { try { return [{ peerId: peerIdOfAddr(p.addr), addr: p.addr, name: p.name }] } catch { return [] } })
+  const byName = peers.find(p => p.name === ref)
+  if (byName !== undefined) return byName
+  let id: string | undefined
+  try { id = ref.startsWith('/') ? peerIdOfAddr(ref) : peerIdFromString(ref).toString() } catch { id = undefined }
+  const byId = peers.find(p => p.peerId === id)
+  if (byId === undefined) throw new UnknownPeerError(ref, peers)
+  return byId
+}
+
+/** A peer named by a [[links]] entry cannot simply go: the link would name a stranger (or, by name, nobody). */
+export function checkRemovable (peer: ListedPeer, links: ReadonlyArray<{ name: string, peers: string[] }>): void {
+  const naming = links.filter(l => l.peers.some(ref => ref === peer.name || ref === peer.peerId))
+  if (naming.length > 0) {
+    throw new PeerAddressError(peer.name ?? peer.peerId, `is in [[links]] ${naming.map(l => l.name).join(', ')}: take it out of that link's peers in config.toml first`)
+  }
+}

@@ -61,12 +61,15 @@ export class PeerStats {
   connected (peerId: string, now = Date.now()): void { this.get(peerId).connectedSince = now }
   disconnected (peerId: string): void { this.get(peerId).connectedSince = undefined }
 
-  /** A BLOCK frame of `frameBytes` carrying `payloadBytes` of chunk was sent. */
-  served (peerId: string, frameBytes: number, payloadBytes: number): void {
+  /**
+   * A BLOCK frame (one chunk) or BLOCKS frame (`chunks` of them, compressed together) of `frameBytes` carrying
+   * `payloadBytes` of chunk was sent. Chunks are counted one by one, as the receiver counts those it verified.
+   */
+  served (peerId: string, frameBytes: number, payloadBytes: number, chunks = 1): void {
     const c = this.get(peerId)
     c.bytesUp += frameBytes
     c.chunkBytesUp += payloadBytes
-    c.chunksServed++
+    c.chunksServed += chunks
   }
 
   /** A verified chunk of `payloadBytes` arrived (its frame is counted by bytesDown). */

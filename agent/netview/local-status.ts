@@ -38,6 +38,7 @@ export function localSiteStatus (status: AgentStatus, name: string, links: LinkV
     currentSeq: t.currentSeq,
     newestSeq: t.newestSeq,
     held: t.versions.filter(v => v.state === 'complete').map(v => v.seq).sort((a, b) => a - b),
+    unservableSeq: t.versions.filter(v => v.unservable !== undefined).reduce<number | undefined>((n, v) => n === undefined || v.seq > n ? v.seq : n, undefined),
     sync: t.sync === undefined
       ? undefined
       : { seq: t.sync.seq, phase: t.sync.phase, bytesDone: Math.min(t.sync.bytesDone, t.sync.bytesTotal), bytesTotal: t.sync.bytesTotal, rateBps: t.sync.rateBps, startedAtMs: t.sync.startedAtMs },

@@ -87,6 +87,12 @@ export class NetworkView {
     return true
   }
 
+  /** The names of the other sites whose last status (however old) satisfies `test`. */
+  reports (test: (status: SiteStatus) => boolean): string[] {
+    const configured = this.components.configuredPeers()
+    return [...this.heard].filter(([, h]) => test(h.status)).map(([id, h]) => configured.get(id) ?? h.status.name)
+  }
+
   /** Every site: this one first, then the others by name. `self` is this site's own current status. */
   sites (self: SiteStatus, selfHistory: Array<[number, number, number]> = []): SiteView[] {
     const now = this.now()

@@ -66,6 +66,11 @@ export function decodeVersion (tree: string, seq: number, raw: unknown): Version
   if (generation !== undefined) { if (!isNonNegInt(generation)) throw bad('generation'); version.generation = generation }
   if (raw.skipped !== undefined) version.skipped = decodeSkipped(raw.skipped, bad)
   if (raw.gate !== undefined) version.gate = decodeGate(raw.gate, bad)
+  const { unservable } = raw
+  if (unservable !== undefined) {
+    if (!isRecord(unservable) || !isNonNegInt(unservable.chunks) || !isStringArray(unservable.paths) || !isNonNegInt(unservable.sinceMs)) throw bad('unservable')
+    version.unservable = { chunks: unservable.chunks, paths: unservable.paths, sinceMs: unservable.sinceMs }
+  }
   return version
 }
 

@@ -118,6 +118,19 @@ export interface VersionRecord {
   generation?: number
   /** What the subscription's gate command decided (absent: no gate ran): a refused version is complete but not served. */
   gate?: GateRecord
+  /**
+   * At the publisher: chunks of this version found changed in its source since it was published (a file
+   * rewritten in place). They cannot be served from here any more: the version is not fully servable.
+   */
+  unservable?: UnservableChunks
+}
+
+export interface UnservableChunks {
+  /** Chunks found changed (each counted once: its location is dropped when found). */
+  chunks: number
+  /** The first few files they lie in (relative to the source). */
+  paths: string[]
+  sinceMs: number
 }
 
 /** One run of a subscription's gate command on a complete version, before the subscription path would flip to it. */

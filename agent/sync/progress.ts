@@ -2,6 +2,23 @@
 
 export type SyncPhase = 'waiting' | 'fetching-manifest' | 'planning' | 'fetching' | 'finalizing' | 'complete' | 'failed'
 
+/**
+ * Why a sync waits and cannot move by itself (issue 24.4):
+ * - untrusted-key (or another refusal code): a newer version was announced and refused, e.g. signed by a key not trusted here;
+ * - no-peers: no connected peer holds the version (or is syncing it);
+ * - no-source: chunks that no connected peer can serve (those holding the version answered DONT_HAVE);
+ * - source-changed: the same, and the publisher reports that its source changed since the version was published.
+ */
+export type StuckReason = 'untrusted-key' | 'refused' | 'no-peers' | 'no-source' | 'source-changed'
+
+export interface Stuck {
+  reason: StuckReason
+  /** One line for people: what is wrong and what to do. */
+  message: string
+  /** Since when (local clock) this has been the case. */
+  sinceMs: number
+}
+
 export interface SyncProgress {
   tree: string
   seq: number
@@ -19,4 +36,6 @@ export interface SyncProgress {
   /** Peers this sync is pulling from right now. */
   sources: number
   error?: string
+  /** Set while the sync cannot move by itself, with the reason. */
+  stuck?: Stuck
 }

@@ -116,6 +116,9 @@ export class SwarmScheduler {
   setPeer (peerId: string, complete: boolean): void {
     const existing = this.peers.get(peerId)
     if (existing !== undefined) {
+      // a peer that now holds the whole version has every chunk it said it lacked while it was syncing it
+      // (without this, a chunk asked of a hub mid-sync was never asked of it again: the walkthrough's lab waited forever)
+      if (complete && !existing.complete) existing.lacks.clear()
       existing.complete = complete
     } else {
       this.peers.set(peerId, { complete, has: new Set(), lacks: new Set(), outstandingBytes: 0, inFlight: new Set(), lastHaveMs: this.now(), banned: false, meterBytes: 0, meterMs: 0, busyMarkMs: 0 })
@@ -277,6 +280,24 @@ export class SwarmScheduler {
       if (!usable.some(p => p.has.has(hex) && !p.lacks.has(hex))) return true
     }
     return false
+  }
+
+  /**
+   * When nothing is in flight: the needed chunks that no peer can be asked for (no complete holder that did
+   * not answer DONT_HAVE for it, no partial holder that announced it), and how many peers could be asked at
+   * all. Undefined while requests are in flight or every needed chunk has a source: the sync still moves.
+   */
+  unreachable (): { chunks: number, bytes: number, usablePeers: number } | undefined {
+    if (this.needed.size === 0 || this.inFlight.size > 0) return undefined
+    const usable = [...this.peers.values()].filter(p => !p.banned)
+    let chunks = 0
+    let bytes = 0
+    for (const [hex, c] of this.needed) {
+      if (usable.some(p => !p.lacks.has(hex) && (p.complete || p.has.has(hex)))) continue
+      chunks++
+      bytes += c.size
+    }
+    return chunks === 0 ? undefined : { chunks, bytes, usablePeers: usable.length }
   }
 
   private pickPeer (hex: string, open: Array<[string, PeerState]>, now: number, impatient: boolean): [string, PeerState] | undefined {

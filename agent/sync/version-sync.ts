@@ -11,7 +11,8 @@ import { readManifestEntries, readManifestHeader } from '../store/manifest-io.js
 import type { PathFilter } from '../versions/filter.js'
 import type { FilterSpec } from '../versions/filter.js'
 import { checkSelection, countSelected, type SelectionGuard } from '../versions/selection-guard.js'
-import type { SyncPhase, SyncProgress } from './progress.js'
+import type { Stuck, SyncPhase, SyncProgress } from './progress.js'
+import { formatBytes } from '../core/format.js'
 import { SwarmScheduler, type WantedChunk } from './swarm-scheduler.js'
 import { pumpChunks, type FetchFn } from './chunk-pump.js'
 import { RateMeter } from '../bandwidth/rate-meter.js'
@@ -40,6 +41,8 @@ export interface VersionSyncComponents {
   verifyFile?: MaterializerComponents['verifyFile']
   /** Chunks a file (the chunker pool): a seed file that differs lends its unchanged chunks. */
   chunkFile?: MaterializerComponents['chunkFile']
+  /** Why chunks of a version may be missing everywhere, if some site says (its publisher's source changed). */
+  explainMissing?: (tree: string, seq: number) => string | undefined
 }
 
 export interface VersionSyncInit {
@@ -69,6 +72,8 @@ export interface VersionSyncInit {
 const DEFAULT_OWNER_GRACE_MS = 10_000
 const DEFAULT_OWNER_STALL_MS = 3_000
 const HAVE_TICK_MS = 200
+/** How often a sync checks whether it can still move (progress.stuck). */
+const STUCK_CHECK_MS = 1_000
 /**
  * How often we announce what we wrote: every 200 ms among a few sites, up to once a second among many. Every
  * syncing site verifies the signature of every other's HAVEs, so their cost grows with sites × sites: with 16
@@ -132,6 +137,34 @@ export class VersionSync {
   }
 
   async run (): Promise<VersionRecord> {
+    const stuckTimer = setInterval(() => { this.checkStuck() }, STUCK_CHECK_MS)
+    try {
+      return await this.runPhases()
+    } finally {
+      clearInterval(stuckTimer)
+    }
+  }
+
+  /** Sets progress.stuck while the chunks still needed have no source (told to waiters when it changes). */
+  private checkStuck (): void {
+    const p = this.progressValue
+    const u = p.phase === 'fetching' || p.phase === 'fetching-manifest' ? this.scheduler.unreachable() : undefined
+    let stuck: Omit<Stuck, 'sinceMs'> | undefined
+    if (u !== undefined) {
+      const { tree, seq } = this.init.envelope
+      const what = `${u.chunks} chunk${u.chunks === 1 ? '' : 's'} (${formatBytes(u.bytes)}) of ${tree}@${seq}`
+      const explained = this.components.explainMissing?.(tree, seq)
+      if (explained !== undefined) stuck = { reason: 'source-changed', message: `no peer holds ${what}: ${explained}` }
+      else if (u.usablePeers === 0) stuck = { reason: 'no-peers', message: `no connected peer holds ${what}: waiting for one (\`deltamesh peers\` shows who is connected)` }
+      else stuck = { reason: 'no-source', message: `no peer holds ${what}: the ${u.usablePeers} peer${u.usablePeers === 1 ? '' : 's'} asked answered they do not have them; waiting for a peer that does` }
+    }
+    if (stuck?.message === p.stuck?.message) return
+    p.stuck = stuck === undefined ? undefined : { ...stuck, sinceMs: Date.now() }
+    if (stuck !== undefined) this.log.warn({ reason: stuck.reason }, stuck.message)
+    this.emit()
+  }
+
+  private async runPhases (): Promise<VersionRecord> {
     const { envelope, signal } = this.init
     const root = await this.fetchManifest()
     this.phase('planning')
@@ -331,6 +364,7 @@ export class VersionSync {
 
   private phase (phase: SyncPhase): void {
     this.progressValue.phase = phase
+    if (phase !== 'fetching' && phase !== 'fetching-manifest') this.progressValue.stuck = undefined
     this.emit()
   }
 

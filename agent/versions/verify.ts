@@ -2,7 +2,7 @@ import { open, lstat, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { chunkIdOf, idsEqual } from '../../protocol/chunk-id.js'
 import { openEnvelope } from '../../protocol/envelope.js'
-import { decodeRoot, isHoleChunk } from '../../protocol/manifest.js'
+import { decodeRoot, isHoleChunk, type FileEntry, type ManifestEntry, type SymlinkEntry } from '../../protocol/manifest.js'
 import { isAllZero } from '../chunk/zeros.js'
 import type { Catalog } from '../store/types.js'
 import { readManifestEntries } from '../store/manifest-io.js'
@@ -26,7 +26,7 @@ const MAX_REPORTED_PROBLEMS = 1000
  * Re-reads every file of a held version and re-hashes it chunk by chunk against the signed manifest;
  * also checks directories, symlink targets, sizes and modes. Reads one chunk at a time (bounded memory).
  */
-export async function verifyVersion (catalog: Catalog, tree: string, seq: number | undefined, signal?: AbortSignal): Promise<VerifyResult> {
+export async function verifyVersion (catalog: Catalog, tree: string, seq: number | undefined, signal?: AbortSignal, onDamaged?: (entry: FileEntry | SymlinkEntry) => void): Promise<VerifyResult> {
   const record = await catalog.getTree(tree)
   const chosen = seq ?? record?.currentSeq
   if (chosen === undefined) throw new Error(`No version of ${tree} is held here`)
@@ -37,7 +37,12 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
   const rootBytes = await catalog.getBlob(envelope.rootHash)
   if (rootBytes === undefined) throw new Error(`Root of ${tree}@${chosen} is missing from the catalog`)
   const result: VerifyResult = { tree, seq: chosen, path: version.path, files: 0, bytes: 0, problems: [] }
-  const problem = (path: string, reason: string): void => { if (result.problems.length < MAX_REPORTED_PROBLEMS) result.problems.push({ path, reason }) }
+  let last: ManifestEntry | undefined
+  const problem = (path: string, reason: string): void => {
+    if (result.problems.length < MAX_REPORTED_PROBLEMS) result.problems.push({ path, reason })
+    // each damaged file or symlink once, for a repair (verify --repair)
+    if (last !== undefined && last.type !== 'dir' && last.path === path) { onDamaged?.(last); last = undefined }
+  }
 
   // a subscription with --include/--exclude holds only part of the version: check that part (the patterns its
   // directory was built with; a changed subscription is being applied by a rebuild)
@@ -46,6 +51,7 @@ export async function verifyVersion (catalog: Catalog, tree: string, seq: number
   for await (const entry of readManifestEntries(catalog, decodeRoot(rootBytes), signal)) {
     signal?.throwIfAborted()
     if (filter !== undefined && entry.type !== 'dir' && !filter(entry.path, entry.type)) continue
+    last = entry
     const absolute = join(version.path, entry.path)
     let st
     try {

@@ -105,7 +105,7 @@ describe('dashboard (three real agents, headless chromium)', () => {
     expect(row).toContain('complete')
     expect(row).toMatch(/MiB \(\d+\.\d %\)/)
     // links: the lab's cap shows as the limit of its link; the throughput plot has drawn its download
-    await expect(page.locator('#links tr[data-link="global"]').innerText()).resolves.toContain('3.81 MiB/s')
+    await expect(page.locator('#links tr[data-link="global"]').innerText()).resolves.toContain('4.0MB/s') // as written in config.toml: rates are decimal everywhere
     await expect(page.locator('#plot polyline').count()).resolves.toBeGreaterThan(0)
     // the live feed: this agent's events of the sync, from the same stream as `deltamesh events`
     await page.locator('#feed tr[data-event="sync-complete"]').filter({ hasText: `${TREE}@${seq}` }).waitFor({ timeout: 15_000 })

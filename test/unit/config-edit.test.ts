@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { appendPeer, loadConfig, writeDefaultConfig } from '../../agent/core/config.js'
+import { appendPeer, appendTrust, loadConfig, removePeerEntry, writeDefaultConfig } from '../../agent/core/config.js'
 import { editConfig } from '../../agent/demo/config-edit.js'
 
 const PEER = '/ip4/127.0.0.1/tcp/4102/p2p/12D3KooWGzh3ZNs4H3hoN3ykHmV3Cb7ST6XpVXSeJ4fbD9ZfWtk2'
@@ -46,5 +46,30 @@ describe('editConfig', () => {
     const config = await loadConfig(file)
     expect(config.peers.map(p => p.name)).toEqual(['lab', 'lab-2'])
     expect(config.dashboard.statusIntervalMs).toBe(500)
+  })
+})
+
+describe('removePeerEntry (peers remove)', () => {
+  it('takes out exactly that [[peers]] table; comments and the other tables stay', async () => {
+    const file = await freshConfig()
+    const other = PEER.replace('4102', '4103').replace('Wtk2', 'Wtk3')
+    await appendPeer(file, PEER, 'lab')
+    await appendTrust(file, 'a/b', 'ed25519:' + 'A'.repeat(43))
+    await appendPeer(file, other)
+    const before = await readFile(file, 'utf8')
+    await removePeerEntry(file, PEER)
+    const after = await readFile(file, 'utf8')
+    expect(after).toBe(before.replace(`\n[[peers]]\naddr = "${PEER}"\nname = "lab"\n`, ''))
+    const config = await loadConfig(file)
+    expect(config.peers).toEqual([{ addr: other }])
+    expect(config.trust).toHaveLength(1)
+  })
+
+  it('refuses (and writes nothing) when no plain [[peers]] table has that address', async () => {
+    const file = await freshConfig()
+    await appendPeer(file, PEER, 'lab')
+    const before = await readFile(file, 'utf8')
+    await expect(removePeerEntry(file, PEER.replace('4102', '9999'))).rejects.toHaveProperty('name', 'ConfigError')
+    expect(await readFile(file, 'utf8')).toBe(before)
   })
 })

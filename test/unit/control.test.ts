@@ -43,8 +43,9 @@ class FakeApi implements AgentApi {
   async subscribe (request: SubscribeRequest): Promise<void> { this.calls.push(['subscribe', request]) }
   async unsubscribe (tree: string): Promise<void> { this.calls.push(['unsubscribe', tree]) }
   async addPeer (addr: string, name?: string): Promise<void> { this.calls.push(['addPeer', { addr, name }]) }
+  async removePeer (peer: string): Promise<{ peerId: string, addr: string }> { this.calls.push(['removePeer', peer]); return { peerId: peer, addr: `/ip4/1.2.3.4/tcp/1/p2p/${peer}` } }
   async trust (tree: string): Promise<void> { throw new InvalidTreeNameError(tree, 'segment is empty') }
-  async verify (tree: string, seq?: number): Promise<VerifySummary> { return { tree, seq: seq ?? 0, path: '/x', files: 0, bytes: 0, problems: [] } }
+  async verify (tree: string, options: { seq?: number } = {}): Promise<VerifySummary> { return { tree, seq: options.seq ?? 0, path: '/x', files: 0, bytes: 0, problems: [] } }
   async setLimit (request: LimitRequest): Promise<LinkStatus> {
     this.calls.push(['setLimit', request])
     if (request.up !== undefined) parseRate(request.up)
@@ -288,8 +289,17 @@ describe('control API over a unix socket', () => {
 
 describe('sync progress output', () => {
   it('formats a plain progress line', () => {
-    const p: SyncProgress = { ...progress(0), bytesTotal: 120 * 1024 * 1024, bytesDone: 41.2 * 1024 * 1024, chunksTotal: 2300, chunksDone: 812, rateBps: 18.3 * 1024 * 1024, sources: 0 }
-    expect(formatProgressLine(p)).toBe('sync a/b@5: 41.2 MiB / 120.0 MiB (34%), 812/2300 chunks, 18.3 MiB/s, ETA 5 s')
+    const p: SyncProgress = { ...progress(0), bytesTotal: 120 * 1024 * 1024, bytesDone: 41.2 * 1024 * 1024, chunksTotal: 2300, chunksDone: 812, rateBps: 18_300_000, sources: 0 }
+    // sizes in binary units, rates in decimal bytes per second as limits are written (README: Units)
+    expect(formatProgressLine(p)).toBe('sync a/b@5: 41.2 MiB / 120.0 MiB (34%), 812/2300 chunks, 18MB/s, ETA 5 s')
+  })
+
+  it('says why a sync waits: the progress line, and the waiting line when no sync runs', () => {
+    const stuck = { reason: 'no-source' as const, message: 'no peer holds 3 chunks (150 KiB) of a/b@5: …', sinceMs: 1 }
+    expect(formatProgressLine({ ...progress(10), stuck })).toMatch(/ETA .*; waiting: no peer holds 3 chunks \(150 KiB\) of a\/b@5: …$/)
+    expect(formatProgressLine({ ...progress(0), phase: 'waiting', stuck: { ...stuck, message: 'version 5 announced by x refused: untrusted-key' } }))
+      .toBe('sync a/b: waiting: version 5 announced by x refused: untrusted-key')
+    expect(formatProgressLine({ ...progress(0), phase: 'waiting' })).toBe('sync a/b: waiting for a trusted version to be announced')
   })
 
   it('prints at most one line per interval when not on a terminal, and a line at each phase change', () => {

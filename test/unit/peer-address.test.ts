@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { checkPeerAddress, isUnspecified } from '../../agent/net/peer-address.js'
+import { checkPeerAddress, checkRemovable, isUnspecified, resolvePeerRef } from '../../agent/net/peer-address.js'
 
 const A = '12D3KooWGzBR6bgTHE3E1G7nNxF4e5bCxQ7dKMrSW1ZhH8Dk1WqP'
 const B = '12D3KooWSWadyF8y8cgAKnjUFUUR5Hux8SsMisYB6y5wESBcVgdy'
@@ -26,5 +26,27 @@ describe('peers add: what an address must be', () => {
     expect(isUnspecified('/ip4/0.0.0.0/tcp/1')).toBe(true)
     expect(isUnspecified('/ip6/::/tcp/1')).toBe(true)
     expect(isUnspecified('/ip4/127.0.0.1/tcp/1')).toBe(false)
+  })
+})
+
+describe('peers remove: which listed peer a reference names', () => {
+  const listed = [{ addr: `/ip4/127.0.0.1/tcp/4101/p2p/${A}`, name: 'brno' }, { addr: `/ip4/127.0.0.1/tcp/4102/p2p/${B}` }]
+
+  it('by name, by peer id or by address', () => {
+    expect(resolvePeerRef('brno', listed)).toEqual({ peerId: A, addr: listed[0]!.addr, name: 'brno' })
+    expect(resolvePeerRef(B, listed)).toEqual({ peerId: B, addr: listed[1]!.addr, name: undefined })
+    expect(resolvePeerRef(`/ip4/10.0.0.1/tcp/1/p2p/${A}`, listed).peerId).toBe(A)
+  })
+
+  it('refuses a peer not listed, naming those that are', () => {
+    expect(() => resolvePeerRef('westford', listed)).toThrow(/no peer "westford" is listed here .*listed: brno, 12D3KooWS/)
+    expect(() => resolvePeerRef(SELF, [])).toThrow(expect.objectContaining({ name: 'UnknownPeerError', message: expect.stringContaining('none is listed') }))
+  })
+
+  it('refuses to remove a peer a [[links]] entry names (by name or id)', () => {
+    const brno = resolvePeerRef('brno', listed)
+    expect(() => checkRemovable(brno, [{ name: 'wan', peers: ['brno'] }])).toThrow(/in \[\[links\]\] wan: take it out/)
+    expect(() => checkRemovable(brno, [{ name: 'wan', peers: [A] }])).toThrow(/wan/)
+    expect(() => checkRemovable(brno, [{ name: 'wan', peers: [B] }])).not.toThrow()
   })
 })

@@ -54,12 +54,24 @@ describe('site STATUS message', () => {
         name: longTree(i), currentSeq: Number.MAX_SAFE_INTEGER - 1, newestSeq: Number.MAX_SAFE_INTEGER,
         held: Array.from({ length: MAX_HELD_SEQS }, (_, j) => Number.MAX_SAFE_INTEGER - 10 + j),
         sync: { seq: Number.MAX_SAFE_INTEGER, phase: 'fetching-manifest' as const, bytesDone: Number.MAX_SAFE_INTEGER, bytesTotal: Number.MAX_SAFE_INTEGER, rateBps: Number.MAX_SAFE_INTEGER, startedAtMs: Number.MAX_SAFE_INTEGER },
+        unservableSeq: Number.MAX_SAFE_INTEGER,
       })),
       peers: Array.from({ length: MAX_STATUS_PEERS }, () => ({ peerId: 'Q'.repeat(64), connected: true, rateUp: Number.MAX_SAFE_INTEGER, rateDown: Number.MAX_SAFE_INTEGER })),
       links: Array.from({ length: MAX_STATUS_LINKS }, () => ({ name: 'l'.repeat(MAX_LINK_NAME_BYTES), limitUp: Number.MAX_SAFE_INTEGER, limitDown: Number.MAX_SAFE_INTEGER, rateUp: Number.MAX_SAFE_INTEGER, rateDown: Number.MAX_SAFE_INTEGER, peers: Number.MAX_SAFE_INTEGER })),
     }
     const bytes = encodeSiteStatus(max)
     expect(bytes.byteLength).toBeLessThanOrEqual(MAX_STATUS_BYTES)
+  })
+
+  it('a publisher\'s unservable version travels as a sixth tree field, only when set (five-field trees still decode)', () => {
+    const s = typical()
+    s.trees[1] = { ...s.trees[1]!, unservableSeq: 42 }
+    expect(decodeSiteStatus(encodeSiteStatus(s))).toEqual(s)
+    expect(decodeSiteStatus(forged(7, [['a/b', 1, 2, [1], null]])).trees[0]).toEqual({ name: 'a/b', currentSeq: 1, newestSeq: 2, held: [1], sync: undefined })
+    expect(decodeSiteStatus(forged(7, [['a/b', 1, 2, [1], null, 2]])).trees[0]?.unservableSeq).toBe(2)
+    expect(() => decodeSiteStatus(forged(7, [['a/b', 1, 2, [1], null, 0]]))).toThrow(InvalidMessageError)
+    expect(() => decodeSiteStatus(forged(7, [['a/b', 1, 2, [1], null, 'x']]))).toThrow(InvalidMessageError)
+    expect(() => decodeSiteStatus(forged(7, [['a/b', 1, 2, [1], null, 2, 3]]))).toThrow(InvalidMessageError)
   })
 
   it('trimStatus cuts lists and names to what one message carries', () => {

@@ -91,6 +91,41 @@ describe('SwarmScheduler', () => {
     expect(s.remaining).toBe(0)
   })
 
+  it('unreachable(): once nothing is in flight, counts the needed chunks no peer can be asked for', () => {
+    const now = { t: 5000 }
+    const s = scheduler('A', now)
+    const [a, b] = chunks(2)
+    s.setNeeded([a!, b!])
+    expect(s.unreachable()).toEqual({ chunks: 2, bytes: 2000, usablePeers: 0 })
+    s.setPeer('origin', true)
+    expect(s.unreachable()).toBeUndefined()
+    const asked = s.next()[0]!
+    expect(s.unreachable()).toBeUndefined() // in flight: still moving
+    s.failed(a!.id, 'origin', 'dont-have')
+    expect(s.unreachable()).toBeUndefined()
+    s.failed(b!.id, 'origin', 'error')
+    expect(asked.chunks).toHaveLength(2)
+    expect(s.unreachable()).toEqual({ chunks: 1, bytes: 1000, usablePeers: 1 })
+    s.setPeer('hub', false)
+    s.peerHas('hub', [a!.id])
+    expect(s.unreachable()).toBeUndefined()
+  })
+
+  it('a partial peer that said DONT_HAVE is asked again once it holds the whole version', () => {
+    const now = { t: 5000 }
+    const s = scheduler('A', now)
+    const [c] = chunks(1)
+    s.setNeeded([c!])
+    s.setPeer('hub', false)
+    s.peerHas('hub', [c!.id])
+    expect(s.next()[0]!.peerId).toBe('hub')
+    s.failed(c!.id, 'hub', 'dont-have')
+    expect(s.next()).toEqual([])
+    expect(s.unreachable()).toEqual({ chunks: 1, bytes: 1000, usablePeers: 1 })
+    s.setPeer('hub', true) // its heads: complete
+    expect(s.next()[0]!.peerId).toBe('hub')
+  })
+
   it('does not let a slow owner hold a fast site hostage: idle past idleWaitMs, it takes the rest from the origin', () => {
     const now = { t: 0 }
     const s = new SwarmScheduler({ selfId: 'A', windowBytes: 1e9, ownerGraceMs: 1000, ownerStallMs: 60_000, idleWaitMs: 2000, now: () => now.t })

@@ -30,7 +30,13 @@ function bytes (n) {
   while (Math.abs(v) >= 1024 && u < units.length - 1) { v /= 1024; u++ }
   return `${u === 0 ? Math.round(v) : v.toFixed(Math.abs(v) < 10 ? 2 : 1)} ${units[u]}`
 }
-const rate = (n) => (n === undefined || n === null) ? 'unlimited' : `${bytes(n)}/s`
+// rates in decimal bytes per second, as limits are written (agent/core/rate.ts formatRate); sizes in binary units
+function rate (n) {
+  if (n === undefined || n === null) return 'unlimited'
+  if (n >= 1e6) return `${(n / 1e6).toFixed(n >= 1e7 ? 0 : 1)}MB/s`
+  if (n >= 1e3) return `${(n / 1e3).toFixed(0)}kB/s`
+  return `${Math.round(n)}B/s`
+}
 function ago (ms) {
   if (ms === undefined || ms === null) return 'never'
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000))
@@ -137,7 +143,7 @@ function renderHistory (snap) {
     const rows = t.versions.map(v => el('tr', { 'data-seq': v.seq },
       el('td', { class: 'num' }, v.seq),
       el('td', {}, v.label || '–'),
-      el('td', {}, v.state),
+      el('td', {}, v.state, v.unservable ? el('span', { class: 'warn', 'data-unservable': v.seq, title: v.unservable }, ' (not fully servable)') : ''),
       el('td', { class: 'mono', title: v.publisherKey }, v.publishedHere ? 'this site' : v.publisherKey.slice(0, 16) + '…'),
       el('td', {}, time(v.createdAtMs)),
       el('td', { class: 'num' }, v.files === undefined ? '–' : v.files,
@@ -147,11 +153,13 @@ function renderHistory (snap) {
       el('td', { class: 'num' }, v.newBytes === undefined ? '–' : `${bytes(v.newBytes)}${v.bytes ? ` (${(100 * v.newBytes / v.bytes).toFixed(1)} %)` : ''}`),
       el('td', {}, v.heldBy.join(', ') || '–')))
     // a version held back (the filter selects nothing, or too few files), or a failing sync: said above the table
-    const problem = t.refused ? t.refused.message : t.syncError
+    const problem = t.refused ? t.refused.message : t.stuck ? 'waiting: ' + t.stuck : t.syncError
+    const unservable = t.versions.filter(v => v.unservable).map(v => el('p', { class: 'warn' }, `v${v.seq}: ${v.unservable}`))
     // a newer version the subscription's gate refused: held, not served; the command's last lines say why
     const gate = t.gateRefused
     return el('div', { 'data-history': t.name }, el('h3', {}, t.name, el('span', { class: 'sub' }, ' — ' + where)),
-      problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined }, problem) : null,
+      problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined, 'data-stuck': t.stuck ? 'yes' : undefined }, problem) : null,
+      ...unservable,
       gate ? el('div', { class: 'warn', 'data-gate-refused': gate.seq }, el('p', {}, gate.message), el('pre', { class: 'output' }, gate.output.join('\n'))) : null,
       el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)))
   })
