@@ -23,12 +23,19 @@ const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
  * What other sites need of this one. Only dialable addresses: a listen address of 0.0.0.0 or :: ("every
  * interface") is no address to dial, so it is left out, and `init` says to announce one.
  */
-export async function describeSite (homeArg: string | undefined): Promise<{ peerId: string, multiaddrs: string[], publisherKey: string }> {
+export async function describeSite (homeArg: string | undefined): Promise<{ peerId: string, multiaddrs: string[], publisherKey: string, dialOutOnly: boolean }> {
   const home = resolveHome(homeArg)
   const config = await loadConfig(home.config)
   const peerId = peerIdFromPrivateKey(await loadOrCreatePeerKey(home.peerKey)).toString()
   const addrs = (config.agent.announce.length > 0 ? config.agent.announce : config.agent.listen).filter(a => !isUnspecified(a))
-  return { peerId, multiaddrs: addrs.map(a => `${a}/p2p/${peerId}`), publisherKey: publisherKeyText(await loadPublisherKey(home.publisherKey)) }
+  const dialOutOnly = config.agent.listen.length === 0
+  return { peerId, multiaddrs: addrs.map(a => `${a}/p2p/${peerId}`), publisherKey: publisherKeyText(await loadPublisherKey(home.publisherKey)), dialOutOnly }
+}
+
+/** What `init` says instead of an address: a dial-out-only site is listed by its peer id; 0.0.0.0 needs an announce. */
+function noAddressNote (site: { peerId: string, dialOutOnly: boolean }): string {
+  if (site.dialOutOnly) return `multiaddr:      none: this site only dials out (listen = []); the sites it dials list it with: deltamesh peers add --home DIR /p2p/${site.peerId}\n`
+  return 'multiaddr:      none to give: this site listens on every interface (0.0.0.0 or ::); run `deltamesh init --announce /ip4/<this host\'s address>/tcp/<port>` on a new home, or set [agent] announce in config.toml\n'
 }
 
 // One function per command; `deltamesh --help` lists them in this order.
@@ -44,26 +51,28 @@ function registerInit (program: Command): void {
     .description('create an agent home: peer identity, publisher key and a commented config file; print what other sites need')
     .addOption(homeOption())
     .option('--listen <multiaddr...>', `libp2p listen address(es) (default: ${DEFAULT_LISTEN})`)
+    .option('--no-listen', 'listen on nothing: this site only dials out (a build server behind a firewall); the sites it dials list it as /p2p/<peer id>')
     .option('--announce <multiaddr...>', 'address(es) other sites should dial, e.g. /ip4/192.0.2.7/tcp/4101 (needed when listening on 0.0.0.0 or ::)')
     .option('--json', 'print {"peerId","multiaddrs","publisherKey"} as JSON')
-    .action(async (opts: { home?: string, listen?: string[], announce?: string[], json?: boolean }) => {
+    .action(async (opts: { home?: string, listen?: string[] | false, announce?: string[], json?: boolean }) => {
       const home = resolveHome(opts.home)
+      const listen = opts.listen === false ? [] : opts.listen
       for (const a of opts.announce ?? []) if (isUnspecified(a)) throw new ExitError(`--announce ${a}: an unspecified address (0.0.0.0 or ::) cannot be dialled; give this site's real address`, 2)
       await mkdir(home.root, { recursive: true, mode: 0o700 })
       const exists = await stat(home.config).then(() => true, () => false)
-      if (!exists) await writeDefaultConfig(home.config, opts.listen ?? [DEFAULT_LISTEN], opts.announce ?? [])
-      else if (opts.listen !== undefined || opts.announce !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce instead of passing --listen or --announce`)
+      if (!exists) await writeDefaultConfig(home.config, listen ?? [DEFAULT_LISTEN], opts.announce ?? [])
+      else if (listen !== undefined || opts.announce !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce instead of passing --listen or --announce`)
       await loadConfig(home.config)
       await loadOrCreatePeerKey(home.peerKey)
       if (!(await stat(home.publisherKey).then(() => true, () => false))) await createPublisherKey(home.publisherKey)
       const site = await describeSite(opts.home)
       if (opts.json === true) {
-        process.stdout.write(JSON.stringify(site) + '\n')
+        process.stdout.write(JSON.stringify({ peerId: site.peerId, multiaddrs: site.multiaddrs, publisherKey: site.publisherKey }) + '\n')
       } else {
         process.stdout.write(`${exists ? 'Home already initialised' : 'Initialised'} ${home.root}\n` +
           `peer id:        ${site.peerId}\n` +
           site.multiaddrs.map(a => `multiaddr:      ${a}\n`).join('') +
-          (site.multiaddrs.length === 0 ? 'multiaddr:      none to give: this site listens on every interface (0.0.0.0 or ::); run `deltamesh init --announce /ip4/<this host\'s address>/tcp/<port>` on a new home, or set [agent] announce in config.toml\n' : '') +
+          (site.multiaddrs.length === 0 ? noAddressNote(site) : '') +
           `publisher key:  ${site.publisherKey}\n\n` +
           'On another site:  deltamesh peers add --home DIR <multiaddr>   and   deltamesh trust --home DIR TREE <publisher key>\n')
       }

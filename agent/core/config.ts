@@ -19,6 +19,8 @@ export class ConfigError extends DeltameshError {
 
 const multiaddr = z.string().regex(/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d+(\/p2p\/[1-9A-HJ-NP-Za-km-z]+)?$/, 'a TCP multiaddr such as /ip4/192.0.2.7/tcp/4101/p2p/12D3KooW…')
 const peerAddr = z.string().regex(/\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/, 'a multiaddr ending in /p2p/<peer id> (copy it from `deltamesh init` on that site)')
+/** A site that only dials out (`listen = []`) is listed by its peer id alone: accepted when it dials us, never dialled. */
+const peerDialable = z.string().regex(/^(\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d+)?\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/, 'a TCP multiaddr such as /ip4/192.0.2.7/tcp/4101/p2p/12D3KooW…, or /p2p/12D3KooW… alone for a site that only dials out')
 const treeName = z.string().refine(t => { try { validateTreeName(t); return true } catch { return false } }, 'a tree name of segments [A-Za-z0-9._-] joined by /')
 const publisherKey = z.string().refine(k => { try { parsePublisherKey(k); return true } catch { return false } }, "a publisher key 'ed25519:…' (printed by `deltamesh init`)")
 
@@ -60,7 +62,7 @@ const configSchema = z.object({
     allowedHosts: z.array(z.string().regex(/^([a-zA-Z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?$/, 'a host name or IP, optionally :port')).max(64).default([]),
   }).strict().default({ enabled: true, listen: DEFAULT_DASHBOARD_LISTEN, statusIntervalMs: 5_000, allowedHosts: [] }),
   peers: z.array(z.object({
-    addr: peerAddr.and(multiaddr),
+    addr: peerAddr.and(peerDialable),
     name: z.string().max(100).optional(),
   }).strict()).default([]),
   trust: z.array(z.object({
