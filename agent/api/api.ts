@@ -40,7 +40,11 @@ export interface TreeStatus {
   sync?: SyncProgress
   /** The newest version (or the current one rebuilt for a changed filter) refused for what the filter selects; the served version stays. */
   refused?: SelectionRefusal
+  /** [[serve]]: where this site publishes the tree over HTTP(S). Gossiped only when `listed` (a filtered subscription lacks files). */
+  serves?: TreeServe[]
 }
+
+export interface TreeServe { url: string, location?: string, preference: number, listed: boolean }
 
 /** Why a version was not installed: its selection would empty the mirror or drop too many of its files. */
 export interface SelectionRefusal {
@@ -87,6 +91,8 @@ export interface AgentStatus {
   treeWeights: Record<string, number>
   /** The web dashboard (and /metrics) of this agent; absent when [dashboard] enabled = false. */
   dashboard?: { url: string }
+  /** The public metalink and mirrorlist listener; absent unless [mirrors] listen is set. */
+  mirrors?: { url: string }
   /** counters.envelopesRejected by reason (REJECT_REASONS in sync/admission.ts). */
   envelopeRejections?: Record<string, number>
   counters: {

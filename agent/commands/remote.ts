@@ -344,6 +344,7 @@ function formatStatus (s: AgentStatus): string {
     `listening:     ${s.multiaddrs.length === 0 ? '-' : s.multiaddrs.join(' ')}`,
     `publisher key: ${s.publisherKey}`,
     `dashboard:     ${s.dashboard?.url ?? 'off ([dashboard] enabled = false)'}`,
+    ...(s.mirrors === undefined ? [] : [`metalinks:     ${s.mirrors.url}metalink?tree=T&path=P, ${s.mirrors.url}mirrorlist?tree=T`]),
     `traffic:       up ${formatBytes(s.counters.bytesUp)}, down ${formatBytes(s.counters.bytesDown)}; ` +
       `rejected: ${s.counters.envelopesRejected} envelopes${byReason(s.envelopeRejections)}, ${s.counters.chunksRejected} chunks`,
     '',
@@ -360,6 +361,8 @@ function formatStatus (s: AgentStatus): string {
       v.files?.toString() ?? '-', v.newBytes === undefined ? '-' : formatBytes(v.newBytes), new Date(v.createdAtMs).toISOString().replace(/\.\d+Z$/, 'Z'),
     ]))
     if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))
+    const serves = s.trees.flatMap(t => (t.serves ?? []).map(v => [t.name, v.url, v.location ?? '-', String(v.preference), v.listed ? 'yes' : 'no: filtered subscription']))
+    if (serves.length > 0) out.push('', table([['SERVED TREE', 'URL', 'LOCATION', 'PREFERENCE', 'IN METALINKS'], ...serves]))
   }
   out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
   const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)

@@ -7,6 +7,7 @@ import { DeltameshError } from '../../protocol/errors.js'
 import { parseRate } from './rate.js'
 import { parseDays, parseHours } from './schedule.js'
 import { CHUNK_SIZE_NAMES } from '../../protocol/chunking.js'
+import { isServeUrl, MAX_SERVE_PREFERENCE, MAX_STATUS_SERVES } from '../../protocol/site-status.js'
 
 /** A config file that does not parse or does not validate: names the file, the key and what was expected. */
 export class ConfigError extends DeltameshError {
@@ -39,6 +40,8 @@ const peerRef = z.string().min(1).max(100)
 
 const dashboardListen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(\d{1,5})$/, "HOST:PORT such as '127.0.0.1:7180' (an IP address or localhost; port 0 picks a free one)")
   .refine(l => Number(l.slice(l.lastIndexOf(':') + 1)) <= 65535, 'a port of at most 65535')
+
+const serveUrl = z.string().refine(isServeUrl, 'an http:// or https:// base URL of at most 512 bytes, without spaces, quotes, <, >, a query or a fragment, e.g. "https://mirror.example.org/BaseOS"')
 
 /** The dashboard's default: loopback only, a port of its own next to the default libp2p port 4101. */
 export const DEFAULT_DASHBOARD_LISTEN = '127.0.0.1:7180'
@@ -100,6 +103,20 @@ const configSchema = z.object({
     /** With mode = "group": the group that may read them (a name or a numeric gid), e.g. the web server's. */
     group: z.string().regex(/^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d{1,10})$/, 'a group name such as "www-data" or a numeric gid').optional(),
   }).strict().default({ mode: 'world' }),
+  /** Where this site publishes the trees it mirrors over HTTP(S): gossiped in its status, listed in metalinks. */
+  serve: z.array(z.object({
+    tree: treeName,
+    url: serveUrl,
+    /** ISO 3166-1 alpha-2 country code of the server (a client's country= puts its own country's first). */
+    location: z.string().regex(/^[A-Za-z]{2}$/, 'a two-letter country code such as "CZ"').transform(c => c.toUpperCase()).optional(),
+    preference: z.number().int().min(1).max(MAX_SERVE_PREFERENCE).default(MAX_SERVE_PREFERENCE),
+  }).strict()).max(MAX_STATUS_SERVES).default([]),
+  /** The public metalink and mirrorlist listener (agent/mirrors/): off unless `listen` is set. */
+  mirrors: z.object({
+    listen: dashboardListen.optional(),
+    /** Requests answered per second in all (a token bucket with a burst of as many); beyond it: 429. */
+    requestsPerSecond: z.number().int().min(1).max(10_000).default(20),
+  }).strict().default({ requestsPerSecond: 20 }),
   sync: z.object({
     /** Chunks requested per WANT batch and outstanding bytes per peer. */
     windowBytes: z.number().int().min(65536).max(1 << 30).default(8 * 1024 * 1024),
@@ -250,6 +267,25 @@ const MIRROR_SECTION = `[mirror]
 mode = "world"
 `
 
+/** [[serve]] URLs and the metalink listener (both off until set). */
+const MIRRORS_SECTION = `# Where this site publishes trees it mirrors over HTTP(S) (an nginx or httpd serving the subscription path):
+# gossiped to every site, and listed in the metalinks and mirrorlists of the sites that answer them. A file's URL
+# is url + "/" + its path. location: the server's country; preference: 1 (last resort) to 100 (first choice).
+# Only a subscription without --include/--exclude is listed (a filtered one lacks files).
+# [[serve]]
+# tree = "rhel-10/compose/BaseOS"
+# url = "https://mirror.example.org/BaseOS"
+# location = "CZ"
+# preference = 100
+
+# A public, read-only HTTP listener answering /metalink?tree=T&path=P (add &format=metalink4 for RFC 5854,
+# &country=CZ to put that country's mirrors first) and /mirrorlist?tree=T from what the network holds now.
+# Off unless listen is set; nothing else is served there (the dashboard stays on loopback).
+[mirrors]
+# listen = "0.0.0.0:8480"
+requestsPerSecond = 20
+`
+
 /** The request window per peer. */
 const SYNC_SECTION = `[sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).
@@ -270,7 +306,7 @@ const PEERS_AND_TRUST_SECTION = `# Sites this agent talks to. Only these peer id
 `
 
 export function defaultConfigText (listen: string[], announce: string[] = []): string {
-  return [agentSection(listen, announce), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
+  return [agentSection(listen, announce), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, MIRRORS_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
 }
 
 export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = []): Promise<void> {

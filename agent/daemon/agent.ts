@@ -33,6 +33,8 @@ import { createAgentApi, peerStatusOf, PeersAndTrust, RefusalCounts } from './ap
 import type { AgentApi } from '../api/api.js'
 
 export { AGENT_VERSION } from './api-impl.js'
+import { AGENT_VERSION } from './api-impl.js'
+import { FileFactsSource } from '../mirrors/file-facts.js'
 const BANS_STATE_KEY = 'peer-bans'
 
 export interface StartAgentOptions {
@@ -84,7 +86,7 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
   }
   const stopAll = async (): Promise<void> => { await late.ops?.stop(); await stop() }
 
-  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, dashboardUrl: () => late.ops?.dashboardUrl }
+  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, dashboardUrl: () => late.ops?.dashboardUrl, mirrorsUrl: () => late.ops?.mirrorsUrl }
   const api = createAgentApi(parts)
   try {
     late.ops = await startOperations({
@@ -95,10 +97,13 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       configuredPeers: () => new Map([...book.peerNames].map(([id, p]) => [id, p.name])),
       connectedPeers: () => new Set(net.node.getPeers().map(p => p.toString())),
       publishStatus: async bytes => await net.announcer.publishStatus(bytes),
+      facts: new FileFactsSource({ catalog: store.catalog, index: store.index }),
     }, {
       siteName: site.config.agent.name,
       statusIntervalMs: site.config.dashboard.statusIntervalMs,
       dashboard: site.config.dashboard,
+      mirrors: site.config.mirrors,
+      agentVersion: AGENT_VERSION,
     })
   } catch (err) {
     await stop()

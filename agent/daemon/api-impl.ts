@@ -23,7 +23,7 @@ import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.j
 import { publishVersion } from '../publish/publish.js'
 import { verifyVersion } from '../versions/verify.js'
 import type { TreeManager } from './trees.js'
-import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary } from '../api/api.js'
+import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary, TreeStatus } from '../api/api.js'
 import { checkPeerAddress } from '../net/peer-address.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -92,6 +92,8 @@ export interface AgentApiComponents {
   watchTree: (tree: string) => void
   /** The dashboard's address, once operations run and when it is on. */
   dashboardUrl: () => string | undefined
+  /** The metalink listener's address, when [mirrors] listen is set. */
+  mirrorsUrl?: () => string | undefined
 }
 
 export function createAgentApi (c: AgentApiComponents): AgentApi {
@@ -139,11 +141,12 @@ async function agentStatus (c: AgentApiComponents): Promise<AgentStatus> {
     publisherKey: c.selfPublisherKey,
     version: AGENT_VERSION,
     startedAtMs: c.startedAtMs,
-    trees: await c.trees.status(),
+    trees: withServes(await c.trees.status(), c.config.serve),
     peers,
     links: c.bandwidth.status(),
     treeWeights: c.bandwidth.weights(),
     dashboard: dashboardOf(c.dashboardUrl()),
+    ...(c.mirrorsUrl?.() === undefined ? {} : { mirrors: { url: c.mirrorsUrl() as string } }),
     envelopeRejections: c.refusals.rejections.snapshot(),
     counters: {
       ...c.refusals.counters,
@@ -191,6 +194,20 @@ async function trustKey (c: AgentApiComponents, tree: string, key: string): Prom
   for (const peer of c.node.getPeers()) {
     c.heads.requestHeads(peer).then(async received => await c.trees.peerHeads(peer.toString(), received), err => c.log.debug({ err }, 'heads request failed'))
   }
+}
+
+/**
+ * Each tree's [[serve]] URLs. A subscription filtered by --include/--exclude lacks files, so its URLs are shown
+ * but not listed (not gossiped, never in a metalink); a tree this site neither publishes nor holds is not listed.
+ */
+function withServes (trees: TreeStatus[], serve: AgentConfig['serve']): TreeStatus[] {
+  if (serve.length === 0) return trees
+  return trees.map(t => {
+    const mine = serve.filter(s => s.tree === t.name)
+    if (mine.length === 0) return t
+    const listed = (t.include?.length ?? 0) === 0 && (t.exclude?.length ?? 0) === 0
+    return { ...t, serves: mine.map(s => ({ url: s.url, location: s.location, preference: s.preference, listed })) }
+  })
 }
 
 function dashboardOf (url: string | undefined): AgentStatus['dashboard'] {

@@ -10,6 +10,8 @@ import { linksOf, localSiteStatus, type LinkView } from '../netview/local-status
 import { NetworkView, type SiteView } from '../netview/network-view.js'
 import { HEARTBEAT_INTERVALS, StatusGossip } from '../netview/status-gossip.js'
 import { TrafficSampler } from '../netview/traffic.js'
+import type { FileFactsSource } from '../mirrors/file-facts.js'
+import { startMirrorsServer, type MirrorsServer } from '../mirrors/server.js'
 
 /** Counters are sampled this often for rates and the throughput plot. */
 export const SAMPLE_INTERVAL_MS = 1_000
@@ -30,6 +32,8 @@ export interface OperationsComponents {
   configuredPeers: () => ReadonlyMap<string, string | undefined>
   connectedPeers: () => ReadonlySet<string>
   publishStatus: (bytes: Uint8Array) => Promise<number>
+  /** What the metalinks say of files (the mirrors listener runs only with [mirrors] listen). */
+  facts?: FileFactsSource
 }
 
 export interface OperationsInit {
@@ -37,11 +41,17 @@ export interface OperationsInit {
   siteName?: string
   statusIntervalMs: number
   dashboard: { enabled: boolean, listen: string, allowedHosts?: string[] }
+  /** The public metalink listener; off without `listen`. */
+  mirrors?: { listen?: string, requestsPerSecond: number }
+  /** Names the metalinks' generator. */
+  agentVersion?: string
 }
 
 export interface Operations {
   /** http://…/ of the dashboard (undefined when disabled). */
   dashboardUrl?: string
+  /** http://…/ of the mirrors listener (undefined unless [mirrors] listen is set). */
+  mirrorsUrl?: string
   /** A status from the status topic; origin is the signer (undefined: unsigned, ignored). */
   onStatus: (bytes: Uint8Array, origin: string | undefined) => void
   onChunkReceived: (tree: string, bytes: number) => void
@@ -84,6 +94,19 @@ export async function startOperations (c: OperationsComponents, init: Operations
   }
 
   let server: DashboardServer | undefined
+  let mirrors: MirrorsServer | undefined
+  const stopAll = async (): Promise<void> => {
+    clearInterval(sampling)
+    gossip.stop()
+    await server?.close()
+    await mirrors?.close()
+  }
+  try {
+    mirrors = await startMirrors(c, init, async () => (await current()).sites)
+  } catch (err) {
+    await stopAll()
+    throw err
+  }
   if (init.dashboard.enabled) {
     try {
       server = await startDashboardServer({
@@ -96,8 +119,7 @@ export async function startOperations (c: OperationsComponents, init: Operations
         },
       }, { listen: init.dashboard.listen, allowedHosts: init.dashboard.allowedHosts })
     } catch (err) {
-      clearInterval(sampling)
-      gossip.stop()
+      await stopAll()
       throw err
     }
     c.log.info({ url: server.url }, `dashboard at ${server.url}`)
@@ -105,15 +127,25 @@ export async function startOperations (c: OperationsComponents, init: Operations
 
   return {
     dashboardUrl: server?.url,
+    mirrorsUrl: mirrors?.url,
     onStatus: (bytes, origin) => { gossip.receive(bytes, origin) },
     onChunkReceived: (tree, bytes) => { metrics.chunkReceived(tree, bytes) },
     onSyncEnded: (tree, outcome) => { metrics.syncEnded(tree, outcome) },
     snapshot,
     lastStatusBytes: () => gossip.lastSentBytes,
-    stop: async () => {
-      clearInterval(sampling)
-      gossip.stop()
-      await server?.close()
-    },
+    stop: stopAll,
   }
+}
+
+/** The public metalink listener, when [mirrors] listen is set: answers from the network view's sites. */
+async function startMirrors (c: OperationsComponents, init: OperationsInit, sites: () => Promise<SiteView[]>): Promise<MirrorsServer | undefined> {
+  if (init.mirrors?.listen === undefined || c.facts === undefined) return undefined
+  const server = await startMirrorsServer({
+    log: c.log,
+    facts: c.facts,
+    sites: async () => (await sites()).map(s => ({ name: s.name, fresh: s.state === 'ok', status: s.status })),
+    generator: `deltamesh/${init.agentVersion ?? ''}`,
+  }, { listen: init.mirrors.listen, requestsPerSecond: init.mirrors.requestsPerSecond })
+  c.log.info({ url: server.url }, `metalinks and mirrorlists at ${server.url}`)
+  return server
 }

@@ -76,6 +76,15 @@ function cell (site, treeName, newest) {
     `v${t.currentSeq}${behind ? ` (behind: v${newest})` : ' ✓'}`)
 }
 
+// [[serve]]: where the site publishes the tree over HTTP(S) (what its metalinks list)
+function withServes (td, site, treeName) {
+  const serves = ((site.status && site.status.serves) || []).filter(v => v.tree === treeName)
+  for (const v of serves) {
+    td.append(el('div', { class: 'sub mono', 'data-serve': v.url, title: `preference ${v.preference}${v.location ? ', ' + v.location : ''}` }, v.url))
+  }
+  return td
+}
+
 function etaOf (s) {
   if (!(s.rateBps > 0) || s.bytesTotal <= s.bytesDone) return ''
   return ` · ETA ${duration(1000 * (s.bytesTotal - s.bytesDone) / s.rateBps)}`
@@ -97,7 +106,7 @@ function renderMatrix (snap) {
       el('div', { class: 'sub' }, site.self ? '' : site.connected ? 'connected' : site.configured ? 'not connected' : 'via mesh')),
     el('td', {}, site.self ? 'now' : ago(site.lastHeardMs)),
     el('td', {}, site.status ? site.status.agentVersion : '–', el('div', { class: 'sub' }, site.status ? 'up ' + duration(Date.now() - site.status.startedAtMs) : '')),
-    ...snap.treeNames.map(n => cell(site, n, newest[n]))))
+    ...snap.treeNames.map(n => withServes(cell(site, n, newest[n]), site, n))))
   replace('matrix', el('thead', {}, head), el('tbody', {}, ...rows))
   if (snap.treeNames.length === 0) $('matrix').append(el('caption', { class: 'sub' }, 'no trees published or subscribed anywhere yet'))
 }
