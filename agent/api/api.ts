@@ -93,6 +93,8 @@ export interface AgentStatus {
   dashboard?: { url: string }
   /** The public metalink and mirrorlist listener; absent unless [mirrors] listen is set. */
   mirrors?: { url: string }
+  /** [[publish]] sources watched and published on change. */
+  watches?: WatchStatus[]
   /** counters.envelopesRejected by reason (REJECT_REASONS in sync/admission.ts). */
   envelopeRejections?: Record<string, number>
   counters: {
@@ -103,6 +105,25 @@ export interface AgentStatus {
     chunkBytesUp: number
     chunkBytesDown: number
   }
+}
+
+/** A source published when it changes ([[publish]] watch = true, or `publish --watch`). */
+export interface WatchStatus {
+  tree: string
+  src: string
+  /** idle: nothing to publish; pending: a change waits for the quiet period (or maxDelay); publishing: under way; off: watch = false. */
+  phase: 'idle' | 'pending' | 'publishing' | 'off'
+  quietMs: number
+  maxDelayMs: number
+  /** Directories watched (one inotify watch each). */
+  dirs: number
+  pendingSinceMs?: number
+  dueAtMs?: number
+  changes: number
+  publishes: number
+  last?: { atMs: number, seq?: number, unchanged?: boolean, error?: string }
+  /** The watcher could not watch everything (inotify limit, permissions): changes may be seen late. */
+  watchError?: string
 }
 
 export interface PublishRequest { tree: string, source: string, label?: string, strict?: boolean, force?: boolean }

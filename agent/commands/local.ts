@@ -7,7 +7,6 @@ import { toHex } from '../../protocol/chunk-id.js'
 import { ManifestWriter, encodeRoot, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { displayPath } from '../../protocol/paths.js'
-import type { SkippedEntries } from '../store/types.js'
 import { resolveHome } from '../core/home.js'
 import { loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
@@ -15,6 +14,7 @@ import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
 import { viaAgent } from './remote.js'
 import { isUnspecified } from '../net/peer-address.js'
+import { printPublish, publishOnce, type PublishCliOptions } from './publish-once.js'
 
 const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
 
@@ -81,30 +81,24 @@ function registerInit (program: Command): void {
 
 function registerPublish (program: Command): void {
   program.command('publish')
-    .description('scan SRC, chunk and hash what changed, sign and record a new version of TREE (announced to peers when the agent runs)')
+    .description('scan SRC, chunk and hash what changed, sign and record a new version of TREE (announced to peers when the agent runs); with --watch, again whenever SRC changes')
     .addOption(homeOption())
     .argument('<tree>', 'tree name, e.g. rhel-10/compose/BaseOS')
     .argument('<src>', 'directory to publish')
-    .option('--label <label>', 'version label, e.g. a compose id')
+    .option('--label <label>', 'version label, e.g. a compose id; with --watch a template: {date} (UTC YYYYMMDD), {time} (UTC HHMMSS), {seq}')
     .option('--strict', 'fail, publishing nothing, if any entry of SRC cannot be published (FIFOs, sockets, devices, unreadable files)')
     .option('--force', 'publish a new version even when SRC is identical to the newest one')
-    .option('--json', 'print the result as JSON')
-    .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean, strict?: boolean, force?: boolean }) => {
-      // a running agent holds the database: publish through it (it also announces the version)
-      const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label, strict: opts.strict === true, force: opts.force === true }))
-      if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote, skipped: remote.skipped, unchanged: remote.unchanged }, opts.json === true); return }
-      const { publishVersion } = await import('../publish/publish.js')
-      const { chunkingFor } = await import('../../protocol/chunking.js')
-      await withLocalContext(opts.home, async ctx => {
-        const chunking = chunkingFor(ctx.config.chunking, tree)
-        const result = await publishVersion({
-          tree, source: src, label: opts.label, strict: opts.strict === true, force: opts.force === true, index: ctx.store.index, catalog: ctx.store.catalog,
-          publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
-          chunkFile: async (path, signal, size, options) => await ctx.pool.chunkFile(path, chunking, signal, size, options),
-          verifyFile: async (path, chunks, signal) => await ctx.pool.verifyFile(path, chunks, signal), log: ctx.log,
-        })
-        printPublish(result, opts.json === true)
-      })
+    .option('--json', 'print the result as JSON (with --watch: one line per publish)')
+    .option('--watch', 'keep running: publish SRC now, then whenever it has been quiet for --quiet after a change (or --max-delay after the first change); stop with Ctrl-C')
+    .option('--quiet <duration>', 'with --watch: publish once nothing changed for this long', '5s')
+    .option('--max-delay <duration>', 'with --watch: publish at the latest this long after the first unpublished change', '5m')
+    .action(async (tree: string, src: string, opts: PublishCliOptions) => {
+      if (opts.watch === true) {
+        const { runPublishWatch } = await import('./publish-watch.js')
+        await runPublishWatch(opts.home, tree, resolve(src), opts)
+        return
+      }
+      printPublish(await publishOnce(opts.home, { tree, source: resolve(src), label: opts.label, strict: opts.strict === true, force: opts.force === true }), opts.json === true)
     })
 }
 
@@ -221,28 +215,4 @@ function registerVerify (program: Command): void {
       }
       if (result.problems.length > 0) throw new ExitError(`${tree}@${result.seq}: ${new Set(result.problems.map(p => p.path)).size} file(s) differ from the manifest`, 2)
     })
-}
-
-export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number, hardlinks?: number }, skipped?: SkippedEntries, unchanged?: boolean }, json: boolean): void {
-  const { envelope, stats } = result
-  const skipped = result.skipped ?? { count: 0, sample: [] }
-  if (json) {
-    process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats, skipped, ...(result.unchanged === true ? { unchanged: true } : {}) }) + '\n')
-    return
-  }
-  // never silent: what the version does not hold goes to stderr, whatever else is printed
-  if (skipped.count > 0) {
-    process.stderr.write(`WARNING: ${skipped.count} entr${skipped.count === 1 ? 'y' : 'ies'} of the source ${skipped.count === 1 ? 'is' : 'are'} NOT in ${envelope.tree}@${envelope.seq} (use --strict to refuse to publish instead):\n` +
-      skipped.sample.map(s => `  ${s.path}: ${s.reason}\n`).join('') +
-      (skipped.count > skipped.sample.length ? `  … and ${skipped.count - skipped.sample.length} more (see the agent's log)\n` : ''))
-  }
-  if (result.unchanged === true) {
-    process.stdout.write(`unchanged: ${envelope.tree}@${envelope.seq} is this tree already (root ${result.rootHex}); nothing published (--force publishes it again)\n`)
-    return
-  }
-  const seconds = stats.durationMs / 1000
-  process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
-    `  ${stats.files} files, ${formatBytes(stats.bytes)}, ${stats.chunks} chunks; new: ${stats.newChunks} chunks, ${formatBytes(stats.newBytes)}; ` +
-    `${stats.hardlinks !== undefined && stats.hardlinks > 0 ? `${stats.hardlinks} hardlinks; ` : ''}${stats.cachedFiles} files unchanged (not re-read), ${stats.verifiedFiles ?? 0} re-read and found unchanged (only their ctime moved); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
-    `${seconds > 0 ? `, ${formatBytes((stats.bytes - 0) / seconds)}/s` : ''}\n`)
 }

@@ -337,6 +337,15 @@ async function removePidFile (file: string): Promise<void> {
 
 // Human-readable status.
 
+/** [[publish]] sources watched: what each is doing, and its last publish. */
+function formatWatches (watches: NonNullable<AgentStatus['watches']>, now: number): string {
+  return table([['PUBLISH ON CHANGE', 'SOURCE', 'STATE', 'LAST PUBLISH'], ...watches.map(w => {
+    const state = w.phase === 'pending' && w.dueAtMs !== undefined ? `pending (publish in ${formatDuration(Math.max(0, w.dueAtMs - now) / 1000)})` : w.phase
+    const last = w.last === undefined ? '-' : `${w.last.error !== undefined ? `failed: ${w.last.error}` : w.last.unchanged === true ? `v${w.last.seq ?? '?'} unchanged` : `v${w.last.seq ?? '?'}`} ${formatDuration((now - w.last.atMs) / 1000)} ago`
+    return [w.tree, `${w.src} (${w.dirs} dirs${w.watchError === undefined ? '' : `; ${w.watchError}`})`, state, last]
+  })])
+}
+
 function formatStatus (s: AgentStatus): string {
   const now = Date.now()
   const out: string[] = [
@@ -364,6 +373,7 @@ function formatStatus (s: AgentStatus): string {
     const serves = s.trees.flatMap(t => (t.serves ?? []).map(v => [t.name, v.url, v.location ?? '-', String(v.preference), v.listed ? 'yes' : 'no: filtered subscription']))
     if (serves.length > 0) out.push('', table([['SERVED TREE', 'URL', 'LOCATION', 'PREFERENCE', 'IN METALINKS'], ...serves]))
   }
+  if ((s.watches ?? []).length > 0) out.push('', formatWatches(s.watches ?? [], now))
   out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
   const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)
   if (links.length > 0) out.push('', formatLinks(links))

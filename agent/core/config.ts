@@ -8,6 +8,7 @@ import { parseRate } from './rate.js'
 import { parseDays, parseHours } from './schedule.js'
 import { CHUNK_SIZE_NAMES } from '../../protocol/chunking.js'
 import { isServeUrl, MAX_SERVE_PREFERENCE, MAX_STATUS_SERVES } from '../../protocol/site-status.js'
+import { parseDuration } from './duration.js'
 
 /** A config file that does not parse or does not validate: names the file, the key and what was expected. */
 export class ConfigError extends DeltameshError {
@@ -42,6 +43,10 @@ const dashboardListen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost
   .refine(l => Number(l.slice(l.lastIndexOf(':') + 1)) <= 65535, 'a port of at most 65535')
 
 const serveUrl = z.string().refine(isServeUrl, 'an http:// or https:// base URL of at most 512 bytes, without spaces, quotes, <, >, a query or a fragment, e.g. "https://mirror.example.org/BaseOS"')
+
+const duration = (max: string): z.ZodType<string> => z.string().refine(d => { try { return parseDuration(d) > 0 && parseDuration(d) <= parseDuration(max) } catch { return false } }, `a duration such as "5s", "500ms" or "5m", at most ${max}`)
+/** {date}, {time} and {seq} (agent/publish/publish-schedule.ts checks them again when it expands one). */
+const labelTemplate = z.string().max(200).regex(/^([^{}]|\{(date|time|seq)\})*$/, 'a label with {date}, {time} or {seq} as its only placeholders, e.g. "nightly-{date}.{seq}"')
 
 /** The dashboard's default: loopback only, a port of its own next to the default libp2p port 4101. */
 export const DEFAULT_DASHBOARD_LISTEN = '127.0.0.1:7180'
@@ -111,6 +116,17 @@ const configSchema = z.object({
     location: z.string().regex(/^[A-Za-z]{2}$/, 'a two-letter country code such as "CZ"').transform(c => c.toUpperCase()).optional(),
     preference: z.number().int().min(1).max(MAX_SERVE_PREFERENCE).default(MAX_SERVE_PREFERENCE),
   }).strict()).max(MAX_STATUS_SERVES).default([]),
+  /** Sources this agent publishes by itself when they change (agent/daemon/watched-publish.ts). */
+  publish: z.array(z.object({
+    tree: treeName,
+    src: z.string().min(1).regex(/^\//, 'an absolute path to the source directory'),
+    watch: z.boolean().default(true),
+    /** Published once nothing changed for this long… */
+    quiet: duration('1h').default('5s'),
+    /** …or this long after the first unpublished change, however busy the source stays. */
+    maxDelay: duration('24h').default('5m'),
+    label: labelTemplate.default('{date}.{seq}'),
+  }).strict()).max(256).default([]),
   /** The public metalink and mirrorlist listener (agent/mirrors/): off unless `listen` is set. */
   mirrors: z.object({
     listen: dashboardListen.optional(),
@@ -122,6 +138,11 @@ const configSchema = z.object({
     windowBytes: z.number().int().min(65536).max(1 << 30).default(8 * 1024 * 1024),
   }).strict().default({ windowBytes: 8 * 1024 * 1024 }),
 }).strict().superRefine((config, ctx) => {
+  const published = new Set<string>()
+  config.publish.forEach((p, i) => {
+    if (published.has(p.tree)) ctx.addIssue({ code: 'custom', path: ['publish', i, 'tree'], message: `one [[publish]] per tree (${p.tree} is listed twice)` })
+    published.add(p.tree)
+  })
   if (config.mirror.mode === 'group' && config.mirror.group === undefined) ctx.addIssue({ code: 'custom', path: ['mirror', 'group'], message: 'a group name such as "www-data" (mode = "group" needs one)' })
   if (config.mirror.mode !== 'group' && config.mirror.group !== undefined) ctx.addIssue({ code: 'custom', path: ['mirror', 'group'], message: `no group with mode = "${config.mirror.mode}" (a group applies only to mode = "group")` })
   const names = new Set(config.peers.flatMap(p => p.name === undefined ? [] : [p.name]))
@@ -286,6 +307,19 @@ const MIRRORS_SECTION = `# Where this site publishes trees it mirrors over HTTP(
 requestsPerSecond = 20
 `
 
+/** Sources published when they change. */
+const PUBLISH_SECTION = `# Publish a source directory by itself whenever it changes (instead of lsyncd or a cron job): once nothing
+# changed in it for \`quiet\`, or \`maxDelay\` after the first change while it keeps changing. The label may use
+# {date} (UTC YYYYMMDD), {time} (UTC HHMMSS) and {seq}. At start the source is published if it changed meanwhile.
+# [[publish]]
+# tree = "rdo/trunk/centos9"
+# src = "/srv/dlrn/repos"
+# watch = true
+# quiet = "5s"
+# maxDelay = "5m"
+# label = "{date}.{seq}"
+`
+
 /** The request window per peer. */
 const SYNC_SECTION = `[sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).
@@ -306,7 +340,7 @@ const PEERS_AND_TRUST_SECTION = `# Sites this agent talks to. Only these peer id
 `
 
 export function defaultConfigText (listen: string[], announce: string[] = []): string {
-  return [agentSection(listen, announce), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, MIRRORS_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
+  return [agentSection(listen, announce), DASHBOARD_SECTION, BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, MIRRORS_SECTION, PUBLISH_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
 }
 
 export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = []): Promise<void> {

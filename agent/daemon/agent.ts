@@ -35,6 +35,7 @@ import type { AgentApi } from '../api/api.js'
 export { AGENT_VERSION } from './api-impl.js'
 import { AGENT_VERSION } from './api-impl.js'
 import { FileFactsSource } from '../mirrors/file-facts.js'
+import { WatchedPublishes } from './watched-publish.js'
 const BANS_STATE_KEY = 'peer-bans'
 
 export interface StartAgentOptions {
@@ -84,9 +85,12 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     })()
     await stopping
   }
-  const stopAll = async (): Promise<void> => { await late.ops?.stop(); await stop() }
+  const stopAll = async (): Promise<void> => { await late.watches?.stop(); await late.ops?.stop(); await stop() }
 
-  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, dashboardUrl: () => late.ops?.dashboardUrl, mirrorsUrl: () => late.ops?.mirrorsUrl }
+  const parts = {
+    ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals,
+    dashboardUrl: () => late.ops?.dashboardUrl, mirrorsUrl: () => late.ops?.mirrorsUrl, watches: () => late.watches?.status() ?? [],
+  }
   const api = createAgentApi(parts)
   try {
     late.ops = await startOperations({
@@ -105,7 +109,12 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       mirrors: site.config.mirrors,
       agentVersion: AGENT_VERSION,
     })
+    // [[publish]] sources published on change, through the API's publish (which also announces)
+    late.watches = new WatchedPublishes({ log, publish: api.publish, nextSeq: async tree => await nextSeq(store, tree) }, site.config.publish)
+    await late.watches.start()
   } catch (err) {
+    await late.watches?.stop()
+    await late.ops?.stop()
     await stop()
     throw err
   }
@@ -156,6 +165,13 @@ async function openStorage (home: HomeLayout, config: AgentConfig, refusals: Ref
 interface LateParts {
   trees?: TreeManager
   ops?: Operations
+  watches?: WatchedPublishes
+}
+
+/** The seq a tree's next version gets (publish.ts nextSeq: after the newest recorded and the current one). */
+async function nextSeq (store: Store, tree: string): Promise<number> {
+  const last = (await store.catalog.listVersions(tree)).reduce((m, v) => Math.max(m, v.seq), 0)
+  return Math.max(last, (await store.catalog.getTree(tree))?.currentSeq ?? 0) + 1
 }
 
 /** The libp2p node and every deltamesh protocol on it, created but not started. */

@@ -23,7 +23,7 @@ import { LimitRequestError, type BandwidthManager } from '../bandwidth/manager.j
 import { publishVersion } from '../publish/publish.js'
 import { verifyVersion } from '../versions/verify.js'
 import type { TreeManager } from './trees.js'
-import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary, TreeStatus } from '../api/api.js'
+import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary, TreeStatus, WatchStatus } from '../api/api.js'
 import { checkPeerAddress } from '../net/peer-address.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -94,6 +94,8 @@ export interface AgentApiComponents {
   dashboardUrl: () => string | undefined
   /** The metalink listener's address, when [mirrors] listen is set. */
   mirrorsUrl?: () => string | undefined
+  /** [[publish]] sources watched. */
+  watches?: () => WatchStatus[]
 }
 
 export function createAgentApi (c: AgentApiComponents): AgentApi {
@@ -147,6 +149,7 @@ async function agentStatus (c: AgentApiComponents): Promise<AgentStatus> {
     treeWeights: c.bandwidth.weights(),
     dashboard: dashboardOf(c.dashboardUrl()),
     ...(c.mirrorsUrl?.() === undefined ? {} : { mirrors: { url: c.mirrorsUrl() as string } }),
+    ...((c.watches?.() ?? []).length === 0 ? {} : { watches: c.watches?.() }),
     envelopeRejections: c.refusals.rejections.snapshot(),
     counters: {
       ...c.refusals.counters,

@@ -1,6 +1,6 @@
 // The JSON the dashboard page renders: every site (from the network view), this site's trees with their
 // version history, its links and peers, and the throughput series. Built per request from the live state.
-import type { AgentStatus, SelectionRefusal } from '../api/api.js'
+import type { AgentStatus, SelectionRefusal, WatchStatus } from '../api/api.js'
 import type { LinkView } from '../netview/local-status.js'
 import type { SiteView } from '../netview/network-view.js'
 import type { Rates, RatePoint } from '../netview/traffic.js'
@@ -64,6 +64,8 @@ export interface DashboardSnapshot {
   peers: PeerRow[]
   /** This site's rates, one point per second (other sites' points are in sites[].rateHistory). */
   throughput: RatePoint[]
+  /** [[publish]] sources this site publishes on change. */
+  watches: WatchStatus[]
 }
 
 export interface SnapshotInput {
@@ -107,5 +109,6 @@ export function buildSnapshot (input: SnapshotInput): DashboardSnapshot {
       }
     }),
     throughput: input.localHistory,
+    watches: status.watches ?? [],
   }
 }

@@ -49,7 +49,7 @@ export class TreeWatcher {
     const name = basename(this.root)
     try {
       this.parent = watch(dirname(this.root), { persistent: false }, (_type, filename) => {
-        if (filename !== null && filename.toString() === name) { this.c.onChange(); this.refresh().catch(err => this.c.onError(err as Error)) }
+        if (filename !== null && filename.toString() === name) { this.c.onChange(); this.rebuild().catch(err => this.c.onError(err as Error)) }
       })
       this.parent.on('error', () => { this.parent?.close(); this.parent = undefined })
     } catch (err) {
@@ -73,6 +73,13 @@ export class TreeWatcher {
       for (const e of entries) if (e.isDirectory()) queue.push(join(dir, e.name))
     }
     for (const [dir, w] of this.watchers) if (!seen.has(dir)) { w.close(); this.watchers.delete(dir) }
+  }
+
+  /** The source was replaced (a symlink flipped, a directory renamed over it): every watch is on the old one. */
+  private async rebuild (): Promise<void> {
+    for (const w of this.watchers.values()) w.close()
+    this.watchers.clear()
+    await this.refresh()
   }
 
   close (): void {

@@ -157,11 +157,20 @@ function renderHistory (snap) {
       el('td', {}, v.heldBy.join(', ') || '–')))
     // a version held back (the filter selects nothing, or too few files), or a failing sync: said above the table
     const problem = t.refused ? t.refused.message : t.syncError
+    const watch = (snap.watches || []).find(w => w.tree === t.name)
     return el('div', { 'data-history': t.name }, el('h3', {}, t.name, el('span', { class: 'sub' }, ' — ' + where)),
+      watch ? el('p', { class: 'sub', 'data-watch': watch.phase }, watchLine(watch)) : null,
       problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined }, problem) : null,
       el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)))
   })
   replace('history', ...(blocks.length ? blocks : [el('p', { class: 'sub' }, 'no versions here yet')]))
+}
+
+// [[publish]] watch = true: the source, what the watcher is doing, the last publish
+function watchLine (w) {
+  const state = w.phase === 'pending' && w.dueAtMs ? `change pending, publish in ${duration(Math.max(0, w.dueAtMs - Date.now()))}` : w.phase
+  const last = w.last ? (w.last.error ? `last publish failed: ${w.last.error}` : `last publish v${w.last.seq}${w.last.unchanged ? ' (unchanged)' : ''} ${ago(w.last.atMs)}`) : 'not published yet'
+  return `publishing ${w.src} on change (${w.dirs} directories watched): ${state}; ${last}${w.watchError ? ' — ' + w.watchError : ''}`
 }
 
 // Throughput plot: hand-drawn SVG, this site's up/down each second plus other sites' download rates.
