@@ -22,6 +22,8 @@ export const SAMPLE_INTERVAL_MS = 1_000
  */
 export const STALE_AFTER_INTERVALS = 2
 export const STALE_GRACE_MS = 2_000
+/** The mirrors listener answers from a network view at most this old. */
+export const VIEW_CACHE_MS = 1_000
 
 export interface OperationsComponents {
   selfId: string
@@ -140,10 +142,16 @@ export async function startOperations (c: OperationsComponents, init: Operations
 /** The public metalink listener, when [mirrors] listen is set: answers from the network view's sites. */
 async function startMirrors (c: OperationsComponents, init: OperationsInit, sites: () => Promise<SiteView[]>): Promise<MirrorsServer | undefined> {
   if (init.mirrors?.listen === undefined || c.facts === undefined) return undefined
+  // the view changes at the gossip's pace: one read of it per second serves every request of that second
+  let cached: { atMs: number, sites: Promise<SiteView[]> } | undefined
+  const recent = async (): Promise<SiteView[]> => {
+    if (cached === undefined || Date.now() - cached.atMs > VIEW_CACHE_MS) cached = { atMs: Date.now(), sites: sites() }
+    return await cached.sites.catch((err: unknown) => { cached = undefined; throw err })
+  }
   const server = await startMirrorsServer({
     log: c.log,
     facts: c.facts,
-    sites: async () => (await sites()).map(s => ({ name: s.name, fresh: s.state === 'ok', status: s.status })),
+    sites: async () => (await recent()).map(s => ({ name: s.name, fresh: s.state === 'ok', status: s.status })),
     generator: `deltamesh/${init.agentVersion ?? ''}`,
   }, { listen: init.mirrors.listen, requestsPerSecond: init.mirrors.requestsPerSecond })
   c.log.info({ url: server.url }, `metalinks and mirrorlists at ${server.url}`)

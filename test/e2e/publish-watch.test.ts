@@ -44,6 +44,9 @@ describe('publish on change (real agents)', () => {
     expect(watchOf(status)).toMatchObject({ src: source, phase: 'idle', publishes: 1, quietMs: 400, maxDelayMs: 3000 })
     expect(watchOf(status)?.dirs).toBeGreaterThan(0)
     expect(await cliOk(['status', '--home', origin.home])).toMatch(/PUBLISH ON CHANGE[\s\S]*dlrn\/trunk\/centos9.*idle/)
+    // the dashboard's snapshot carries the watch state the page shows above the tree's history
+    const snapshot = await (await fetch(new URL('/api/snapshot', status.dashboard?.url))).json() as { watches: Array<{ tree: string, phase: string, src: string }> }
+    expect(snapshot.watches).toMatchObject([{ tree: TREE, src: source, phase: 'idle' }])
 
     // a change in a new subdirectory: published once quiet, and synced
     await mkdir(join(source, 'repos', 'a1'), { recursive: true })

@@ -137,3 +137,21 @@ describe('[[serve]] in the site status', () => {
     expect(trimStatus(withServes([{ tree: 't/a', url: 'http://x.example/', preference: 1 }])).serves).toHaveLength(1)
   })
 })
+
+describe('[[serve]], [[publish]] and [mirrors] in config.toml', () => {
+  it('accepts them with defaults, upper-cases the country, and refuses what no status or watcher could use', async () => {
+    const { parseConfig } = await import('../../agent/core/config.js')
+    const c = parseConfig('[[serve]]\ntree = "a/b"\nurl = "https://m.example/b"\nlocation = "cz"\n\n[[publish]]\ntree = "a/b"\nsrc = "/srv/b"\n\n[mirrors]\nlisten = "0.0.0.0:8480"\n', 'c.toml')
+    expect(c.serve).toEqual([{ tree: 'a/b', url: 'https://m.example/b', location: 'CZ', preference: 100 }])
+    expect(c.publish).toEqual([{ tree: 'a/b', src: '/srv/b', watch: true, quiet: '5s', maxDelay: '5m', label: '{date}.{seq}' }])
+    expect(c.mirrors).toEqual({ listen: '0.0.0.0:8480', requestsPerSecond: 20 })
+    expect(parseConfig('', 'c.toml').mirrors.listen).toBeUndefined()
+    const refusal = (text: string): string => { try { parseConfig(text, 'c.toml'); return 'accepted' } catch (err) { return (err as Error).message } }
+    expect(refusal('[[serve]]\ntree = "a/b"\nurl = "ftp://m.example/b"\n')).toMatch(/serve\[0\]\.url: expected an http:\/\/ or https:\/\/ base URL/)
+    expect(refusal('[[serve]]\ntree = "a/b"\nurl = "https://m.example/b"\npreference = 0\n')).toMatch(/preference/)
+    expect(refusal('[[publish]]\ntree = "a/b"\nsrc = "relative"\n')).toMatch(/publish\[0\]\.src: expected an absolute path/)
+    expect(refusal('[[publish]]\ntree = "a/b"\nsrc = "/s"\nquiet = "soon"\n')).toMatch(/publish\[0\]\.quiet: expected a duration/)
+    expect(refusal('[[publish]]\ntree = "a/b"\nsrc = "/s"\nlabel = "{id}"\n')).toMatch(/publish\[0\]\.label/)
+    expect(refusal('[[publish]]\ntree = "a/b"\nsrc = "/s"\n[[publish]]\ntree = "a/b"\nsrc = "/t"\n')).toMatch(/one \[\[publish\]\] per tree/)
+  })
+})
