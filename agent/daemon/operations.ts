@@ -10,6 +10,7 @@ import { linksOf, localSiteStatus, type LinkView } from '../netview/local-status
 import { NetworkView, type SiteView } from '../netview/network-view.js'
 import { HEARTBEAT_INTERVALS, StatusGossip } from '../netview/status-gossip.js'
 import { TrafficSampler } from '../netview/traffic.js'
+import type { SiteStatus } from '../../protocol/site-status.js'
 import type { FileFactsSource } from '../mirrors/file-facts.js'
 import { startMirrorsServer, type MirrorsServer } from '../mirrors/server.js'
 
@@ -77,10 +78,11 @@ export async function startOperations (c: OperationsComponents, init: Operations
     const sites = view.sites(localSiteStatus(status, name, links, sampler), sampler.history())
     return { status, links, sites }
   }
+  const warned = { unsentServes: false }
   const gossip = new StatusGossip({
     view,
     log: c.log,
-    localStatus: async () => { const status = await c.status(); return localSiteStatus(status, name, linksOf(status), sampler) },
+    localStatus: async () => warnOfUnsentServes(c.log, await c.status(), status => localSiteStatus(status, name, linksOf(status), sampler), warned),
     publish: c.publishStatus,
     onResult: result => { if (result !== 'self') metrics.statusMessage(result) },
   }, { intervalMs: init.statusIntervalMs })
@@ -156,4 +158,15 @@ async function startMirrors (c: OperationsComponents, init: OperationsInit, site
   }, { listen: init.mirrors.listen, requestsPerSecond: init.mirrors.requestsPerSecond })
   c.log.info({ url: server.url }, `metalinks and mirrorlists at ${server.url}`)
   return server
+}
+
+/** [[serve]] entries that do not fit one status message are not gossiped: said once, not silently. */
+function warnOfUnsentServes (log: Logger, status: AgentStatus, build: (status: AgentStatus) => SiteStatus, warned: { unsentServes: boolean }): SiteStatus {
+  const local = build(status)
+  const sent = local.serves?.length ?? 0
+  const listed = status.trees.reduce((n, t) => n + (t.serves ?? []).filter(v => v.listed).length, 0)
+  if (sent >= listed || warned.unsentServes) return local
+  warned.unsentServes = true
+  log.warn({ listed, sent }, `only ${sent} of ${listed} [[serve]] entries fit in this site's status message; the others are not in any metalink (fewer trees or shorter URLs make room)`)
+  return local
 }
