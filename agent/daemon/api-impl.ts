@@ -25,6 +25,7 @@ import { verifyVersion } from '../versions/verify.js'
 import type { TreeManager } from './trees.js'
 import type { AgentApi, AgentStatus, PeerStatus, PublishRequest, PublishSummary, TreeStatus, WatchStatus } from '../api/api.js'
 import { checkPeerAddress } from '../net/peer-address.js'
+import { KeyedMutex } from '../store/mutex.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -100,9 +101,11 @@ export interface AgentApiComponents {
 
 export function createAgentApi (c: AgentApiComponents): AgentApi {
   const { log, bandwidth, trees } = c
+  // one publish of a tree at a time, whoever asks (a [[publish]] watch, `deltamesh publish`): the next waits
+  const publishing = new KeyedMutex()
   return {
     status: async () => await agentStatus(c),
-    publish: async (request, signal) => await publishAndAnnounce(c, request, signal),
+    publish: async (request, signal) => await publishing.run(request.tree, async () => { signal?.throwIfAborted(); return await publishAndAnnounce(c, request, signal) }),
     subscribe: async request => { await trees.subscribe(request) },
     unsubscribe: async tree => { await trees.unsubscribe(tree) },
     addPeer: async (addr, name) => { await addPeer(c, addr, name) },

@@ -68,7 +68,12 @@ describe('publish on change (real agents)', () => {
 
     // stopped, changed, started: the change is published at start, with no further change
     await waitFor('the watch to be idle', async () => watchOf(await cluster.status(origin))?.phase === 'idle', 20_000)
+    // two publishes of the tree asked at once (an operator's and another) run one after the other
+    const forced = await Promise.all([1, 2].map(async () => JSON.parse(await cliOk(['publish', '--home', origin.home, TREE, source, '--force', '--json'])) as { seq: number }))
+    const seqs = forced.map(f => f.seq).sort((a, b) => a - b)
+    expect(seqs[1]).toBe((seqs[0] as number) + 1)
     const held = Math.max(...versionsOf(await cluster.status(origin)))
+    expect(held).toBe(seqs[1])
     await cluster.stop(origin)
     await writeFile(join(source, 'changed-while-down.txt'), 'x\n')
     await cluster.start(origin)
