@@ -17,7 +17,10 @@ import { MAX_STATUS_BYTES } from './wire-limits.js'
 //   sync   = [seq, phase, bytesDone, bytesTotal, rateBps, startedAtMs]
 //   peer   = [peerId, connected, rateUp, rateDown]
 //   link   = [name, limitUp|nil, limitDown|nil, rateUp, rateDown, peers]
+//   serve  = [tree, url, location|nil, preference]        (an 11th field, `serves`, sent only when not empty)
 // Arrays, never maps (canonical msgpack: codec.ts); nil for "none" (no version held, unlimited).
+// A status without serves is the 10-field tuple older agents read; they ignore (do not show, never strike)
+// a site that declares [[serve]] URLs.
 
 /**
  * Trees per status. Each costs at most ~340 bytes (a 200-byte name, 8 held seqs, a sync), so 128 trees plus the peer and link
@@ -36,6 +39,19 @@ export const MAX_LINK_NAME_BYTES = 100
 export const MAX_AGENT_VERSION_BYTES = 32
 /** A libp2p peer id as text (base58btc multihash: 46 chars for ed25519 keys, 52–53 for others). */
 const PEER_ID_TEXT = /^[1-9A-HJ-NP-Za-km-z]{32,64}$/
+/** [[serve]] entries per status: a site publishing every tree it mirrors over HTTP and HTTPS. */
+export const MAX_STATUS_SERVES = 64
+/** A served URL: a base URL a mirror admin types, with room for a long path. */
+export const MAX_SERVE_URL_BYTES = 512
+/** Preference of a served URL: 1 (last resort) to 100 (first choice), as in a metalink's `preference`. */
+export const MAX_SERVE_PREFERENCE = 100
+/**
+ * An absolute http(s) URL of printable ASCII without spaces, quotes, angle brackets, backslashes, query or
+ * fragment: what goes into a metalink's XML and a mirrorlist line is then never markup, whoever sent it.
+ */
+const SERVE_URL = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$/
+/** An ISO 3166-1 alpha-2 country code, upper case. */
+const COUNTRY_CODE = /^[A-Z]{2}$/
 
 const STATUS_TAG = 'deltamesh/status'
 const FORMAT_VERSION = 1
@@ -82,6 +98,16 @@ export interface StatusLink {
   peers: number
 }
 
+/** Where a site publishes a tree it mirrors over HTTP(S) (its [[serve]] config). */
+export interface StatusServe {
+  tree: string
+  /** Base URL of the tree: a file's URL is this plus '/' and its path. */
+  url: string
+  /** ISO 3166-1 alpha-2 country code, upper case. */
+  location?: string
+  preference: number
+}
+
 export interface SiteStatus {
   /** The sender's clock: only used to order one site's own messages (a replayed older one is ignored). */
   sentAtMs: number
@@ -93,6 +119,8 @@ export interface SiteStatus {
   trees: StatusTree[]
   peers: StatusPeer[]
   links: StatusLink[]
+  /** [[serve]] URLs of the trees this site mirrors (absent or empty: none). */
+  serves?: StatusServe[]
 }
 
 const u53 = (v: unknown, what: string, min = 0): number => expectInt(v, what, min, MAX_U53)
@@ -119,24 +147,53 @@ export function encodeSiteStatus (s: SiteStatus): Uint8Array {
   if (s.trees.length > MAX_STATUS_TREES) throw new LimitExceededError('status trees', s.trees.length, MAX_STATUS_TREES)
   if (s.peers.length > MAX_STATUS_PEERS) throw new LimitExceededError('status peers', s.peers.length, MAX_STATUS_PEERS)
   if (s.links.length > MAX_STATUS_LINKS) throw new LimitExceededError('status links', s.links.length, MAX_STATUS_LINKS)
-  const bytes = encodeCanonical([
-    STATUS_TAG, FORMAT_VERSION, s.sentAtMs, s.name, s.agentVersion, s.startedAtMs,
-    [s.totals.bytesUp, s.totals.bytesDown, rate(s.totals.rateUp), rate(s.totals.rateDown)],
-    s.trees.map(t => [
-      validateTreeName(t.name), t.currentSeq ?? null, t.newestSeq ?? null, t.held.slice(-MAX_HELD_SEQS),
-      t.sync === undefined ? null : [t.sync.seq, t.sync.phase, t.sync.bytesDone, t.sync.bytesTotal, rate(t.sync.rateBps), t.sync.startedAtMs],
-      ...(t.unservableSeq === undefined ? [] : [t.unservableSeq]),
-    ]),
-    s.peers.map(p => [p.peerId, p.connected, rate(p.rateUp), rate(p.rateDown)]),
-    s.links.map(l => [l.name, l.limitUp ?? null, l.limitDown ?? null, rate(l.rateUp), rate(l.rateDown), l.peers]),
-  ])
+  const serves = s.serves ?? []
+  if (serves.length > MAX_STATUS_SERVES) throw new LimitExceededError('status serves', serves.length, MAX_STATUS_SERVES)
+  for (const t of s.trees) validateTreeName(t.name)
+  const serveList = serves.map(v => [v.tree, v.url, v.location ?? null, v.preference])
+  const bytes = encodeCanonical([...statusFields(s), ...(serveList.length === 0 ? [] : [serveList])])
   // decode our own bytes: a status we could not accept from a peer must not leave this site either
   decodeSiteStatus(bytes)
   return bytes
 }
 
-/** Cuts a status down to what one message may carry (names are cut, lists truncated). */
+/**
+ * Cuts a status down to what one message may carry (names are cut, lists truncated). Serves come last: those
+ * that would take the message over MAX_STATUS_BYTES are left out (only a site reporting ~128 trees of
+ * 200-byte names gets there); the caller compares the counts to say so.
+ */
 export function trimStatus (s: SiteStatus): SiteStatus {
+  const trimmed = trimLists(s)
+  const serves = (s.serves ?? []).slice(0, MAX_STATUS_SERVES)
+  if (serves.length === 0) return trimmed
+  let room = MAX_STATUS_BYTES - encodeCanonical(statusFields(trimmed)).byteLength - SERVES_LIST_OVERHEAD
+  const kept: StatusServe[] = []
+  for (const v of serves) {
+    room -= encodeCanonical([v.tree, v.url, v.location ?? null, v.preference]).byteLength
+    if (room < 0) break
+    kept.push(v)
+  }
+  return { ...trimmed, serves: kept }
+}
+
+/** The array header of the serves list (msgpack: at most 3 bytes for up to 65,535 items). */
+const SERVES_LIST_OVERHEAD = 3
+
+function statusFields (s: SiteStatus): unknown[] {
+  return [
+    STATUS_TAG, FORMAT_VERSION, s.sentAtMs, s.name, s.agentVersion, s.startedAtMs,
+    [s.totals.bytesUp, s.totals.bytesDown, rate(s.totals.rateUp), rate(s.totals.rateDown)],
+    s.trees.map(t => [
+      t.name, t.currentSeq ?? null, t.newestSeq ?? null, t.held.slice(-MAX_HELD_SEQS),
+      t.sync === undefined ? null : [t.sync.seq, t.sync.phase, t.sync.bytesDone, t.sync.bytesTotal, rate(t.sync.rateBps), t.sync.startedAtMs],
+      ...(t.unservableSeq === undefined ? [] : [t.unservableSeq]),
+    ]),
+    s.peers.map(p => [p.peerId, p.connected, rate(p.rateUp), rate(p.rateDown)]),
+    s.links.map(l => [l.name, l.limitUp ?? null, l.limitDown ?? null, rate(l.rateUp), rate(l.rateDown), l.peers]),
+  ]
+}
+
+function trimLists (s: SiteStatus): SiteStatus {
   return {
     ...s,
     name: cut(s.name, MAX_SITE_NAME_BYTES),
@@ -156,10 +213,12 @@ function cut (s: string, maxBytes: number): string {
 /** Decodes and validates a status from the network. Throws InvalidMessageError (or LimitExceededError). */
 export function decodeSiteStatus (bytes: Uint8Array): SiteStatus {
   if (bytes.byteLength > MAX_STATUS_BYTES) throw new LimitExceededError('status size', bytes.byteLength, MAX_STATUS_BYTES)
-  const t = expectTuple(decodeUntrusted(bytes, 'STATUS'), 'STATUS', STATUS_TAG, FORMAT_VERSION, 10)
+  const value = decodeUntrusted(bytes, 'STATUS')
+  // 10 fields, or 11 with the serves (sent only when there are some)
+  const t = expectTuple(value, 'STATUS', STATUS_TAG, FORMAT_VERSION, Array.isArray(value) && value.length === 11 ? 11 : 10)
   const totals = tuple(t[6], 'STATUS totals', 4)
   const seenTrees = new Set<string>()
-  return {
+  const status: SiteStatus = {
     sentAtMs: u53(t[2], 'STATUS sentAtMs'),
     name: expectString(t[3], 'STATUS name', MAX_SITE_NAME_BYTES),
     agentVersion: expectString(t[4], 'STATUS agentVersion', MAX_AGENT_VERSION_BYTES),
@@ -174,6 +233,27 @@ export function decodeSiteStatus (bytes: Uint8Array): SiteStatus {
     peers: list(t[8], 'STATUS peers', MAX_STATUS_PEERS).map(decodePeer),
     links: list(t[9], 'STATUS links', MAX_STATUS_LINKS).map(decodeLink),
   }
+  if (t.length === 11) {
+    const serves = list(t[10], 'STATUS serves', MAX_STATUS_SERVES).map(decodeServe)
+    if (serves.length === 0) throw new InvalidMessageError('STATUS serves: empty (omitted when there are none)')
+    status.serves = serves
+  }
+  return status
+}
+
+function decodeServe (v: unknown): StatusServe {
+  const e = tuple(v, 'STATUS serve', 4)
+  const tree = treeName(expectString(e[0], 'STATUS serve tree', MAX_TREE_NAME_BYTES))
+  const url = expectString(e[1], 'STATUS serve url', MAX_SERVE_URL_BYTES)
+  if (!SERVE_URL.test(url)) throw new InvalidMessageError('STATUS serve url: not an http(s) URL of plain characters')
+  const location = optional(e[2], x => expectString(x, 'STATUS serve location', 2))
+  if (location !== undefined && !COUNTRY_CODE.test(location)) throw new InvalidMessageError('STATUS serve location: not a country code')
+  return { tree, url, location, preference: expectInt(e[3], 'STATUS serve preference', 1, MAX_SERVE_PREFERENCE) }
+}
+
+/** Whether `url` is what a status may carry as a served URL (the config checks it with the same rule). */
+export function isServeUrl (url: string): boolean {
+  return Buffer.byteLength(url) <= MAX_SERVE_URL_BYTES && SERVE_URL.test(url)
 }
 
 function decodeTree (v: unknown): StatusTree {

@@ -18,6 +18,7 @@ const LAYERS = [
   'netview', //    site status gossip, network view, traffic
   'metrics', //    Prometheus metrics
   'dashboard', //  the dashboard's HTTP listener and snapshot
+  'mirrors', //    the public metalink and mirrorlist listener
   'control', //    the local control socket: server and client
   'daemon', //     the agent: wiring, trees, operations
   'demo', //       local clusters and the demo

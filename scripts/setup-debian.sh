@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs from Debian what the benchmarks and the browser test need: rsync (the comparison in bench:sync and
 # bench:rescan), openssh-server and openssh-client (bench:wire starts its own sshd on 127.0.0.1 for rsync over
-# ssh; the package's own service and configuration are not used) and chromium (the dashboard test drives it with playwright-core; npm's own browser download
-# does not work on a closed network). `setup-debian.sh chromium` installs only the named packages;
+# ssh; the package's own service and configuration are not used), chromium (the dashboard test drives it with
+# playwright-core; npm's own browser download does not work on a closed network) and aria2 (the metalink test
+# downloads through aria2c, a real metalink client). `setup-debian.sh chromium` installs only the named packages;
 # `npm run bench` calls it with BENCH_PACKAGES below (the incumbents it compares with, xorriso for the ISO
 # corpus, dpkg-dev for the repository index, GNU time for peak RSS of the incumbents).
 # Idempotent: exits 0 at once when everything is installed; runs `apt-get update` only when a package is not
@@ -11,7 +12,7 @@ set -eu
 
 BENCH_PACKAGES="rsync casync zsync xorriso dpkg-dev time openssh-server openssh-client"
 if [ "${1:-}" = "--bench" ]; then set -- $BENCH_PACKAGES; fi
-PACKAGES="${*:-rsync chromium}"
+PACKAGES="${*:-rsync chromium aria2}"
 
 missing=""
 for pkg in $PACKAGES; do

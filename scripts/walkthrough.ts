@@ -5,7 +5,8 @@
 // command fails, the agents it started are stopped (their agent.pid files) and the temp dir removed all the same.
 // Exits with bash's status. Run from anywhere: npm run build && npm run walkthrough
 import { spawn } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { access, readFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
 import { createServer } from 'node:net'
 import { basename, dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -58,7 +59,30 @@ export function runnable (walkthrough: string): string {
   ].join('\n')
 }
 
+/** Debian tools the walkthrough's lines use: installed by the project's setup script when missing. */
+const TOOLS = ['jq', 'curl']
+
+async function onPath (binary: string): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    if (await access(resolve(dir, binary), constants.X_OK).then(() => true, () => false)) return true
+  }
+  return false
+}
+
+async function ensureTools (): Promise<void> {
+  const missing: string[] = []
+  for (const t of TOOLS) if (!(await onPath(t))) missing.push(t)
+  if (missing.length === 0) return
+  const code = await new Promise<number | null>((resolveSetup, reject) => {
+    const child = spawn('sh', [resolve(REPO, 'scripts', 'setup-debian.sh'), ...missing], { stdio: ['ignore', 'inherit', 'inherit'] })
+    child.on('error', reject)
+    child.on('close', resolveSetup)
+  })
+  if (code !== 0) throw new Error(`the walkthrough needs ${missing.join(' and ')}: scripts/setup-debian.sh ${missing.join(' ')} failed (exit ${code})`)
+}
+
 export async function runWalkthrough (options: { stdio?: 'inherit' | 'pipe' } = {}): Promise<{ code: number | null, output: string }> {
+  await ensureTools()
   const script = runnable(extractWalkthrough(await readFile(resolve(REPO, 'README.md'), 'utf8')))
   const env = { ...process.env, PORT_BASE: String(await freeBase()), DELTAMESH_LOG_LEVEL: process.env.DELTAMESH_LOG_LEVEL ?? 'info' }
   return await new Promise((resolveRun, reject) => {

@@ -79,7 +79,11 @@ export interface TreeStatus {
   /** The newest version the gate refused, when it is newer than the served one. */
   gateRefused?: GateRefusal
   hooks?: HookStats
+  /** [[serve]]: where this site publishes the tree over HTTP(S). Gossiped only when `listed` (a filtered subscription lacks files). */
+  serves?: TreeServe[]
 }
+
+export interface TreeServe { url: string, location?: string, preference: number, listed: boolean }
 
 /** Why a version was not installed: its selection would empty the mirror or drop too many of its files. */
 export interface SelectionRefusal {
@@ -126,6 +130,10 @@ export interface AgentStatus {
   treeWeights: Record<string, number>
   /** The web dashboard (and /metrics) of this agent; absent when [dashboard] enabled = false. */
   dashboard?: { url: string }
+  /** The public metalink and mirrorlist listener; absent unless [mirrors] listen is set. */
+  mirrors?: { url: string }
+  /** [[publish]] sources watched and published on change. */
+  watches?: WatchStatus[]
   /** counters.envelopesRejected by reason (REJECT_REASONS in sync/admission.ts). */
   envelopeRejections?: Record<string, number>
   counters: {
@@ -140,6 +148,24 @@ export interface AgentStatus {
 
 /** The [[peers]] entry `removePeer` took out. */
 export interface RemovedPeer { peerId: string, addr: string, name?: string }
+/** A source published when it changes ([[publish]] watch = true, or `publish --watch`). */
+export interface WatchStatus {
+  tree: string
+  src: string
+  /** idle: nothing to publish; pending: a change waits for the quiet period (or maxDelay); publishing: under way; off: watch = false. */
+  phase: 'idle' | 'pending' | 'publishing' | 'off'
+  quietMs: number
+  maxDelayMs: number
+  /** Directories watched (one inotify watch each). */
+  dirs: number
+  pendingSinceMs?: number
+  dueAtMs?: number
+  changes: number
+  publishes: number
+  last?: { atMs: number, seq?: number, unchanged?: boolean, error?: string }
+  /** The watcher could not watch everything (inotify limit, permissions): changes may be seen late. */
+  watchError?: string
+}
 
 export interface PublishRequest { tree: string, source: string, label?: string, strict?: boolean, force?: boolean }
 export interface PublishSummary {

@@ -12,6 +12,7 @@ export function formatStatus (s: AgentStatus): string {
     `listening:     ${s.multiaddrs.length === 0 ? '-' : s.multiaddrs.join(' ')}`,
     `publisher key: ${s.publisherKey}`,
     `dashboard:     ${s.dashboard?.url ?? 'off ([dashboard] enabled = false)'}`,
+    ...(s.mirrors === undefined ? [] : [`metalinks:     ${s.mirrors.url}metalink?tree=T&path=P, ${s.mirrors.url}mirrorlist?tree=T`]),
     `traffic:       up ${formatBytes(s.counters.bytesUp)}, down ${formatBytes(s.counters.bytesDown)}; ` +
       `rejected: ${s.counters.envelopesRejected} envelopes${byReason(s.envelopeRejections)}, ${s.counters.chunksRejected} chunks`,
     '',
@@ -35,13 +36,25 @@ export function formatStatus (s: AgentStatus): string {
     if (versions.length > 0) out.push('', table([['VERSION', 'STATE', 'LABEL', 'SIZE', 'FILES', 'NEW', 'CREATED'], ...versions]))
     const hooks = formatHooks(s.trees)
     if (hooks.length > 0) out.push('', ...hooks)
+    const serves = s.trees.flatMap(t => (t.serves ?? []).map(v => [t.name, v.url, v.location ?? '-', String(v.preference), v.listed ? 'yes' : 'no: filtered subscription']))
+    if (serves.length > 0) out.push('', table([['SERVED TREE', 'URL', 'LOCATION', 'PREFERENCE', 'IN METALINKS'], ...serves]))
   }
+  if ((s.watches ?? []).length > 0) out.push('', formatWatches(s.watches ?? [], now))
   out.push('', s.peers.length === 0 ? 'no peers' : formatPeers(s))
   const links = s.links.filter(l => l.kind !== 'peer' || l.limit.up !== null || l.limit.down !== null || l.queue.length > 0)
   if (links.length > 0) out.push('', formatLinks(links))
   const weights = Object.entries(s.treeWeights)
   if (weights.length > 0) out.push('', `tree weights: ${weights.map(([t, w]) => `${t}=${w}`).join(', ')}`)
   return out.join('\n') + '\n'
+}
+
+/** [[publish]] sources watched: what each is doing, and its last publish. */
+function formatWatches (watches: NonNullable<AgentStatus['watches']>, now: number): string {
+  return table([['PUBLISH ON CHANGE', 'SOURCE', 'STATE', 'LAST PUBLISH'], ...watches.map(w => {
+    const state = w.phase === 'pending' && w.dueAtMs !== undefined ? `pending (publish in ${formatDuration(Math.max(0, w.dueAtMs - now) / 1000)})` : w.phase
+    const last = w.last === undefined ? '-' : `${w.last.error !== undefined ? `failed: ${w.last.error}` : w.last.unchanged === true ? `v${w.last.seq ?? '?'} unchanged` : `v${w.last.seq ?? '?'}`} ${formatDuration((now - w.last.atMs) / 1000)} ago`
+    return [w.tree, `${w.src} (${w.dirs} dirs${w.watchError === undefined ? '' : `; ${w.watchError}`})`, state, last]
+  })])
 }
 
 /** ' (replay 1, bad-signature 2)': the non-zero reasons only. */

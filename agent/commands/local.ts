@@ -6,17 +6,16 @@ import { toHex } from '../../protocol/chunk-id.js'
 import { ManifestWriter, encodeRoot, type ChunkingParams, type ManifestEntry } from '../../protocol/manifest.js'
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { displayPath } from '../../protocol/paths.js'
-import type { SkippedEntries } from '../store/types.js'
 import type { VerifySummary } from '../api/api.js'
 import { InvalidArgumentError, type Command } from 'commander'
 import { resolveHome } from '../core/home.js'
-import { formatRate } from '../core/rate.js'
 import { ConfigError, loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
 import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
 import { viaAgent } from './common.js'
 import { isUnspecified } from '../net/peer-address.js'
+import { printPublish, publishOnce, type PublishCliOptions } from './publish-once.js'
 
 const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
 
@@ -25,12 +24,19 @@ const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4101'
  * What other sites need of this one. Only dialable addresses: a listen address of 0.0.0.0 or :: ("every
  * interface") is no address to dial, so it is left out, and `init` says to announce one.
  */
-export async function describeSite (homeArg: string | undefined): Promise<{ peerId: string, multiaddrs: string[], publisherKey: string }> {
+export async function describeSite (homeArg: string | undefined): Promise<{ peerId: string, multiaddrs: string[], publisherKey: string, dialOutOnly: boolean }> {
   const home = resolveHome(homeArg)
   const config = await loadConfig(home.config)
   const peerId = peerIdFromPrivateKey(await loadOrCreatePeerKey(home.peerKey)).toString()
   const addrs = (config.agent.announce.length > 0 ? config.agent.announce : config.agent.listen).filter(a => !isUnspecified(a))
-  return { peerId, multiaddrs: addrs.map(a => `${a}/p2p/${peerId}`), publisherKey: publisherKeyText(await loadPublisherKey(home.publisherKey)) }
+  const dialOutOnly = config.agent.listen.length === 0
+  return { peerId, multiaddrs: addrs.map(a => `${a}/p2p/${peerId}`), publisherKey: publisherKeyText(await loadPublisherKey(home.publisherKey)), dialOutOnly }
+}
+
+/** What `init` says instead of an address: a dial-out-only site is listed by its peer id; 0.0.0.0 needs an announce. */
+function noAddressNote (site: { peerId: string, dialOutOnly: boolean }): string {
+  if (site.dialOutOnly) return `multiaddr:      none: this site only dials out (listen = []); the sites it dials list it with: deltamesh peers add --home DIR /p2p/${site.peerId}\n`
+  return 'multiaddr:      none to give: this site listens on every interface (0.0.0.0 or ::); run `deltamesh init --announce /ip4/<this host\'s address>/tcp/<port>` on a new home, or set [agent] announce in config.toml\n'
 }
 
 // One function per command; `deltamesh --help` lists them in this order.
@@ -46,28 +52,30 @@ function registerInit (program: Command): void {
     .description('create an agent home: peer identity, publisher key and a commented config file; print what other sites need')
     .addOption(homeOption())
     .option('--listen <multiaddr...>', `libp2p listen address(es) (default: ${DEFAULT_LISTEN})`)
+    .option('--no-listen', 'listen on nothing: this site only dials out (a build server behind a firewall); the sites it dials list it as /p2p/<peer id>')
     .option('--announce <multiaddr...>', 'address(es) other sites should dial, e.g. /ip4/192.0.2.7/tcp/4101 (needed when listening on 0.0.0.0 or ::)')
     .option('--name <site>', 'this site\'s name on every dashboard ([agent] name; default: the host name)')
     .option('--dashboard <host:port>', 'where the dashboard and /metrics listen (default 127.0.0.1:7180; several agents on one host each need their own port)')
     .option('--json', 'print {"peerId","multiaddrs","publisherKey"} as JSON')
-    .action(async (opts: { home?: string, listen?: string[], announce?: string[], dashboard?: string, name?: string, json?: boolean }) => {
+    .action(async (opts: { home?: string, listen?: string[] | false, announce?: string[], dashboard?: string, name?: string, json?: boolean }) => {
       const home = resolveHome(opts.home)
+      const listen = opts.listen === false ? [] : opts.listen
       for (const a of opts.announce ?? []) if (isUnspecified(a)) throw new ExitError(`--announce ${a}: an unspecified address (0.0.0.0 or ::) cannot be dialled; give this site's real address`, 2)
       await mkdir(home.root, { recursive: true, mode: 0o700 })
       const exists = await stat(home.config).then(() => true, () => false)
-      if (!exists) await writeInitialConfig(home.config, opts)
-      else if (opts.listen !== undefined || opts.announce !== undefined || opts.dashboard !== undefined || opts.name !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce, or [dashboard] listen, instead of passing --listen, --announce or --dashboard`)
+      if (!exists) await writeInitialConfig(home.config, { ...opts, listen })
+      else if (listen !== undefined || opts.announce !== undefined || opts.dashboard !== undefined || opts.name !== undefined) throw new Error(`${home.config} already exists; edit its [agent] listen and announce, or [dashboard] listen, instead of passing --listen, --no-listen, --announce or --dashboard`)
       await loadConfig(home.config)
       await loadOrCreatePeerKey(home.peerKey)
       if (!(await stat(home.publisherKey).then(() => true, () => false))) await createPublisherKey(home.publisherKey)
       const site = await describeSite(opts.home)
       if (opts.json === true) {
-        process.stdout.write(JSON.stringify(site) + '\n')
+        process.stdout.write(JSON.stringify({ peerId: site.peerId, multiaddrs: site.multiaddrs, publisherKey: site.publisherKey }) + '\n')
       } else {
         process.stdout.write(`${exists ? 'Home already initialised' : 'Initialised'} ${home.root}\n` +
           `peer id:        ${site.peerId}\n` +
           site.multiaddrs.map(a => `multiaddr:      ${a}\n`).join('') +
-          (site.multiaddrs.length === 0 ? 'multiaddr:      none to give: this site listens on every interface (0.0.0.0 or ::); run `deltamesh init --announce /ip4/<this host\'s address>/tcp/<port>` on a new home, or set [agent] announce in config.toml\n' : '') +
+          (site.multiaddrs.length === 0 ? noAddressNote(site) : '') +
           `publisher key:  ${site.publisherKey}\n\n` +
           'On another site:  deltamesh peers add --home DIR <multiaddr>   and   deltamesh trust --home DIR TREE <publisher key>\n')
       }
@@ -87,30 +95,24 @@ async function writeInitialConfig (file: string, opts: { listen?: string[], anno
 
 function registerPublish (program: Command): void {
   program.command('publish')
-    .description('scan SRC, chunk and hash what changed, sign and record a new version of TREE (announced to peers when the agent runs)')
+    .description('scan SRC, chunk and hash what changed, sign and record a new version of TREE (announced to peers when the agent runs); with --watch, again whenever SRC changes')
     .addOption(homeOption())
     .argument('<tree>', 'tree name, e.g. rhel-10/compose/BaseOS')
     .argument('<src>', 'directory to publish')
-    .option('--label <label>', 'version label, e.g. a compose id')
+    .option('--label <label>', 'version label, e.g. a compose id; with --watch a template: {date} (UTC YYYYMMDD), {time} (UTC HHMMSS), {seq}')
     .option('--strict', 'fail, publishing nothing, if any entry of SRC cannot be published (FIFOs, sockets, devices, unreadable files)')
     .option('--force', 'publish a new version even when SRC is identical to the newest one')
-    .option('--json', 'print the result as JSON')
-    .action(async (tree: string, src: string, opts: { home?: string, label?: string, json?: boolean, strict?: boolean, force?: boolean }) => {
-      // a running agent holds the database: publish through it (it also announces the version)
-      const remote = await viaAgent(opts.home, async api => await api.publish({ tree, source: resolve(src), label: opts.label, strict: opts.strict === true, force: opts.force === true }))
-      if (remote !== undefined) { printPublish({ envelope: remote, rootHex: remote.root, stats: remote, skipped: remote.skipped, unchanged: remote.unchanged }, opts.json === true); return }
-      const { publishVersion } = await import('../publish/publish.js')
-      const { chunkingFor } = await import('../../protocol/chunking.js')
-      await withLocalContext(opts.home, async ctx => {
-        const chunking = chunkingFor(ctx.config.chunking, tree)
-        const result = await publishVersion({
-          tree, source: src, label: opts.label, strict: opts.strict === true, force: opts.force === true, index: ctx.store.index, catalog: ctx.store.catalog,
-          publisherKey: await loadPublisherKey(ctx.home.publisherKey), chunking,
-          chunkFile: async (path, signal, size, options) => await ctx.pool.chunkFile(path, chunking, signal, size, options),
-          verifyFile: async (path, chunks, signal) => await ctx.pool.verifyFile(path, chunks, signal), log: ctx.log,
-        })
-        printPublish(result, opts.json === true)
-      })
+    .option('--json', 'print the result as JSON (with --watch: one line per publish)')
+    .option('--watch', 'keep running: publish SRC now, then whenever it has been quiet for --quiet after a change (or --max-delay after the first change); stop with Ctrl-C')
+    .option('--quiet <duration>', 'with --watch: publish once nothing changed for this long', '5s')
+    .option('--max-delay <duration>', 'with --watch: publish at the latest this long after the first unpublished change', '5m')
+    .action(async (tree: string, src: string, opts: PublishCliOptions) => {
+      if (opts.watch === true) {
+        const { runPublishWatch } = await import('./publish-watch.js')
+        await runPublishWatch(opts.home, tree, resolve(src), opts)
+        return
+      }
+      printPublish(await publishOnce(opts.home, { tree, source: resolve(src), label: opts.label, strict: opts.strict === true, force: opts.force === true }), opts.json === true)
     })
 }
 
@@ -246,28 +248,4 @@ function parseSeq (v: string): number {
   const n = Number(v)
   if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a version number (1, 2, …)')
   return n
-}
-
-export function printPublish (result: { envelope: { tree: string, seq: number, label: string }, rootHex: string, stats: { files: number, bytes: number, chunks: number, newChunks: number, newBytes: number, cachedFiles: number, verifiedFiles?: number, manifestBytes: number, durationMs: number, hardlinks?: number }, skipped?: SkippedEntries, unchanged?: boolean }, json: boolean): void {
-  const { envelope, stats } = result
-  const skipped = result.skipped ?? { count: 0, sample: [] }
-  if (json) {
-    process.stdout.write(JSON.stringify({ tree: envelope.tree, seq: envelope.seq, label: envelope.label, root: result.rootHex, ...stats, skipped, ...(result.unchanged === true ? { unchanged: true } : {}) }) + '\n')
-    return
-  }
-  // never silent: what the version does not hold goes to stderr, whatever else is printed
-  if (skipped.count > 0) {
-    process.stderr.write(`WARNING: ${skipped.count} entr${skipped.count === 1 ? 'y' : 'ies'} of the source ${skipped.count === 1 ? 'is' : 'are'} NOT in ${envelope.tree}@${envelope.seq} (use --strict to refuse to publish instead):\n` +
-      skipped.sample.map(s => `  ${s.path}: ${s.reason}\n`).join('') +
-      (skipped.count > skipped.sample.length ? `  … and ${skipped.count - skipped.sample.length} more (see the agent's log)\n` : ''))
-  }
-  if (result.unchanged === true) {
-    process.stdout.write(`unchanged: ${envelope.tree}@${envelope.seq} is this tree already (root ${result.rootHex}); nothing published (--force publishes it again)\n`)
-    return
-  }
-  const seconds = stats.durationMs / 1000
-  process.stdout.write(`published ${envelope.tree}@${envelope.seq}${envelope.label === '' ? '' : ` (${envelope.label})`} root ${result.rootHex}\n` +
-    `  ${stats.files} files, ${formatBytes(stats.bytes)}, ${stats.chunks} chunks; new: ${stats.newChunks} chunks, ${formatBytes(stats.newBytes)}; ` +
-    `${stats.hardlinks !== undefined && stats.hardlinks > 0 ? `${stats.hardlinks} hardlinks; ` : ''}${stats.cachedFiles} files unchanged (not re-read), ${stats.verifiedFiles ?? 0} re-read and found unchanged (only their ctime moved); manifest ${formatBytes(stats.manifestBytes)}; ${seconds.toFixed(2)} s` +
-    `${seconds > 0 ? `, ${formatRate(stats.bytes / seconds)}` : ''}\n`)
 }

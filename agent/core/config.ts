@@ -7,6 +7,8 @@ import { DeltameshError } from '../../protocol/errors.js'
 import { parseRate } from './rate.js'
 import { parseDays, parseHours } from './schedule.js'
 import { CHUNK_SIZE_NAMES } from '../../protocol/chunking.js'
+import { isServeUrl, MAX_SERVE_PREFERENCE, MAX_STATUS_SERVES } from '../../protocol/site-status.js'
+import { parseDuration } from './duration.js'
 
 /** A config file that does not parse or does not validate: names the file, the key and what was expected. */
 export class ConfigError extends DeltameshError {
@@ -19,6 +21,8 @@ export class ConfigError extends DeltameshError {
 
 const multiaddr = z.string().regex(/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d+(\/p2p\/[1-9A-HJ-NP-Za-km-z]+)?$/, 'a TCP multiaddr such as /ip4/192.0.2.7/tcp/4101/p2p/12D3KooW…')
 const peerAddr = z.string().regex(/\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/, 'a multiaddr ending in /p2p/<peer id> (copy it from `deltamesh init` on that site)')
+/** A site that only dials out (`listen = []`) is listed by its peer id alone: accepted when it dials us, never dialled. */
+const peerDialable = z.string().regex(/^(\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d+)?\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/, 'a TCP multiaddr such as /ip4/192.0.2.7/tcp/4101/p2p/12D3KooW…, or /p2p/12D3KooW… alone for a site that only dials out')
 const treeName = z.string().refine(t => { try { validateTreeName(t); return true } catch { return false } }, 'a tree name of segments [A-Za-z0-9._-] joined by /')
 const publisherKey = z.string().refine(k => { try { parsePublisherKey(k); return true } catch { return false } }, "a publisher key 'ed25519:…' (printed by `deltamesh init`)")
 
@@ -37,6 +41,12 @@ const peerRef = z.string().min(1).max(100)
 
 const dashboardListen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(\d{1,5})$/, "HOST:PORT such as '127.0.0.1:7180' (an IP address or localhost; port 0 picks a free one)")
   .refine(l => Number(l.slice(l.lastIndexOf(':') + 1)) <= 65535, 'a port of at most 65535')
+
+const serveUrl = z.string().refine(isServeUrl, 'an http:// or https:// base URL of at most 512 bytes, without spaces, quotes, <, >, a query or a fragment, e.g. "https://mirror.example.org/BaseOS"')
+
+const duration = (max: string): z.ZodType<string> => z.string().refine(d => { try { return parseDuration(d) > 0 && parseDuration(d) <= parseDuration(max) } catch { return false } }, `a duration such as "5s", "500ms" or "5m", at most ${max}`)
+/** {date}, {time} and {seq} (agent/publish/publish-schedule.ts checks them again when it expands one). */
+const labelTemplate = z.string().max(200).regex(/^([^{}]|\{(date|time|seq)\})*$/, 'a label with {date}, {time} or {seq} as its only placeholders, e.g. "nightly-{date}.{seq}"')
 
 /** The dashboard's default: loopback only, a port of its own next to the default libp2p port 4101. */
 export const DEFAULT_DASHBOARD_LISTEN = '127.0.0.1:7180'
@@ -60,7 +70,7 @@ const configSchema = z.object({
     allowedHosts: z.array(z.string().regex(/^([a-zA-Z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?$/, 'a host name or IP, optionally :port')).max(64).default([]),
   }).strict().default({ enabled: true, listen: DEFAULT_DASHBOARD_LISTEN, statusIntervalMs: 5_000, allowedHosts: [] }),
   peers: z.array(z.object({
-    addr: peerAddr.and(multiaddr),
+    addr: peerAddr.and(peerDialable),
     name: z.string().max(100).optional(),
   }).strict()).default([]),
   trust: z.array(z.object({
@@ -98,11 +108,41 @@ const configSchema = z.object({
     /** With mode = "group": the group that may read them (a name or a numeric gid), e.g. the web server's. */
     group: z.string().regex(/^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d{1,10})$/, 'a group name such as "www-data" or a numeric gid').optional(),
   }).strict().default({ mode: 'world' }),
+  /** Where this site publishes the trees it mirrors over HTTP(S): gossiped in its status, listed in metalinks. */
+  serve: z.array(z.object({
+    tree: treeName,
+    url: serveUrl,
+    /** ISO 3166-1 alpha-2 country code of the server (a client's country= puts its own country's first). */
+    location: z.string().regex(/^[A-Za-z]{2}$/, 'a two-letter country code such as "CZ"').transform(c => c.toUpperCase()).optional(),
+    preference: z.number().int().min(1).max(MAX_SERVE_PREFERENCE).default(MAX_SERVE_PREFERENCE),
+  }).strict()).max(MAX_STATUS_SERVES).default([]),
+  /** Sources this agent publishes by itself when they change (agent/daemon/watched-publish.ts). */
+  publish: z.array(z.object({
+    tree: treeName,
+    src: z.string().min(1).regex(/^\//, 'an absolute path to the source directory'),
+    watch: z.boolean().default(true),
+    /** Published once nothing changed for this long… */
+    quiet: duration('1h').default('5s'),
+    /** …or this long after the first unpublished change, however busy the source stays. */
+    maxDelay: duration('24h').default('5m'),
+    label: labelTemplate.default('{date}.{seq}'),
+  }).strict()).max(256).default([]),
+  /** The public metalink and mirrorlist listener (agent/mirrors/): off unless `listen` is set. */
+  mirrors: z.object({
+    listen: dashboardListen.optional(),
+    /** Requests answered per second in all (a token bucket with a burst of as many); beyond it: 429. */
+    requestsPerSecond: z.number().int().min(1).max(10_000).default(20),
+  }).strict().default({ requestsPerSecond: 20 }),
   sync: z.object({
     /** Chunks requested per WANT batch and outstanding bytes per peer. */
     windowBytes: z.number().int().min(65536).max(1 << 30).default(8 * 1024 * 1024),
   }).strict().default({ windowBytes: 8 * 1024 * 1024 }),
 }).strict().superRefine((config, ctx) => {
+  const published = new Set<string>()
+  config.publish.forEach((p, i) => {
+    if (published.has(p.tree)) ctx.addIssue({ code: 'custom', path: ['publish', i, 'tree'], message: `one [[publish]] per tree (${p.tree} is listed twice)` })
+    published.add(p.tree)
+  })
   if (config.mirror.mode === 'group' && config.mirror.group === undefined) ctx.addIssue({ code: 'custom', path: ['mirror', 'group'], message: 'a group name such as "www-data" (mode = "group" needs one)' })
   if (config.mirror.mode !== 'group' && config.mirror.group !== undefined) ctx.addIssue({ code: 'custom', path: ['mirror', 'group'], message: `no group with mode = "${config.mirror.mode}" (a group applies only to mode = "group")` })
   const names = new Set(config.peers.flatMap(p => p.name === undefined ? [] : [p.name]))
@@ -248,6 +288,38 @@ const MIRROR_SECTION = `[mirror]
 mode = "world"
 `
 
+/** [[serve]] URLs and the metalink listener (both off until set). */
+const MIRRORS_SECTION = `# Where this site publishes trees it mirrors over HTTP(S) (an nginx or httpd serving the subscription path):
+# gossiped to every site, and listed in the metalinks and mirrorlists of the sites that answer them. A file's URL
+# is url + "/" + its path. location: the server's country; preference: 1 (last resort) to 100 (first choice).
+# Only a subscription without --include/--exclude is listed (a filtered one lacks files).
+# [[serve]]
+# tree = "rhel-10/compose/BaseOS"
+# url = "https://mirror.example.org/BaseOS"
+# location = "CZ"
+# preference = 100
+
+# A public, read-only HTTP listener answering /metalink?tree=T&path=P (add &format=metalink4 for RFC 5854,
+# &country=CZ to put that country's mirrors first) and /mirrorlist?tree=T from what the network holds now.
+# Off unless listen is set; nothing else is served there (the dashboard stays on loopback).
+[mirrors]
+# listen = "0.0.0.0:8480"
+requestsPerSecond = 20
+`
+
+/** Sources published when they change. */
+const PUBLISH_SECTION = `# Publish a source directory by itself whenever it changes (instead of lsyncd or a cron job): once nothing
+# changed in it for \`quiet\`, or \`maxDelay\` after the first change while it keeps changing. The label may use
+# {date} (UTC YYYYMMDD), {time} (UTC HHMMSS) and {seq}. At start the source is published if it changed meanwhile.
+# [[publish]]
+# tree = "rdo/trunk/centos9"
+# src = "/srv/dlrn/repos"
+# watch = true
+# quiet = "5s"
+# maxDelay = "5m"
+# label = "{date}.{seq}"
+`
+
 /** The request window per peer. */
 const SYNC_SECTION = `[sync]
 # Bytes of chunk requests outstanding per peer (bandwidth-delay product of your longest link, at least).
@@ -268,7 +340,7 @@ const PEERS_AND_TRUST_SECTION = `# Sites this agent talks to. Only these peer id
 `
 
 export function defaultConfigText (listen: string[], announce: string[] = [], dashboard = DEFAULT_DASHBOARD_LISTEN, name?: string): string {
-  return [agentSection(listen, announce, name), dashboardSection(dashboard), BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
+  return [agentSection(listen, announce, name), dashboardSection(dashboard), BANDWIDTH_SECTION, CHUNKING_SECTION, MIRROR_SECTION, MIRRORS_SECTION, PUBLISH_SECTION, SYNC_SECTION, PEERS_AND_TRUST_SECTION].join('\n')
 }
 
 export async function writeDefaultConfig (file: string, listen: string[], announce: string[] = [], dashboard?: string, name?: string): Promise<void> {

@@ -38,6 +38,9 @@ import { createAgentApi, peerStatusOf, PeersAndTrust, RefusalCounts } from './ap
 import type { AgentApi } from '../api/api.js'
 
 export { AGENT_VERSION } from './api-impl.js'
+import { AGENT_VERSION } from './api-impl.js'
+import { FileFactsSource } from '../mirrors/file-facts.js'
+import { WatchedPublishes } from './watched-publish.js'
 const BANS_STATE_KEY = 'peer-bans'
 
 export interface StartAgentOptions {
@@ -94,21 +97,13 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
     })()
     await stopping
   }
-  const stopAll = async (): Promise<void> => { await late.ops?.stop(); await stop() }
+  const stopAll = async (): Promise<void> => { await late.watches?.stop(); await late.ops?.stop(); await stop() }
 
-  const repairFetch = (tree: string): RepairFetch => async (wanted, onChunk, signal) => {
-    await fetchFromAny({
-      selfId: site.selfId,
-      fetch: pacedFetch(async (peerId, wants, options) => await net.chunkClient.fetch(peerIdFromString(peerId), wants, options), net.bandwidth, tree),
-      peers: net.node.getPeers().map(p => p.toString()),
-      wanted,
-      onChunk,
-      onBadChunk: () => { refusals.chunkRejected() },
-      windowBytes: site.config.sync.windowBytes,
-      signal,
-    })
+  const repairFetch = repairFetchOf(site, net, refusals)
+  const parts = {
+    ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, repairFetch, events,
+    dashboardUrl: () => late.ops?.dashboardUrl, mirrorsUrl: () => late.ops?.mirrorsUrl, watches: () => late.watches?.status() ?? [],
   }
-  const parts = { ...site, ...net, home, log, startedAtMs, store, pool, bans, allowlist, trees, book, refusals, repairFetch, events, dashboardUrl: () => late.ops?.dashboardUrl }
   const api = createAgentApi(parts)
   try {
     late.ops = await startOperations({
@@ -120,16 +115,40 @@ export async function startAgent ({ home, log }: StartAgentOptions): Promise<Run
       connectedPeers: () => new Set(net.node.getPeers().map(p => p.toString())),
       publishStatus: async bytes => await net.announcer.publishStatus(bytes),
       recentEvents: () => events.recentEvents(),
+      facts: new FileFactsSource({ catalog: store.catalog, index: store.index }),
     }, {
       siteName: site.config.agent.name,
       statusIntervalMs: site.config.dashboard.statusIntervalMs,
       dashboard: site.config.dashboard,
+      mirrors: site.config.mirrors,
+      agentVersion: AGENT_VERSION,
     })
+    // [[publish]] sources published on change, through the API's publish (which also announces)
+    late.watches = new WatchedPublishes({ log, publish: api.publish, nextSeq: async tree => await nextSeq(store, tree) }, site.config.publish)
+    await late.watches.start()
   } catch (err) {
+    await late.watches?.stop()
+    await late.ops?.stop()
     await stop()
     throw err
   }
   return { api, stop: stopAll, peerId: site.selfId }
+}
+
+/** verify --repair's fetch: the chunks a repair lacks locally, from any connected peer, paced like the tree's syncs. */
+function repairFetchOf (site: Site, net: Network, refusals: RefusalCounts): (tree: string) => RepairFetch {
+  return (tree) => async (wanted, onChunk, signal) => {
+    await fetchFromAny({
+      selfId: site.selfId,
+      fetch: pacedFetch(async (peerId, wants, options) => await net.chunkClient.fetch(peerIdFromString(peerId), wants, options), net.bandwidth, tree),
+      peers: net.node.getPeers().map(p => p.toString()),
+      wanted,
+      onChunk,
+      onBadChunk: () => { refusals.chunkRejected() },
+      windowBytes: site.config.sync.windowBytes,
+      signal,
+    })
+  }
 }
 
 /** Who this site is: its configuration and keys, read from the home before anything runs. */
@@ -188,6 +207,13 @@ async function openStorage (home: HomeLayout, config: AgentConfig, refusals: Ref
 interface LateParts {
   trees?: TreeManager
   ops?: Operations
+  watches?: WatchedPublishes
+}
+
+/** The seq a tree's next version gets (publish.ts nextSeq: after the newest recorded and the current one). */
+async function nextSeq (store: Store, tree: string): Promise<number> {
+  const last = (await store.catalog.listVersions(tree)).reduce((m, v) => Math.max(m, v.seq), 0)
+  return Math.max(last, (await store.catalog.getTree(tree))?.currentSeq ?? 0) + 1
 }
 
 /** The libp2p node and every deltamesh protocol on it, created but not started. */

@@ -25,10 +25,11 @@ import { verifyTree } from './verify-repair.js'
 import type { RepairFetch } from '../versions/repair.js'
 import { applyRetention } from '../versions/retention.js'
 import type { TreeManager } from './trees.js'
-import type { AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, PeerStatus, PublishRequest, PublishSummary, RemovedPeer } from '../api/api.js'
+import type { AgentApi, AgentStatus, DiffOptions, DiffRequest, DiffSummary, EventsOptions, PeerStatus, PublishRequest, PublishSummary, RemovedPeer, TreeStatus, WatchStatus } from '../api/api.js'
 import { diffSeqsOf, diffVersions, emptyCounts } from '../versions/version-diff.js'
 import type { EventHub } from './events.js'
 import { checkPeerAddress, checkRemovable, resolvePeerRef } from '../net/peer-address.js'
+import { KeyedMutex } from '../store/mutex.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -99,13 +100,19 @@ export interface AgentApiComponents {
   repairFetch: (tree: string) => RepairFetch
   /** The dashboard's address, once operations run and when it is on. */
   dashboardUrl: () => string | undefined
+  /** The metalink listener's address, when [mirrors] listen is set. */
+  mirrorsUrl?: () => string | undefined
+  /** [[publish]] sources watched. */
+  watches?: () => WatchStatus[]
 }
 
 export function createAgentApi (c: AgentApiComponents): AgentApi {
   const { log, bandwidth, trees } = c
+  // one publish of a tree at a time, whoever asks (a [[publish]] watch, `deltamesh publish`): the next waits
+  const publishing = new KeyedMutex()
   return {
     status: async () => await agentStatus(c),
-    publish: async (request, signal) => await publishAndAnnounce(c, request, signal),
+    publish: async (request, signal) => await publishing.run(request.tree, async () => { signal?.throwIfAborted(); return await publishAndAnnounce(c, request, signal) }),
     subscribe: async request => { await trees.subscribe(request) },
     unsubscribe: async tree => { await trees.unsubscribe(tree) },
     addPeer: async (addr, name) => { await addPeer(c, addr, name) },
@@ -156,11 +163,13 @@ async function agentStatus (c: AgentApiComponents): Promise<AgentStatus> {
     publisherKey: c.selfPublisherKey,
     version: AGENT_VERSION,
     startedAtMs: c.startedAtMs,
-    trees: await c.trees.status(),
+    trees: withServes(await c.trees.status(), c.config.serve),
     peers,
     links: c.bandwidth.status(),
     treeWeights: c.bandwidth.weights(),
     dashboard: dashboardOf(c.dashboardUrl()),
+    ...(c.mirrorsUrl?.() === undefined ? {} : { mirrors: { url: c.mirrorsUrl() as string } }),
+    ...((c.watches?.() ?? []).length === 0 ? {} : { watches: c.watches?.() }),
     envelopeRejections: c.refusals.rejections.snapshot(),
     counters: {
       ...c.refusals.counters,
@@ -252,6 +261,20 @@ async function followEvents (hub: EventHub, options: EventsOptions): Promise<voi
     signal.addEventListener('abort', () => { resolve() }, { once: true })
   })
   unsubscribe()
+}
+
+/**
+ * Each tree's [[serve]] URLs. A subscription filtered by --include/--exclude lacks files, so its URLs are shown
+ * but not listed (not gossiped, never in a metalink); a tree this site neither publishes nor holds is not listed.
+ */
+function withServes (trees: TreeStatus[], serve: AgentConfig['serve']): TreeStatus[] {
+  if (serve.length === 0) return trees
+  return trees.map(t => {
+    const mine = serve.filter(s => s.tree === t.name)
+    if (mine.length === 0) return t
+    const listed = (t.include?.length ?? 0) === 0 && (t.exclude?.length ?? 0) === 0
+    return { ...t, serves: mine.map(s => ({ url: s.url, location: s.location, preference: s.preference, listed })) }
+  })
 }
 
 function dashboardOf (url: string | undefined): AgentStatus['dashboard'] {

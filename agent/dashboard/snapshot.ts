@@ -1,6 +1,6 @@
 // The JSON the dashboard page renders: every site (from the network view), this site's trees with their
 // version history, its links and peers, and the throughput series. Built per request from the live state.
-import type { AgentStatus, GateRefusal, HookStats, SelectionRefusal } from '../api/api.js'
+import type { AgentStatus, GateRefusal, HookStats, SelectionRefusal, WatchStatus } from '../api/api.js'
 import type { AgentEvent } from '../api/events.js'
 import type { LinkView } from '../netview/local-status.js'
 import type { SiteView } from '../netview/network-view.js'
@@ -74,6 +74,8 @@ export interface DashboardSnapshot {
   throughput: RatePoint[]
   /** The live feed: this agent's latest events, newest last (`deltamesh events` shows the same). */
   events: AgentEvent[]
+  /** [[publish]] sources this site publishes on change. */
+  watches: WatchStatus[]
 }
 
 export interface SnapshotInput {
@@ -119,5 +121,6 @@ export function buildSnapshot (input: SnapshotInput): DashboardSnapshot {
     }),
     throughput: input.localHistory,
     events: input.events ?? [],
+    watches: status.watches ?? [],
   }
 }

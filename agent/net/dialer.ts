@@ -1,5 +1,6 @@
 // Keeps the configured sites connected: dial on start, redial with exponential backoff and jitter after a
 // failed dial or a disconnect. The backoff schedule and the random source are settings, so tests run fast.
+// A site listed by /p2p/<peer id> alone only dials out (it has no address): it is known here, never dialled.
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, PeerId } from '@libp2p/interface'
@@ -112,13 +113,14 @@ export class Dialer {
       t = { peerId, addrs: [], attempt: 0, dialing: false }
       this.targets.set(key, t)
     }
-    if (!t.addrs.some(a => a.equals(ma))) t.addrs.push(ma)
+    // /p2p/<id> alone: a site that only dials out; it is listed (the gater admits it) but there is nothing to dial
+    if (isDialable(ma) && !t.addrs.some(a => a.equals(ma))) t.addrs.push(ma)
     return t
   }
 
   private onDisconnect (evt: CustomEvent<PeerId>): void {
     const t = this.targets.get(evt.detail.toString())
-    if (t === undefined || !this.running) return
+    if (t === undefined || !this.running || t.addrs.length === 0) return
     this.log('lost %p, redialling', t.peerId)
     t.attempt = 0
     this.schedule(t)
@@ -135,7 +137,7 @@ export class Dialer {
   }
 
   private dialNow (t: Target): void {
-    if (!this.running || t.dialing) return
+    if (!this.running || t.dialing || t.addrs.length === 0) return
     if (this.bannedUntil(t.peerId.toString()) !== undefined) { this.schedule(t); return }
     if (this.components.libp2p.getConnections(t.peerId).length > 0) { t.attempt = 0; return }
     t.dialing = true
@@ -164,4 +166,9 @@ export class Dialer {
     }
     throw last
   }
+}
+
+/** An address with a transport to dial, not just /p2p/<peer id>. */
+function isDialable (ma: Multiaddr): boolean {
+  return ma.getComponents().some(c => c.name === 'tcp')
 }

@@ -1,5 +1,6 @@
-// What `peers add` (and the agent's addPeer) accepts: an address another site can dial, of a peer that is not
-// this site and not listed already. Each refusal says what to do instead.
+// What `peers add` (and the agent's addPeer) accepts: an address another site can dial, or /p2p/<peer id> alone
+// for a site that only dials out, of a peer that is not this site and not listed already. Each refusal says what
+// to do instead.
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { DeltameshError } from '../../protocol/errors.js'

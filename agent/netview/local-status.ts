@@ -52,5 +52,6 @@ export function localSiteStatus (status: AgentStatus, name: string, links: LinkV
     trees,
     peers: status.peers.map(p => { const r = sampler.rates(p.peerId); return { peerId: p.peerId, connected: p.connected, rateUp: r.up, rateDown: r.down } }),
     links: links.map(({ peerIds: _ignored, ...l }) => l),
+    serves: status.trees.flatMap(t => (t.serves ?? []).filter(v => v.listed).map(v => ({ tree: t.name, url: v.url, location: v.location, preference: v.preference }))),
   })
 }

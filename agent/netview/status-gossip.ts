@@ -48,6 +48,7 @@ export function statusFingerprint (s: SiteStatus): string {
     s.trees,
     s.peers.map(p => [p.peerId, p.connected, rateNews(p.rateUp), rateNews(p.rateDown)]),
     s.links.map(l => [l.name, l.limitUp, l.limitDown, rateNews(l.rateUp), rateNews(l.rateDown), l.peers]),
+    s.serves ?? [],
   ])
 }
 

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { checkPeerAddress, checkRemovable, isUnspecified, resolvePeerRef } from '../../agent/net/peer-address.js'
+import { Dialer, type DialerComponents } from '../../agent/net/dialer.js'
+import { parseConfig } from '../../agent/core/config.js'
 
 const A = '12D3KooWGzBR6bgTHE3E1G7nNxF4e5bCxQ7dKMrSW1ZhH8Dk1WqP'
 const B = '12D3KooWSWadyF8y8cgAKnjUFUUR5Hux8SsMisYB6y5wESBcVgdy'
@@ -48,5 +51,37 @@ describe('peers remove: which listed peer a reference names', () => {
     expect(() => checkRemovable(brno, [{ name: 'wan', peers: ['brno'] }])).toThrow(/in \[\[links\]\] wan: take it out/)
     expect(() => checkRemovable(brno, [{ name: 'wan', peers: [A] }])).toThrow(/wan/)
     expect(() => checkRemovable(brno, [{ name: 'wan', peers: [B] }])).not.toThrow()
+  })
+})
+
+describe('a site that only dials out is listed by /p2p/<peer id> alone', () => {
+  it('peers add and config.toml accept it; an address with neither a host nor a peer id is still refused', () => {
+    expect(checkPeerAddress(`/p2p/${A}`, SELF, [])).toBe(A)
+    const config = parseConfig(`[[peers]]\naddr = "/p2p/${A}"\nname = "build"\n`, 'config.toml')
+    expect(config.peers).toEqual([{ addr: `/p2p/${A}`, name: 'build' }])
+    expect(() => parseConfig(`[[peers]]\naddr = "/tcp/4101/p2p/${A}"\n`, 'config.toml')).toThrow(/or \/p2p\/12D3KooW… alone/)
+    expect(parseConfig('[agent]\nlisten = []\n', 'config.toml').agent.listen).toEqual([])
+  })
+
+  it('the dialer keeps it as a peer but never dials it, neither at start nor after a disconnect', async () => {
+    const dials: string[] = []
+    const listeners = new Map<string, (evt: CustomEvent<unknown>) => void>()
+    const libp2p = {
+      dial: async (target: unknown) => { dials.push(String(target)); throw new Error('unreachable') },
+      getConnections: () => [],
+      addEventListener: (type: string, fn: (evt: CustomEvent<unknown>) => void) => { listeners.set(type, fn) },
+      removeEventListener: (type: string) => { listeners.delete(type) },
+      logger: { forComponent: () => () => {} },
+    } as unknown as DialerComponents['libp2p']
+    const dialer = new Dialer({ libp2p }, { peers: [`/p2p/${A}`], backoffsMs: [5] })
+    await dialer.start()
+    dialer.add(`/ip4/127.0.0.1/tcp/9/p2p/${B}`)
+    listeners.get('peer:disconnect')?.(new CustomEvent('peer:disconnect', { detail: peerIdFromString(A) }))
+    await new Promise(resolve => setTimeout(resolve, 50))
+    await dialer.stop()
+    expect(dialer.peers().sort()).toEqual([A, B].sort())
+    // only B, which has an address, was dialled (and redialled after its failures)
+    expect(dials.length).toBeGreaterThan(0)
+    expect(dials.every(d => d.endsWith(B))).toBe(true)
   })
 })

@@ -82,6 +82,15 @@ function cell (site, treeName, newest) {
     `v${t.currentSeq}${behind ? ` (behind: v${newest})` : ' ✓'}`)
 }
 
+// [[serve]]: where the site publishes the tree over HTTP(S) (what its metalinks list)
+function withServes (td, site, treeName) {
+  const serves = ((site.status && site.status.serves) || []).filter(v => v.tree === treeName)
+  for (const v of serves) {
+    td.append(el('div', { class: 'sub mono', 'data-serve': v.url, title: `preference ${v.preference}${v.location ? ', ' + v.location : ''}` }, v.url))
+  }
+  return td
+}
+
 function etaOf (s) {
   if (!(s.rateBps > 0) || s.bytesTotal <= s.bytesDone) return ''
   return ` · ETA ${duration(1000 * (s.bytesTotal - s.bytesDone) / s.rateBps)}`
@@ -103,7 +112,7 @@ function renderMatrix (snap) {
       el('div', { class: 'sub' }, site.self ? '' : site.connected ? 'connected' : site.configured ? 'not connected' : 'via mesh')),
     el('td', {}, site.self ? 'now' : ago(site.lastHeardMs)),
     el('td', {}, site.status ? site.status.agentVersion : '–', el('div', { class: 'sub' }, site.status ? 'up ' + duration(Date.now() - site.status.startedAtMs) : '')),
-    ...snap.treeNames.map(n => cell(site, n, newest[n]))))
+    ...snap.treeNames.map(n => withServes(cell(site, n, newest[n]), site, n))))
   replace('matrix', el('thead', {}, head), el('tbody', {}, ...rows))
   if (snap.treeNames.length === 0) $('matrix').append(el('caption', { class: 'sub' }, 'no trees published or subscribed anywhere yet'))
 }
@@ -157,7 +166,9 @@ function renderHistory (snap) {
     const unservable = t.versions.filter(v => v.unservable).map(v => el('p', { class: 'warn' }, `v${v.seq}: ${v.unservable}`))
     // a newer version the subscription's gate refused: held, not served; the command's last lines say why
     const gate = t.gateRefused
+    const watch = (snap.watches || []).find(w => w.tree === t.name)
     return el('div', { 'data-history': t.name }, el('h3', {}, t.name, el('span', { class: 'sub' }, ' — ' + where)),
+      watch ? el('p', { class: 'sub', 'data-watch': watch.phase }, watchLine(watch)) : null,
       problem ? el('p', { class: 'warn', 'data-refused': t.refused ? t.refused.seq : undefined, 'data-stuck': t.stuck ? 'yes' : undefined }, problem) : null,
       ...unservable,
       gate ? el('div', { class: 'warn', 'data-gate-refused': gate.seq }, el('p', {}, gate.message), el('pre', { class: 'output' }, gate.output.join('\n'))) : null,
@@ -181,6 +192,13 @@ function renderFeed (snap) {
       e.output && e.output.length ? el('pre', { class: 'output' }, e.output.join('\n')) : null)))
   replace('feed', el('tbody', {}, ...rows))
   if (events.length === 0) $('feed').append(el('caption', { class: 'sub' }, 'no events yet'))
+}
+
+// [[publish]] watch = true: the source, what the watcher is doing, the last publish
+function watchLine (w) {
+  const state = w.phase === 'pending' && w.dueAtMs ? `change pending, publish in ${duration(Math.max(0, w.dueAtMs - Date.now()))}` : w.phase
+  const last = w.last ? (w.last.error ? `last publish failed: ${w.last.error}` : `last publish v${w.last.seq}${w.last.unchanged ? ' (unchanged)' : ''} ${ago(w.last.atMs)}`) : 'not published yet'
+  return `publishing ${w.src} on change (${w.dirs} directories watched): ${state}; ${last}${w.watchError ? ' — ' + w.watchError : ''}`
 }
 
 // Throughput plot: hand-drawn SVG, this site's up/down each second plus other sites' download rates.
