@@ -10,6 +10,7 @@ import { toHex } from '../../protocol/chunk-id.js'
 import type { FileFacts } from '../../protocol/metalink.js'
 import type { BlobStore, Catalog, ChunkIndex } from '../store/types.js'
 import { loadRoot, readManifestEntries } from '../store/manifest-io.js'
+import { BoundedMap } from '../core/bounded-map.js'
 
 /** Entries and hashes remembered (a repository's metadata files asked for over and over). */
 export const DEFAULT_CACHE_ENTRIES = 4096
@@ -25,23 +26,6 @@ export interface FileFactsComponents {
   index: Pick<ChunkIndex, 'readChunk'>
 }
 
-/** A small LRU map (Map keeps insertion order; a hit is moved to the end). */
-class Lru<V> {
-  private readonly map = new Map<string, V>()
-  constructor (private readonly max: number) {}
-  get (key: string): V | undefined {
-    const v = this.map.get(key)
-    if (v !== undefined) { this.map.delete(key); this.map.set(key, v) }
-    return v
-  }
-
-  set (key: string, v: V): void {
-    this.map.delete(key)
-    this.map.set(key, v)
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as string)
-  }
-}
-
 /** Bytes-identical test of two file entries: same size and the same chunks (ids and sizes) in the same order. */
 export function sameContent (a: FileEntry, b: FileEntry): boolean {
   if (a.size !== b.size || a.chunks.length !== b.chunks.length) return false
@@ -55,12 +39,12 @@ function contentKey (e: FileEntry): string {
 }
 
 export class FileFactsSource {
-  private readonly entries: Lru<EntryLookup>
-  private readonly hashes: Lru<string>
+  private readonly entries: BoundedMap<string, EntryLookup>
+  private readonly hashes: BoundedMap<string, string>
 
   constructor (private readonly c: FileFactsComponents, maxEntries = DEFAULT_CACHE_ENTRIES) {
-    this.entries = new Lru(maxEntries)
-    this.hashes = new Lru(maxEntries)
+    this.entries = new BoundedMap(maxEntries)
+    this.hashes = new BoundedMap(maxEntries)
   }
 
   /** Versions of the tree whose manifest may be here (not failed ones), newest first. */

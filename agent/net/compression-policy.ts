@@ -10,6 +10,7 @@ import { compressBatch } from '../../protocol/batch-codec.js'
 import { toHex, type ChunkId } from '../../protocol/chunk-id.js'
 import { MAX_BATCH_RAW_BYTES, MAX_BLOCKS_PER_BATCH } from '../../protocol/wire-limits.js'
 import { looksIncompressible } from '../chunk/entropy.js'
+import { BoundedMap } from '../core/bounded-map.js'
 import type { BlockMessage, BlocksMessage } from '../../protocol/messages.js'
 
 /** Bytes of a chunk compressed to judge it: enough to see structure, a fraction of a chunk's cost. */
@@ -36,7 +37,7 @@ export interface CompressionStats {
 
 export class CompressionPolicy {
   readonly stats: CompressionStats = { batchedRaw: 0, batchedWire: 0, batches: 0, incompressibleChunks: 0 }
-  private readonly verdicts = new Map<string, boolean>()
+  private readonly verdicts = new BoundedMap<string, boolean>(MAX_VERDICTS)
   private readonly batchBytes: number
 
   constructor (init: CompressionPolicyInit) {
@@ -81,11 +82,6 @@ export class CompressionPolicy {
   }
 
   private remember (key: string, verdict: boolean): void {
-    this.verdicts.delete(key)
     this.verdicts.set(key, verdict)
-    if (this.verdicts.size > MAX_VERDICTS) {
-      const oldest = this.verdicts.keys().next().value
-      if (oldest !== undefined) this.verdicts.delete(oldest)
-    }
   }
 }

@@ -10,6 +10,7 @@ import { BOUND_STAMP_BYTES, STAMP_BYTES } from '../fs/file-stamp.js'
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
 import { readFileSync } from 'node:fs'
 import { NUL, PREFIX, deleteRange, key, u32, type StoreDb } from './db.js'
+import { BoundedMap } from '../core/bounded-map.js'
 
 /** Stamps kept: ~150 B each → ~2.5 MiB, as many files as the location cache holds chunks. */
 export const DEFAULT_CACHED_STAMPS = 16_384
@@ -62,11 +63,13 @@ function decode (v: Buffer | undefined): Buffer | null {
 
 export class StampCache {
   // insertion order: the first key is the oldest (dropped first); null: the file has no stamp
-  private readonly entries = new Map<string, Buffer | null>()
+  private readonly entries: BoundedMap<string, Buffer | null>
   private generation = 0
   private pending: Array<{ key: Buffer, resolve: (v: Buffer | null) => void, reject: (err: unknown) => void }> = []
 
-  constructor (private readonly db: StoreDb, private readonly maxEntries = DEFAULT_CACHED_STAMPS) {}
+  constructor (private readonly db: StoreDb, maxEntries = DEFAULT_CACHED_STAMPS) {
+    this.entries = new BoundedMap(maxEntries)
+  }
 
   /** The stamp recorded for a file (by its STAMP key), or null. */
   async get (key: Buffer): Promise<Buffer | null> {
@@ -114,12 +117,6 @@ export class StampCache {
   }
 
   private set (key: string, stamp: Buffer | null): void {
-    if (this.maxEntries === 0) return
-    this.entries.delete(key)
     this.entries.set(key, stamp)
-    if (this.entries.size > this.maxEntries) {
-      const oldest = this.entries.keys().next()
-      if (oldest.done !== true) this.entries.delete(oldest.value)
-    }
   }
 }

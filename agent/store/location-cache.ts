@@ -14,6 +14,7 @@
 import { CHUNK_ID_BYTES } from '../../protocol/limits.js'
 import { range, type StoreDb } from './db.js'
 import { fileToLoc, locToFile } from './location-keys.js'
+import { BoundedMap } from '../core/bounded-map.js'
 
 /** Locations kept: ~150 B each (LOC key, size, map entry) → ~2.5 MiB; ~850 MB of 52 KiB chunks being served. */
 export const DEFAULT_CACHED_LOCATIONS = 16_384
@@ -29,11 +30,12 @@ const FILE_KEY_ROOT_PREFIX = 1 + 4
 const idKey = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1')
 
 export class LocationCache {
-  // insertion order: the first key is the oldest (dropped first)
-  private readonly entries = new Map<string, LocationEntry>()
+  private readonly entries: BoundedMap<string, LocationEntry>
   private generation = 0
 
-  constructor (private readonly db: StoreDb, private readonly maxEntries = DEFAULT_CACHED_LOCATIONS) {}
+  constructor (private readonly db: StoreDb, private readonly maxEntries = DEFAULT_CACHED_LOCATIONS) {
+    this.entries = new BoundedMap(maxEntries)
+  }
 
   get size (): number { return this.entries.size }
 
@@ -90,12 +92,6 @@ export class LocationCache {
   }
 
   private set (id: Uint8Array, entry: LocationEntry): void {
-    const key = idKey(id)
-    this.entries.delete(key)
-    this.entries.set(key, entry)
-    if (this.entries.size > this.maxEntries) {
-      const oldest = this.entries.keys().next()
-      if (oldest.done !== true) this.entries.delete(oldest.value)
-    }
+    this.entries.set(idKey(id), entry)
   }
 }
