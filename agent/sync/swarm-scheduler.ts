@@ -337,6 +337,8 @@ export class SwarmScheduler {
   }
 
   ownerOf (hex: string): string {
+    // nobody else is syncing this version: every chunk is ours (no hash per chunk to say so)
+    if (this.syncing.size === 0) return this.options.selfId
     const cached = this.ownerCache.get(hex)
     if (cached !== undefined) return cached
     let best = this.options.selfId
@@ -355,11 +357,13 @@ export class SwarmScheduler {
     const mine: string[] = []
     const others: string[] = []
     for (const hex of this.needed.keys()) (this.ownerOf(hex) === self ? mine : others).push(hex)
-    // A site's own share in its own (rendezvous) order spreads concurrent sites over different chunks first.
-    const selfScore = new Map<string, number>()
-    for (const hex of this.needed.keys()) selfScore.set(hex, score(hex, self))
-    const byScore = (a: string, b: string): number => (selfScore.get(b) as number) - (selfScore.get(a) as number)
-    this.order = [...mine.sort(byScore), ...others.sort(byScore)]
+    // Each share in the order the chunks were needed (the plan's: manifest order, a file's chunks one after the
+    // other), so that the site serving them reads its files front to back (its read-ahead of chunk locations and
+    // its reads in runs hit, a disk does not seek) and we write ours in order. Spreading concurrent sites over
+    // different chunks is ownership's job (each fetches its own share first). This was rendezvous-score order:
+    // random across the whole tree, even for a lone subscriber; the origin then looked up nearly every chunk
+    // in its database and read 1,648 .debs in random order (docs/design-notes.md, issue 17).
+    this.order = [...mine, ...others]
     this.cursor = 0
   }
 }

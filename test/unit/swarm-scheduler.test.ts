@@ -22,6 +22,25 @@ describe('SwarmScheduler', () => {
     expect(s.next()[0]!.chunks).toHaveLength(5)
   })
 
+  it('asks for chunks in the order they are needed (a file front to back): alone, and within its own share beside another site', () => {
+    const now = { t: 0 }
+    const wanted = chunks(60)
+    const index = new Map(wanted.map((c, i) => [toHex(c.id), i]))
+    const alone = scheduler('A', now)
+    alone.setNeeded(wanted)
+    alone.setPeer('origin', true)
+    expect(alone.next()[0]!.chunks.map(c => index.get(toHex(c.id)))).toEqual(wanted.map((_, i) => i))
+    const shared = scheduler('A', now)
+    shared.setNeeded(wanted)
+    shared.setPeer('origin', true)
+    shared.setPeer('B', false)
+    const asked = shared.next().filter(a => a.peerId === 'origin').flatMap(a => a.chunks.map(c => index.get(toHex(c.id)) as number))
+    expect(asked.length).toBeGreaterThan(10)
+    expect(asked.length).toBeLessThan(50) // B's share waits for B during the grace period
+    expect(asked).toEqual([...asked].sort((a, b) => a - b))
+    expect(asked.every(i => shared.ownerOf(toHex(wanted[i]!.id)) === 'A')).toBe(true)
+  })
+
   it('splits the origin load between concurrent syncing sites (each chunk owned by exactly one)', () => {
     const now = { t: 0 }
     const sites = ['A', 'B', 'C', 'D']
