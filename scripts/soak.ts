@@ -8,7 +8,7 @@
 // the source filtered the same way), `verify` is clean everywhere, and a line fitted over the samples after
 // warm-up (first 10 %) shows nothing growing that should not. Writes soak.csv, soak.svg and soak.json.
 //
-// Run: npm run build && npm run soak -- [--versions 1000] [--files 20000] [--interval 3] [--seed 1] [--out DIR]
+// Run: npm run build && npm run soak -- [--quick] [--versions 1000] [--files 20000] [--interval 3] [--seed 1] [--out DIR]
 import '../agent/polyfill.js'
 import { mkdir, statfs, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -51,12 +51,15 @@ function parseArgs (argv: string[]): Options {
       case '--converge-timeout': o.convergeS = Math.round(num(30, 86_400)); break
       case '--out': o.out = value(); break
       case '--keep': o.keep = true; break
+      // a few minutes: what a test or a quick check runs (the hour-long run is the default)
+      case '--quick': Object.assign(o, { versions: 100, files: 2000, interval: 2, restartEvery: 25 }); break
       case '--help':
         console.log([
           'options (bounds in brackets):',
           '  --versions N          versions published [20, 100000], default 1000 (~1 h with 20,000 files)',
           `  --files N             small files in the tree [100, 500000], default 20000 (plus ${IMAGES} images of ${IMAGE_BYTES / 2 ** 20} MiB)`,
           '  --interval S          seconds between publishes [0, 600], default 3 (a slow publish is not waited for)',
+          '  --quick               100 versions of 2,000 files every 2 s, an agent stopped every 25 (~4 min); options after it still apply',
           '  --seed S              picks which agent is stopped, with which signal, and every change; default 1',
           '  --restart-every N     versions between agent stops [5, 100000], default 50',
           '  --converge-timeout S  at the end, how long subscribers may take to hold the newest version; default 900',
