@@ -189,7 +189,7 @@ export class SyncRunner {
     const served = current?.state === 'complete' ? current : undefined
     return new VersionSync({
       selfId: this.c.selfId, index: this.c.index, catalog: this.c.catalog, home: this.c.home, log: this.c.log,
-      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, explainMissing: this.c.explainMissing, verifyFile: this.c.verifyFile, chunkFile: this.c.chunkFile, announceHave: build.announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
+      fetch: this.c.fetchFor(envelope.tree), fetchDeltas: this.c.fetchDeltas, explainMissing: this.c.explainMissing, canOwn: this.c.canOwn, verifyFile: this.c.verifyFile, chunkFile: this.c.chunkFile, announceHave: build.announceHave, onBadChunk: this.c.onBadChunk, onBadDelta: this.c.onBadDelta, onReceived: (peerId, bytes) => { this.c.onReceived(peerId, bytes, envelope.tree) },
     }, {
       envelope,
       // a rebuild links what it keeps from the very version it rebuilds

@@ -87,6 +87,11 @@ export class NetworkView {
     return true
   }
 
+  /** The last status heard from `peerId` (however old), if any. */
+  statusOf (peerId: string): SiteStatus | undefined {
+    return this.heard.get(peerId)?.status
+  }
+
   /** The names of the other sites whose last status (however old) satisfies `test`. */
   reports (test: (status: SiteStatus) => boolean): string[] {
     const configured = this.components.configuredPeers()
@@ -130,4 +135,22 @@ export class NetworkView {
       lastHeardMs: now, status: self, rateHistory: selfHistory,
     }, ...others]
   }
+}
+
+/**
+ * Whether `peerId`, by its last status, is connected to a site other than `selfId` that holds `tree`@`seq`
+ * complete: then it can fetch a share of that version without us. Unknown (no status heard from it, or from
+ * none of its peers) counts as yes: the swarm's grace period still bounds the wait.
+ */
+export function reachesHolderWithout (view: Pick<NetworkView, 'statusOf'>, peerId: string, selfId: string, tree: string, seq: number): boolean {
+  const status = view.statusOf(peerId)
+  if (status === undefined) return true
+  let unknown = false
+  for (const p of status.peers) {
+    if (!p.connected || p.peerId === selfId) continue
+    const other = view.statusOf(p.peerId)
+    if (other === undefined) { unknown = true; continue }
+    if (other.trees.some(t => t.name === tree && (t.held.includes(seq) || t.currentSeq === seq))) return true
+  }
+  return unknown
 }

@@ -50,6 +50,8 @@ export interface SchedulerOptions {
    * half a minute there while faster holders idle (measured: 8 sites at 2 MB/s took 28 s for a 5 s bound).
    */
   adaptiveWindow?: { minBytes: number, seconds: number }
+  /** Whether a syncing site can fetch its share from someone other than us (default: yes): only then may it own chunks. */
+  canOwn?: (peerId: string) => boolean
   now?: () => number
 }
 
@@ -124,7 +126,9 @@ export class SwarmScheduler {
       this.peers.set(peerId, { complete, has: new Set(), lacks: new Set(), outstandingBytes: 0, inFlight: new Set(), lastHaveMs: this.now(), banned: false, meterBytes: 0, meterMs: 0, busyMarkMs: 0 })
     }
     const wasSyncing = this.syncing.has(peerId)
-    if (!complete && !wasSyncing && peerId !== this.options.selfId) { this.syncing.add(peerId); this.reorder() }
+    // a syncing site that can only fetch through us owns nothing: waiting for it to fetch its share would wait
+    // for ourselves (a lab behind a hub while the hub syncs the same version) until the grace period ran out
+    if (!complete && !wasSyncing && peerId !== this.options.selfId && (this.options.canOwn?.(peerId) ?? true)) { this.syncing.add(peerId); this.reorder() }
     if (complete && wasSyncing) { this.syncing.delete(peerId); this.reorder() }
   }
 

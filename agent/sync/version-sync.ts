@@ -43,6 +43,8 @@ export interface VersionSyncComponents {
   chunkFile?: MaterializerComponents['chunkFile']
   /** Why chunks of a version may be missing everywhere, if some site says (its publisher's source changed). */
   explainMissing?: (tree: string, seq: number) => string | undefined
+  /** Whether a site syncing this version reaches a complete holder other than us (network view); default: yes. */
+  canOwn?: (peerId: string, tree: string, seq: number) => boolean
 }
 
 export interface VersionSyncInit {
@@ -353,6 +355,7 @@ export class VersionSync {
       adaptiveWindow: ADAPTIVE_WINDOW,
       ownerGraceMs: this.init.ownerGraceMs ?? DEFAULT_OWNER_GRACE_MS,
       ownerStallMs: this.init.ownerStallMs ?? DEFAULT_OWNER_STALL_MS,
+      canOwn: peerId => this.components.canOwn?.(peerId, this.init.envelope.tree, this.init.envelope.seq) ?? true,
     })
     for (const [peerId, complete] of this.peers) {
       s.setPeer(peerId, complete)

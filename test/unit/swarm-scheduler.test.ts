@@ -255,3 +255,22 @@ describe('HAVE cadence', () => {
     expect(s.next().flatMap(a => a.chunks).length).toBe(63)
   })
 })
+
+describe('ownership needs a way around us', () => {
+  it('a syncing site that can only fetch through us owns nothing: we take every chunk from the origin at once', () => {
+    const now = { t: 0 }
+    const wanted = chunks(40)
+    const hub = new SwarmScheduler({ selfId: 'hub', windowBytes: 1e9, ownerGraceMs: 10_000, ownerStallMs: 5000, now: () => now.t, canOwn: peer => peer !== 'lab' })
+    hub.setNeeded(wanted)
+    hub.setPeer('origin', true)
+    hub.setPeer('lab', false)
+    const asked = hub.next().filter(a => a.peerId === 'origin').flatMap(a => a.chunks)
+    expect(asked).toHaveLength(40)
+    // without the rule the lab owns part of the version and the hub waits for it
+    const waiting = new SwarmScheduler({ selfId: 'hub', windowBytes: 1e9, ownerGraceMs: 10_000, ownerStallMs: 5000, now: () => now.t })
+    waiting.setNeeded(wanted)
+    waiting.setPeer('origin', true)
+    waiting.setPeer('lab', false)
+    expect(waiting.next().filter(a => a.peerId === 'origin').flatMap(a => a.chunks).length).toBeLessThan(40)
+  })
+})
