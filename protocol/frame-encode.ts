@@ -4,8 +4,7 @@
 // plus the garbage). Here the small head is packed with an empty byte string, whose 2-byte bin8 header is
 // replaced by the real one, and the bytes are not copied at all: they are the frame's second part, and the
 // stream sends both parts as one piece. Each chunk copied into a fresh frame buffer (and frames joined
-// into another) was two ArrayBuffers per chunk, which kept a serving publisher in major garbage
-// collections (V8 counts ArrayBuffer bytes as external memory pressure). The parts together are
+// into another) was two copies and two ArrayBuffers per chunk on a serving publisher. The parts together are
 // byte-identical to prefixing encodeMessage(msg) (tested for every bin header size).
 import { encodeUvarint } from './codec.js'
 import { encodeMessage, type Message } from './messages.js'

@@ -6,10 +6,9 @@ import { settled, stampOf, vouches } from './file-stamp.js'
 
 // The steps of one FsBatch message, with the chunk reads that follow each other in one file read together:
 // a server answering a subscriber's first sync reads a file's chunks in order, ~20 per MB, and each read
-// was a pread and an ArrayBuffer of its own, transferred back alone. Allocating an ArrayBuffer per chunk
-// is what kept the serving publisher in major garbage collections ("external memory pressure": V8 counts
-// every ArrayBuffer's bytes against its limits); one pread and one buffer per run (up to MAX_RUN_BYTES),
-// with each chunk a view of it, ends that. Each chunk keeps its own outcome (stamp vouching, hash check),
+// was a pread and an ArrayBuffer of its own, transferred back alone. Now one pread and one buffer per run
+// (up to MAX_RUN_BYTES), each chunk a view of it: fewer syscalls, buffers and transfers per MB (the bytes
+// allocated stay the same, and with them V8's external-memory GCs: docs/design-notes.md, issue 17). Each chunk keeps its own outcome (stamp vouching, hash check),
 // exactly as when read alone; a run that cannot be read whole (short file, error) is read chunk by chunk.
 
 type ReadOp = Extract<FsOp, { type: 'read' }>
