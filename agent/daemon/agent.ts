@@ -325,7 +325,7 @@ function createTreeManager ({ home, log, site, book, refusals, store, pool, net,
     events,
     hooks,
     peerName: peerId => book.peerNames.get(peerId)?.name,
-    canOwn: (peerId, tree, seq) => late.ops?.canOwn(peerId, tree, seq) ?? true,
+    canOwn: (peerId) => late.ops?.canOwn(peerId) ?? true,
     explainMissing: (tree, seq) => {
       const sites = late.ops?.cannotServe(tree, seq) ?? []
       return sites.length === 0 ? undefined : `${sites.join(', ')} cannot serve ${tree}@${seq} completely: its source changed after it was published; publish again there`

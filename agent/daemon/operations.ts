@@ -8,7 +8,7 @@ import { AgentMetrics } from '../metrics/metrics.js'
 import { buildSnapshot, type DashboardSnapshot } from '../dashboard/snapshot.js'
 import { startDashboardServer, type DashboardServer } from '../dashboard/server.js'
 import { linksOf, localSiteStatus, type LinkView } from '../netview/local-status.js'
-import { NetworkView, reachesHolderWithout, type SiteView } from '../netview/network-view.js'
+import { NetworkView, reachesOthers, type SiteView } from '../netview/network-view.js'
 import { HEARTBEAT_INTERVALS, StatusGossip } from '../netview/status-gossip.js'
 import { TrafficSampler } from '../netview/traffic.js'
 import type { SiteStatus } from '../../protocol/site-status.js'
@@ -65,8 +65,8 @@ export interface Operations {
   snapshot: () => Promise<DashboardSnapshot>
   /** The sites whose last status says they cannot serve `tree`@`seq` completely (its source changed since they published it). */
   cannotServe: (tree: string, seq: number) => string[]
-  /** Whether a site, by the gossiped statuses, reaches a holder of tree@seq other than this one. */
-  canOwn: (peerId: string, tree: string, seq: number) => boolean
+  /** Whether a site, by the gossiped statuses, is connected to some site other than this one. */
+  canOwn: (peerId: string) => boolean
   /** Bytes of the last status this site gossiped. */
   lastStatusBytes: () => number
   stop: () => Promise<void>
@@ -144,7 +144,7 @@ export async function startOperations (c: OperationsComponents, init: Operations
     onSyncEnded: (tree, outcome) => { metrics.syncEnded(tree, outcome) },
     snapshot,
     cannotServe: (tree, seq) => view.reports(s => s.trees.some(t => t.name === tree && t.unservableSeq === seq)),
-    canOwn: (peerId, tree, seq) => reachesHolderWithout(view, peerId, c.selfId, tree, seq),
+    canOwn: (peerId) => reachesOthers(view, peerId, c.selfId),
     lastStatusBytes: () => gossip.lastSentBytes,
     stop: stopAll,
   }

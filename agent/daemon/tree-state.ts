@@ -53,7 +53,7 @@ export interface TreeManagerComponents {
   hooks: VersionHooks
   /** Why chunks of a version may be missing everywhere, if some site says so (see VersionSyncComponents). */
   explainMissing?: VersionSyncComponents['explainMissing']
-  /** Whether a syncing site reaches a holder other than us (see VersionSyncComponents). */
+  /** Whether a syncing site can fetch from anyone but us (see VersionSyncComponents). */
   canOwn?: VersionSyncComponents['canOwn']
   /** A peer's name from [[peers]], for messages. */
   peerName?: (peerId: string) => string | undefined

@@ -138,19 +138,12 @@ export class NetworkView {
 }
 
 /**
- * Whether `peerId`, by its last status, is connected to a site other than `selfId` that holds `tree`@`seq`
- * complete: then it can fetch a share of that version without us. Unknown (no status heard from it, or from
- * none of its peers) counts as yes: the swarm's grace period still bounds the wait.
+ * Whether `peerId`, by its last status, is connected to some site other than `selfId`: if not, everything it
+ * fetches comes through us. (Whether that other site holds the version cannot be told in time: a version is
+ * announced before the statuses that say who holds it.) No status heard from it counts as yes.
  */
-export function reachesHolderWithout (view: Pick<NetworkView, 'statusOf'>, peerId: string, selfId: string, tree: string, seq: number): boolean {
+export function reachesOthers (view: Pick<NetworkView, 'statusOf'>, peerId: string, selfId: string): boolean {
   const status = view.statusOf(peerId)
   if (status === undefined) return true
-  let unknown = false
-  for (const p of status.peers) {
-    if (!p.connected || p.peerId === selfId) continue
-    const other = view.statusOf(p.peerId)
-    if (other === undefined) { unknown = true; continue }
-    if (other.trees.some(t => t.name === tree && (t.held.includes(seq) || t.currentSeq === seq))) return true
-  }
-  return unknown
+  return status.peers.some(p => p.connected && p.peerId !== selfId)
 }

@@ -43,7 +43,7 @@ export interface VersionSyncComponents {
   chunkFile?: MaterializerComponents['chunkFile']
   /** Why chunks of a version may be missing everywhere, if some site says (its publisher's source changed). */
   explainMissing?: (tree: string, seq: number) => string | undefined
-  /** Whether a site syncing this version reaches a complete holder other than us (network view); default: yes. */
+  /** Whether a site syncing this version can fetch from anyone but us (network view: its connections); default: yes. */
   canOwn?: (peerId: string, tree: string, seq: number) => boolean
 }
 
