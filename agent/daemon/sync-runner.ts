@@ -17,6 +17,7 @@ import { compileFilter, sameFilter, type FilterSpec, type PathFilter } from '../
 import { DEFAULT_MAX_DROP_PERCENT } from '../versions/selection-guard.js'
 import { removeTree } from '../fs/fs-safe.js'
 import { applyRetention } from '../versions/retention.js'
+import { StallWatch } from './stall-watch.js'
 import type { PreviousVersion } from '../versions/materializer.js'
 import type { SyncResult } from '../api/api.js'
 import { GateRefusedError } from './version-hooks.js'
@@ -93,24 +94,13 @@ export class SyncRunner {
   private supersedes (state: TreeState, newest: Envelope): boolean {
     const running = state.running as RunningSync
     if (state.overtaken < MAX_OVERTAKES) return true
+    state.stall ??= new StallWatch<RunningSync>(STALL_MS, stalled => {
+      this.log.info({ tree: state.name, seq: stalled.seq, newer: state.newest?.seq }, `running sync made no progress for ${STALL_MS / 1000} s; switching to the newer version`)
+      state.overtaken = 0
+      this.ensureSync(state)
+    })
     const progress = (): string => { const p = running.sync.progress; return `${p.phase}/${p.bytesDone}/${p.chunksDone}` }
-    let seen = progress()
-    clearTimeout(state.stallTimer)
-    const check = (): void => {
-      if (state.running !== running || state.newest !== newest || this.stopped) return
-      const now = progress()
-      if (now === seen) {
-        this.log.info({ tree: state.name, seq: running.seq, newer: newest.seq }, `running sync made no progress for ${STALL_MS / 1000} s; switching to the newer version`)
-        state.overtaken = 0
-        this.ensureSync(state)
-        return
-      }
-      seen = now
-      state.stallTimer = setTimeout(check, STALL_MS)
-      state.stallTimer.unref?.()
-    }
-    state.stallTimer = setTimeout(check, STALL_MS)
-    state.stallTimer.unref?.()
+    state.stall.watch(running, progress, () => state.running === running && !this.stopped)
     this.log.debug({ tree: state.name, seq: running.seq, newer: newest.seq }, 'newer version announced; it is synced when the running sync ends')
     return false
   }
@@ -242,7 +232,7 @@ export class SyncRunner {
     state.running = undefined
     state.failures = 0
     state.overtaken = 0
-    clearTimeout(state.stallTimer)
+    state.stall?.stop()
     if (state.newest === envelope) this.c.listenHaves?.(envelope.tree, false)
     state.lastError = undefined
     if (state.refused?.seq === envelope.seq) state.refused = undefined
@@ -340,7 +330,7 @@ export class SyncRunner {
     const running: Array<Promise<void>> = []
     for (const state of states) {
       clearTimeout(state.retryTimer)
-      clearTimeout(state.stallTimer)
+      state.stall?.stop()
       for (const w of state.waiters) w.reject(new Error('agent is shutting down'))
       state.waiters.clear()
       if (state.running !== undefined) { state.running.controller.abort(new Error('agent stopping')); running.push(state.running.done) }

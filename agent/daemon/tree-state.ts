@@ -14,6 +14,7 @@ import type { SyncProgress, SyncResult } from '../api/api.js'
 import type { EventHub } from './events.js'
 import type { VersionHooks } from './version-hooks.js'
 import type { RefusedOffer } from './why-waiting.js'
+import type { StallWatch } from './stall-watch.js'
 
 export interface TreeManagerComponents {
   selfId: string
@@ -99,7 +100,7 @@ export interface TreeState {
   /** Running syncs abandoned for a newer version since one last completed (see SyncRunner.ensureSync). */
   overtaken: number
   /** Set while a running sync is let finish although a newer version is known: checks that it still moves. */
-  stallTimer?: ReturnType<typeof setTimeout>
+  stall?: StallWatch<RunningSync>
   /** A signed version whose manifest is malformed: retrying cannot help, so it is skipped until a newer one. */
   badManifestSeq?: number
   retryTimer?: ReturnType<typeof setTimeout>
