@@ -15,8 +15,11 @@ import type { BlockMessage, BlocksMessage } from '../../protocol/messages.js'
 
 /** Bytes of a chunk compressed to judge it: enough to see structure, a fraction of a chunk's cost. */
 const SAMPLE_BYTES = 16 * 1024
-/** The sample's histogram counts every SAMPLE_STEP-th byte (4 KiB of 16: enough to tell random from structured). */
-const SAMPLE_STEP = 4
+/**
+ * The sample's histogram counts about this many of its bytes (every 4th of 16 KiB): enough to tell random from
+ * structured. A smaller sample counts every byte (as before): 512 counted bytes of 2 KiB are too few.
+ */
+const COUNTED_BYTES = 4096
 /** A sample must shrink below this ratio for its chunk to be worth compressing. */
 const SAMPLE_RATIO = 0.9
 /** A batch must shrink below this ratio to be sent compressed (else the receiver's inflate is wasted). */
@@ -54,7 +57,7 @@ export class CompressionPolicy {
     const sample = bytes.subarray(start, start + SAMPLE_BYTES)
     // A chunk no larger than a sample is not compressed on trial: its batch is, and a batch that does not
     // shrink marks its chunks incompressible (pack) — the trial would only have compressed the chunk twice.
-    const verdict = !looksIncompressible(sample, SAMPLE_STEP) && (sample.byteLength === bytes.byteLength ||
+    const verdict = !looksIncompressible(sample, Math.max(1, Math.floor(sample.byteLength / COUNTED_BYTES))) && (sample.byteLength === bytes.byteLength ||
       brotliCompressSync(sample, { params: { [constants.BROTLI_PARAM_QUALITY]: 1, [constants.BROTLI_PARAM_LGWIN]: 16 } }).byteLength < sample.byteLength * SAMPLE_RATIO)
     this.remember(key, verdict)
     if (!verdict) this.stats.incompressibleChunks++
