@@ -5,6 +5,14 @@
 // chunk nobody holds any more (an old version of a source edited in place) was never given up — the 1,000-
 // version soak's rate-limited lab sat at seq 213 while the publisher went on to 325.
 
+/** What a sync's progress looks like to the watch; the phases of local work (planning, finalizing, a gate) never stall. */
+export function stallToken (p: { phase: string, bytesDone: number, chunksDone: number }, nowMs: number): string {
+  // they report no bytes or chunks while they work (a walk of the tree, syncfs, a gate command), and on a busy
+  // machine take longer than the stall time: giving them up aborted syncs about to finish, again and again
+  if (p.phase === 'planning' || p.phase === 'finalizing') return `${p.phase}@${nowMs}`
+  return `${p.phase}/${p.bytesDone}/${p.chunksDone}`
+}
+
 export class StallWatch<T extends object> {
   private watched: T | undefined
   private timer: ReturnType<typeof setTimeout> | undefined

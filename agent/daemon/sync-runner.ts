@@ -17,7 +17,7 @@ import { compileFilter, sameFilter, type FilterSpec, type PathFilter } from '../
 import { DEFAULT_MAX_DROP_PERCENT } from '../versions/selection-guard.js'
 import { removeTree } from '../fs/fs-safe.js'
 import { applyRetention } from '../versions/retention.js'
-import { StallWatch } from './stall-watch.js'
+import { StallWatch, stallToken } from './stall-watch.js'
 import type { PreviousVersion } from '../versions/materializer.js'
 import type { SyncResult } from '../api/api.js'
 import { GateRefusedError } from './version-hooks.js'
@@ -99,7 +99,7 @@ export class SyncRunner {
       state.overtaken = 0
       this.ensureSync(state)
     })
-    const progress = (): string => { const p = running.sync.progress; return `${p.phase}/${p.bytesDone}/${p.chunksDone}` }
+    const progress = (): string => stallToken(running.sync.progress, Date.now())
     state.stall.watch(running, progress, () => state.running === running && !this.stopped)
     this.log.debug({ tree: state.name, seq: running.seq, newer: newest.seq }, 'newer version announced; it is synced when the running sync ends')
     return false

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { StallWatch } from '../../agent/daemon/stall-watch.js'
+import { StallWatch, stallToken } from '../../agent/daemon/stall-watch.js'
 
 // A running sync let finish while newer versions arrive is given up when it stops moving for the stall time,
 // however often newer versions are announced meanwhile (the 1,000-version soak's stuck lab).
@@ -50,5 +50,14 @@ describe('StallWatch', () => {
     watch.stop()
     vi.advanceTimersByTime(60_000)
     expect(stalled).toEqual([second])
+  })
+})
+
+describe('stallToken', () => {
+  it('a fetch that moves no byte or chunk looks the same; planning and finalizing never do', () => {
+    const fetching = { phase: 'fetching', bytesDone: 10, chunksDone: 1 }
+    expect(stallToken(fetching, 1)).toBe(stallToken(fetching, 20_000))
+    expect(stallToken({ ...fetching, bytesDone: 11 }, 1)).not.toBe(stallToken(fetching, 1))
+    for (const phase of ['planning', 'finalizing']) expect(stallToken({ ...fetching, phase }, 1)).not.toBe(stallToken({ ...fetching, phase }, 15_001))
   })
 })
