@@ -28,6 +28,8 @@ export interface RetentionResult {
   deletedBlobs: number
   /** Stored small-file deltas that started from a pruned version. */
   deletedDeltas: number
+  /** Records of versions below the current one that never completed here (announced, skipped, abandoned, failed). */
+  removedRecords: number[]
 }
 
 /**
@@ -42,7 +44,7 @@ export interface RetentionResult {
 export async function applyRetention (components: RetentionComponents, treeName: string, options: { retain?: number } = {}): Promise<RetentionResult> {
   const { index, catalog, home } = components
   const log = (components.log ?? silentLogger()).child({ component: 'retention', tree: treeName })
-  const result: RetentionResult = { removedVersions: [], removedStaging: [], deletedBlobs: 0, deletedDeltas: 0 }
+  const result: RetentionResult = { removedVersions: [], removedStaging: [], deletedBlobs: 0, deletedDeltas: 0, removedRecords: [] }
   const tree = await catalog.getTree(treeName)
   if (tree === undefined) return result
   const retain = Math.max(1, options.retain ?? tree.retain ?? DEFAULT_RETAIN)
@@ -82,7 +84,16 @@ export async function applyRetention (components: RetentionComponents, treeName:
     log.info({ seq: version.seq }, 'version pruned')
   }
 
-  if (current !== undefined) await removeAbandoned(components, treeName, current, keptSeqs, versions, result, log)
+  if (current !== undefined) {
+    await removeAbandoned(components, treeName, current, keptSeqs, versions, result, log)
+    // a version older than the current one can never become current (no rollback): a subscriber that skips
+    // versions (a newer one took over its sync) kept their records forever (the 1,000-version soak: +1 per ~6–10)
+    for (const v of versions) {
+      if (v.seq >= current || v.state === 'complete') continue
+      await catalog.deleteVersion(treeName, v.seq)
+      result.removedRecords.push(v.seq)
+    }
+  }
   return result
 }
 

@@ -140,7 +140,7 @@ describe('applyRetention', () => {
     expect(await readlink(w.home.currentLink(TREE))).toBe('versions/5')
 
     // idempotent
-    expect(await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)).toEqual({ removedVersions: [], removedStaging: [], deletedBlobs: 0, deletedDeltas: 0 })
+    expect(await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)).toEqual({ removedVersions: [], removedStaging: [], deletedBlobs: 0, deletedDeltas: 0, removedRecords: [] })
   })
 
   it('TreeRecord.retain is honoured and the current version is never removed', async () => {
@@ -174,6 +174,22 @@ describe('applyRetention', () => {
     expect(await w.store.index.getRoot(oldRoot.id)).toBeUndefined()
     expect(await w.store.index.has(chunkIdOf(Buffer.from('half')))).toBe(false)
     expect((await w.store.catalog.getVersion(TREE, 7))?.state).toBe('syncing')
+  })
+
+  it('forgets the records of versions below the current one that never completed (skipped, failed), keeps newer ones', async () => {
+    const w = await makeWorld()
+    for (let seq = 1; seq <= 5; seq++) await buildVersion(w, seq)
+    const envelope = (await w.store.catalog.getVersion(TREE, 5))!.envelope
+    // seq 5 is current; 2 and 4 never completed here (a newer version took over), 6 is being synced
+    await w.store.catalog.putVersion({ ...(await w.store.catalog.getVersion(TREE, 2))!, state: 'failed', error: 'superseded' })
+    await w.store.catalog.putVersion({ ...(await w.store.catalog.getVersion(TREE, 4))!, state: 'announced' })
+    await w.store.catalog.putVersion({ tree: TREE, seq: 6, envelope, state: 'syncing' })
+    const result = await applyRetention({ index: w.store.index, catalog: w.store.catalog, home: w.home }, TREE)
+    expect(result.removedRecords.sort()).toEqual([2, 4])
+    expect(await w.store.catalog.getVersion(TREE, 2)).toBeUndefined()
+    expect(await w.store.catalog.getVersion(TREE, 4)).toBeUndefined()
+    expect((await w.store.catalog.getVersion(TREE, 6))?.state).toBe('syncing')
+    expect((await w.store.catalog.getVersion(TREE, 5))?.state).toBe('complete')
   })
 
   it('a version rebuilt for a changed filter (generation 1) replaces its directory; the earlier one is removed, a later one kept', async () => {
