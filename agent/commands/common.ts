@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os'
-import { Option } from 'commander'
+import { InvalidArgumentError, Option } from 'commander'
 import { resolveHome, type HomeLayout } from '../core/home.js'
 import { loadConfig, type AgentConfig } from '../core/config.js'
 import type { Store } from '../store/index.js'
@@ -51,4 +51,11 @@ export class ExitError extends Error {
     super(message)
     this.name = 'Error'
   }
+}
+
+/** A version number given on the command line: decimal digits only (no 1e3, no 0x10), 1 or more. */
+export function parseSeq (v: string): number {
+  const n = Number(v)
+  if (!/^\d{1,15}$/.test(v) || n < 1) throw new InvalidArgumentError('expected a version number (1, 2, …)')
+  return n
 }

@@ -7,12 +7,12 @@ import { ManifestWriter, encodeRoot, type ChunkingParams, type ManifestEntry } f
 import { chunkIdOf } from '../../protocol/chunk-id.js'
 import { displayPath } from '../../protocol/paths.js'
 import type { VerifySummary } from '../api/api.js'
-import { InvalidArgumentError, type Command } from 'commander'
+import type { Command } from 'commander'
 import { resolveHome } from '../core/home.js'
 import { ConfigError, loadConfig, writeDefaultConfig } from '../core/config.js'
 import { createPublisherKey, loadPublisherKey, publisherKeyText } from '../core/identity.js'
 import { loadOrCreatePeerKey } from '../net/peer-key.js'
-import { ExitError, formatBytes, homeOption, withLocalContext } from './common.js'
+import { ExitError, formatBytes, homeOption, parseSeq, withLocalContext } from './common.js'
 import { viaAgent } from './common.js'
 import { isUnspecified } from '../net/peer-address.js'
 import { printPublish, publishOnce, type PublishCliOptions } from './publish-once.js'
@@ -242,10 +242,4 @@ function printVerify (tree: string, result: VerifySummary): void {
   process.stdout.write(`${tree}@${result.seq} at ${result.path}: ${result.files} files, ${formatBytes(result.bytes)} verified, ${result.problems.length} problem(s)\n`)
   for (const p of result.problems) process.stdout.write(`  ${displayPath(p.path)}: ${p.reason}\n`)
   if (result.problems.length > 0 && r === undefined) process.stdout.write(`to rebuild them from the manifest: deltamesh verify --repair ${tree}\n`)
-}
-
-function parseSeq (v: string): number {
-  const n = Number(v)
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a version number (1, 2, …)')
-  return n
 }

@@ -8,7 +8,7 @@ import { resolveHome } from '../core/home.js'
 import { displayPath } from '../../protocol/paths.js'
 import { connectAgent } from '../control/client.js'
 import { AgentNotRunningError } from '../control/errors.js'
-import { ExitError, homeOption, withLocalContext } from './common.js'
+import { ExitError, homeOption, parseSeq, withLocalContext } from './common.js'
 import { formatBytes } from '../core/format.js'
 
 export function registerReactCommands (program: Command): void {
@@ -47,11 +47,6 @@ function parseSeconds (v: string): number {
   const n = Number(v)
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of seconds')
   return n
-}
-
-function parseSeq (v: string): number {
-  if (!/^\d{1,15}$/.test(v)) throw new InvalidArgumentError('expected a version number')
-  return Number(v)
 }
 
 function registerDiff (program: Command): void {
